@@ -1,0 +1,121 @@
+"""Idempotency keys, scoped per workspace (Stripe's model and the IETF Idempotency-Key draft).
+
+A key is claimed inside the accept transaction. Its record says who holds it (`owner`, until
+`locked_until`), keeps the inbound message once stored, and, when the request completes, the exact response
+bytes to replay. After a 5xx the key is RELEASED: a retry runs the agent again on the stored message.
+"""
+
+import hashlib
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from channels_app.models import IdempotencyRecord
+from config.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
+
+MAX_KEY_LENGTH = 255
+
+
+def idempotency_key_validate(key: str) -> str:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(32 <= ord(char) < 127 for char in key):
+        raise InvalidIdempotencyKey(
+            "The idempotency key must be 1 to 255 printable ASCII characters; a UUID is a good choice.",
+            details={"header": "X-Idempotency-Key", "length": len(key)},
+        )
+    return key
+
+
+def request_fingerprint(*, method: str, path: str, channel_id: str, body: Any) -> str:
+    """SHA-256 of what makes two requests the same: method, path, channel and the body's JSON value
+    (canonical: key order and whitespace do not matter)."""
+    canonical = json.dumps(
+        {"method": method, "path": path, "channel": channel_id, "body": body},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class Claim:
+    record_id: str
+    owner: str
+    message_id: str | None  # the inbound message stored by an earlier attempt, to reuse
+
+
+@dataclass
+class Replay:
+    status: int
+    body: bytes
+
+
+def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: datetime) -> Claim | Replay:
+    """Claim `key` for this request, or return the stored response to replay.
+
+    Runs inside the accept transaction. Two first requests racing on one key both INSERT; the unique
+    constraint makes the second wait for the first's commit and then raise IntegrityError, and the caller's
+    retry of the transaction finds the record IN_PROGRESS (409).
+    """
+    lock_until = now + timedelta(seconds=settings.PROCESSING_LEASE_SECONDS)
+    owner = secrets.token_hex(8)
+    record = (
+        IdempotencyRecord.objects.filter(workspace_id=workspace_id, key=key)
+        .values("id", "fingerprint", "state", "locked_until", "expires_at", "message_id", "response_status",
+                "response_body")
+        .first()
+    )
+    if record is not None and record["expires_at"] <= now:
+        # Past its retention the key is forgotten, as if the clean-up had already deleted it.
+        IdempotencyRecord.objects.filter(pk=record["id"]).delete()
+        record = None
+    if record is None:
+        created = IdempotencyRecord.objects.create(
+            workspace_id=workspace_id, key=key, fingerprint=fingerprint, owner=owner, locked_until=lock_until,
+            expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_RETENTION_SECONDS),
+        )
+        return Claim(record_id=created.id, owner=owner, message_id=None)
+    if record["fingerprint"] != fingerprint:
+        raise IdempotencyKeyReused(
+            "This idempotency key was already used with a different request. "
+            "Send a new key for a new message, or repeat the original request exactly.",
+            details={"header": "X-Idempotency-Key"},
+        )
+    if record["state"] == IdempotencyRecord.State.COMPLETED:
+        return Replay(status=record["response_status"], body=bytes(record["response_body"]))
+    taken = IdempotencyRecord.objects.filter(pk=record["id"]).filter(
+        Q(state=IdempotencyRecord.State.RELEASED) | Q(locked_until__lt=now)
+    ).update(state=IdempotencyRecord.State.IN_PROGRESS, owner=owner, locked_until=lock_until)
+    if not taken:
+        retry_after = max(1, math.ceil(min((record["locked_until"] - now).total_seconds(), 5)))
+        raise IdempotencyInProgress(
+            "A request with this idempotency key is still being processed. "
+            f"Retry in {retry_after} seconds to get its response.",
+            details={"header": "X-Idempotency-Key", "retryAfterSeconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+    return Claim(record_id=record["id"], owner=owner, message_id=record["message_id"])
+
+
+def idempotency_attach_message(*, claim: Claim, message_id: str) -> None:
+    IdempotencyRecord.objects.filter(pk=claim.record_id).update(message_id=message_id)
+
+
+def idempotency_complete(*, claim: Claim, status: int, body: bytes) -> None:
+    """Store the response for replay. Only the owner may complete: a request that lost its lock (it ran
+    past `locked_until` and another took over) must not overwrite the new owner's result."""
+    IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
+        state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=body, locked_until=None
+    )
+
+
+def idempotency_release(*, claim: Claim) -> None:
+    """Free the key after a failure the client may retry; the stored inbound message stays attached."""
+    IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
+        state=IdempotencyRecord.State.RELEASED, locked_until=None
+    )
+

@@ -1,0 +1,184 @@
+from django.db import models
+from django.db.models import Q
+from rest_framework_api_key.models import AbstractAPIKey
+
+from config import ids
+
+
+class Workspace(models.Model):
+    """A tenant. Its credit balance is the sum of its ledger; `credit_reserved` is held by messages in flight."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.workspace_id, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    credit_balance = models.BigIntegerField(default=0, editable=False)
+    credit_reserved = models.BigIntegerField(default=0, editable=False)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute per API key; empty for the platform default."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(credit_balance__gte=0), name="workspace_balance_not_negative"),
+            models.CheckConstraint(condition=Q(credit_reserved__gte=0), name="workspace_reserved_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkspaceApiKey(AbstractAPIKey):
+    """A workspace's API key: `prefix.secret`, stored as a SHA-512 hash (djangorestframework-api-key)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+
+class AIAgent(models.Model):
+    class Provider(models.TextChoices):
+        BUILTIN = "builtin", "Built-in (offline)"
+        OPENAI = "openai", "OpenAI-compatible"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.agent_id, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True, help_text="The system prompt.")
+    provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.BUILTIN)
+    model = models.CharField(max_length=200, blank=True)
+    base_url = models.URLField(max_length=500, blank=True, help_text="OpenAI-compatible endpoint, ending in /v1.")
+    api_key_env_var = models.CharField(
+        max_length=100, blank=True,
+        help_text="Name of the environment variable that holds the provider key (the key is never stored).",
+    )
+    temperature = models.FloatField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    timeout_seconds = models.FloatField(default=60.0)
+    transcribe_audio = models.BooleanField(default=False)
+    greeting_text = models.TextField(blank=True, default="Hello! How can I help you today?")
+    fallback_text = models.TextField(
+        blank=True, default="I'm sorry, I don't have an answer to that yet. Could you rephrase your question?"
+    )
+    split_threshold_chars = models.PositiveIntegerField(
+        default=600, help_text="A reply longer than this is split into several messages at paragraph breaks."
+    )
+    history_max_messages = models.PositiveIntegerField(default=20)
+    history_max_chars = models.PositiveIntegerField(default=12000)
+    credit_cost_per_reply = models.PositiveIntegerField(default=1)
+    credit_cost_per_1k_tokens = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "AI agent"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class KnowledgeEntry(models.Model):
+    """A question/answer pair the built-in agent ranks against the contact's message."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.knowledge_id, editable=False)
+    agent = models.ForeignKey(AIAgent, on_delete=models.CASCADE, related_name="knowledge")
+    question = models.TextField()
+    answer = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "knowledge entries"
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class Channel(models.Model):
+    class Type(models.TextChoices):
+        API = "API", "API"
+        WHATSAPP = "WHATSAPP", "WhatsApp"
+        WEBCHAT = "WEBCHAT", "Web chat"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.channel_id, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="channels")
+    name = models.CharField(max_length=200)
+    type = models.CharField(max_length=20, choices=Type.choices, default=Type.API)
+    is_active = models.BooleanField(default=True)
+    agent = models.ForeignKey(AIAgent, on_delete=models.PROTECT, null=True, blank=True, related_name="channels")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.type})"
+
+
+class UsageLedgerEntry(models.Model):
+    """One credit movement. The workspace's balance is the sum of its entries' `delta`."""
+
+    class Kind(models.TextChoices):
+        GRANT = "GRANT", "Grant"
+        CHARGE = "CHARGE", "Charge"
+        ADJUSTMENT = "ADJUSTMENT", "Adjustment"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.ledger_id, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="ledger")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    delta = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    message = models.ForeignKey(
+        "conversations.Message", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries",
+        help_text="The inbound message whose reply this charge paid for.",
+    )
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = "usage ledger entry"
+        verbose_name_plural = "usage ledger"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="ledger_ws_created")]
+
+
+class IdempotencyRecord(models.Model):
+    """A claimed `X-Idempotency-Key`, scoped to one workspace.
+
+    IN_PROGRESS with `locked_until` in the future: a request owns it. RELEASED: the last attempt failed
+    with a 5xx and a retry may run again, reusing `message`. COMPLETED: `response_body` replays byte for byte.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "IN_PROGRESS", "In progress"
+        RELEASED = "RELEASED", "Released after a failure"
+        COMPLETED = "COMPLETED", "Completed"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.idempotency_id, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.IN_PROGRESS)
+    owner = models.CharField(max_length=40, blank=True, help_text="The attempt that holds the lock.")
+    locked_until = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+    message = models.ForeignKey(
+        "conversations.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="idempotency_unique_key")]
+        ordering = ["-created_at"]

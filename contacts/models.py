@@ -1,0 +1,23 @@
+from django.db import models
+
+from config import ids
+
+
+class Contact(models.Model):
+    """A person who writes to a workspace, named by the integrator's `contactIdentifier`."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.contact_id, editable=False)
+    workspace = models.ForeignKey("channels_app.Workspace", on_delete=models.CASCADE, related_name="contacts")
+    identifier = models.CharField(max_length=320)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "identifier"], name="contact_unique_identifier"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.identifier

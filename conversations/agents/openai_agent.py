@@ -1,0 +1,248 @@
+"""The OpenAI-compatible agent: chat completions against any endpoint that speaks the OpenAI API.
+
+OpenAI, Azure, Ollama, vLLM, llama.cpp and LM Studio all answer `POST {base_url}/chat/completions`, so one
+backend serves them all; the agent row picks the endpoint, the model and the name of the environment
+variable that holds the key (the key itself is never stored).
+
+Runs in the request's "think" phase: no database access. Every provider failure leaves as `AgentTimeout`
+or `AgentUnavailable`, whose message and details never carry the provider key or the provider's body.
+"""
+
+import base64
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import openai
+from django.conf import settings
+from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
+
+from config.errors import AgentTimeout, AgentUnavailable
+from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, split_reply
+
+logger = logging.getLogger(__name__)
+
+# Two retries ride out a dropped keep-alive connection or a short 429/5xx burst. More would stretch the
+# integrator's synchronous request (each attempt may take `timeout_seconds`) past any useful deadline.
+# A module constant so tests can lower it instead of waiting for the SDK's backoff.
+MAX_RETRIES = 2
+# Local servers (Ollama, llama.cpp) need no key, but the SDK refuses to build a client without one.
+NO_KEY_PLACEHOLDER = "not-needed"
+# OpenAI's transcription model; compatible servers (faster-whisper-server, LocalAI, Groq) accept or alias
+# the name. There is no agent field for it yet: the chat model cannot transcribe, so `agent.model` won't do.
+TRANSCRIPTION_MODEL = "whisper-1"
+# Distinct (endpoint, key, timeout) combinations are few, one per configured provider; the bound only
+# keeps key rotations from growing the cache for the life of the process.
+_CLIENT_CACHE_MAX = 32
+
+_ClientKey = tuple[str | None, str, float, int]
+_clients: dict[_ClientKey, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+_MEDIA_LABELS = {"IMAGE": "Image", "AUDIO": "Audio", "VIDEO": "Video", "DOCUMENT": "Document"}
+
+
+class OpenAICompatibleAgent:
+    """The `AgentBackend` for `provider == "openai"`."""
+
+    def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
+        """Send the instructions and the history window as one chat completion; split the answer.
+
+        Temperature and max_tokens go out only when the agent sets them, so each server keeps its own
+        defaults. `max_tokens` rather than `max_completion_tokens`: every compatible server knows it.
+        """
+        client = _client_for(agent)
+        with _provider_errors(agent):
+            response = client.chat.completions.create(
+                model=agent.model or settings.LLM_MODEL,
+                messages=_messages(agent, history),
+                temperature=agent.temperature if agent.temperature is not None else openai.omit,
+                max_tokens=agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
+            )
+            text = (response.choices[0].message.content or "").strip()
+            usage = response.usage
+            input_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
+            output_tokens = int(usage.completion_tokens or 0) if usage is not None else 0
+            raw_model = str(response.model or "")
+        if not text:
+            logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
+            raise AgentUnavailable(
+                "The AI agent returned an empty answer.", details={"reason": "empty_answer"}
+            )
+        return AgentReply(
+            texts=split_reply(text, threshold=agent.split_threshold_chars),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            raw_model=raw_model,
+        )
+
+
+def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
+    """Transcribe a voice message with the provider's `/audio/transcriptions` endpoint.
+
+    Uses the agent's cached client (same endpoint, key and timeout) and the same error mapping as `reply`.
+    Returns the stripped text, "" for silence.
+    """
+    client = _client_for(agent)
+    with _provider_errors(agent):
+        result = client.audio.transcriptions.create(
+            file=(filename or "audio", data, mime_type or "application/octet-stream"),
+            model=TRANSCRIPTION_MODEL,
+        )
+        return str(result.text or "").strip()
+
+
+def _api_key(agent: AgentConfig) -> str:
+    """The provider key, read from the environment variable the agent names.
+
+    The platform's `LLM_API_KEY` is the fallback only for an agent that talks to the platform's own
+    `LLM_BASE_URL`: an agent pointed at another endpoint without a key variable of its own must not be
+    handed the platform's key.
+    """
+    if agent.api_key_env_var:
+        key = os.environ.get(agent.api_key_env_var, "")
+    elif not agent.base_url or agent.base_url.rstrip("/") == settings.LLM_BASE_URL.rstrip("/"):
+        key = settings.LLM_API_KEY
+    else:
+        key = ""
+    return key or NO_KEY_PLACEHOLDER
+
+
+def _client_for(agent: AgentConfig) -> openai.OpenAI:
+    """The shared client for the agent's endpoint, key and timeout.
+
+    One client per combination keeps its connection pool (and TLS sessions) across requests; a client per
+    call would pay a TCP and TLS handshake on every message. The SDK's client is thread-safe.
+    The timeout is the agent's `timeout_seconds` for each attempt: the SDK's default (10 minutes) would hold
+    the integrator's synchronous request, and a worker, long after anyone still waits for the answer.
+    """
+    base_url = agent.base_url or settings.LLM_BASE_URL or None  # None: the SDK's default, api.openai.com
+    key = _api_key(agent)
+    cache_key: _ClientKey = (base_url, key, agent.timeout_seconds, MAX_RETRIES)
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is None:
+            if len(_clients) >= _CLIENT_CACHE_MAX:
+                # The oldest entry goes; a request still using it keeps its reference and finishes normally.
+                del _clients[next(iter(_clients))]
+            client = openai.OpenAI(
+                base_url=base_url, api_key=key, timeout=agent.timeout_seconds, max_retries=MAX_RETRIES
+            )
+            _clients[cache_key] = client
+    return client
+
+
+@contextmanager
+def _provider_errors(agent: AgentConfig) -> Iterator[None]:
+    """Turn the SDK's failures, and answers of the wrong shape, into the contract's agent errors.
+
+    The SDK's exceptions carry the provider's body and the request (with its Authorization header), so the
+    new error is raised `from None` and the log line names only the agent and the exception class.
+    """
+    try:
+        yield
+    except openai.APITimeoutError as exc:
+        _log_failure(agent, exc)
+        raise AgentTimeout(details={"timeoutSeconds": agent.timeout_seconds}) from None
+    except openai.APIConnectionError as exc:
+        _log_failure(agent, exc)
+        raise AgentUnavailable(details={"reason": _connection_reason(exc)}) from None
+    except openai.APIStatusError as exc:
+        _log_failure(agent, exc)
+        raise AgentUnavailable(details={"providerStatus": exc.status_code}) from None
+    # Invalid JSON (ValueError, which pydantic's ValidationError also is), no choices, wrong types.
+    except (openai.APIError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        _log_failure(agent, exc)
+        raise AgentUnavailable(details={"reason": "invalid_response"}) from None
+
+
+def _log_failure(agent: AgentConfig, exc: BaseException) -> None:
+    logger.warning("LLM call failed for agent %s: %s", agent.id, type(exc).__name__)
+
+
+def _connection_reason(exc: BaseException) -> str:
+    """`connection_refused` when nothing listens (the usual local-server mistake), else a general word."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection_refused"
+        seen = seen.__cause__ or seen.__context__
+    return "connection_failed"
+
+
+def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatCompletionMessageParam]:
+    messages: list[ChatCompletionMessageParam] = []
+    if agent.instructions.strip():
+        messages.append({"role": "system", "content": agent.instructions})
+    for item in history:
+        if item.role == "assistant":
+            messages.append({"role": "assistant", "content": _as_text(item)})
+        else:
+            messages.append({"role": "user", "content": _user_content(item)})
+    return messages
+
+
+def _user_content(item: HistoryItem) -> str | list[ChatCompletionContentPartParam]:
+    """Images go as image parts (the bytes inline when the media pipeline kept them, so the provider needs
+    no access to the contact's URL); other media as a text description the model can read."""
+    if item.type != "IMAGE":
+        return _as_text(item)
+    media = item.media
+    body = _body(item)
+    if media is not None and media.data and media.mime_type:
+        url = f"data:{media.mime_type};base64,{base64.b64encode(media.data).decode('ascii')}"
+    else:
+        url = (media.url if media is not None else "") or str(body.get("url") or "")
+    if not url:
+        return _describe(item)
+    caption = (media.caption if media is not None else "") or str(body.get("caption") or "")
+    return [
+        {"type": "text", "text": caption or "(image)"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+
+
+def _as_text(item: HistoryItem) -> str:
+    if item.type == "TEXT":
+        return str(_body(item).get("body") or "")
+    return _describe(item)
+
+
+def _describe(item: HistoryItem) -> str:
+    """E.g. `[Document "report.pdf" (application/pdf, 12 KB): caption]`, then the document's text or
+    the audio's transcription when the media pipeline extracted one."""
+    media = item.media
+    if item.type == "AUDIO" and media is not None and media.text:
+        return f"[Audio transcription]: {media.text}"
+    body = _body(item)
+    label = _MEDIA_LABELS.get(item.type, item.type.capitalize() or "Attachment")
+    filename = (media.filename if media is not None else "") or str(body.get("filename") or "")
+    if filename:
+        label += f' "{filename}"'
+    facts = [fact for fact in (media.mime_type, _human_size(media.size)) if fact] if media is not None else []
+    if facts:
+        label += f" ({', '.join(facts)})"
+    caption = (media.caption if media is not None else "") or str(body.get("caption") or "")
+    text = f"[{label}: {caption}]" if caption else f"[{label}]"
+    if item.type == "DOCUMENT" and media is not None and media.text:
+        text += f"\nDocument text:\n{media.text}"
+    return text
+
+
+def _body(item: HistoryItem) -> dict[str, Any]:
+    """The type's object inside `content`, e.g. {"url": ..., "caption": ...} for an IMAGE."""
+    body = item.content.get(item.type.lower()) if isinstance(item.content, dict) else None
+    return body if isinstance(body, dict) else {}
+
+
+def _human_size(size: int) -> str:
+    if size <= 0:
+        return ""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{round(size / 1024)} KB"
+    return f"{size / (1024 * 1024):.1f} MB"

@@ -1,0 +1,154 @@
+"""The conversation runtime's writes. Each function runs inside the caller's short transaction."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from contacts.services import contact_create
+from conversations.agents.base import HistoryItem
+from conversations.models import Conversation, Message
+from conversations.selectors import contact_with_open_conversation, earlier_message_pending, history_window
+
+
+@dataclass
+class StoredInbound:
+    contact_id: str
+    conversation_id: str
+    conversation_created_at: datetime
+    message: Message
+
+
+def _seq_take(*, conversation_id: str, now: datetime) -> int:
+    """Take the conversation's next position. The UPDATE holds the conversation row's lock until commit,
+    so a second message of the same conversation gets the next position only after this one is visible."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, last_message_at = %s "
+            "WHERE id = %s RETURNING last_seq",
+            [now, conversation_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def inbound_message_store(
+    *,
+    workspace_id: str,
+    channel_id: str,
+    agent_id: str,
+    contact_identifier: str,
+    contact_name: str,
+    type: str,
+    content: dict[str, Any],
+    now: datetime,
+    lease_until: datetime,
+    credits_reserved: int,
+) -> StoredInbound:
+    """Resolve the contact, open or reuse the conversation and append the contact's message.
+
+    Must run inside a transaction. A concurrent first message of the same contact makes the contact or
+    conversation insert raise IntegrityError (unique constraints); the caller retries the transaction.
+    """
+    row = contact_with_open_conversation(
+        workspace_id=workspace_id, channel_id=channel_id, identifier=contact_identifier
+    )
+    if row is None:
+        contact_id = contact_create(workspace_id=workspace_id, identifier=contact_identifier, name=contact_name).id
+        row = {"id": contact_id, "conversation_id": None}
+    if row["conversation_id"] is None:
+        conversation = Conversation.objects.create(
+            workspace_id=workspace_id, channel_id=channel_id, contact_id=row["id"], agent_id=agent_id,
+            last_seq=1, last_message_at=now,
+        )
+        conversation_id, created_at, seq = conversation.id, conversation.created_at, 1
+    else:
+        conversation_id, created_at = row["conversation_id"], row["conversation_created_at"]
+        seq = _seq_take(conversation_id=conversation_id, now=now)
+        if row["conversation_agent_id"] != agent_id:
+            # The channel was given another agent: its open conversations follow it.
+            Conversation.objects.filter(pk=conversation_id).update(agent_id=agent_id)
+    message = Message.objects.create(
+        conversation_id=conversation_id, seq=seq, part=0, direction=Message.Direction.INBOUND, type=type,
+        content=content, status=Message.Status.PENDING, lease_until=lease_until, credits_reserved=credits_reserved,
+    )
+    return StoredInbound(
+        contact_id=row["id"], conversation_id=conversation_id, conversation_created_at=created_at, message=message
+    )
+
+
+class TurnNotReady(Exception):
+    """An earlier message of the conversation is still being answered."""
+
+
+def history_build(*, message: Message, max_messages: int, max_chars: int, now: datetime) -> list[HistoryItem]:
+    """The agent's view of the conversation: recent answered messages, oldest first, then `message`.
+
+    Raises TurnNotReady while an earlier message still waits for its answer, so replies keep the order of
+    the messages. Bounded by `max_messages` (one indexed query) and by `max_chars` (oldest dropped first).
+    """
+    window = history_window(conversation_id=message.conversation_id, seq=message.seq, limit=max_messages + 1)
+    if earlier_message_pending(window=window, seq=message.seq, now=now):
+        raise TurnNotReady
+    items: list[HistoryItem] = []
+    budget = max_chars
+    for row in window:
+        if row["id"] == message.id:
+            continue
+        if row["direction"] == Message.Direction.INBOUND and row["status"] != Message.Status.ANSWERED:
+            continue  # a failed or abandoned message got no answer: the model would see a question hanging
+        if row["seq"] > message.seq or (row["seq"] == message.seq and row["part"] > 0):
+            continue
+        size = len(str(row["content"]))
+        if size > budget or len(items) >= max_messages - 1:
+            break
+        budget -= size
+        role = "user" if row["direction"] == Message.Direction.INBOUND else "assistant"
+        items.append(HistoryItem(role=role, type=row["type"], content=row["content"]))
+    items.reverse()
+    items.append(HistoryItem(role="user", type=message.type, content=message.content))
+    return items
+
+
+def replies_store(
+    *,
+    message: Message,
+    texts: list[str],
+    credits: int,
+    input_tokens: int,
+    output_tokens: int,
+    now: datetime,
+) -> list[Message]:
+    """Store the agent's replies after `message` and mark it answered. The first reply carries the reply's
+    credits and tokens (the transcript shows them there)."""
+    replies = [
+        Message(
+            conversation_id=message.conversation_id, seq=message.seq, part=index, direction=Message.Direction.OUTBOUND,
+            type=Message.Type.TEXT, content={"text": {"body": text}}, status=Message.Status.SENT, reply_to_id=message.id,
+            credits=credits if index == 1 else 0,
+            input_tokens=input_tokens if index == 1 else 0,
+            output_tokens=output_tokens if index == 1 else 0,
+        )
+        for index, text in enumerate(texts, start=1)
+    ]
+    Message.objects.bulk_create(replies)
+    Message.objects.filter(pk=message.pk).update(
+        status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code=""
+    )
+    Conversation.objects.filter(pk=message.conversation_id).update(last_message_at=now)
+    return replies
+
+
+def inbound_message_fail(*, message_id: str, error_code: str) -> None:
+    """Record that the agent gave no answer. The message stays in the conversation; its turn ends."""
+    Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(
+        status=Message.Status.FAILED, lease_until=None, credits_reserved=0, error_code=error_code
+    )
+
+
+def inbound_message_resume(*, message_id: str, lease_until: datetime) -> Message:
+    """Take a stored inbound message up again (a retry with its idempotency key): it waits for its answer."""
+    Message.objects.filter(pk=message_id).exclude(status=Message.Status.ANSWERED).update(
+        status=Message.Status.PENDING, lease_until=lease_until, error_code=""
+    )
+    return Message.objects.select_related("conversation").get(pk=message_id)

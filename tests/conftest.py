@@ -1,0 +1,99 @@
+import json
+import os
+
+import pytest
+from django.db import connection
+
+from channels_app.credits import credits_grant
+from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+
+SEED_TEXT = {
+    "content": {"text": {"body": "Hello, how can I help you?"}},
+    "type": "TEXT",
+    "contactIdentifier": "user@example.com",
+    "contactName": "User Name",
+}
+
+
+def on_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+requires_postgresql = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite serializes all writers, so the race "
+           "this test provokes cannot happen there",
+)
+requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
+
+
+class Api:
+    """A thin client for the messages endpoint."""
+
+    def __init__(self, client, channel, key):
+        self.client, self.channel, self.key = client, channel, key
+
+    def post(self, body=None, *, channel_id=None, key=None, idempotency_key=None, raw=None,
+             content_type="application/json", **headers):
+        if key is None:
+            key = self.key
+        if key:
+            headers["HTTP_X_API_KEY"] = key
+        if idempotency_key is not None:
+            headers["HTTP_X_IDEMPOTENCY_KEY"] = idempotency_key
+        data = raw if raw is not None else json.dumps(SEED_TEXT if body is None else body)
+        return self.client.post(
+            f"/api/v1/channels/{channel_id or self.channel.pk}/messages", data=data, content_type=content_type,
+            **headers,
+        )
+
+
+@pytest.fixture
+def workspace(db):
+    workspace = WorkspaceFactory()
+    credits_grant(workspace=workspace, amount=100, note="test credits")
+    workspace.refresh_from_db()
+    return workspace
+
+
+@pytest.fixture
+def channel(workspace):
+    channel = ChannelFactory(workspace=workspace)
+    KnowledgeEntryFactory(agent=channel.agent, question="How long does shipping take?",
+                          answer="Orders ship within 2 business days.")
+    KnowledgeEntryFactory(agent=channel.agent, question="Can I get a refund?",
+                          answer="Yes, within 30 days of purchase.")
+    return channel
+
+
+@pytest.fixture
+def api_key(workspace):
+    return api_key_for(workspace)[1]
+
+
+@pytest.fixture
+def api(client, channel, api_key):
+    return Api(client, channel, api_key)
+
+
+_TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+
+
+@pytest.fixture
+def assert_statements():
+    """Count the statements that do work, the same on every backend: SQLite logs BEGIN/COMMIT and the
+    test's wrapping transaction adds SAVEPOINTs, neither of which PostgreSQL's count would show."""
+    from contextlib import contextmanager
+
+    from django.test.utils import CaptureQueriesContext
+
+    @contextmanager
+    def check(expected: int):
+        with CaptureQueriesContext(connection) as context:
+            yield context
+        statements = [q["sql"] for q in context.captured_queries
+                      if not q["sql"].lstrip().upper().startswith(_TRANSACTION_CONTROL)]
+        assert len(statements) == expected, f"{len(statements)} statements:\n" + "\n".join(
+            sql[:160] for sql in statements)
+
+    return check

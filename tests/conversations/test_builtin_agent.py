@@ -1,0 +1,66 @@
+from dataclasses import replace
+
+from conversations.agents.base import AgentConfig, HistoryItem, split_reply
+from conversations.agents.builtin import BuiltinAgent, rank_knowledge
+
+AGENT = AgentConfig(
+    id="ag_1", name="Agent", instructions="", provider="builtin", model="", base_url="", api_key_env_var="",
+    temperature=None, max_output_tokens=None, timeout_seconds=60, transcribe_audio=False,
+    greeting_text="Hello! How can I help?", fallback_text="Sorry, I don't know.", split_threshold_chars=600,
+    history_max_messages=20, history_max_chars=12000, credit_cost_per_reply=1, credit_cost_per_1k_tokens=0,
+    knowledge=(
+        ("What are your opening hours?", "We open at 9."),
+        ("How do I reset my password?", "Use the reset link."),
+        ("How long does shipping take?", "Two days."),
+        ("Can I get a refund?", "Yes, within 30 days."),
+    ),
+)
+
+
+def text(body: str) -> list[HistoryItem]:
+    return [HistoryItem(role="user", type="TEXT", content={"text": {"body": body}})]
+
+
+def answer(agent: AgentConfig, history: list[HistoryItem]) -> list[str]:
+    return BuiltinAgent().reply(agent=agent, history=history).texts
+
+
+def test_answers_from_the_best_matching_entry():
+    assert answer(AGENT, text("I forgot my password, how can I reset it?")) == ["Use the reset link."]
+    assert answer(AGENT, text("refunds?")) == ["Yes, within 30 days."]
+    assert answer(AGENT, text("when are you open? opening hours")) == ["We open at 9."]
+
+
+def test_ranking_is_deterministic_and_best_first():
+    ranked = rank_knowledge("shipping time", AGENT.knowledge)
+    assert ranked[0][1] == 2
+    assert ranked == rank_knowledge("shipping time", AGENT.knowledge)
+
+
+def test_greets_and_falls_back():
+    assert answer(AGENT, text("Hello!")) == ["Hello! How can I help?"]
+    assert answer(AGENT, text("good morning")) == ["Hello! How can I help?"]
+    assert answer(AGENT, text("Tell me about quantum chromodynamics")) == ["Sorry, I don't know."]
+    assert answer(replace(AGENT, knowledge=()), text("password")) == ["Sorry, I don't know."]
+
+
+def test_media_is_acknowledged_by_type_and_caption():
+    image = [HistoryItem(role="user", type="IMAGE",
+                         content={"image": {"url": "https://example.com/a.jpg", "caption": "my receipt"}})]
+    document = [HistoryItem(role="user", type="DOCUMENT",
+                            content={"document": {"url": "https://example.com/a.pdf", "filename": "a.pdf"}})]
+    assert answer(AGENT, image) == ["Thanks, I received your image: \u201cmy receipt\u201d."]
+    assert answer(AGENT, document) == ['Thanks, I received your document "a.pdf".']
+
+
+def test_usage_is_never_zero():
+    reply = BuiltinAgent().reply(agent=AGENT, history=text("hi"))
+    assert reply.input_tokens >= 1 and reply.output_tokens >= 1
+
+
+def test_split_reply_packs_paragraphs_under_the_threshold():
+    paragraphs = ["a" * 40, "b" * 40, "c" * 40]
+    assert split_reply("\n\n".join(paragraphs), threshold=90) == ["a" * 40 + "\n\n" + "b" * 40, "c" * 40]
+    assert split_reply("short", threshold=90) == ["short"]
+    assert split_reply("x" * 200, threshold=90) == ["x" * 200]  # one long paragraph is not cut
+    assert split_reply("   ", threshold=90) == []
