@@ -244,8 +244,8 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
                 "lastMessageAt": iso(now),
             },
             "aiMessages": [
-                {"id": message.pk, "type": message.type, "content": message.content, "createdAt": iso(message.created_at)}
-                for message in replies
+                {"id": reply.pk, "type": reply.type, "content": reply.content, "createdAt": iso(reply.created_at)}
+                for reply in replies
             ],
             "usage": {
                 "credits": charged,

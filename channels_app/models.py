@@ -150,6 +150,9 @@ class UsageLedgerEntry(models.Model):
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["workspace", "-created_at"], name="ledger_ws_created")]
 
+    def __str__(self) -> str:
+        return f"{self.kind} {self.delta:+d}"
+
 
 class IdempotencyRecord(models.Model):
     """A claimed `X-Idempotency-Key`, scoped to one workspace.
@@ -182,3 +185,6 @@ class IdempotencyRecord(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="idempotency_unique_key")]
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.key

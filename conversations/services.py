@@ -123,8 +123,9 @@ def replies_store(
     credits and tokens (the transcript shows them there)."""
     replies = [
         Message(
-            conversation_id=message.conversation_id, seq=message.seq, part=index, direction=Message.Direction.OUTBOUND,
-            type=Message.Type.TEXT, content={"text": {"body": text}}, status=Message.Status.SENT, reply_to_id=message.id,
+            conversation_id=message.conversation_id, seq=message.seq, part=index,
+            direction=Message.Direction.OUTBOUND, type=Message.Type.TEXT, content={"text": {"body": text}},
+            status=Message.Status.SENT, reply_to_id=message.id,
             credits=credits if index == 1 else 0,
             input_tokens=input_tokens if index == 1 else 0,
             output_tokens=output_tokens if index == 1 else 0,

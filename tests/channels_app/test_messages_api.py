@@ -297,7 +297,8 @@ def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monke
     original = BuiltinAgent.reply
 
     def spy(self, **kwargs):
-        seen.append({"in_transaction": connection.in_atomic_block, "connection_open": connection.connection is not None})
+        seen.append({"in_transaction": connection.in_atomic_block,
+                     "connection_open": connection.connection is not None})
         return original(self, **kwargs)
 
     monkeypatch.setattr(BuiltinAgent, "reply", spy)

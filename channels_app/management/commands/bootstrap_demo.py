@@ -10,7 +10,8 @@ class Command(BaseCommand):
     help = "Create (once) the demo workspace, API channel, agent, credits and API key; print how to call it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true", help="Print one JSON object: workspaceId, channelId, apiKey.")
+        parser.add_argument("--json", action="store_true",
+                            help="Print one JSON object: workspaceId, channelId, apiKey.")
 
     def handle(self, *args, **options):
         demo = demo_bootstrap(key_file=settings.BASE_DIR / "var" / "demo-key.json")
