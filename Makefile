@@ -32,6 +32,21 @@ serve: $(VENV)/.synced
 	@$(VENV)/bin/python manage.py migrate --verbosity 0
 	@$(VENV)/bin/gunicorn config.wsgi:application --config config/gunicorn.py --bind $(BIND)
 
+# Fuzzing (tests/fuzz/run): schemathesis against a live gunicorn on loopback, the messages endpoint, a fixed
+# seed (FUZZ_SEED). FUZZ_MAX_EXAMPLES cases per phase, default 2000 (several minutes); CI runs 150. Serves
+# DATABASE_URL (migrated first) or, when unset, a fresh SQLite file in var/fuzz/.
+fuzz: $(VENV)/.synced
+	@tests/fuzz/run
+
+# Benchmarks (bench/RESULTS.md): loopback only, every load bounded. Needs PostgreSQL and Redis on 127.0.0.1;
+# BENCH_QUICK=1 for a smoke run. Installs Debian's wrk when it can, else a Python load generator stands in.
+# --inexact: add the bench group without removing what `make test`'s exact sync does not know about.
+bench: $(VENV)/.synced
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
+		|| echo "bench: wrk is not installed; the Python load generator (bench/loadgen.py) stands in"
+	@$(UV) sync --frozen --quiet --inexact --group bench
+	@$(VENV)/bin/python -m bench.run
+
 lint: $(VENV)/.synced
 	@$(VENV)/bin/ruff check .
 

@@ -12,6 +12,7 @@ from django.http import Http404, HttpResponse
 from rest_framework import exceptions
 
 from config.errors import ApplicationError, InvalidRequest, PayloadTooLarge, RateLimited
+from config.logs import log_bind
 
 logger = logging.getLogger(__name__)
 
@@ -94,4 +95,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     if error is None:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
         error = ApplicationError()
+    log_bind(error_code=error.code)
     return error_response(error)
+
+
+# Django's own error views (config/urls.py handler404/handler500), for requests that never reach a DRF view:
+# an unknown URL, or a failure in a middleware. Same body as every other error.
+
+def not_found_view(request, exception=None) -> HttpResponse:
+    error = ApplicationError("No such resource. Check the URL: the messages endpoint is "
+                             "POST /api/v1/channels/{channelId}/messages.")
+    error.code, error.status_code = "not_found", 404
+    return error_response(error)
+
+
+def server_error_view(request) -> HttpResponse:
+    return error_response(ApplicationError())

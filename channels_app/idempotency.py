@@ -91,7 +91,11 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
         Q(state=IdempotencyRecord.State.RELEASED) | Q(locked_until__lt=now)
     ).update(state=IdempotencyRecord.State.IN_PROGRESS, owner=owner, locked_until=lock_until)
     if not taken:
-        retry_after = max(1, math.ceil(min((record["locked_until"] - now).total_seconds(), 5)))
+        # The lock read above is stale when a concurrent retry took the key between the read and the UPDATE
+        # (it was RELEASED, no lock at all, or expired): then the new holder has only just started.
+        locked_until = record["locked_until"]
+        remaining = (locked_until - now).total_seconds() if locked_until is not None else 0
+        retry_after = max(1, math.ceil(min(remaining, 5)))
         raise IdempotencyInProgress(
             "A request with this idempotency key is still being processed. "
             f"Retry in {retry_after} seconds to get its response.",
@@ -105,6 +109,26 @@ def idempotency_attach_message(*, claim: Claim, message_id: str) -> None:
     IdempotencyRecord.objects.filter(pk=claim.record_id).update(message_id=message_id)
 
 
+def idempotency_hold(*, claim: Claim) -> None:
+    """Check that this attempt still owns the key, and keep it: the record's row stays locked until the
+    caller's transaction ends, so no retry can take the key over before this attempt's result is stored.
+
+    An attempt can outlive its lock (turn wait, media and agent retries may together exceed the lease); a
+    retry that took the key over adopted its inbound message and credit reservation, so the late attempt
+    must store and settle nothing. Raises IdempotencyInProgress for it: the key's response is the new
+    owner's, which the client gets by retrying.
+    """
+    if not IdempotencyRecord.objects.select_for_update(no_key=True).filter(
+        pk=claim.record_id, owner=claim.owner
+    ).exists():
+        raise IdempotencyInProgress(
+            "This request took longer than its idempotency lock and a retry with the same key took it over. "
+            "Retry with the same key to get that retry's response.",
+            details={"header": "X-Idempotency-Key", "retryAfterSeconds": 1},
+            headers={"Retry-After": "1"},
+        )
+
+
 def idempotency_complete(*, claim: Claim, status: int, body: bytes) -> None:
     """Store the response for replay. Only the owner may complete: a request that lost its lock (it ran
     past `locked_until` and another took over) must not overwrite the new owner's result."""
@@ -113,9 +137,11 @@ def idempotency_complete(*, claim: Claim, status: int, body: bytes) -> None:
     )
 
 
-def idempotency_release(*, claim: Claim) -> None:
-    """Free the key after a failure the client may retry; the stored inbound message stays attached."""
-    IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
+def idempotency_release(*, claim: Claim) -> bool:
+    """Free the key after a failure the client may retry; the stored inbound message stays attached.
+    Returns False when this attempt no longer owns the key (a retry took it over): the inbound message and
+    its credit reservation are the new owner's then, and the caller must leave them alone."""
+    return bool(IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
         state=IdempotencyRecord.State.RELEASED, locked_until=None
-    )
+    ))
 

@@ -2,19 +2,19 @@
 
 1. Accept (one short transaction): claim the idempotency key, load the channel, store the inbound message,
    reserve the credits. Commit and give the connection back to the pool.
-2. Think (no transaction, no connection held): wait for the conversation's turn, build the history, call
-   the agent.
+2. Think (no transaction, no connection held): fetch and check the message's media, wait for the
+   conversation's turn, build the history, call the agent.
 3. Record (one short transaction): store the replies, settle the credits, store the idempotent response.
 A failed agent call keeps the inbound message, releases the credits and frees the idempotency key.
 """
 
 import json
-import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -26,12 +26,16 @@ from channels_app.idempotency import (
     idempotency_attach_message,
     idempotency_claim,
     idempotency_complete,
+    idempotency_hold,
     idempotency_release,
 )
 from channels_app.models import Workspace
 from channels_app.selectors import agent_config, channel_get_for_workspace
 from config.errors import ApplicationError, ConversationBusy
+from config.logs import log_bind
+from config.metrics import agent_latency_observe, credits_spent_observe
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
+from conversations.media.pipeline import media_prepare
 from conversations.models import Message
 from conversations.services import (
     TurnNotReady,
@@ -42,7 +46,7 @@ from conversations.services import (
     replies_store,
 )
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 _ACCEPT_ATTEMPTS = 3  # a creation race loses at most once per unique row (contact, conversation, key)
 _TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.5  # seconds between looks at an earlier message's progress
@@ -197,28 +201,38 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
 
 
 def _think(accepted: Accepted) -> AgentReply:
+    media = None
+    if accepted.message.type != Message.Type.TEXT:
+        # Before the turn's wait: a refused or unreachable file fails the message without waiting.
+        media = media_prepare(message=accepted.message, agent=accepted.agent, workspace_id=accepted.workspace_id)
     history = _history(accepted)
+    if media is not None:
+        history[-1] = replace(history[-1], media=media)
     connection_release()
     started = time.monotonic()
     reply = get_backend(accepted.agent.provider).reply(agent=accepted.agent, history=history)
-    logger.info("agent replied", extra={"agent_id": accepted.agent.id, "parts": len(reply.texts),
-                                        "agent_seconds": round(time.monotonic() - started, 3)})
+    seconds = round(time.monotonic() - started, 3)
+    log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
+    agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)
+    logger.info("agent replied", agent_id=accepted.agent.id, parts=len(reply.texts))
     return reply
 
 
 def _fail(accepted: Accepted, error: Exception) -> None:
     code = error.code if isinstance(error, ApplicationError) else "internal_error"
     with transaction.atomic():
+        if accepted.claim is not None and not idempotency_release(claim=accepted.claim):
+            return  # a retry took the key over, with the message and its reservation: they are not ours
         inbound_message_fail(message_id=accepted.message.pk, error_code=code)
         credits_release(workspace_id=accepted.workspace_id, amount=accepted.reserved)
-        if accepted.claim is not None:
-            idempotency_release(claim=accepted.claim)
 
 
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     now = timezone.now()
     cost = credits_cost(agent=accepted.agent, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
     with transaction.atomic():
+        if accepted.claim is not None:
+            idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
         charge = min(cost, accepted.reserved)
         replies = replies_store(
             message=accepted.message, texts=reply.texts, credits=charge, input_tokens=reply.input_tokens,
@@ -256,4 +270,5 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
         })
         if accepted.claim is not None:
             idempotency_complete(claim=accepted.claim, status=200, body=body)
+    credits_spent_observe(charged)
     return PostResult(status=200, body=body)

@@ -1,8 +1,10 @@
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from rest_framework_api_key.models import AbstractAPIKey
 
 from config import ids
+from conversations.agents.base import API_KEY_ENV_VAR_PATTERN
 
 
 class Workspace(models.Model):
@@ -55,7 +57,15 @@ class AIAgent(models.Model):
     base_url = models.URLField(max_length=500, blank=True, help_text="OpenAI-compatible endpoint, ending in /v1.")
     api_key_env_var = models.CharField(
         max_length=100, blank=True,
-        help_text="Name of the environment variable that holds the provider key (the key is never stored).",
+        validators=[RegexValidator(
+            API_KEY_ENV_VAR_PATTERN,
+            message="Name an environment variable in capitals that ends in _API_KEY, e.g. OPENAI_API_KEY.",
+        )],
+        help_text="Name of the environment variable that holds the provider key (the key is never stored). "
+                  "Capital letters, digits and underscores, ending in _API_KEY (e.g. OPENAI_API_KEY or "
+                  "LLM_API_KEY): the value goes to the base URL as a bearer token, so no other variable may "
+                  "be named. Empty: the platform's LLM_API_KEY when the agent uses the platform's endpoint, "
+                  "else no key.",
     )
     temperature = models.FloatField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -68,8 +78,15 @@ class AIAgent(models.Model):
     split_threshold_chars = models.PositiveIntegerField(
         default=600, help_text="A reply longer than this is split into several messages at paragraph breaks."
     )
-    history_max_messages = models.PositiveIntegerField(default=20)
-    history_max_chars = models.PositiveIntegerField(default=12000)
+    history_max_messages = models.PositiveIntegerField(
+        default=20, help_text="The most messages the agent sees, the new one included; older ones are left out."
+    )
+    history_max_chars = models.PositiveIntegerField(
+        default=12000,
+        help_text="The most characters of message text (bodies, captions, file names, media URLs) the agent "
+                  "sees, the new message included; older messages are left out first. The new message is "
+                  "always sent.",
+    )
     credit_cost_per_reply = models.PositiveIntegerField(default=1)
     credit_cost_per_1k_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

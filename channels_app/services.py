@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from channels_app.credits import credits_grant
@@ -26,6 +27,13 @@ def workspace_get(*, ref: str) -> Workspace:
     return workspace
 
 
+APIKEY_ROTATION_GRACE = timedelta(hours=24)  # CONTRACT.md: the old key keeps working this long by default
+# Longer than this an old key is not being rotated out but kept; it also keeps the expiry date in range.
+APIKEY_ROTATION_GRACE_MAX = timedelta(days=365)
+# One grant's ceiling: far above any real purchase, far below BIGINT, so a typo cannot overflow the balance.
+CREDITS_GRANT_MAX = 10**12
+
+
 def apikey_create(*, workspace: Workspace, name: str = "default", expires_at=None) -> tuple[WorkspaceApiKey, str]:
     """A new key; the plain key is returned once and stored only as a hash."""
     return WorkspaceApiKey.objects.create_key(workspace=workspace, name=name[:50], expiry_date=expires_at)
@@ -36,6 +44,11 @@ def apikey_get(*, prefix: str) -> WorkspaceApiKey:
     if api_key is None:
         raise NotFoundError(f"No API key with prefix {prefix!r}. `manage.py apikey list --workspace W` lists them.")
     return api_key
+
+
+def apikey_list(*, workspace: Workspace) -> QuerySet[WorkspaceApiKey]:
+    """The workspace's keys, newest first, revoked and expired ones included."""
+    return WorkspaceApiKey.objects.filter(workspace=workspace).order_by("-created")
 
 
 @transaction.atomic

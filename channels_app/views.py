@@ -7,8 +7,29 @@ from rest_framework.views import APIView
 from channels_app.authentication import ApiKeyAuthentication
 from channels_app.idempotency import idempotency_key_validate, request_fingerprint
 from channels_app.messaging import message_post
+from channels_app.schema import message_create_schema
 from channels_app.serializers import InboundMessageSerializer
-from config.errors import InvalidRequest, PayloadTooLarge
+from config.errors import InvalidIdempotencyKey, InvalidRequest, PayloadTooLarge
+from config.logs import log_bind
+from config.metrics import message_observe
+
+
+def _body_bytes(request) -> bytes:
+    """The raw body, at most the limit plus one byte. Django reads a WSGI body only up to Content-Length;
+    a chunked body has none, so it is read from the server's decoded stream (gunicorn marks it
+    `wsgi.input_terminated`), bounded the same way."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated"):
+        return request.META["wsgi.input"].read(limit + 1)
+    return request.body  # raises RequestDataTooBig (413) past the limit
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes. Send media by URL, "
+        "not inline, and keep text under the documented limits.",
+        details={"limitBytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
+    )
 
 
 def _json_body(request) -> dict:
@@ -25,30 +46,58 @@ def _json_body(request) -> dict:
             details={"Content-Type": content_type or "(missing)"},
         )
     if length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise PayloadTooLarge(
-            f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes. Send media by URL, "
-            "not inline, and keep text under the documented limits.",
-            details={"limitBytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
-        )
+        raise _too_large()
+    body = _body_bytes(request)
+    if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise _too_large()
     try:
-        data = json.loads(request.body or b"null")
+        data = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest("The body is not valid JSON. Send a JSON object.", details={"body": str(error)}) from None
+    except RecursionError:
+        raise InvalidRequest("The body nests too deeply. Send a JSON object shaped like the documented ones.",
+                             details={"body": "too deeply nested"}) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object with type, contactIdentifier and content.",
                              details={"body": f"got {type(data).__name__ if data is not None else 'nothing'}"})
     return data
 
 
+def _idempotency_key(request) -> str | None:
+    """`X-Idempotency-Key` or the IETF draft's `Idempotency-Key`. Each one sent must be valid, and both
+    sent must agree: silently preferring one would hide a client's bug until a retry went wrong."""
+    keys = {idempotency_key_validate(request.META[name])
+            for name in ("HTTP_X_IDEMPOTENCY_KEY", "HTTP_IDEMPOTENCY_KEY") if name in request.META}
+    if len(keys) > 1:
+        raise InvalidIdempotencyKey(
+            "X-Idempotency-Key and Idempotency-Key differ. Send one of them, or the same key in both.",
+            details={"header": "Idempotency-Key"},
+        )
+    return keys.pop() if keys else None
+
+
 class ChannelMessageCreateApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes: list = []
 
+    def initial(self, request, *args, **kwargs):
+        log_bind(channel_id=kwargs.get("channel_id"))
+        super().initial(request, *args, **kwargs)  # authenticates, then throttles
+
+    def perform_authentication(self, request):
+        super().perform_authentication(request)
+        log_bind(workspace_id=request.auth.workspace_id, api_key_prefix=request.auth.prefix)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        message_observe(type=getattr(request, "message_type", None), status=response.status_code)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    @message_create_schema
     def post(self, request, channel_id: str):
         api_key = request.auth
         data = _json_body(request._request)
-        raw_key = request.META.get("HTTP_X_IDEMPOTENCY_KEY", request.META.get("HTTP_IDEMPOTENCY_KEY"))
-        idempotency_key = idempotency_key_validate(raw_key) if raw_key is not None else None
+        request.message_type = data.get("type")
+        idempotency_key = _idempotency_key(request)
         payload = InboundMessageSerializer(data=data)
         payload.is_valid(raise_exception=True)
         values = payload.validated_data

@@ -18,3 +18,32 @@ keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's control socket has one fixed path per user, so two servers on one machine (CI's fuzz run beside
+# a benchmark) would fight over it; signals (HUP, TTIN, TTOU, TERM) do the same job.
+control_socket_disable = True
+
+# --- Prometheus with several processes ------------------------------------------------------------------
+# Each worker counts in its own memory; a scrape of /metrics reaches one worker at random. With
+# PROMETHEUS_MULTIPROC_DIR set before the workers import prometheus_client, they write their counts to
+# files there and /metrics (django-prometheus) adds up all of them. Set here, in the master, so every
+# worker inherits it; a fresh folder per start, so counts from an earlier run do not linger.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="channels-api-metrics-")
+    _metrics_dir_ours = True
+else:
+    _metrics_dir_ours = False
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics_dir_ours:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -1,38 +1,32 @@
 from django.contrib import admin
-from django.db import connection
-from django.http import JsonResponse
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as static_serve
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-
-def healthz(request):
-    return JsonResponse({"status": "ok"})
-
-
-def readyz(request):
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception:
-        checks["database"] = "unreachable"
-    from django.conf import settings
-
-    if settings.REDIS_URL:
-        try:
-            from django.core.cache import cache
-
-            cache.get("readyz")
-            checks["redis"] = "ok"
-        except Exception:
-            checks["redis"] = "unreachable"
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
-
+from config.health import healthz, readyz
 
 urlpatterns = [
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("channels_app.urls")),
     path("admin/", admin.site.urls),
-    path("healthz", healthz),
-    path("readyz", readyz),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    # django-prometheus's exporter. Unauthenticated, like every Prometheus endpoint: keep it off the public
+    # load balancer (README "Production").
+    path("", include("django_prometheus.urls")),
+    # The admin's and Swagger UI's files (drf-spectacular-sidecar), from the installed apps, so `make serve`
+    # needs no web server or collectstatic in front; they are a few small files that browsers cache.
+    re_path(r"^static/(?P<path>.+)$", static_serve, {"insecure": True}),
 ]
+# An unknown URL or a failure outside DRF answers the contract's JSON error body too, not an HTML page.
+handler404 = "channels_app.errors.not_found_view"
+handler500 = "channels_app.errors.server_error_view"
+
+# --- benchmarks (bench/): the bare view of scenario 1, only when BENCH_BARE_VIEW is set -----------------
+from django.conf import settings as _settings  # noqa: E402
+
+if getattr(_settings, "BENCH_BARE_VIEW", False):
+    from bench.bare_view import BenchBareApi
+
+    urlpatterns.append(path("api/bench/bare", BenchBareApi.as_view()))

@@ -83,12 +83,52 @@ class Message(models.Model):
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     error_code = models.CharField(max_length=40, blank=True)
+    # Inbound media only: the cached download, and what the bytes turned out to be. The MIME type and size
+    # stay on the message after the asset expires and is deleted.
+    media_asset = models.ForeignKey(
+        "MediaAsset", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages",
+    )
+    media_mime_type = models.CharField(max_length=255, blank=True, help_text="Sniffed from the file's bytes.")
+    media_size = models.PositiveIntegerField(null=True, blank=True, help_text="Bytes downloaded.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["conversation", "seq", "part"]
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq", "part"], name="message_unique_position"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class MediaAsset(models.Model):
+    """A media file downloaded for a message, kept until `expires_at` (settings.MEDIA_CACHE_SECONDS).
+
+    The same URL sent again by the same workspace before then is served from here, not downloaded again.
+    The bytes live in Django's storage under a name derived from their SHA-256, so identical files are
+    stored once, whatever URL or workspace they came from; a file is deleted only when no asset row names
+    it any more. The cache is per workspace: a hit never confirms what another workspace sent.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.media_id, editable=False)
+    workspace = models.ForeignKey("channels_app.Workspace", on_delete=models.CASCADE, related_name="media_assets")
+    url = models.CharField(max_length=2048, help_text="The URL as the integrator sent it.")
+    # The lookup goes by the URL's hash: a 2048-character URL is too long for a B-tree entry on PostgreSQL.
+    url_sha256 = models.CharField(max_length=64)
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the bytes, hex.")
+    file = models.FileField(max_length=255, help_text="The stored file's name in Django's storage.")
+    mime_type = models.CharField(max_length=255, help_text="Sniffed from the bytes, never the server's header.")
+    size = models.PositiveIntegerField(help_text="Bytes.")
+    text = models.TextField(blank=True, help_text="A document's text for the agent, bounded.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["workspace", "url_sha256", "expires_at"], name="media_asset_cache_lookup"),
+            models.Index(fields=["file"], name="media_asset_file"),
         ]
 
     def __str__(self) -> str:

@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, FilteredRelation, Q
+from django.db.models import F, FilteredRelation, Q, QuerySet
 
 from contacts.models import Contact
 from conversations.models import Conversation, Message
@@ -33,17 +33,22 @@ def contact_with_open_conversation(*, workspace_id: str, channel_id: str, identi
     return row
 
 
-def history_window(*, conversation_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
+def history_window_queryset(*, conversation_id: str, seq: int, limit: int) -> QuerySet[Message, Any]:
     """The last `limit` messages of the conversation up to position `seq`, newest first.
 
-    One query on the (conversation, seq, part) unique index, read backwards: its cost does not grow with
-    the conversation's length.
+    Reads the (conversation, seq, part) unique index backwards and stops after `limit` rows: its cost does
+    not grow with the conversation's length.
     """
-    return list(
+    return (
         Message.objects.filter(conversation_id=conversation_id, seq__lte=seq)
         .order_by("-seq", "-part")
         .values("id", "seq", "part", "direction", "type", "content", "status", "lease_until")[:limit]
     )
+
+
+def history_window(*, conversation_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
+    """`history_window_queryset`, read: one query."""
+    return list(history_window_queryset(conversation_id=conversation_id, seq=seq, limit=limit))
 
 
 def earlier_message_pending(*, window: list[dict[str, Any]], seq: int, now: datetime) -> bool:

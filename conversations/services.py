@@ -81,31 +81,56 @@ class TurnNotReady(Exception):
     """An earlier message of the conversation is still being answered."""
 
 
+def text_chars(content: Any) -> int:
+    """The characters of text a message carries: the strings inside its content (a body; a caption, file
+    name and URL), not the JSON's keys and punctuation. What the history's character budget counts."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, dict):
+        return sum(text_chars(value) for value in content.values())
+    if isinstance(content, list):
+        return sum(text_chars(value) for value in content)
+    return 0
+
+
 def history_build(*, message: Message, max_messages: int, max_chars: int, now: datetime) -> list[HistoryItem]:
     """The agent's view of the conversation: recent answered messages, oldest first, then `message`.
 
     Raises TurnNotReady while an earlier message still waits for its answer, so replies keep the order of
-    the messages. Bounded by `max_messages` (one indexed query) and by `max_chars` (oldest dropped first).
+    the messages. One query on the (conversation, seq, part) index, whatever the conversation's length.
+
+    The budgets hold for all the agent sees, `message` included: at most `max_messages` messages and
+    `max_chars` characters of text (`text_chars`). Earlier messages are left out oldest first; `message` is
+    always sent, even alone over the budget. The history starts with a contact's message: replies whose
+    question fell out of the window would read as the agent talking to itself.
     """
-    window = history_window(conversation_id=message.conversation_id, seq=message.seq, limit=max_messages + 1)
+    # One row more than the messages allowed: `message` itself is in the window, and the window must reach
+    # the message before it (earlier_message_pending) even when the agent sees no history at all.
+    window = history_window(conversation_id=message.conversation_id, seq=message.seq, limit=max(max_messages, 1) + 1)
     if earlier_message_pending(window=window, seq=message.seq, now=now):
         raise TurnNotReady
-    items: list[HistoryItem] = []
-    budget = max_chars
+    earlier: list[dict[str, Any]] = []  # newest first
+    budget = max_chars - text_chars(message.content)
     for row in window:
-        if row["id"] == message.id:
-            continue
+        if row["seq"] == message.seq:
+            continue  # `message` itself; it goes last
         if row["direction"] == Message.Direction.INBOUND and row["status"] != Message.Status.ANSWERED:
             continue  # a failed or abandoned message got no answer: the model would see a question hanging
-        if row["seq"] > message.seq or (row["seq"] == message.seq and row["part"] > 0):
-            continue
-        size = len(str(row["content"]))
-        if size > budget or len(items) >= max_messages - 1:
+        size = text_chars(row["content"])
+        if len(earlier) >= max_messages - 1 or size > budget:
             break
         budget -= size
-        role = "user" if row["direction"] == Message.Direction.INBOUND else "assistant"
-        items.append(HistoryItem(role=role, type=row["type"], content=row["content"]))
-    items.reverse()
+        earlier.append(row)
+    earlier.reverse()
+    while earlier and earlier[0]["direction"] == Message.Direction.OUTBOUND:
+        earlier.pop(0)
+    items = [
+        HistoryItem(
+            role="user" if row["direction"] == Message.Direction.INBOUND else "assistant",
+            type=row["type"], content=row["content"],
+        )
+        for row in earlier
+    ]
     items.append(HistoryItem(role="user", type=message.type, content=message.content))
     return items
 

@@ -26,12 +26,19 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by us (no CDN)
+    "django_structlog",
+    "django_prometheus",
     "channels_app",
     "contacts",
     "conversations",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first: times the whole stack
+    "config.logs.RequestIdMiddleware",  # before django-structlog, which logs the id this one settles
+    "django_structlog.middlewares.RequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -39,6 +46,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -88,6 +96,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "channels-api",
+            # Fail fast when Redis is away: the rate limiter then lets requests through (fail open) and
+            # /readyz answers 503 within its probe's timeout instead of hanging on a dead socket.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
 else:
@@ -141,15 +152,70 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Runs after authentication (DRF's order), so it counts per API key; anonymous requests are not counted.
+    "DEFAULT_THROTTLE_CLASSES": ["channels_app.throttling.ApiKeyRateThrottle"],
     "EXCEPTION_HANDLER": "channels_app.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+# --- rate limiting ---------------------------------------------------------------------------------------
+# Requests per minute per API key when the key's workspace sets no `rate_limit_per_minute`; 0 = no limit.
+# Counted in the cache: Redis (shared by all nodes) when REDIS_URL is set, else per process.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
+
+# --- API documentation (drf-spectacular) -------------------------------------------------------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Channels API",
+    "DESCRIPTION": (
+        "Post a contact's message to an API channel of your workspace and get the AI agent's reply in the "
+        "same response. Authenticate with the workspace API key in `X-API-Key`; send `X-Idempotency-Key` "
+        "to retry safely. Every error has the body "
+        '`{"success": false, "error": {"code", "message", "details"}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # request components get minLength 1 for non-blank strings
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "channels_app.schema.require_request_bodies",
+    ],
 }
+
+# --- logs: structlog JSON lines (config/logs.py) ------------------------------------------------------------
+# Every line carries the request id; the request's last line ("request_finished") also the workspace,
+# channel, status, latency and the agent's latency. API keys, provider keys and message bodies are never
+# logged; config.logs.redact drops them should one slip into a log call.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # "json" or "console" (coloured, for a terminal)
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True  # config.logs.RequestIdMiddleware has checked it
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = True
+DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = 20  # INFO: a refused request is the client's business, not ours
+
+from config.logs import logging_config, structlog_configure  # noqa: E402
+
+LOGGING = logging_config(level=LOG_LEVEL, renderer=LOG_FORMAT)
+structlog_configure()
+
+# --- benchmarks (bench/) ---------------------------------------------------------------------------------
+# Mounts a bare DRF view at /api/bench/bare for the ceiling's reference (scenario 1); off in production.
+BENCH_BARE_VIEW = env.bool("BENCH_BARE_VIEW", default=False)
+
+# --- periodic clean-ups (Celery beat) ----------------------------------------------------------------------
+# A static schedule (no database scheduler): `celery -A config worker --beat`. `manage.py cleanup` runs the
+# same code synchronously.
+CELERY_BEAT_SCHEDULE = {
+    "cleanup": {
+        "task": "channels_app.tasks.cleanup_task",
+        # Expired rows only cost space until the next run, and each run is batched and short.
+        "schedule": 10 * 60,
+        # A run that no worker picked up before the next one is due is dropped, not piled up.
+        "options": {"expires": 9 * 60},
+    },
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

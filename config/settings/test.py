@@ -1,16 +1,13 @@
 """Test overrides: fast and quiet. Services come from DATABASE_URL / REDIS_URL when set (CI sets both)."""
 
 from .base import *  # noqa: F403
-from .base import DATABASES
+from .base import DATABASES, logging_config
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # admin logins in tests only
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"null": {"class": "logging.NullHandler"}},
-    "root": {"handlers": ["null"], "level": "WARNING"},
-}
+# Production's logger levels, nothing written: a test that reads logs attaches its own handler (tests/test_logging.py).
+LOGGING = logging_config(level="WARNING", renderer="json")
+LOGGING["handlers"] = {"console": {"class": "logging.NullHandler"}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].pop("init_command", None)
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405

@@ -11,24 +11,31 @@ or `AgentUnavailable`, whose message and details never carry the provider key or
 import base64
 import logging
 import os
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from django.conf import settings
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 
 from config.errors import AgentTimeout, AgentUnavailable
-from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, split_reply
+from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, api_key_env_var_allowed, split_reply
 
 logger = logging.getLogger(__name__)
 
-# Two retries ride out a dropped keep-alive connection or a short 429/5xx burst. More would stretch the
-# integrator's synchronous request (each attempt may take `timeout_seconds`) past any useful deadline.
-# A module constant so tests can lower it instead of waiting for the SDK's backoff.
+# Two retries ride out a dropped keep-alive connection or a short 429/5xx burst. All attempts, and the pauses
+# between them, share the agent's `timeout_seconds` (see `_within_deadline`). A module constant so tests can
+# lower it instead of waiting for the backoff.
 MAX_RETRIES = 2
+# The pause before retry n (0-based) without a Retry-After header: 0.5 s, 1 s (the SDK's own backoff).
+_RETRY_PAUSE_FIRST, _RETRY_PAUSE_MAX = 0.5, 8.0
+# A retry is worth it only with this share of the agent's timeout still left; a last attempt with a sliver
+# of time would turn the provider's 5xx or 429 into a timeout.
+_RETRY_MIN_TIME_SHARE = 0.25
 # Local servers (Ollama, llama.cpp) need no key, but the SDK refuses to build a client without one.
 NO_KEY_PLACEHOLDER = "not-needed"
 # OpenAI's transcription model; compatible servers (faster-whisper-server, LocalAI, Groq) accept or alias
@@ -38,7 +45,8 @@ TRANSCRIPTION_MODEL = "whisper-1"
 # keeps key rotations from growing the cache for the life of the process.
 _CLIENT_CACHE_MAX = 32
 
-_ClientKey = tuple[str | None, str, float, int]
+_ClientKey = tuple[str | None, str, float]
+_T = TypeVar("_T")
 _clients: dict[_ClientKey, openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 
@@ -55,13 +63,15 @@ class OpenAICompatibleAgent:
         defaults. `max_tokens` rather than `max_completion_tokens`: every compatible server knows it.
         """
         client = _client_for(agent)
+        messages = _messages(agent, history)
         with _provider_errors(agent):
-            response = client.chat.completions.create(
+            response = _within_deadline(agent, lambda timeout: client.chat.completions.create(
                 model=agent.model or settings.LLM_MODEL,
-                messages=_messages(agent, history),
+                messages=messages,
                 temperature=agent.temperature if agent.temperature is not None else openai.omit,
                 max_tokens=agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
-            )
+                timeout=timeout,
+            ))
             text = (response.choices[0].message.content or "").strip()
             usage = response.usage
             input_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
@@ -88,11 +98,58 @@ def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_typ
     """
     client = _client_for(agent)
     with _provider_errors(agent):
-        result = client.audio.transcriptions.create(
+        result = _within_deadline(agent, lambda timeout: client.audio.transcriptions.create(
             file=(filename or "audio", data, mime_type or "application/octet-stream"),
             model=TRANSCRIPTION_MODEL,
-        )
+            timeout=timeout,
+        ))
         return str(result.text or "").strip()
+
+
+def _within_deadline(agent: AgentConfig, send: Callable[[float], _T]) -> _T:
+    """Call `send(timeout)`, retrying a dropped connection, a 429 or a 5xx up to MAX_RETRIES times, all within
+    the agent's `timeout_seconds`.
+
+    Our loop rather than the SDK's: the SDK gives every attempt the full timeout, retries a timed-out
+    attempt, and sleeps as long as a Retry-After asks (up to two minutes), so a 60 s agent could hold the
+    integrator's request for minutes, past the processing lease that keeps the conversation's order and the
+    idempotency key. Here a timeout ends the call, and a retry happens only when its pause and a fair share
+    of the timeout still fit.
+    """
+    deadline = time.monotonic() + agent.timeout_seconds
+    for attempt in range(MAX_RETRIES + 1):
+        try:
+            return send(max(deadline - time.monotonic(), 0.001))
+        except openai.APITimeoutError:
+            raise  # the time is spent; another attempt could only time out too
+        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            pause = _retry_pause(exc, attempt)
+            if attempt == MAX_RETRIES or pause is None:
+                raise
+            if deadline - time.monotonic() - pause < _RETRY_MIN_TIME_SHARE * agent.timeout_seconds:
+                raise
+            logger.info("LLM call for agent %s failed (%s); retrying in %.2f s", agent.id, type(exc).__name__, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def _retry_pause(exc: openai.APIError, attempt: int) -> float | None:
+    """Seconds to wait before retrying `exc`, or None when a retry would not help. Retries what the SDK
+    retries: a failed connection, 408, 409, 429 and 5xx, unless the provider says `x-should-retry: false`."""
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        should_retry = headers.get("x-should-retry")
+        if should_retry == "false" or (should_retry != "true" and exc.status_code not in (408, 409, 429)
+                                       and exc.status_code < 500):
+            return None
+        for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
+            try:
+                asked = float(headers.get(name, "")) / divisor
+            except ValueError:
+                continue
+            if 0 <= asked < float("inf"):
+                return asked
+    return min(_RETRY_PAUSE_FIRST * 2**attempt, _RETRY_PAUSE_MAX) * (1 - 0.25 * random.random())
 
 
 def _api_key(agent: AgentConfig) -> str:
@@ -103,6 +160,14 @@ def _api_key(agent: AgentConfig) -> str:
     handed the platform's key.
     """
     if agent.api_key_env_var:
+        if not api_key_env_var_allowed(agent.api_key_env_var):
+            # The model validates the name; this catches rows written around the validation (shell, SQL).
+            logger.warning("agent %s names a key variable that is not allowed; not calling the provider", agent.id)
+            raise AgentUnavailable(
+                "The AI agent is misconfigured: its key variable must be named like OPENAI_API_KEY. "
+                "Ask an operator to fix the agent's settings, then retry.",
+                details={"reason": "api_key_env_var_not_allowed"},
+            )
         key = os.environ.get(agent.api_key_env_var, "")
     elif not agent.base_url or agent.base_url.rstrip("/") == settings.LLM_BASE_URL.rstrip("/"):
         key = settings.LLM_API_KEY
@@ -116,21 +181,20 @@ def _client_for(agent: AgentConfig) -> openai.OpenAI:
 
     One client per combination keeps its connection pool (and TLS sessions) across requests; a client per
     call would pay a TCP and TLS handshake on every message. The SDK's client is thread-safe.
-    The timeout is the agent's `timeout_seconds` for each attempt: the SDK's default (10 minutes) would hold
-    the integrator's synchronous request, and a worker, long after anyone still waits for the answer.
+    The client does not retry: `_within_deadline` does, and gives each attempt what is left of the agent's
+    `timeout_seconds` (the SDK's default, 10 minutes, would hold the integrator's synchronous request, and a
+    worker, long after anyone still waits for the answer).
     """
     base_url = agent.base_url or settings.LLM_BASE_URL or None  # None: the SDK's default, api.openai.com
     key = _api_key(agent)
-    cache_key: _ClientKey = (base_url, key, agent.timeout_seconds, MAX_RETRIES)
+    cache_key: _ClientKey = (base_url, key, agent.timeout_seconds)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
             if len(_clients) >= _CLIENT_CACHE_MAX:
                 # The oldest entry goes; a request still using it keeps its reference and finishes normally.
                 del _clients[next(iter(_clients))]
-            client = openai.OpenAI(
-                base_url=base_url, api_key=key, timeout=agent.timeout_seconds, max_retries=MAX_RETRIES
-            )
+            client = openai.OpenAI(base_url=base_url, api_key=key, timeout=agent.timeout_seconds, max_retries=0)
             _clients[cache_key] = client
     return client
 
@@ -174,12 +238,23 @@ def _connection_reason(exc: BaseException) -> str:
 
 
 def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatCompletionMessageParam]:
+    """The system prompt, then the history with user and assistant alternating.
+
+    A reply split into several aiMessages goes back as the one answer the model wrote (the parts joined at
+    the paragraph breaks they were split at): chat templates of some servers (vLLM, llama.cpp with Mistral
+    or Llama templates) refuse two assistant messages in a row.
+    """
     messages: list[ChatCompletionMessageParam] = []
     if agent.instructions.strip():
         messages.append({"role": "system", "content": agent.instructions})
     for item in history:
         if item.role == "assistant":
-            messages.append({"role": "assistant", "content": _as_text(item)})
+            text = _as_text(item)
+            previous = messages[-1] if messages else None
+            if previous is not None and previous["role"] == "assistant":
+                previous["content"] = f"{previous['content']}\n\n{text}"
+            else:
+                messages.append({"role": "assistant", "content": text})
         else:
             messages.append({"role": "user", "content": _user_content(item)})
     return messages

@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -20,7 +21,7 @@ from conversations.agents import openai_agent
 from conversations.agents.base import AgentConfig, HistoryItem, MediaPart
 from conversations.agents.openai_agent import OpenAICompatibleAgent, transcribe_audio
 
-KEY_VAR = "TEST_AGENT_LLM_KEY"
+KEY_VAR = "TEST_AGENT_LLM_API_KEY"
 KEY = "sk-test-Zq8vN3do-not-leak-4f1c"
 PROVIDER_SECRET = "provider-body-detail-7d2e"  # stands for whatever a provider echoes in an error body
 CHAT_PATH = "/v1/chat/completions"
@@ -79,6 +80,13 @@ def assert_nothing_leaked(error: ApplicationError, caplog: pytest.LogCaptureFixt
     shown = "".join(traceback.format_exception(error)) + repr(error.details) + caplog.text
     assert KEY not in shown
     assert PROVIDER_SECRET not in shown
+
+
+def answered(httpserver: HTTPServer, count: int = 1) -> None:
+    """Wait (bounded) until the server has finished the slow requests, so none spills into the next test."""
+    deadline = time.monotonic() + 5
+    while len(httpserver.log) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -388,6 +396,7 @@ def test_slow_provider_raises_agent_timeout(httpserver, no_retries, caplog):
             OpenAICompatibleAgent().reply(agent=agent, history=[text("user", "hi")])
     finally:
         release.set()
+        answered(httpserver)
 
     # then
     assert raised.value.details == {"timeoutSeconds": 0.5}
@@ -425,3 +434,98 @@ def test_transcribe_audio_maps_provider_errors(httpserver, agent, caplog):
 
     assert raised.value.details == {"providerStatus": 400}
     assert_nothing_leaked(raised.value, caplog)
+
+
+# --- the deadline --------------------------------------------------------------------------------------
+
+
+def test_a_timed_out_attempt_is_not_retried(httpserver):
+    # given: retries at their default, and a provider slower than the agent's timeout
+    release = threading.Event()
+    arrived = []
+
+    def slow(request: Request) -> Response:
+        arrived.append(request.path)  # the server logs a request only once it is answered
+        release.wait(timeout=5)
+        return Response(json.dumps(completion("too late")), content_type="application/json")
+
+    httpserver.expect_request(CHAT_PATH).respond_with_handler(slow)
+    agent = make_agent(base_url=httpserver.url_for("/v1"), timeout_seconds=0.5)
+
+    # when
+    try:
+        with pytest.raises(AgentTimeout):
+            OpenAICompatibleAgent().reply(agent=agent, history=[text("user", "hi")])
+    finally:
+        release.set()
+        answered(httpserver)
+
+    # then: the SDK would have tried three times, each with the whole timeout
+    assert arrived == [CHAT_PATH]
+
+
+def test_a_retry_after_longer_than_the_time_left_is_not_waited_for(httpserver):
+    # given: a provider that asks for 30 s of patience from an agent that has 2 s
+    httpserver.expect_request(CHAT_PATH).respond_with_json(
+        {"error": {"message": "slow down"}}, status=429, headers={"retry-after": "30"}
+    )
+    agent = make_agent(base_url=httpserver.url_for("/v1"), timeout_seconds=2.0)
+
+    # when
+    with pytest.raises(AgentUnavailable) as raised:
+        OpenAICompatibleAgent().reply(agent=agent, history=[text("user", "hi")])
+
+    # then: it says so at once instead of sleeping past the integrator's patience
+    assert raised.value.details == {"providerStatus": 429}
+    assert len(httpserver.log) == 1
+
+
+def test_provider_may_forbid_a_retry(httpserver, agent):
+    httpserver.expect_request(CHAT_PATH).respond_with_json(
+        {"error": {"message": "no"}}, status=503, headers={"x-should-retry": "false"}
+    )
+
+    with pytest.raises(AgentUnavailable):
+        OpenAICompatibleAgent().reply(agent=agent, history=[text("user", "hi")])
+
+    assert len(httpserver.log) == 1
+
+
+# --- the key variable ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL", "openai_api_key", "API_KEY", "LLM_API_KEY\n"])
+def test_a_key_variable_not_shaped_like_a_key_is_never_read(httpserver, monkeypatch, name):
+    # given: an agent row that names another secret (written around the model's validation)
+    monkeypatch.setenv(name.strip(), KEY)
+    httpserver.expect_request(CHAT_PATH).respond_with_json(completion("ok"))
+    agent = make_agent(base_url=httpserver.url_for("/v1"), api_key_env_var=name)
+
+    # when
+    with pytest.raises(AgentUnavailable) as raised:
+        OpenAICompatibleAgent().reply(agent=agent, history=[text("user", "hi")])
+
+    # then
+    assert raised.value.details == {"reason": "api_key_env_var_not_allowed"}
+    assert httpserver.log == []
+
+
+# --- the history's shape -------------------------------------------------------------------------------
+
+
+def test_a_reply_split_into_parts_goes_back_as_one_assistant_message(httpserver, agent):
+    httpserver.expect_request(CHAT_PATH).respond_with_json(completion("ok"))
+    history = [
+        text("user", "Tell me everything"),
+        text("assistant", "First part."),
+        text("assistant", "Second part."),
+        text("user", "Thanks"),
+    ]
+
+    OpenAICompatibleAgent().reply(agent=agent, history=history)
+
+    assert sent(httpserver).get_json()["messages"][1:] == [
+        {"role": "user", "content": "Tell me everything"},
+        {"role": "assistant", "content": "First part.\n\nSecond part."},
+        {"role": "user", "content": "Thanks"},
+    ]

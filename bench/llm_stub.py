@@ -1,0 +1,81 @@
+"""A stand-in OpenAI-compatible chat-completions server whose latency is a parameter.
+
+    python -m bench.llm_stub --port 18001 --latency-ms 0
+
+`POST /v1/chat/completions` answers a valid `chat.completion` (with `usage`) after `--latency-ms`. The
+latency may also be chosen per agent by its `base_url`: `http://127.0.0.1:18001/lat/2000/v1` waits 2000 ms,
+so one stub serves the 0 ms, 200 ms and 2 s agents of the benchmark at once. `GET /healthz` answers at once.
+
+gevent's WSGI server with an unbounded greenlet pool: a waiting request costs a greenlet, not a thread, so
+thousands of concurrent connections are fine. Loopback only.
+"""
+
+import argparse
+import json
+import re
+import time
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import gevent  # noqa: E402
+from gevent.pywsgi import WSGIServer  # noqa: E402
+
+_LATENCY_PATH = re.compile(r"^/lat/(\d+)(/.*)$")
+_REPLY = "Thanks for your message. Orders ship within 2 business days; delivery takes 3 to 5 business days."
+
+
+def make_app(default_latency_ms: int):
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        latency_ms = default_latency_ms
+        match = _LATENCY_PATH.match(path)
+        if match:
+            latency_ms, path = int(match.group(1)), match.group(2)
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"status":"ok"}']
+        if environ.get("REQUEST_METHOD") != "POST" or not path.endswith("/chat/completions"):
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"error":{"message":"not found","type":"invalid_request_error"}}']
+        raw = environ["wsgi.input"].read()
+        try:
+            request = json.loads(raw or b"{}")
+        except ValueError:
+            start_response("400 Bad Request", [("Content-Type", "application/json")])
+            return [b'{"error":{"message":"invalid JSON","type":"invalid_request_error"}}']
+        if latency_ms > 0:
+            gevent.sleep(latency_ms / 1000)
+        prompt_chars = sum(len(str(message.get("content", ""))) for message in request.get("messages", []))
+        prompt_tokens = max(1, prompt_chars // 4)
+        completion_tokens = max(1, len(_REPLY) // 4)
+        body = json.dumps({
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model") or "bench-stub",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": _REPLY}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=18001)
+    parser.add_argument("--latency-ms", type=int, default=0, help="default latency; /lat/<ms>/v1 overrides it")
+    args = parser.parse_args()
+    if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
+        parser.error("the stub listens on loopback only")
+    server = WSGIServer((args.host, args.port), make_app(args.latency_ms), log=None, backlog=4096)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The conversation history in the admin: read-only for everyone (config.admin_base.ReadOnlyAdminMixin).
+
+A conversation's page shows its transcript like a chat (templates/admin/conversations/conversation/
+change_form.html). A media message links to the URL the integrator sent, with the MIME type and size the
+media pipeline recorded on the message (they outlive the cached MediaAsset), and to the asset while it exists.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from config.admin_base import HistoryAdmin
+from conversations.models import Conversation, MediaAsset, Message
+
+TRANSCRIPT_MAX_MESSAGES = 200  # the page stays light for a long conversation; the messages list has them all
+_MEDIA_TYPES = {Message.Type.IMAGE, Message.Type.AUDIO, Message.Type.VIDEO, Message.Type.DOCUMENT}
+
+
+@dataclass
+class TranscriptMedia:
+    url: str
+    linkable: bool  # only http(s) URLs become links: anything else (javascript:, data:) is shown as text
+    caption: str
+    filename: str
+    mime_type: str
+    size: int | None
+    asset_url: str  # the cached download's admin page, while it is kept
+
+
+@dataclass
+class TranscriptEntry:
+    message: Message
+    from_contact: bool
+    text: str
+    media: TranscriptMedia | None
+    credits: int | None  # set on the first part of a reply: what answering the contact's message cost
+    admin_url: str
+
+
+def _body(message: Message) -> dict[str, Any]:
+    """The type's object inside `content`, e.g. {"url": ..., "caption": ...} for an IMAGE."""
+    content = message.content if isinstance(message.content, dict) else {}
+    body = content.get(message.type.lower())
+    return body if isinstance(body, dict) else {}
+
+
+def _media_of(message: Message) -> TranscriptMedia | None:
+    body = _body(message)
+    url = body.get("url")
+    if message.type not in _MEDIA_TYPES or not isinstance(url, str):
+        return None
+    return TranscriptMedia(
+        url=url,
+        linkable=url.lower().startswith(("http://", "https://")),
+        caption=str(body.get("caption") or ""),
+        filename=str(body.get("filename") or ""),
+        mime_type=message.media_mime_type,
+        size=message.media_size,
+        asset_url=reverse("admin:conversations_mediaasset_change", args=[quote(message.media_asset_id)])
+        if message.media_asset_id else "",
+    )
+
+
+def transcript_entries(*, conversation: Conversation, limit: int = TRANSCRIPT_MAX_MESSAGES
+                       ) -> tuple[list[TranscriptEntry], bool]:
+    """The conversation's last `limit` messages in (seq, part) order, and whether earlier ones were left out.
+
+    One query on the (conversation, seq, part) unique index, read backwards, so a long conversation costs
+    no more than a short one.
+    """
+    rows = list(Message.objects.filter(conversation=conversation).order_by("-seq", "-part")[: limit + 1])
+    truncated = len(rows) > limit
+    rows = rows[:limit]
+    rows.reverse()
+    entries = []
+    for message in rows:
+        from_contact = message.direction == Message.Direction.INBOUND
+        is_first_reply_part = not from_contact and message.part == 1
+        entries.append(TranscriptEntry(
+            message=message,
+            from_contact=from_contact,
+            text=str(_body(message).get("body") or "") if message.type == Message.Type.TEXT else "",
+            media=_media_of(message),
+            credits=message.credits if is_first_reply_part or message.credits else None,
+            admin_url=reverse("admin:conversations_message_change", args=[quote(message.pk)]),
+        ))
+    return entries, truncated
+
+
+@admin.register(Conversation)
+class ConversationAdmin(HistoryAdmin):
+    list_display = ["id", "contact", "channel", "workspace", "agent", "status", "last_message_at", "created_at"]
+    list_select_related = ["contact", "channel", "workspace", "agent"]
+    list_filter = ["status", "workspace", "channel__type", "last_message_at"]
+    search_fields = ["=id", "=contact__id", "contact__identifier", "contact__name"]
+    fields = readonly_fields = ("id", "workspace", "channel", "contact", "agent", "status", "last_seq",
+                                "created_at", "last_message_at", "messages_link")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("contact", "channel", "workspace", "agent")
+
+    @admin.display(description="messages")
+    def messages_link(self, obj: Conversation) -> str:
+        url = reverse("admin:conversations_message_changelist")
+        return format_html('<a href="{}?conversation__id__exact={}">All messages of this conversation</a>',
+                           url, obj.pk)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            entries, truncated = transcript_entries(conversation=obj)
+            context.update({
+                "transcript": entries,
+                "transcript_truncated": truncated,
+                "transcript_limit": TRANSCRIPT_MAX_MESSAGES,
+                "transcript_messages_url": reverse("admin:conversations_message_changelist")
+                + f"?conversation__id__exact={obj.pk}",
+            })
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+
+@admin.register(Message)
+class MessageAdmin(HistoryAdmin):
+    list_display = ["id", "conversation", "seq", "part", "direction", "type", "preview", "status", "credits",
+                    "created_at"]
+    list_select_related = ["conversation"]
+    list_filter = ["direction", "type", "status", "created_at"]
+    search_fields = ["=id", "=conversation__id", "=reply_to__id"]
+    fields = readonly_fields = ("id", "conversation", "seq", "part", "direction", "type", "content", "media_asset",
+                                "media_mime_type", "media_size", "status", "reply_to", "credits", "credits_reserved",
+                                "input_tokens", "output_tokens", "error_code", "lease_until", "created_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("conversation", "reply_to", "media_asset")
+
+    @admin.display(description="content")
+    def preview(self, obj: Message) -> str:
+        if obj.type == Message.Type.TEXT:
+            return Truncator(str(_body(obj).get("body") or "")).chars(80)
+        media = _media_of(obj)
+        label = obj.get_type_display()
+        if media is None:
+            return f"[{label}]"
+        return Truncator(f"[{label}] {media.caption or media.filename or media.url}").chars(80)
+
+
+@admin.register(MediaAsset)
+class MediaAssetAdmin(HistoryAdmin):
+    list_display = ["id", "workspace", "mime_type", "size_display", "url", "created_at", "expires_at"]
+    list_select_related = ["workspace"]
+    list_filter = ["workspace", "created_at", "expires_at"]
+    search_fields = ["=id", "=sha256", "url"]
+    # Ids are ULIDs, so the primary key's index gives creation order without sorting the table.
+    ordering = ["-id"]
+    fields = readonly_fields = ("id", "workspace", "url", "mime_type", "size_display", "sha256", "stored_as", "text",
+                                "messages_link", "created_at", "expires_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("workspace")
+
+    @admin.display(description="size", ordering="size")
+    def size_display(self, obj: MediaAsset) -> str:
+        return filesizeformat(obj.size)
+
+    @admin.display(description="stored as")
+    def stored_as(self, obj: MediaAsset) -> str:
+        # The name in Django's storage, as text: the media folder is not served over HTTP.
+        return obj.file.name
+
+    @admin.display(description="messages")
+    def messages_link(self, obj: MediaAsset) -> str:
+        url = reverse("admin:conversations_message_changelist")
+        return format_html('<a href="{}?media_asset__id__exact={}">Messages with this file</a>', url, obj.pk)

@@ -1,0 +1,106 @@
+"""The back office in a real browser: headless Debian Chromium (never a downloaded one) driven by Playwright
+against pytest-django's live server. Screenshots go to test-output/ (gitignored).
+
+Playwright's sync API runs an asyncio event loop in the test's thread while it is started, so the test
+makes its rows first and touches no database while the browser runs. The usual work-around,
+DJANGO_ALLOW_ASYNC_UNSAFE=true, only silences Django's check: ORM calls under that loop run in another
+context (asgiref's Local) on a connection nobody closes, and on PostgreSQL that session then blocks dropping
+the test database. Without it, an ORM call slipped into the browser block fails at once
+(SynchronousOnlyOperation) instead of leaking.
+"""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.admin.utils import quote
+from django.contrib.auth.models import User
+
+from tests.factories import ChannelFactory, WorkspaceFactory
+from tests.history import IMAGE_URL, conversation_with_exchanges
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+OUTPUT = Path(settings.BASE_DIR) / "test-output"
+PASSWORD = "operator-password-for-tests"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium chromium-driver; .ci/run does)",
+)
+
+
+@pytest.fixture
+def chromium_page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+
+    @contextmanager
+    def start() -> Iterator:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(15_000)
+                yield page
+            finally:
+                browser.close()
+
+    return start
+
+
+def test_operator_reads_a_transcript_and_cannot_change_history(live_server, chromium_page):
+    # given: an operator and a conversation with a text and an image exchange
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    channel = ChannelFactory(workspace=WorkspaceFactory(name="Acme shop"), name="Support API")
+    history = conversation_with_exchanges(channel=channel)
+    conversation_id, contact_id = history.conversation.pk, history.contact.pk
+    image_message_id = history.messages[3].pk
+    admin = f"{live_server.url}/admin"
+
+    with chromium_page() as page:
+        # when: they log in and open the conversation
+        page.goto(f"{admin}/login/?next=/admin/")
+        page.fill("#id_username", "operator")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_selector("#site-name")
+        page.goto(f"{admin}/conversations/conversation/")
+        page.click(f"text={conversation_id}")
+        page.wait_for_selector("#transcript")
+
+        # then: the transcript reads like a chat, in order
+        messages = page.locator("#transcript li.message")
+        assert messages.count() == 6
+        assert messages.nth(0).get_attribute("class") == "message from-contact"
+        assert "Can I get a refund?" in messages.nth(0).inner_text()
+        assert "Yes, within 30 days of purchase." in messages.nth(1).inner_text()
+        assert "1 credit" in messages.nth(1).inner_text()
+        image = messages.nth(3)
+        assert image.get_attribute("data-type") == "IMAGE" and "My receipt" in image.inner_text()
+        assert image.locator(f'a[href="{IMAGE_URL}"]').is_visible()
+        assert "image/png, 47.1 KB" in image.inner_text().replace("\xa0", " ")
+        assert "2 credits" in messages.nth(4).inner_text()
+        assert "Not answered: agent_timeout" in messages.nth(5).inner_text()
+        # the contact's bubbles sit left of the agent's
+        assert messages.nth(0).bounding_box()["x"] < messages.nth(1).bounding_box()["x"]
+
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "admin-conversation-transcript.png"), full_page=True)
+
+        # and: no add, save or delete control on the history pages
+        edit_controls = ("a.addlink, a.deletelink, input[name=_save], input[name=_continue], "
+                         "input[name=_addanother], select[name=action]")
+        assert page.locator(f"#content-main {edit_controls}").count() == 0
+        message_page = f"{admin}/conversations/message/{quote(image_message_id)}/change/"
+        for url in (f"{admin}/conversations/conversation/", f"{admin}/conversations/message/", message_page,
+                    f"{admin}/contacts/contact/", f"{admin}/contacts/contact/{quote(contact_id)}/change/",
+                    f"{admin}/conversations/mediaasset/",
+                    f"{admin}/channels_app/usageledgerentry/", f"{admin}/channels_app/idempotencyrecord/"):
+            page.goto(url)
+            page.wait_for_selector("#content-main")
+            assert page.locator(f"#content-main {edit_controls}").count() == 0, url
+        assert page.goto(f"{admin}/conversations/conversation/add/").status == 403

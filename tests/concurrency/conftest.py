@@ -1,0 +1,93 @@
+"""Helpers for the race tests: threads started together, each with its own client and connection."""
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from channels_app.credits import credits_grant
+from conversations.agents.base import HistoryItem
+from conversations.agents.builtin import BuiltinAgent
+from tests.conftest import Api
+from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+
+THREAD_TIMEOUT_SECONDS = 60  # a hung thread fails the test instead of hanging the run
+
+# The threads share the process's connection pool (DB_POOL_MAX_SIZE 20, DB_POOL_TIMEOUT 10 s) as requests of
+# one gevent worker do. A request holds a connection only in its short accept and record phases (and, in a
+# test thread, until the thread ends right after its request), so 100 threads queue for a connection for a
+# couple of seconds at most, well inside the timeout. The pool is not raised for the tests: the queueing is
+# what production does, and several test runs share one PostgreSQL server's max_connections.
+
+
+def run_together(count: int, request: Callable[[int, Api], Any], *, channel, key: str) -> list[Any]:
+    """Run `request(index, api)` in `count` threads released at once by a barrier; return the results in
+    index order. Each thread has its own test client and its own database connection (Django's are
+    per thread), given back to the pool when the thread ends, whatever happened."""
+    # Load the middleware once here first: django-prometheus creates its metrics singleton on the first
+    # load without a lock, so fifty clients loading it at once register the metrics twice. (In production
+    # one WSGI handler per process loads the middleware at start-up, before any request thread.)
+    Client().handler.load_middleware()
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        api = Api(Client(), channel, key)
+        try:
+            barrier.wait(timeout=THREAD_TIMEOUT_SECONDS)
+            results[index] = request(index, api)
+        except BaseException as error:  # re-raised in the test's thread below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(index,), name=f"race-{index}") for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(THREAD_TIMEOUT_SECONDS)
+    assert not any(thread.is_alive() for thread in threads), "a request thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+class AgentCalls:
+    """A thread-safe count of the built-in agent's calls, with an optional delay inside each call so that
+    concurrent requests overlap while the agent thinks."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float = 0.0):
+        self.count = 0
+        self.histories: list[list[HistoryItem]] = []
+        self._lock = threading.Lock()
+        original = BuiltinAgent.reply
+
+        def counting(agent_self, **kwargs):
+            with self._lock:
+                self.count += 1
+                self.histories.append(kwargs["history"])
+            if delay:
+                time.sleep(delay)
+            return original(agent_self, **kwargs)
+
+        monkeypatch.setattr(BuiltinAgent, "reply", counting)
+
+
+@pytest.fixture
+def race_channel_factory(transactional_db):
+    """Makes a workspace with `credits`, an API channel with a built-in agent (1 credit a reply) and a key."""
+
+    def make(*, credits: int):
+        workspace = WorkspaceFactory()
+        credits_grant(workspace=workspace, amount=credits, note="race test credits")
+        channel = ChannelFactory(workspace=workspace)
+        KnowledgeEntryFactory(agent=channel.agent, question="Can I get a refund?",
+                              answer="Yes, within 30 days of purchase.")
+        return channel, api_key_for(workspace)[1]
+
+    return make

@@ -1,0 +1,400 @@
+"""The operators' back office: history is read-only for everyone, configuration is editable, credits move only
+through the ledger, API keys never show their secret or hash."""
+
+import re
+
+import pytest
+from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from rest_framework_api_key.models import APIKey
+
+from channels_app.models import (
+    AIAgent,
+    Channel,
+    IdempotencyRecord,
+    KnowledgeEntry,
+    UsageLedgerEntry,
+    Workspace,
+    WorkspaceApiKey,
+)
+from contacts.models import Contact
+from conversations.models import Conversation, MediaAsset, Message
+from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
+from tests.history import DOCUMENT_URL, IMAGE_URL, conversation_with_exchanges
+
+HISTORY = [Contact, Conversation, Message, MediaAsset, UsageLedgerEntry, IdempotencyRecord]
+
+
+def editable_controls(html: str) -> list[str]:
+    """The inputs, selects and text areas of the page's main form that a person could change."""
+    form = html.split("</form>")[0]
+    controls = re.findall(r"<(?:input|select|textarea)\b[^>]*>", form)
+    return [control for control in controls if 'type="hidden"' not in control]
+
+
+def admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=[quote(a) for a in args])
+
+
+def main_content(html: str) -> str:
+    """The page without the navigation sidebar (which links to every model's add page)."""
+    return html.split('id="content-main"')[1]
+
+
+@pytest.fixture
+def history(channel):
+    return conversation_with_exchanges(channel=channel)
+
+
+def history_rows(history):
+    conversation = history.conversation
+    return {
+        Contact: history.contact,
+        Conversation: conversation,
+        Message: history.messages[0],
+        MediaAsset: MediaAsset.objects.get(),
+        UsageLedgerEntry: UsageLedgerEntry.objects.filter(kind="CHARGE").first(),
+        IdempotencyRecord: IdempotencyRecord.objects.get(),
+    }
+
+
+# --- history: read-only for everyone ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", HISTORY, ids=lambda model: model.__name__)
+def test_history_lists_and_opens_read_only_for_a_superuser(admin_client, history, model):
+    obj = history_rows(history)[model]
+
+    # the list loads, without an add button or bulk actions
+    listing = admin_client.get(admin_url(model, "changelist"))
+    assert listing.status_code == 200
+    html = main_content(listing.content.decode())
+    assert "addlink" not in html
+    assert 'name="action"' not in html
+    assert admin_url(model, "change", obj.pk) in html
+
+    # the detail opens read-only: no save or delete control
+    detail = admin_client.get(admin_url(model, "change", obj.pk))
+    assert detail.status_code == 200
+    html = main_content(detail.content.decode())
+    assert 'name="_save"' not in html and 'name="_continue"' not in html and 'name="_addanother"' not in html
+    assert "deletelink" not in html
+    assert editable_controls(html) == []
+
+
+@pytest.mark.parametrize("model", HISTORY, ids=lambda model: model.__name__)
+def test_history_cannot_be_added_changed_or_deleted_even_by_a_superuser(admin_client, history, model):
+    obj = history_rows(history)[model]
+    before = model.objects.count()
+
+    assert admin_client.get(admin_url(model, "add")).status_code == 403
+    assert admin_client.post(admin_url(model, "add"), {}).status_code == 403
+    assert admin_client.post(admin_url(model, "change", obj.pk), {}).status_code == 403
+    assert admin_client.get(admin_url(model, "delete", obj.pk)).status_code == 403
+    assert admin_client.post(admin_url(model, "delete", obj.pk), {"post": "yes"}).status_code == 403
+    admin_client.post(admin_url(model, "changelist"),
+                      {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"})
+
+    assert model.objects.count() == before
+    assert model.objects.filter(pk=obj.pk).exists()
+    model_admin = admin.site._registry[model]
+    assert model_admin.show_full_result_count is False
+
+
+def test_history_search_and_filters(admin_client, history, channel):
+    other = conversation_with_exchanges(channel=channel, identifier="grace@example.com")
+    Conversation.objects.filter(pk=other.conversation.pk).update(status="CLOSED")
+
+    found = admin_client.get(admin_url(Conversation, "changelist"), {"q": "grace@"}).content.decode()
+    assert other.conversation.pk in found and history.conversation.pk not in found
+
+    closed = admin_client.get(admin_url(Conversation, "changelist"), {"status__exact": "CLOSED"}).content.decode()
+    assert other.conversation.pk in closed and history.conversation.pk not in closed
+
+    messages = admin_client.get(admin_url(Message, "changelist"),
+                                {"conversation__id__exact": history.conversation.pk}).content.decode()
+    assert all(m.pk in messages for m in history.messages)
+    assert all(m.pk not in messages for m in other.messages)
+
+    images = admin_client.get(admin_url(Message, "changelist"), {"type__exact": "IMAGE"}).content.decode()
+    assert history.messages[3].pk in images and history.messages[0].pk not in images
+
+    contacts = admin_client.get(admin_url(Contact, "changelist"), {"q": "ada@"}).content.decode()
+    assert history.contact.pk in contacts and other.contact.pk not in contacts
+
+
+# --- the transcript ---------------------------------------------------------------------------------------
+
+def test_conversation_page_shows_the_transcript_like_a_chat(admin_client, history):
+    # when
+    response = admin_client.get(admin_url(Conversation, "change", history.conversation.pk))
+
+    # then
+    assert response.status_code == 200
+    html = response.content.decode()
+    transcript = html.split('id="transcript"')[1]
+    # in (seq, part) order, contact and agent apart
+    positions = re.findall(r'class="message (from-contact|from-agent)"\s+data-seq="(\d+)" data-part="(\d+)" '
+                           r'data-type="(\w+)"', transcript)
+    assert positions == [
+        ("from-contact", "1", "0", "TEXT"), ("from-agent", "1", "1", "TEXT"), ("from-agent", "1", "2", "TEXT"),
+        ("from-contact", "2", "0", "IMAGE"), ("from-agent", "2", "1", "TEXT"),
+        ("from-contact", "3", "0", "DOCUMENT"),
+    ]
+    texts = ["Can I get a refund?", "Yes, within 30 days of purchase.", "Reply with your order number.",
+             "My receipt", "Thanks, I can see your receipt.", "The invoice"]
+    assert [transcript.index(text) for text in texts] == sorted(transcript.index(text) for text in texts)
+    # media: a link (never embedded), its type
+    assert f'href="{IMAGE_URL}"' in transcript and f'href="{DOCUMENT_URL}"' in transcript
+    assert 'rel="noopener noreferrer nofollow"' in transcript and "<img" not in transcript
+    assert "(image, image/png, 47.1\xa0KB)" in transcript
+    assert "invoice-42.pdf</a>" in transcript and "(document, application/pdf, 1.5\xa0MB)" in transcript
+    assert admin_url(MediaAsset, "change", MediaAsset.objects.get().pk) in transcript  # while it is cached
+    # the credits each reply cost, on its first part; a failed message says so
+    assert re.findall(r'class="credits">(\d+) credits?<', transcript) == ["1", "2"]
+    assert "Not answered: agent_timeout" in transcript
+    # who wrote, and when
+    assert "Ada Lovelace" in transcript and history.conversation.agent.name in transcript
+    assert history.messages[0].created_at.strftime("%Y-%m-%d %H:%M:%S") in transcript
+    # each message opens on its own page
+    assert admin_url(Message, "change", history.messages[3].pk) in transcript
+
+
+def test_transcript_escapes_content_and_links_only_http_urls(admin_client, history):
+    conversation = history.conversation
+    Message.objects.create(conversation=conversation, seq=4, part=0, direction="INBOUND", type="TEXT",
+                           content={"text": {"body": "<script>alert(1)</script>"}}, status="ANSWERED")
+    Message.objects.create(conversation=conversation, seq=5, part=0, direction="INBOUND", type="IMAGE",
+                           content={"image": {"url": "javascript:alert(2)", "caption": "<b>x</b>"}}, status="ANSWERED")
+
+    html = admin_client.get(admin_url(Conversation, "change", conversation.pk)).content.decode()
+
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'href="javascript:' not in html and "<code>javascript:alert(2)</code>" in html
+    assert "<b>x</b>" not in html
+
+
+def test_transcript_of_a_long_conversation_shows_the_latest_messages(admin_client, history, settings):
+    from conversations import admin as conversations_admin
+
+    conversation = history.conversation
+    Message.objects.bulk_create([
+        Message(conversation=conversation, seq=seq, part=0, direction="INBOUND", type="TEXT",
+                content={"text": {"body": f"question {seq}"}}, status="ANSWERED")
+        for seq in range(4, 4 + conversations_admin.TRANSCRIPT_MAX_MESSAGES)
+    ])
+
+    html = admin_client.get(admin_url(Conversation, "change", conversation.pk)).content.decode()
+
+    assert html.count('class="message ') == conversations_admin.TRANSCRIPT_MAX_MESSAGES
+    assert f"question {3 + conversations_admin.TRANSCRIPT_MAX_MESSAGES}" in html
+    assert "Can I get a refund?" not in html  # the oldest are on the messages list
+    assert f"?conversation__id__exact={conversation.pk}" in html
+
+
+# --- lists stay cheap -------------------------------------------------------------------------------------
+
+LISTS = [Contact, Conversation, Message, MediaAsset, UsageLedgerEntry, IdempotencyRecord, Workspace, Channel, AIAgent,
+         WorkspaceApiKey]
+
+
+def queries_for(client, url) -> int:
+    with CaptureQueriesContext(connection) as context:
+        assert client.get(url).status_code == 200
+    return len(context.captured_queries)
+
+
+@pytest.mark.parametrize("model", LISTS, ids=lambda model: model.__name__)
+def test_list_pages_load_with_a_bounded_number_of_queries(admin_client, channel, model):
+    # given: one conversation's worth of rows, measured, then many more
+    conversation_with_exchanges(channel=channel, identifier="c0@example.com")
+    api_key_for(channel.workspace)
+    url = admin_url(model, "changelist")
+    few = queries_for(admin_client, url)
+    for n in range(1, 6):
+        other = ChannelFactory(workspace=WorkspaceFactory())
+        conversation_with_exchanges(channel=other, identifier=f"c{n}@example.com")
+        api_key_for(other.workspace)
+
+    # when / then: the count does not grow with the rows (no query per row)
+    assert queries_for(admin_client, url) <= few + 2  # the workspace/channel filters list one row more each
+    assert few <= 12
+
+
+def test_conversation_page_queries_do_not_grow_with_the_transcript(admin_client, history):
+    url = admin_url(Conversation, "change", history.conversation.pk)
+    few = queries_for(admin_client, url)
+    Message.objects.bulk_create([
+        Message(conversation=history.conversation, seq=seq, part=part, direction="INBOUND" if part == 0 else "OUTBOUND",
+                type="TEXT", content={"text": {"body": "hi"}}, status="ANSWERED", credits=1 if part == 1 else 0)
+        for seq in range(4, 40) for part in (0, 1)
+    ])
+    assert queries_for(admin_client, url) == few
+
+
+# --- configuration: workspaces and credits ----------------------------------------------------------------
+
+def test_workspace_balance_is_read_only_and_changes_only_through_the_ledger(admin_client, workspace):
+    url = admin_url(Workspace, "change", workspace.pk)
+    page = admin_client.get(url).content.decode()
+    assert 'name="credit_balance"' not in page and 'name="credit_reserved"' not in page
+    assert admin_url(Workspace, "grant_credits", workspace.pk) in page
+    assert "deletelink" not in page
+
+    # a change form that tries to set the balance changes only the editable fields
+    response = admin_client.post(url, {"name": "Renamed", "slug": workspace.slug, "rate_limit_per_minute": "",
+                                       "credit_balance": "999999", "credit_reserved": "0"})
+    assert response.status_code == 302
+    workspace.refresh_from_db()
+    assert (workspace.name, workspace.credit_balance) == ("Renamed", 100)
+
+
+def test_grant_credits_form_adds_a_ledger_entry(admin_client, admin_user, workspace):
+    url = admin_url(Workspace, "grant_credits", workspace.pk)
+    assert admin_client.get(url).status_code == 200
+
+    response = admin_client.post(url, {"amount": "250", "note": "top-up"}, follow=True)
+
+    assert response.redirect_chain[-1][0] == admin_url(Workspace, "change", workspace.pk)
+    assert "the balance is now 350" in response.content.decode()
+    workspace.refresh_from_db()
+    assert workspace.credit_balance == 350
+    entry = UsageLedgerEntry.objects.filter(workspace=workspace).order_by("-balance_after").first()
+    assert (entry.kind, entry.delta, entry.balance_after) == ("GRANT", 250, 350)
+    assert entry.note == f"top-up (by {admin_user.username})"
+
+
+def test_grant_credits_form_removes_credits_as_an_adjustment_but_not_below_the_reserved(admin_client, workspace):
+    url = admin_url(Workspace, "grant_credits", workspace.pk)
+    admin_client.post(url, {"amount": "-30"})
+    workspace.refresh_from_db()
+    assert workspace.credit_balance == 70
+    assert UsageLedgerEntry.objects.filter(workspace=workspace, kind="ADJUSTMENT", delta=-30).exists()
+
+    Workspace.objects.filter(pk=workspace.pk).update(credit_reserved=50)
+    response = admin_client.post(url, {"amount": "-30"})
+    assert response.status_code == 200 and "not that many credits" in response.content.decode()
+    for bad in ("0", "abc", "", str(10**13)):
+        assert admin_client.post(url, {"amount": bad}).status_code == 200  # the form again, with the error
+    workspace.refresh_from_db()
+    assert workspace.credit_balance == 70
+    assert UsageLedgerEntry.objects.filter(workspace=workspace).count() == 2
+
+
+def test_grant_credits_needs_the_change_permission(client, workspace):
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_workspace"))
+    client.force_login(viewer)
+    assert client.get(admin_url(Workspace, "change", workspace.pk)).status_code == 200
+    assert client.post(admin_url(Workspace, "grant_credits", workspace.pk), {"amount": "5"}).status_code == 403
+    workspace.refresh_from_db()
+    assert workspace.credit_balance == 100
+
+
+# --- configuration: channels and agents -------------------------------------------------------------------
+
+def test_channel_refuses_an_agent_of_another_workspace(admin_client, workspace):
+    foreign_agent = AIAgentFactory(workspace=WorkspaceFactory())
+    own_agent = AIAgentFactory(workspace=workspace)
+    data = {"workspace": workspace.pk, "name": "Support", "type": "API", "is_active": "on"}
+
+    refused = admin_client.post(admin_url(Channel, "add"), {**data, "agent": foreign_agent.pk})
+    assert refused.status_code == 200 and not Channel.objects.filter(name="Support").exists()
+
+    added = admin_client.post(admin_url(Channel, "add"), {**data, "agent": own_agent.pk})
+    assert added.status_code == 302
+    channel = Channel.objects.get(name="Support")
+    assert channel.agent == own_agent
+
+    # on the change page the workspace is fixed and only its agents are offered
+    page = admin_client.get(admin_url(Channel, "change", channel.pk)).content.decode()
+    assert 'name="workspace"' not in page and own_agent.pk in page and foreign_agent.pk not in page
+    assert admin_client.post(admin_url(Channel, "delete", channel.pk), {"post": "yes"}).status_code == 403
+
+
+def test_agent_is_edited_with_its_knowledge_entries(admin_client, channel):
+    agent = channel.agent
+    existing = list(agent.knowledge.all())
+    data = {
+        "name": "Support agent", "instructions": "Be brief.", "provider": "builtin", "model": "", "base_url": "",
+        "api_key_env_var": "", "temperature": "", "max_output_tokens": "", "timeout_seconds": "60",
+        "greeting_text": "Hi!", "fallback_text": "Sorry.", "split_threshold_chars": "600",
+        "history_max_messages": "20", "history_max_chars": "12000", "credit_cost_per_reply": "2",
+        "credit_cost_per_1k_tokens": "0",
+        "knowledge-TOTAL_FORMS": str(len(existing) + 1), "knowledge-INITIAL_FORMS": str(len(existing)),
+        "knowledge-MIN_NUM_FORMS": "0", "knowledge-MAX_NUM_FORMS": "1000",
+    }
+    for index, entry in enumerate(existing):
+        data |= {f"knowledge-{index}-id": entry.pk, f"knowledge-{index}-agent": agent.pk,
+                 f"knowledge-{index}-question": entry.question, f"knowledge-{index}-answer": entry.answer}
+    new = len(existing)
+    data |= {f"knowledge-{new}-agent": agent.pk, f"knowledge-{new}-question": "Do you ship abroad?",
+             f"knowledge-{new}-answer": "Yes, to the EU."}
+
+    response = admin_client.post(admin_url(AIAgent, "change", agent.pk), data)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    agent.refresh_from_db()
+    assert (agent.name, agent.credit_cost_per_reply) == ("Support agent", 2)
+    assert KnowledgeEntry.objects.filter(agent=agent, question="Do you ship abroad?").exists()
+    assert agent.knowledge.count() == len(existing) + 1
+
+
+# --- configuration: API keys ------------------------------------------------------------------------------
+
+def test_api_key_created_in_the_admin_shows_its_secret_once(admin_client, workspace):
+    response = admin_client.post(admin_url(WorkspaceApiKey, "add"),
+                                 {"workspace": workspace.pk, "name": "ops", "expiry_date_0": "",
+                                  "expiry_date_1": ""}, follow=True)
+
+    assert response.status_code == 200
+    api_key = WorkspaceApiKey.objects.get(name="ops")
+    shown = [str(m) for m in response.context["messages"]]
+    assert len(shown) == 1 and "shown only this once" in shown[0]
+    key = re.search(rf"{api_key.prefix}\.\w+", shown[0])[0]
+    assert api_key.is_valid(key)
+    # ... and never again
+    page = admin_client.get(admin_url(WorkspaceApiKey, "change", api_key.prefix)).content.decode()
+    assert key not in page
+
+
+def test_api_key_pages_never_show_the_secret_or_its_hash(admin_client, workspace):
+    api_key, key = api_key_for(workspace, name="ops")
+    secret = key.split(".")[1]
+    listing = admin_client.get(admin_url(WorkspaceApiKey, "changelist")).content.decode()
+    change_url = admin_url(WorkspaceApiKey, "change", api_key.prefix)
+    assert change_url in listing
+    for column in ("ops", api_key.prefix, workspace.name):
+        assert column in listing
+
+    # revoke it on its page (the admin log names it by prefix too)
+    response = admin_client.post(change_url, {"name": "ops", "expiry_date_0": "", "expiry_date_1": "",
+                                              "revoked": "on"})
+    assert response.status_code == 302
+    assert WorkspaceApiKey.objects.get(pk=api_key.pk).revoked
+
+    pages = [listing, admin_client.get(change_url).content.decode(),
+             admin_client.get(admin_url(WorkspaceApiKey, "history", api_key.prefix)).content.decode(),
+             admin_client.get(reverse("admin:index")).content.decode()]
+    assert "ops" in pages[2]  # the history lists the change
+    for page in pages:
+        assert secret not in page and api_key.hashed_key not in page
+        assert api_key.hashed_key.split("$")[-1] not in page
+
+
+def test_api_key_page_fields(admin_client, workspace):
+    api_key, _ = api_key_for(workspace, name="ops")
+    page = admin_client.get(admin_url(WorkspaceApiKey, "change", api_key.prefix)).content.decode()
+    for label in ("Workspace", "Name", "Prefix", "Created", "Last used at", "Expires", "Revoked"):
+        assert label in page
+    assert 'name="workspace"' not in page  # a key stays in its workspace
+    assert "deletelink" not in page
+    assert admin_client.post(admin_url(WorkspaceApiKey, "delete", api_key.prefix), {"post": "yes"}).status_code == 403
+
+
+def test_the_librarys_unused_api_key_model_is_not_in_the_admin():
+    assert not admin.site.is_registered(APIKey)
+    assert admin.site.is_registered(WorkspaceApiKey)

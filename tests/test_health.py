@@ -1,0 +1,85 @@
+"""/healthz and /readyz (CONTRACT.md): liveness touches nothing; readiness needs the database and, where
+REDIS_URL is set, Redis."""
+
+from contextlib import contextmanager
+
+import pytest
+from django.db import connections
+
+DOWN_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+@contextmanager
+def database_down():
+    """Swap this thread's default connection for one whose server is gone: SQLite's file in a folder that
+    does not exist, PostgreSQL on a port nothing listens on. The real connection is put back after."""
+    real = connections["default"]
+    settings_dict = {**real.settings_dict, "OPTIONS": {}}
+    if real.vendor == "sqlite":
+        settings_dict["NAME"] = "/nonexistent-folder/db.sqlite3"
+    else:
+        settings_dict.update({"HOST": "127.0.0.1", "PORT": "1"})
+    broken = real.__class__(settings_dict, alias="default")
+    connections["default"] = broken
+    try:
+        yield
+    finally:
+        connections["default"] = real
+        broken.close()
+
+
+@pytest.fixture
+def redis_down(settings):
+    settings.REDIS_URL = DOWN_REDIS
+    settings.CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": DOWN_REDIS,
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }}
+
+
+def test_healthz_is_ok(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_healthz_stays_ok_with_the_database_down(client, db):
+    with database_down():
+        response = client.get("/healthz")
+    assert response.status_code == 200
+
+
+def test_readyz_is_ok_when_its_services_answer(client, db, settings):
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    expected = {"database": "ok", "redis": "ok"} if settings.REDIS_URL else {"database": "ok"}
+    assert response.json() == {"status": "ok", "checks": expected}
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(client, db, settings):
+    settings.REDIS_URL = ""
+    with database_down():
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "checks": {"database": "unreachable"}}
+    # and the real connection works again
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_when_redis_is_configured_but_down(client, db, redis_down):
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "checks": {"database": "ok", "redis": "unreachable"}}
+
+
+def test_the_api_still_serves_with_redis_down(api, redis_down):
+    """Redis holds only the rate limits' counts: without it requests are served, unlimited."""
+    assert api.post().status_code == 200
+
+
+def test_probes_take_no_api_key_and_only_read(client, db):
+    assert client.post("/readyz").status_code == 405
+    assert client.get("/readyz", HTTP_X_API_KEY="nonsense").status_code == 200
