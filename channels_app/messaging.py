@@ -40,6 +40,7 @@ from conversations.models import Message
 from conversations.services import (
     TurnNotReady,
     history_build,
+    inbound_message_answer,
     inbound_message_fail,
     inbound_message_resume,
     inbound_message_store,
@@ -223,8 +224,8 @@ def _fail(accepted: Accepted, error: Exception) -> None:
     with transaction.atomic():
         if accepted.claim is not None and not idempotency_release(claim=accepted.claim):
             return  # a retry took the key over, with the message and its reservation: they are not ours
-        inbound_message_fail(message_id=accepted.message.pk, error_code=code)
-        credits_release(workspace_id=accepted.workspace_id, amount=accepted.reserved)
+        released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
+        credits_release(workspace_id=accepted.workspace_id, amount=released)
 
 
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
@@ -233,13 +234,14 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     with transaction.atomic():
         if accepted.claim is not None:
             idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
-        charge = min(cost, accepted.reserved)
+        reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
+        charge = min(cost, reserved)
         replies = replies_store(
             message=accepted.message, texts=reply.texts, credits=charge, input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens, now=now,
         )
         charged, balance = credits_settle(
-            workspace_id=accepted.workspace_id, reserved=accepted.reserved, cost=cost,
+            workspace_id=accepted.workspace_id, reserved=reserved, cost=cost,
             message_id=accepted.message.pk, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
             now=now,
         )

@@ -135,6 +135,20 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
     return items
 
 
+def inbound_message_answer(*, message_id: str, reserved: int) -> int:
+    """Mark the message answered and take its credit reservation off it. Returns the reservation taken: the
+    caller settles exactly that. The reservation moves with the message row, so whoever clears it (this,
+    the failure path, or the clean-up of an abandoned message) is the only one to settle or release it."""
+    taken = Message.objects.filter(pk=message_id, credits_reserved=reserved).update(
+        status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code=""
+    )
+    if taken:
+        return reserved
+    # The clean-up judged the request dead and already gave the reservation back: answer, charge nothing.
+    Message.objects.filter(pk=message_id).update(status=Message.Status.ANSWERED, lease_until=None, error_code="")
+    return 0
+
+
 def replies_store(
     *,
     message: Message,
@@ -144,8 +158,8 @@ def replies_store(
     output_tokens: int,
     now: datetime,
 ) -> list[Message]:
-    """Store the agent's replies after `message` and mark it answered. The first reply carries the reply's
-    credits and tokens (the transcript shows them there)."""
+    """Store the agent's replies after `message` (already marked answered). The first reply carries the
+    reply's credits and tokens (the transcript shows them there)."""
     replies = [
         Message(
             conversation_id=message.conversation_id, seq=message.seq, part=index,
@@ -158,18 +172,18 @@ def replies_store(
         for index, text in enumerate(texts, start=1)
     ]
     Message.objects.bulk_create(replies)
-    Message.objects.filter(pk=message.pk).update(
-        status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code=""
-    )
     Conversation.objects.filter(pk=message.conversation_id).update(last_message_at=now)
     return replies
 
 
-def inbound_message_fail(*, message_id: str, error_code: str) -> None:
-    """Record that the agent gave no answer. The message stays in the conversation; its turn ends."""
-    Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(
+def inbound_message_fail(*, message_id: str, error_code: str, reserved: int) -> int:
+    """Record that the agent gave no answer; the message stays in the conversation and its turn ends.
+    Returns the reservation taken off the message (0 when the clean-up already released it): the caller
+    releases exactly that, so a reservation is never given back twice."""
+    failed = Message.objects.filter(pk=message_id, status=Message.Status.PENDING, credits_reserved=reserved).update(
         status=Message.Status.FAILED, lease_until=None, credits_reserved=0, error_code=error_code
     )
+    return reserved if failed else 0
 
 
 def inbound_message_resume(*, message_id: str, lease_until: datetime) -> Message:

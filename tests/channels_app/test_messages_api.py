@@ -321,3 +321,37 @@ def test_agent_config_change_is_seen_at_once(api, channel):
 
     assert body["conversation"]["assignee"]["id"] == replacement.pk
     assert Conversation.objects.get().agent_id == replacement.pk
+
+
+@pytest.mark.parametrize("agent_fails", [False, True])
+def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api, workspace, monkeypatch, agent_fails):
+    # given a request whose agent call outlives its lease, and a clean-up that judges it dead meanwhile
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from channels_app.cleanup import abandoned_messages_release
+    from config.errors import AgentUnavailable
+
+    original = BuiltinAgent.reply
+
+    def slow_agent(self, **kwargs):
+        assert abandoned_messages_release(now=timezone.now() + timedelta(days=1)) == (1, 1)
+        if agent_fails:
+            raise AgentUnavailable()
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(BuiltinAgent, "reply", slow_agent)
+
+    # when
+    response = api.post()
+
+    # then the reservation went back once, and nothing was charged for it
+    assert response.status_code == (502 if agent_fails else 200)
+    workspace.refresh_from_db()
+    assert (workspace.credit_balance, workspace.credit_reserved) == (100, 0)
+    assert not UsageLedgerEntry.objects.filter(kind="CHARGE").exists()
+    inbound = Message.objects.get(direction="INBOUND")
+    assert inbound.status == ("FAILED" if agent_fails else "ANSWERED")
+    if not agent_fails:
+        assert response.json()["usage"]["credits"] == 0
