@@ -50,7 +50,9 @@ from conversations.services import (
 logger = structlog.get_logger(__name__)
 
 _ACCEPT_ATTEMPTS = 3  # a creation race loses at most once per unique row (contact, conversation, key)
-_TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.5  # seconds between looks at an earlier message's progress
+# Seconds between looks at an earlier message's progress: a waiting message costs one indexed query per look,
+# and a burst of N messages to one conversation is answered in about N x (agent time + this pause).
+_TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.2
 
 
 @dataclass
