@@ -13,6 +13,7 @@ Imported by the settings module, so it must not touch `django.conf.settings` at 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -83,6 +84,7 @@ def formatter(renderer: str = "json") -> structlog.stdlib.ProcessorFormatter:
 
 def logging_config(*, level: str, renderer: str) -> dict[str, Any]:
     """Django's LOGGING: one handler on stderr, one line per record, JSON unless asked for the console."""
+    at_least_info = level if logging.getLevelName(level) >= logging.INFO else "INFO"
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -95,6 +97,9 @@ def logging_config(*, level: str, renderer: str) -> dict[str, Any]:
             # request id; django-structlog's request_finished / request_failed say the same, with it.
             "django.request": {"level": "CRITICAL"},
             "django.server": {"level": "WARNING"},
+            # At DEBUG the OpenAI SDK logs each request's options, the conversation included: never below INFO.
+            "openai": {"level": at_least_info},
+            "httpcore": {"level": at_least_info},
         },
     }
 

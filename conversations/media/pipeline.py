@@ -9,12 +9,15 @@ No transaction or row lock is held here, and the connection goes back to the poo
 (download, storage, transcription): the short reads and writes around them open it again.
 """
 
+import time
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from django.db import connection
 from django.utils import timezone
 
+from config.errors import ApplicationError
+from config.metrics import media_download_observe
 from conversations.agents.base import AgentConfig, MediaPart
 from conversations.media.cache import (
     media_asset_attach,
@@ -74,7 +77,13 @@ def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) ->
 def _download_and_store(*, message: Message, workspace_id: str, url: str, field: str, filename: str
                         ) -> tuple[MediaAsset, bytes]:
     _connection_release()
-    downloaded = media_download(url=url, field=field)
+    started = time.monotonic()
+    try:
+        downloaded = media_download(url=url, field=field)
+    except ApplicationError as error:
+        media_download_observe(0, time.monotonic() - started, error.code)
+        raise
+    media_download_observe(downloaded.size, downloaded.elapsed)
     mime_type = media_sniff(data=downloaded.data)
     media_check_type(declared_type=message.type, mime_type=mime_type, filename=filename, field=field)
     text = ""

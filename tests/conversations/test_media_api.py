@@ -422,3 +422,17 @@ def test_no_transaction_or_connection_is_held_during_the_download(client, httpse
     assert response.status_code == 200, response.content
     assert seen == [{"in_transaction": False,
                      "connection_open": connection.vendor == "sqlite" and connection.is_in_memory_db()}]
+
+
+def test_downloads_are_measured_by_outcome(api, httpserver):
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("channels_media_download_bytes_count", {"outcome": outcome}) or 0.0
+
+    before = (count("ok"), count("media_unreachable"))
+    api.post(media_message("IMAGE", serve(httpserver, "/ok.png", png_bytes(), "image/png")))
+    httpserver.expect_request("/gone.png").respond_with_data("gone", status=404)
+    api.post(media_message("IMAGE", httpserver.url_for("/gone.png")))
+
+    assert (count("ok"), count("media_unreachable")) == (before[0] + 1, before[1] + 1)
