@@ -9,9 +9,10 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpResponse
+from psycopg_pool import PoolTimeout
 from rest_framework import exceptions
 
-from config.errors import ApplicationError, InvalidRequest, PayloadTooLarge, RateLimited
+from config.errors import ApplicationError, InvalidRequest, PayloadTooLarge, RateLimited, ServiceBusy
 from config.logs import log_bind
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, str]:
 def to_application_error(exc: Exception) -> ApplicationError | None:
     if isinstance(exc, ApplicationError):
         return exc
+    if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout):  # Django wraps driver errors
+        # Every database connection of this process stayed busy for DB_POOL_TIMEOUT: overload, not a bug.
+        return ServiceBusy(details={"reason": "database_pool_exhausted"}, headers={"Retry-After": "2"})
     if isinstance(exc, exceptions.ValidationError):
         details = flatten_errors(exc.detail)
         fields = ", ".join(sorted(details))

@@ -274,5 +274,8 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
         })
         if accepted.claim is not None:
             idempotency_complete(claim=accepted.claim, status=200, body=body)
+    # Back to the pool now, not at the end of the request: rendering and logging need no connection, and
+    # under load every moment a waiting request holds one is a moment another request waits for it.
+    connection_release()
     credits_spent_observe(charged)
     return PostResult(status=200, body=body)

@@ -285,6 +285,11 @@ RESPONSES = {
     502: _error(502, "The agent failed; the message is kept and no credits are charged.", {
         "agent_unavailable": ("The AI agent could not answer; retry with the same idempotency key.", {}),
     }),
+    503: _error(503, "Overloaded: every database connection of the server stayed busy; retry after "
+                "`Retry-After` seconds.", {
+        "service_busy": ("The service is too busy to take this request now.",
+                         {"reason": "database_pool_exhausted"}),
+    }),
     504: _error(504, "The agent did not answer in time; the message is kept and no credits are charged.", {
         "agent_timeout": ("The AI agent did not answer in time; retry with the same idempotency key.", {}),
     }),
@@ -319,7 +324,7 @@ PARAMETERS = [
     OpenApiParameter("Retry-After", {"type": "string", "pattern": "^[0-9]+$"}, OpenApiParameter.HEADER,
                      response=[429], required=True, description="Seconds to wait before retrying."),
     OpenApiParameter("Retry-After", {"type": "string", "pattern": "^[0-9]+$"}, OpenApiParameter.HEADER,
-                     response=[409], description="Seconds to wait before retrying."),
+                     response=[409, 503], description="Seconds to wait before retrying."),
 ]
 
 message_create_schema = extend_schema(

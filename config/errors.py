@@ -106,3 +106,10 @@ class ConversationBusy(ApplicationError):
     status_code = 409
     default_message = ("An earlier message of this conversation is still being answered. "
                        "Retry after the time given in Retry-After.")
+
+
+class ServiceBusy(ApplicationError):
+    code = "service_busy"
+    status_code = 503
+    default_message = ("The service is too busy to take this request now. Retry after the time given in "
+                       "Retry-After; with the same idempotency key a retry is safe.")

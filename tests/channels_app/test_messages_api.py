@@ -355,3 +355,27 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api
     assert inbound.status == ("FAILED" if agent_fails else "ANSWERED")
     if not agent_fails:
         assert response.json()["usage"]["credits"] == 0
+
+
+def test_an_exhausted_connection_pool_is_503_service_busy(api, monkeypatch):
+    # given a process whose pool handed out every connection for longer than its timeout
+    from django.db.utils import OperationalError
+    from psycopg_pool import PoolTimeout
+
+    from channels_app import messaging
+
+    def exhausted(**kwargs):
+        try:
+            raise PoolTimeout("couldn't get a connection after 10.00 sec")
+        except PoolTimeout as cause:
+            raise OperationalError(str(cause)) from cause
+
+    monkeypatch.setattr(messaging, "_accept", exhausted)
+
+    # when
+    response = api.post()
+
+    # then
+    assert response.status_code == 503 and response["Retry-After"] == "2"
+    error = error_of(response)
+    assert error["code"] == "service_busy" and error["details"] == {"reason": "database_pool_exhausted"}
