@@ -557,8 +557,11 @@ class Bench:
         rss_load = statistics.median(sum(w["rss"] for w in s["workers"].values()) for s in steady_samples)
         rss_idle = sum(idle_rss.values())
         latency_mean_s = (load["latencyMs"]["mean"] or 0) / 1000
-        in_flight = steady * latency_mean_s if latency_mean_s else cfg["s2Clients"]
-        mem_per = (rss_load - rss_idle) / in_flight if in_flight else float("nan")
+        # Closed loop: each client always has one request out (it sends the next as soon as it has an answer),
+        # so the server holds as many requests as there are clients; Little's law is a cross-check.
+        in_flight = cfg["s2Clients"]
+        in_flight_little = round(steady * latency_mean_s, 1)
+        mem_per = (rss_load - rss_idle) / in_flight
         ratio = steady / target
         max_conn = max([*per_worker_max.values(), *per_worker_pg.values()], default=0)
         self.save("s2_slow_agent", {
@@ -581,10 +584,11 @@ class Bench:
             "memory": {"idleRssMiB": round(rss_idle / 2**20, 1), "loadRssMedianMiB": round(rss_load / 2**20, 1),
                        "loadRssMaxMiB": round(max(sum(w["rss"] for w in s["workers"].values())
                                                   for s in samples) / 2**20, 1) if samples else None,
-                       "inFlight": round(in_flight, 1),
+                       "inFlight": in_flight, "inFlightLittlesLaw": in_flight_little,
                        "method": "sum of the workers' RSS: median over the steady window minus the value just "
-                                 "before the load, divided by the requests in flight (Little's law: steady "
-                                 "throughput x mean latency)"},
+                                 "before the load, divided by the requests in flight (the clients of the closed "
+                                 "loop; Little's law, steady throughput x mean latency of the answered ones, as a "
+                                 "cross-check)"},
             "samples": [{"t": round(s["t"] - t0, 1), "pg": s["pgConnections"],
                          "workers": {str(pid): [w["dbConnections"], w["dbConnectionsInPg"], round(w["rss"] / 2**20, 1)]
                                      for pid, w in s["workers"].items()}} for s in samples],
@@ -597,8 +601,10 @@ class Bench:
         started = time.monotonic()
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             while time.monotonic() - started < timeout:
+                # a message whose request died (e.g. a pool timeout in its record phase) stays PENDING until
+                # its lease runs out; nobody works on it, so it does not count
                 pending = conn.execute("SELECT count(*) FROM conversations_message WHERE direction = 'INBOUND' "
-                                       "AND status = 'PENDING'").fetchone()[0]
+                                       "AND status = 'PENDING' AND lease_until > now()").fetchone()[0]
                 if not pending:
                     return round(time.monotonic() - started, 1)
                 time.sleep(1)
@@ -739,14 +745,26 @@ class Bench:
                     "config": self.cfg, "generator": "wrk" if self.wrk else "bench.loadgen (wrk not found)",
                     "error": error}
         (self.out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
+        self.write_markdown(run_info, self.results)
+
+    def render_only(self) -> int:
+        """Rewrite RESULTS.md from the last run's JSON files (after a change of this file's markdown)."""
+        info = json.loads((self.out / "run.json").read_text())
+        names = ("s1_ceiling", "s2_slow_agent", "s3_flat_cost", "s4_queries", "s5_added_latency", "profile")
+        results = {name: json.loads((self.out / f"{name}.json").read_text())
+                   for name in names if (self.out / f"{name}.json").exists()}
+        self.write_markdown(info, results)
+        return 0
+
+    def write_markdown(self, run_info: dict, results: dict) -> None:
         target = self.out / "RESULTS.md" if self.quick else BENCH / "RESULTS.md"
         kept = ""
         if target.exists():
             text = target.read_text()
             if ANALYSIS_MARKER in text:
                 kept = text.split(ANALYSIS_MARKER, 1)[1]
-        target.write_text(render_markdown(run_info, self.results) + "\n" + ANALYSIS_MARKER + kept)
-        print(f"bench: wrote {target.relative_to(ROOT)} and {self.out.relative_to(ROOT)}/*.json", flush=True)
+        target.write_text(render_markdown(run_info, results) + "\n" + ANALYSIS_MARKER + kept)
+        print(f"bench: wrote {target.relative_to(ROOT)}", flush=True)
 
     def teardown(self) -> None:
         self.procs.stop_all()
@@ -812,7 +830,7 @@ def render_markdown(info: dict, results: dict) -> str:
     if "s1_ceiling" in r:
         s = r["s1_ceiling"]["summary"]
         lines.append(f"| 1 | ceiling, 0 ms agent | {s['messagesPerSecond']} msg/s vs bare view {s['barePerSecond']} "
-                     f"req/s: **{s['ratio']}** (errors {s['errors']}) | >= 0.5 | {_met(s['met'])} |")
+                     f"req/s: **{s['ratio']}** (errors {sum(s['errors'].values())}) | >= 0.5 | {_met(s['met'])} |")
     if "s2_slow_agent" in r:
         s = r["s2_slow_agent"]["summary"]
         lines.append(f"| 2 | slow agent, {s['clients']} clients, {s['agentLatencyMs']} ms | {s['throughput']} msg/s "
@@ -913,8 +931,11 @@ def main() -> int:
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database for inspection")
     parser.add_argument("--db", default="", help="database name (default channels_bench[_quick])")
     parser.add_argument("--only", default="", help="comma list of s1,s2,s3,s4,s5,profile")
+    parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from the last JSON files")
     args = parser.parse_args()
     bench = Bench(args)
+    if args.render:
+        return bench.render_only()
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")

@@ -100,6 +100,8 @@ def logging_config(*, level: str, renderer: str) -> dict[str, Any]:
             # At DEBUG the OpenAI SDK logs each request's options, the conversation included: never below INFO.
             "openai": {"level": at_least_info},
             "httpcore": {"level": at_least_info},
+            # One INFO line per agent call ("HTTP Request: POST ...") repeats our "agent replied" line.
+            "httpx": {"level": "WARNING"},
         },
     }
 
