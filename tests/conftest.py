@@ -27,6 +27,17 @@ requires_postgresql = pytest.mark.skipif(
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
 
 
+def error_of(response) -> dict:
+    """The contract's error body, checked: exactly success=false and error{code, message, details}, with a
+    message that is a sentence."""
+    body = response.json()
+    assert body["success"] is False
+    assert set(body) == {"success", "error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["message"].endswith(".")
+    return body["error"]
+
+
 class Api:
     """A thin client for the messages endpoint."""
 

@@ -20,8 +20,7 @@ from contacts.models import Contact
 from conversations.agents import openai_agent
 from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Conversation, Message
-from tests.channels_app.test_messages_api import error_of
-from tests.conftest import SEED_TEXT, Api
+from tests.conftest import SEED_TEXT, Api, error_of
 from tests.factories import AIAgentFactory, ChannelFactory, api_key_for
 
 KEY = "6f1c2a0e-5d0b-4c61-9a57-2f0e3f1d9b11"

@@ -8,19 +8,10 @@ from channels_app.models import Channel, UsageLedgerEntry, Workspace
 from contacts.models import Contact
 from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Conversation, Message
-from tests.conftest import SEED_TEXT, Api
+from tests.conftest import SEED_TEXT, Api, error_of
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert body["success"] is False
-    assert set(body) == {"success", "error"}
-    assert set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["message"].endswith(".")
-    return body["error"]
 
 
 def test_seed_text_example_returns_every_contract_field(api, channel, workspace):

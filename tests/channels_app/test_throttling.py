@@ -8,7 +8,7 @@ import time_machine
 from django.core.cache import cache
 
 from channels_app.models import Workspace
-from tests.conftest import SEED_TEXT, Api, requires_redis
+from tests.conftest import SEED_TEXT, Api, error_of, requires_redis
 from tests.factories import api_key_for
 
 # 10 s into a minute: the window ends 50 s later
@@ -24,12 +24,6 @@ def fresh_counts():
 
 def limit(workspace: Workspace, per_minute: int | None) -> None:
     Workspace.objects.filter(pk=workspace.pk).update(rate_limit_per_minute=per_minute)
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert body["success"] is False
-    return body["error"]
 
 
 def test_over_the_workspace_limit_is_429_with_retry_after(api, workspace):

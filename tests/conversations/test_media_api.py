@@ -21,7 +21,7 @@ from conversations.agents import openai_agent
 from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline
 from conversations.models import MediaAsset, Message
-from tests.conftest import Api
+from tests.conftest import Api, error_of
 from tests.conversations.test_media_inspect import mp4_bytes, pdf_bytes, png_bytes, wav_bytes
 from tests.conversations.test_openai_agent import completion
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
@@ -49,15 +49,6 @@ def serve(httpserver, path: str, data: bytes, content_type: str = "application/o
 
 def hits(httpserver, path: str) -> int:
     return sum(1 for request, _ in httpserver.log if request.path == path)
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert body["success"] is False
-    assert set(body) == {"success", "error"}
-    assert set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["message"].endswith(".")
-    return body["error"]
 
 
 def chat_requests(httpserver) -> list[dict]:

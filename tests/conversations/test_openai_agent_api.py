@@ -7,7 +7,6 @@ platform sends to the provider, and what the integrator and the database see aft
 import json
 import socket
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from channels_app.models import AIAgent, UsageLedgerEntry
 from conversations.agents import openai_agent
 from conversations.models import Message
 from tests.conftest import SEED_TEXT, Api
+from tests.conversations.test_openai_agent import answered
 from tests.factories import AIAgentFactory, ChannelFactory
 
 KEY_VAR = "TEST_CHANNELS_LLM_API_KEY"
@@ -66,13 +66,6 @@ def assistant(text: str) -> dict[str, str]:
 
 
 SYSTEM = {"role": "system", "content": INSTRUCTIONS}
-
-
-def answered(httpserver: HTTPServer, count: int = 1) -> None:
-    """Wait (bounded) until the server has finished the slow requests, so none spills into the next test."""
-    deadline = time.monotonic() + 5
-    while len(httpserver.log) < count and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)
