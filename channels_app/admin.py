@@ -282,6 +282,15 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
 
 # --- history ------------------------------------------------------------------------------------------------
 
+
+def _message_link(message_id: str | None) -> str:
+    """A link to the message's read-only page, or "-"."""
+    if not message_id:
+        return "-"
+    url = reverse("admin:conversations_message_change", args=[quote(message_id)])
+    return format_html('<a href="{}">{}</a>', url, message_id)
+
+
 @admin.register(UsageLedgerEntry)
 class UsageLedgerEntryAdmin(HistoryAdmin):
     list_display = ["created_at", "workspace", "kind", "delta", "balance_after", "message_link", "input_tokens",
@@ -297,10 +306,7 @@ class UsageLedgerEntryAdmin(HistoryAdmin):
 
     @admin.display(description="message")
     def message_link(self, obj: UsageLedgerEntry) -> str:
-        if not obj.message_id:
-            return "-"
-        url = reverse("admin:conversations_message_change", args=[quote(obj.message_id)])
-        return format_html('<a href="{}">{}</a>', url, obj.message_id)
+        return _message_link(obj.message_id)
 
 
 @admin.register(IdempotencyRecord)
@@ -320,10 +326,7 @@ class IdempotencyRecordAdmin(HistoryAdmin):
 
     @admin.display(description="message")
     def message_link(self, obj: IdempotencyRecord) -> str:
-        if not obj.message_id:
-            return "-"
-        url = reverse("admin:conversations_message_change", args=[quote(obj.message_id)])
-        return format_html('<a href="{}">{}</a>', url, obj.message_id)
+        return _message_link(obj.message_id)
 
     @admin.display(description="response body")
     def response(self, obj: IdempotencyRecord) -> str:
