@@ -67,7 +67,6 @@ class Accepted:
     workspace_id: str
     channel_id: str
     agent: AgentConfig
-    agent_name: str
     contact_id: str
     conversation_id: str
     conversation_created_at: datetime
@@ -157,7 +156,7 @@ def _accept_once(*, workspace: Workspace, channel_id: str, contact_identifier: s
             Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
             message.credits_reserved = reserved
         return Accepted(
-            workspace_id=workspace.pk, channel_id=channel.pk, agent=agent, agent_name=channel.agent.name,
+            workspace_id=workspace.pk, channel_id=channel.pk, agent=agent,
             contact_id=conversation.contact_id, conversation_id=conversation.pk,
             conversation_created_at=conversation.created_at, conversation_status=conversation.status,
             message=message, reserved=reserved, claim=claim,
@@ -173,7 +172,7 @@ def _accept_once(*, workspace: Workspace, channel_id: str, contact_identifier: s
     # Last, so the workspace row's lock is held for the shortest time before commit.
     credits_reserve(workspace_id=workspace.pk, amount=reserved)
     return Accepted(
-        workspace_id=workspace.pk, channel_id=channel.pk, agent=agent, agent_name=channel.agent.name,
+        workspace_id=workspace.pk, channel_id=channel.pk, agent=agent,
         contact_id=stored.contact_id, conversation_id=stored.conversation_id,
         conversation_created_at=stored.conversation_created_at, conversation_status="OPEN",
         message=stored.message, reserved=reserved, claim=claim,
@@ -257,7 +256,7 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
                 "status": accepted.conversation_status,
                 "channelId": accepted.channel_id,
                 "contactId": accepted.contact_id,
-                "assignee": {"type": "AI_AGENT", "id": accepted.agent.id, "name": accepted.agent_name},
+                "assignee": {"type": "AI_AGENT", "id": accepted.agent.id, "name": accepted.agent.name},
                 "createdAt": iso(accepted.conversation_created_at),
                 "lastMessageAt": iso(now),
             },
