@@ -48,62 +48,93 @@ def _workspace(slug: str) -> tuple[Workspace, str]:
 
 def _openai_channel(workspace: Workspace, *, stub: str, latency_ms: int) -> str:
     agent = AIAgent.objects.create(
-        workspace=workspace, name=f"Stub agent {latency_ms} ms", provider=AIAgent.Provider.OPENAI,
-        base_url=f"{stub.rstrip('/')}/lat/{latency_ms}/v1", model="bench-model", api_key_env_var="",
-        instructions="You are a helpful support agent. Answer briefly.", timeout_seconds=30.0,
+        workspace=workspace,
+        name=f"Stub agent {latency_ms} ms",
+        provider=AIAgent.Provider.OPENAI,
+        base_url=f"{stub.rstrip('/')}/lat/{latency_ms}/v1",
+        model="bench-model",
+        api_key_env_var="",
+        instructions="You are a helpful support agent. Answer briefly.",
+        timeout_seconds=30.0,
     )
-    return Channel.objects.create(workspace=workspace, name=f"Bench {latency_ms} ms", type=Channel.Type.API,
-                                  agent=agent).pk
+    return Channel.objects.create(
+        workspace=workspace, name=f"Bench {latency_ms} ms", type=Channel.Type.API, agent=agent
+    ).pk
 
 
 def base(args) -> dict:
     workspace, key = _workspace("bench")
-    channels = {str(ms): _openai_channel(workspace, stub=args.stub, latency_ms=ms)
-                for ms in sorted({int(ms) for ms in args.agent_ms.split(",")})}
+    channels = {
+        str(ms): _openai_channel(workspace, stub=args.stub, latency_ms=ms)
+        for ms in sorted({int(ms) for ms in args.agent_ms.split(",")})
+    }
     builtin = AIAgent.objects.create(workspace=workspace, name="Built-in agent", provider=AIAgent.Provider.BUILTIN)
-    KnowledgeEntry.objects.create(agent=builtin, question="How long does shipping take?",
-                                  answer="Orders ship within 2 business days.")
-    KnowledgeEntry.objects.create(agent=builtin, question="Can I get a refund?",
-                                  answer="Yes, within 30 days of purchase.")
-    builtin_channel = Channel.objects.create(workspace=workspace, name="Bench built-in", type=Channel.Type.API,
-                                             agent=builtin).pk
-    return {"workspaceId": workspace.pk, "apiKey": key, "channels": channels, "builtinChannel": builtin_channel,
-            "stub": args.stub}
+    KnowledgeEntry.objects.create(
+        agent=builtin, question="How long does shipping take?", answer="Orders ship within 2 business days."
+    )
+    KnowledgeEntry.objects.create(
+        agent=builtin, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
+    )
+    builtin_channel = Channel.objects.create(
+        workspace=workspace, name="Bench built-in", type=Channel.Type.API, agent=builtin
+    ).pk
+    return {
+        "workspaceId": workspace.pk,
+        "apiKey": key,
+        "channels": channels,
+        "builtinChannel": builtin_channel,
+        "stub": args.stub,
+    }
 
 
 def _prefill_conversation(*, workspace: Workspace, channel: Channel, identifier: str, messages: int) -> str:
     """A conversation holding `messages` answered messages (inbound part 0, reply part 1 of each position)."""
     contact = Contact.objects.create(workspace=workspace, identifier=identifier, name="Flat cost")
     last_seq = (messages + 1) // 2
-    conversation = Conversation.objects.create(workspace=workspace, channel=channel, contact=contact,
-                                               agent=channel.agent, last_seq=last_seq)
+    conversation = Conversation.objects.create(
+        workspace=workspace, channel=channel, contact=contact, agent=channel.agent, last_seq=last_seq
+    )
     prefix = f"msg_b{conversation.pk[-10:]}_"
-    _bulk_insert(Message, count=messages, start=0, expressions={
-        "id": ("%s || g", [prefix]),
-        "conversation_id": ("%s", [conversation.pk]),
-        "seq": ("g / 2 + 1", []),
-        "part": ("g % 2", []),
-        "direction": ("CASE WHEN g % 2 = 0 THEN 'INBOUND' ELSE 'OUTBOUND' END", []),
-        "type": ("'TEXT'", []),
-        "content": ("jsonb_build_object('text', jsonb_build_object('body', "
-                    "'Prefilled message number ' || g || ' of the flat-cost conversation.'))", []),
-        "status": ("CASE WHEN g % 2 = 0 THEN 'ANSWERED' ELSE 'SENT' END", []),
-        "reply_to_id": ("CASE WHEN g % 2 = 1 THEN %s || (g - 1) END", [prefix]),
-        "created_at": ("now() - make_interval(secs => %s - g)", [messages]),
-    })
+    _bulk_insert(
+        Message,
+        count=messages,
+        start=0,
+        expressions={
+            "id": ("%s || g", [prefix]),
+            "conversation_id": ("%s", [conversation.pk]),
+            "seq": ("g / 2 + 1", []),
+            "part": ("g % 2", []),
+            "direction": ("CASE WHEN g % 2 = 0 THEN 'INBOUND' ELSE 'OUTBOUND' END", []),
+            "type": ("'TEXT'", []),
+            "content": (
+                "jsonb_build_object('text', jsonb_build_object('body', "
+                "'Prefilled message number ' || g || ' of the flat-cost conversation.'))",
+                [],
+            ),
+            "status": ("CASE WHEN g % 2 = 0 THEN 'ANSWERED' ELSE 'SENT' END", []),
+            "reply_to_id": ("CASE WHEN g % 2 = 1 THEN %s || (g - 1) END", [prefix]),
+            "created_at": ("now() - make_interval(secs => %s - g)", [messages]),
+        },
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {Conversation._meta.db_table} SET last_message_at = now() WHERE id = %s",
-                       [conversation.pk])
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET last_message_at = now() WHERE id = %s", [conversation.pk]
+        )
     return conversation.pk
 
 
 def _bulk_contacts(*, workspace: Workspace, count: int, prefix: str) -> None:
-    _bulk_insert(Contact, count=count, start=1, expressions={
-        "id": ("'ct_b' || %s || '_' || g", [workspace.slug[-5:]]),
-        "workspace_id": ("%s", [workspace.pk]),
-        "identifier": ("%s || g || '@bench.example'", [prefix]),
-        "name": ("'Contact ' || g", []),
-    })
+    _bulk_insert(
+        Contact,
+        count=count,
+        start=1,
+        expressions={
+            "id": ("'ct_b' || %s || '_' || g", [workspace.slug[-5:]]),
+            "workspace_id": ("%s", [workspace.pk]),
+            "identifier": ("%s || g || '@bench.example'", [prefix]),
+            "name": ("'Contact ' || g", []),
+        },
+    )
 
 
 def _bulk_insert(model, *, count: int, start: int, expressions: dict[str, tuple[str, list]]) -> None:
@@ -125,8 +156,10 @@ def _bulk_insert(model, *, count: int, start: int, expressions: dict[str, tuple[
             params.append(field.get_db_prep_save(default, connection))
         else:
             values.append("NULL")
-    sql = (f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) SELECT {', '.join(values)} "
-           f"FROM generate_series({int(start)}, {int(start + count - 1)}) AS g")
+    sql = (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) SELECT {', '.join(values)} "
+        f"FROM generate_series({int(start)}, {int(start + count - 1)}) AS g"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql.replace("%", "%%").replace("%%s", "%s"), params)
 
@@ -141,10 +174,11 @@ def flat(args) -> dict:
     conversations = {}
     for label, position in (("short", args.short), ("long", args.long)):
         conversations[label] = {
-            "contactIdentifier": f"flat-{label}@bench.example", "position": position,
-            "conversationId": _prefill_conversation(workspace=workspace, channel=channel,
-                                                    identifier=f"flat-{label}@bench.example",
-                                                    messages=position - 1),
+            "contactIdentifier": f"flat-{label}@bench.example",
+            "position": position,
+            "conversationId": _prefill_conversation(
+                workspace=workspace, channel=channel, identifier=f"flat-{label}@bench.example", messages=position - 1
+            ),
         }
     timings["prefillSeconds"] = round(time.monotonic() - started, 2)
     started = time.monotonic()
@@ -153,14 +187,23 @@ def flat(args) -> dict:
         ws, key = _workspace(f"bench-{label}")
         ch = _openai_channel(ws, stub=data["stub"], latency_ms=int(args.channel_ms))
         _bulk_contacts(workspace=ws, count=count, prefix="c")
-        contact_sets[label] = {"workspaceId": ws.pk, "apiKey": key, "channelId": ch, "contacts": count,
-                               "identifierPattern": "c{n}@bench.example"}
+        contact_sets[label] = {
+            "workspaceId": ws.pk,
+            "apiKey": key,
+            "channelId": ch,
+            "contacts": count,
+            "identifierPattern": "c{n}@bench.example",
+        }
     with connection.cursor() as cursor:
         for model in (Contact, Message, Conversation):
             cursor.execute(f"ANALYZE {model._meta.db_table}")
     timings["contactsSeconds"] = round(time.monotonic() - started, 2)
-    data["flat"] = {"conversations": conversations, "contactSets": contact_sets, "timings": timings,
-                    "channelId": channel.pk}
+    data["flat"] = {
+        "conversations": conversations,
+        "contactSets": contact_sets,
+        "timings": timings,
+        "channelId": channel.pk,
+    }
     return data
 
 

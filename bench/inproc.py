@@ -35,8 +35,9 @@ TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVE
 
 
 def _body(identifier: str, text: str = "Hello! How long does shipping take to Lisbon?") -> str:
-    return json.dumps({"type": "TEXT", "contactIdentifier": identifier, "contactName": "Bench",
-                       "content": {"text": {"body": text}}})
+    return json.dumps(
+        {"type": "TEXT", "contactIdentifier": identifier, "contactName": "Bench", "content": {"text": {"body": text}}}
+    )
 
 
 class Poster:
@@ -47,8 +48,9 @@ class Poster:
         headers = {"HTTP_X_API_KEY": self.key}
         if idempotency_key is not None:
             headers["HTTP_X_IDEMPOTENCY_KEY"] = idempotency_key
-        response = self.client.post(f"/api/v1/channels/{self.channel}/messages", data=body,
-                                    content_type="application/json", **headers)
+        response = self.client.post(
+            f"/api/v1/channels/{self.channel}/messages", data=body, content_type="application/json", **headers
+        )
         assert response.status_code == 200, (response.status_code, response.content[:300])
         return response
 
@@ -56,8 +58,7 @@ class Poster:
 def statements(poster: Poster, body: str, idempotency_key: str | None = None) -> list[str]:
     with CaptureQueriesContext(connection) as context:
         poster.post(body, idempotency_key)
-    return [q["sql"] for q in context.captured_queries
-            if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)]
+    return [q["sql"] for q in context.captured_queries if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)]
 
 
 def count_cases(poster: Poster) -> dict:
@@ -68,9 +69,9 @@ def count_cases(poster: Poster) -> dict:
     cases["existingContact"] = statements(poster, _body(f"new-{tag}@bench.example", "And to Porto?"))
     cases["newContactWithKey"] = statements(poster, _body(f"newk-{tag}@bench.example"), f"k1-{tag}")
     cases["existingContactWithKey"] = statements(
-        poster, _body(f"newk-{tag}@bench.example", "And to Porto?"), f"k2-{tag}")
-    cases["idempotentReplay"] = statements(
-        poster, _body(f"newk-{tag}@bench.example", "And to Porto?"), f"k2-{tag}")
+        poster, _body(f"newk-{tag}@bench.example", "And to Porto?"), f"k2-{tag}"
+    )
+    cases["idempotentReplay"] = statements(poster, _body(f"newk-{tag}@bench.example", "And to Porto?"), f"k2-{tag}")
     return {name: {"count": len(sql), "statements": [s[:200] for s in sql]} for name, sql in cases.items()}
 
 
@@ -89,13 +90,17 @@ _AREAS = [  # (label, substrings of the code's file path), first match wins
     ("Django ORM and SQL compiler (django/db)", ("django/db/",)),
     ("DRF (rest_framework)", ("rest_framework/",)),
     ("API key check (djangorestframework-api-key, hashlib)", ("rest_framework_api_key", "hashlib")),
-    ("OpenAI SDK, httpx, pydantic (agent call incl. loopback wait)",
-     ("openai/", "httpx", "httpcore", "pydantic", "h11", "anyio", "sniffio", "certifi")),
+    (
+        "OpenAI SDK, httpx, pydantic (agent call incl. loopback wait)",
+        ("openai/", "httpx", "httpcore", "pydantic", "h11", "anyio", "sniffio", "certifi"),
+    ),
     ("logging", ("logging/",)),
     ("json", ("json/",)),
     ("Django request, middleware, test client (django/ other)", ("django/",)),
-    ("the apps (channels_app, conversations, contacts, config)",
-     ("channels_app/", "conversations/", "contacts/", "config/")),
+    (
+        "the apps (channels_app, conversations, contacts, config)",
+        ("channels_app/", "conversations/", "contacts/", "config/"),
+    ),
     ("sockets, ssl, selectors", ("socket", "ssl", "selectors")),
 ]
 _FUNCTIONS = [  # (label, file substring, function name): cumulative time of interesting frames
@@ -162,13 +167,17 @@ def _profile_summary(profiler: cProfile.Profile, requests: int) -> dict:
     total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
     areas: dict[str, float] = {}
     for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        label = next((name for name, needles in _AREAS if any(n in filename for n in needles)),
-                     "other (builtins, stdlib)")
+        label = next(
+            (name for name, needles in _AREAS if any(n in filename for n in needles)), "other (builtins, stdlib)"
+        )
         areas[label] = areas.get(label, 0.0) + tottime
     functions = {}
     for label, needle, name in _FUNCTIONS:
-        cum = sum(row[3] for (filename, _, func), row in stats.stats.items()  # type: ignore[attr-defined]
-                  if needle in filename and func == name)
+        cum = sum(
+            row[3]
+            for (filename, _, func), row in stats.stats.items()  # type: ignore[attr-defined]
+            if needle in filename and func == name
+        )
         functions[label] = round(cum / requests * 1000, 3)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
@@ -176,8 +185,9 @@ def _profile_summary(profiler: cProfile.Profile, requests: int) -> dict:
     pstats.Stats(profiler, stream=cum_text).sort_stats("cumulative").print_stats(45)
     return {
         "profiledMsPerRequest": round(total / requests * 1000, 3),
-        "areasMsPerRequest": {k: round(v / requests * 1000, 3)
-                              for k, v in sorted(areas.items(), key=lambda kv: -kv[1])},
+        "areasMsPerRequest": {
+            k: round(v / requests * 1000, 3) for k, v in sorted(areas.items(), key=lambda kv: -kv[1])
+        },
         "functionsCumMsPerRequest": functions,
         "topByTottime": text.getvalue().splitlines()[:60],
         "topByCumulative": cum_text.getvalue().splitlines()[:70],
@@ -203,24 +213,34 @@ def cmd_flatsql(args, fixtures: dict) -> dict:
     for round_ in range(args.warmup + args.requests):
         for label in ("small", "large"):
             n = rng.randint(1, sets[label]["contacts"])
-            seconds = _timed(contact_with_open_conversation, workspace_id=sets[label]["workspaceId"],
-                             channel_id=channel_of[label], identifier=f"c{n}@bench.example")
+            seconds = _timed(
+                contact_with_open_conversation,
+                workspace_id=sets[label]["workspaceId"],
+                channel_id=channel_of[label],
+                identifier=f"c{n}@bench.example",
+            )
             if round_ >= args.warmup:
                 samples[label].append(seconds)
     result["contactLookupExisting"] = _pair(samples, "small", "large")
     samples = {"small": [], "large": []}
     for round_ in range(args.warmup + args.requests):
         for label in ("small", "large"):
-            seconds = _timed(contact_with_open_conversation, workspace_id=sets[label]["workspaceId"],
-                             channel_id=channel_of[label], identifier=f"absent-{round_}@bench.example")
+            seconds = _timed(
+                contact_with_open_conversation,
+                workspace_id=sets[label]["workspaceId"],
+                channel_id=channel_of[label],
+                identifier=f"absent-{round_}@bench.example",
+            )
             if round_ >= args.warmup:
                 samples[label].append(seconds)
     result["contactLookupMissing"] = _pair(samples, "small", "large")
     with connection.cursor() as cursor:
         conv = {}
         for label in ("short", "long"):
-            cursor.execute("SELECT last_seq FROM conversations_conversation WHERE id = %s",
-                           [flat["conversations"][label]["conversationId"]])
+            cursor.execute(
+                "SELECT last_seq FROM conversations_conversation WHERE id = %s",
+                [flat["conversations"][label]["conversationId"]],
+            )
             conv[label] = (flat["conversations"][label]["conversationId"], cursor.fetchone()[0])
     samples = {"short": [], "long": []}
     for round_ in range(args.warmup + args.requests):
@@ -236,8 +256,12 @@ def cmd_flatsql(args, fixtures: dict) -> dict:
 
 def _pair(samples: dict[str, list[float]], a: str, b: str) -> dict:
     med = {label: statistics.median(values) * 1000 for label, values in samples.items()}
-    return {f"{a}MedianMs": round(med[a], 4), f"{b}MedianMs": round(med[b], 4),
-            "ratio": round(med[b] / med[a], 3), "samples": len(samples[a])}
+    return {
+        f"{a}MedianMs": round(med[a], 4),
+        f"{b}MedianMs": round(med[b], 4),
+        "ratio": round(med[b] / med[a], 3),
+        "samples": len(samples[a]),
+    }
 
 
 def main() -> None:

@@ -28,10 +28,14 @@ from geventhttpclient import HTTPClient  # noqa: E402
 
 
 def _message_body(prefix: str, index: int) -> bytes:
-    return json.dumps({
-        "type": "TEXT", "contactIdentifier": f"{prefix}-{index}@bench.example", "contactName": f"Bench {index}",
-        "content": {"text": {"body": "Hello! How long does shipping take to Lisbon?"}},
-    }).encode()
+    return json.dumps(
+        {
+            "type": "TEXT",
+            "contactIdentifier": f"{prefix}-{index}@bench.example",
+            "contactName": f"Bench {index}",
+            "content": {"text": {"body": "Hello! How long does shipping take to Lisbon?"}},
+        }
+    ).encode()
 
 
 class Target:
@@ -41,8 +45,13 @@ class Target:
             sys.exit("loadgen sends traffic to loopback only")
         self.path = args.path or f"/api/v1/channels/{args.channel}/messages"
         self.key, self.prefix, self.idempotency = args.key, args.prefix, not args.no_idempotency
-        self.client = HTTPClient(parts.hostname, parts.port, concurrency=args.connections,
-                                 connection_timeout=10, network_timeout=args.timeout)
+        self.client = HTTPClient(
+            parts.hostname,
+            parts.port,
+            concurrency=args.connections,
+            connection_timeout=10,
+            network_timeout=args.timeout,
+        )
 
     def send(self, index: int) -> tuple[int, float]:
         headers = {"Content-Type": "application/json", "X-API-Key": self.key}
@@ -65,7 +74,10 @@ def _summary(results: list[tuple[float, float, int, float, float]], started: flo
         statuses[str(status)] = statuses.get(str(status), 0) + 1
     ok = [r for r in results if 200 <= r[2] < 300]
     return {
-        "requests": len(results), "ok": len(ok), "errors": len(results) - len(ok), "statuses": statuses,
+        "requests": len(results),
+        "ok": len(ok),
+        "errors": len(results) - len(ok),
+        "statuses": statuses,
         "durationSeconds": round(ended - started, 3),
         "rate": round(len(ok) / (ended - started), 2) if ended > started else 0.0,
         # per request: [scheduled start offset s, latency from scheduled start s, service time s, status]

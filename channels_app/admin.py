@@ -50,11 +50,13 @@ def _changelist_link(model: type[models.Model], label: str, **filters: str) -> s
 
 # --- configuration ----------------------------------------------------------------------------------------
 
+
 class CreditsGrantForm(forms.Form):
     amount = forms.IntegerField(
-        min_value=-CREDITS_GRANT_MAX, max_value=CREDITS_GRANT_MAX,
+        min_value=-CREDITS_GRANT_MAX,
+        max_value=CREDITS_GRANT_MAX,
         help_text="Credits to add. A negative number removes credits (recorded as an adjustment); the balance "
-                  "cannot drop below what messages in flight have reserved.",
+        "cannot drop below what messages in flight have reserved.",
     )
     note = forms.CharField(max_length=150, required=False, help_text="Why, for the ledger (optional).")
 
@@ -69,8 +71,17 @@ class CreditsGrantForm(forms.Form):
 class WorkspaceAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "id", "credit_balance", "credit_reserved", "created_at"]
     search_fields = ["=id", "name", "slug"]
-    fields = ["id", "name", "slug", "rate_limit_per_minute", "credit_balance", "credit_reserved", "related",
-              "created_at", "updated_at"]
+    fields = [
+        "id",
+        "name",
+        "slug",
+        "rate_limit_per_minute",
+        "credit_balance",
+        "credit_reserved",
+        "related",
+        "created_at",
+        "updated_at",
+    ]
     readonly_fields = ["id", "credit_balance", "credit_reserved", "related", "created_at", "updated_at"]
 
     def has_delete_permission(self, request, obj=None):
@@ -79,8 +90,11 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("<path:object_id>/grant-credits/", self.admin_site.admin_view(self.grant_credits_view),
-                 name=f"{self.opts.app_label}_{self.opts.model_name}_grant_credits"),
+            path(
+                "<path:object_id>/grant-credits/",
+                self.admin_site.admin_view(self.grant_credits_view),
+                name=f"{self.opts.app_label}_{self.opts.model_name}_grant_credits",
+            ),
             *super().get_urls(),
         ]
 
@@ -110,7 +124,9 @@ class WorkspaceAdmin(admin.ModelAdmin):
             note = form.cleaned_data["note"] or "granted in the admin"
             try:
                 entry = credits_grant(
-                    workspace=workspace, amount=amount, note=f"{note} (by {request.user.get_username()})",
+                    workspace=workspace,
+                    amount=amount,
+                    note=f"{note} (by {request.user.get_username()})",
                     kind=UsageLedgerEntry.Kind.GRANT if amount > 0 else UsageLedgerEntry.Kind.ADJUSTMENT,
                 )
             except InsufficientCredits as error:
@@ -118,12 +134,11 @@ class WorkspaceAdmin(admin.ModelAdmin):
             else:
                 self.log_change(request, workspace, f"Credits {amount:+d} (ledger entry {entry.pk}).")
                 self.message_user(
-                    request, f"{amount:+d} credits for {workspace}: the balance is now {entry.balance_after}.",
+                    request,
+                    f"{amount:+d} credits for {workspace}: the balance is now {entry.balance_after}.",
                     messages.SUCCESS,
                 )
-                return HttpResponseRedirect(
-                    reverse("admin:channels_app_workspace_change", args=[quote(workspace.pk)])
-                )
+                return HttpResponseRedirect(reverse("admin:channels_app_workspace_change", args=[quote(workspace.pk)]))
         context = {
             **self.admin_site.each_context(request),
             "title": f"Grant credits to {workspace}",
@@ -195,11 +210,33 @@ class AIAgentAdmin(admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ["id", "workspace", "name", "instructions"]}),
-        ("Model", {"fields": ["provider", "model", "base_url", "api_key_env_var", "temperature",
-                              "max_output_tokens", "timeout_seconds", "transcribe_audio"]}),
+        (
+            "Model",
+            {
+                "fields": [
+                    "provider",
+                    "model",
+                    "base_url",
+                    "api_key_env_var",
+                    "temperature",
+                    "max_output_tokens",
+                    "timeout_seconds",
+                    "transcribe_audio",
+                ]
+            },
+        ),
         ("Built-in agent", {"fields": ["greeting_text", "fallback_text", "split_threshold_chars"]}),
-        ("History and price", {"fields": ["history_max_messages", "history_max_chars", "credit_cost_per_reply",
-                                          "credit_cost_per_1k_tokens"]}),
+        (
+            "History and price",
+            {
+                "fields": [
+                    "history_max_messages",
+                    "history_max_chars",
+                    "credit_cost_per_reply",
+                    "credit_cost_per_1k_tokens",
+                ]
+            },
+        ),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
 
@@ -209,8 +246,11 @@ class AIAgentAdmin(admin.ModelAdmin):
 
 class _PrefixChangeList(ChangeList):
     def url_for_result(self, result):
-        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=(quote(result.prefix),),
-                       current_app=self.model_admin.admin_site.name)
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=(quote(result.prefix),),
+            current_app=self.model_admin.admin_site.name,
+        )
 
 
 @admin.register(WorkspaceApiKey)
@@ -219,8 +259,16 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
     prefix: neither the secret nor its hash is ever shown (the secret is shown once, when the key is made)."""
 
     # (The ignores: mypy takes the untyped library's tuples for fixed-length types.)
-    list_display = ("name", "prefix", "workspace", "created", "last_used_at",  # type: ignore[assignment]
-                    "expiry_date", "_has_expired", "revoked")
+    list_display = (
+        "name",
+        "prefix",
+        "workspace",
+        "created",
+        "last_used_at",  # type: ignore[assignment]
+        "expiry_date",
+        "_has_expired",
+        "revoked",
+    )
     list_select_related = ("workspace",)
     list_filter = ("revoked", "workspace", "created")  # type: ignore[assignment]
     search_fields = ("=prefix", "name", "=workspace__slug")  # type: ignore[assignment]
@@ -262,9 +310,7 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
         )
 
     def response_add(self, request, obj, post_url_continue=None):
-        return HttpResponseRedirect(
-            reverse("admin:channels_app_workspaceapikey_change", args=(quote(obj.prefix),))
-        )
+        return HttpResponseRedirect(reverse("admin:channels_app_workspaceapikey_change", args=(quote(obj.prefix),)))
 
     def log_addition(self, request, obj, message):
         return self._log(request, obj, ADDITION, message)
@@ -274,8 +320,11 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
 
     def _log(self, request, obj, action_flag, message):
         return LogEntry.objects.create(
-            user_id=request.user.pk, content_type_id=get_content_type_for_model(obj).pk, object_id=obj.prefix,
-            object_repr=str(obj)[:200], action_flag=action_flag,
+            user_id=request.user.pk,
+            content_type_id=get_content_type_for_model(obj).pk,
+            object_id=obj.prefix,
+            object_repr=str(obj)[:200],
+            action_flag=action_flag,
             change_message=message if isinstance(message, str) else json.dumps(message),
         )
 
@@ -293,13 +342,32 @@ def _message_link(message_id: str | None) -> str:
 
 @admin.register(UsageLedgerEntry)
 class UsageLedgerEntryAdmin(HistoryAdmin):
-    list_display = ["created_at", "workspace", "kind", "delta", "balance_after", "message_link", "input_tokens",
-                    "output_tokens", "note"]
+    list_display = [
+        "created_at",
+        "workspace",
+        "kind",
+        "delta",
+        "balance_after",
+        "message_link",
+        "input_tokens",
+        "output_tokens",
+        "note",
+    ]
     list_select_related = ["workspace"]
     list_filter = ["kind", "workspace", "created_at"]
     search_fields = ["=id", "=message__id", "note"]
-    fields = readonly_fields = ("id", "workspace", "kind", "delta", "balance_after", "message_link", "input_tokens",
-                                "output_tokens", "note", "created_at")
+    fields = readonly_fields = (
+        "id",
+        "workspace",
+        "kind",
+        "delta",
+        "balance_after",
+        "message_link",
+        "input_tokens",
+        "output_tokens",
+        "note",
+        "created_at",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("workspace")
@@ -317,9 +385,21 @@ class IdempotencyRecordAdmin(HistoryAdmin):
     search_fields = ["=key", "=id", "=message__id"]
     # Ids are ULIDs, so the primary key's index gives creation order without sorting the table.
     ordering = ["-id"]
-    fields = readonly_fields = ("id", "workspace", "key", "fingerprint", "state", "owner", "locked_until",
-                                "expires_at", "message_link", "response_status", "response", "created_at",
-                                "updated_at")
+    fields = readonly_fields = (
+        "id",
+        "workspace",
+        "key",
+        "fingerprint",
+        "state",
+        "owner",
+        "locked_until",
+        "expires_at",
+        "message_link",
+        "response_status",
+        "response",
+        "created_at",
+        "updated_at",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("workspace")
@@ -332,5 +412,6 @@ class IdempotencyRecordAdmin(HistoryAdmin):
     def response(self, obj: IdempotencyRecord) -> str:
         if obj.response_body is None:
             return "-"
-        return format_html("<pre style=\"white-space: pre-wrap\">{}</pre>",
-                           bytes(obj.response_body).decode("utf-8", errors="replace"))
+        return format_html(
+            '<pre style="white-space: pre-wrap">{}</pre>', bytes(obj.response_body).decode("utf-8", errors="replace")
+        )

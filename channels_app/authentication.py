@@ -24,11 +24,15 @@ def apikey_authenticate(*, raw_key: str) -> WorkspaceApiKey:
         raise InvalidApiKey(_INVALID, details={"header": "X-API-Key"})
     # Only a caller who holds the secret learns why a real key stopped working.
     if api_key.revoked:
-        raise InvalidApiKey("This API key was revoked. Use another key of the workspace.",
-                            details={"header": "X-API-Key", "reason": "revoked"})
+        raise InvalidApiKey(
+            "This API key was revoked. Use another key of the workspace.",
+            details={"header": "X-API-Key", "reason": "revoked"},
+        )
     if api_key.has_expired:
-        raise InvalidApiKey("This API key has expired (it was rotated). Use the workspace's new key.",
-                            details={"header": "X-API-Key", "reason": "expired"})
+        raise InvalidApiKey(
+            "This API key has expired (it was rotated). Use the workspace's new key.",
+            details={"header": "X-API-Key", "reason": "expired"},
+        )
     apikey_touch(api_key=api_key)
     return api_key
 
@@ -49,8 +53,7 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         raw_key = request.META.get("HTTP_X_API_KEY", "")
         if not raw_key.strip():
-            raise MissingApiKey("Send your workspace API key in the X-API-Key header.",
-                                details={"header": "X-API-Key"})
+            raise MissingApiKey("Send your workspace API key in the X-API-Key header.", details={"header": "X-API-Key"})
         api_key = apikey_authenticate(raw_key=raw_key)
         # The rate limiter (Redis) and the body's validation come next: no reason to hold a connection
         # through them. Under load a held connection is one another request waits for.

@@ -53,8 +53,9 @@ def idempotency_records_purge(*, now: datetime, batch_size: int = IDEMPOTENCY_PU
     deleted = 0
     while True:
         ids = list(
-            IdempotencyRecord.objects.filter(expires_at__lte=now).order_by("pk").values_list("pk", flat=True)[
-                :batch_size]
+            IdempotencyRecord.objects.filter(expires_at__lte=now)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:batch_size]
         )
         if not ids:
             return deleted
@@ -80,15 +81,22 @@ def abandoned_messages_release(*, now: datetime, batch_size: int = ABANDONED_BAT
         with transaction.atomic():
             rows = list(
                 Message.objects.select_for_update(no_key=True, of=("self",))
-                .filter(direction=Message.Direction.INBOUND, status=Message.Status.PENDING,
-                        credits_reserved__gt=0, lease_until__lt=cutoff)
+                .filter(
+                    direction=Message.Direction.INBOUND,
+                    status=Message.Status.PENDING,
+                    credits_reserved__gt=0,
+                    lease_until__lt=cutoff,
+                )
                 .order_by("pk")
                 .values_list("pk", "credits_reserved", "conversation__workspace_id")[:batch_size]
             )
             if not rows:
                 return messages, credits
             Message.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
-                status=Message.Status.FAILED, error_code=ABANDONED_ERROR_CODE, lease_until=None, credits_reserved=0,
+                status=Message.Status.FAILED,
+                error_code=ABANDONED_ERROR_CODE,
+                lease_until=None,
+                credits_reserved=0,
             )
             held: dict[str, int] = defaultdict(int)
             for _, amount, workspace_id in rows:

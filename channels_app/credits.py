@@ -41,13 +41,15 @@ def credits_reserve(*, workspace_id: str, amount: int) -> None:
     the row lock it takes is held only to the end of the caller's short accept transaction."""
     if amount <= 0:
         return
-    reserved = Workspace.objects.filter(
-        pk=workspace_id, credit_balance__gte=F("credit_reserved") + amount
-    ).update(credit_reserved=F("credit_reserved") + amount)
+    reserved = Workspace.objects.filter(pk=workspace_id, credit_balance__gte=F("credit_reserved") + amount).update(
+        credit_reserved=F("credit_reserved") + amount
+    )
     if not reserved:
-        available = Workspace.objects.filter(pk=workspace_id).values_list(
-            F("credit_balance") - F("credit_reserved"), flat=True
-        ).first()
+        available = (
+            Workspace.objects.filter(pk=workspace_id)
+            .values_list(F("credit_balance") - F("credit_reserved"), flat=True)
+            .first()
+        )
         raise InsufficientCredits(
             f"The workspace has {max(available or 0, 0)} credits available and this message needs {amount}. "
             "Add credits to the workspace and send the message again.",
@@ -61,7 +63,13 @@ def credits_release(*, workspace_id: str, amount: int) -> None:
 
 
 def credits_settle(
-    *, workspace_id: str, reserved: int, cost: int, message_id: str, input_tokens: int, output_tokens: int,
+    *,
+    workspace_id: str,
+    reserved: int,
+    cost: int,
+    message_id: str,
+    input_tokens: int,
+    output_tokens: int,
     now: datetime,
 ) -> tuple[int, int]:
     """Turn a reservation into a charge: the balance drops by the cost (never more than was reserved, so
@@ -76,15 +84,21 @@ def credits_settle(
         balance = cursor.fetchone()[0]
     if charge > 0:
         UsageLedgerEntry.objects.create(
-            workspace_id=workspace_id, kind=UsageLedgerEntry.Kind.CHARGE, delta=-charge, balance_after=balance,
-            message_id=message_id, input_tokens=input_tokens, output_tokens=output_tokens,
+            workspace_id=workspace_id,
+            kind=UsageLedgerEntry.Kind.CHARGE,
+            delta=-charge,
+            balance_after=balance,
+            message_id=message_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
         )
     return charge, balance
 
 
 @transaction.atomic
-def credits_grant(*, workspace: Workspace, amount: int, note: str = "", kind: str = UsageLedgerEntry.Kind.GRANT
-                  ) -> UsageLedgerEntry:
+def credits_grant(
+    *, workspace: Workspace, amount: int, note: str = "", kind: str = UsageLedgerEntry.Kind.GRANT
+) -> UsageLedgerEntry:
     """Add (or, with a negative amount, remove) credits through a ledger entry. Locks the workspace row so
     the entry's `balance_after` is exact; a removal may not take the balance below what is reserved."""
     workspace = Workspace.objects.select_for_update(no_key=True).get(pk=workspace.pk)

@@ -21,14 +21,16 @@ logger = logging.getLogger(__name__)
 def error_body(*, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
     return json.dumps(
         {"success": False, "error": {"code": code, "message": message, "details": details or {}}},
-        separators=(",", ":"), ensure_ascii=False,
+        separators=(",", ":"),
+        ensure_ascii=False,
     ).encode()
 
 
 def error_response(error: ApplicationError) -> HttpResponse:
     response = HttpResponse(
         error_body(code=error.code, message=error.message, details=error.details),
-        status=error.status_code, content_type="application/json",
+        status=error.status_code,
+        content_type="application/json",
     )
     for name, value in error.headers.items():
         response[name] = value
@@ -62,19 +64,25 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
     if isinstance(exc, exceptions.ValidationError):
         details = flatten_errors(exc.detail)
         fields = ", ".join(sorted(details))
-        return InvalidRequest(f"The request has invalid fields: {fields}. See details for what to send.",
-                              details=details)
+        return InvalidRequest(
+            f"The request has invalid fields: {fields}. See details for what to send.", details=details
+        )
     if isinstance(exc, exceptions.ParseError):
         return InvalidRequest("The body is not valid JSON. Send a JSON object.", details={"body": str(exc.detail)})
     if isinstance(exc, exceptions.UnsupportedMediaType):
-        return InvalidRequest("Send the body as JSON with the header Content-Type: application/json.",
-                              details={"Content-Type": str(exc.detail)})
+        return InvalidRequest(
+            "Send the body as JSON with the header Content-Type: application/json.",
+            details={"Content-Type": str(exc.detail)},
+        )
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge()
     if isinstance(exc, exceptions.Throttled):
         wait = max(1, int(exc.wait or 1))
-        return RateLimited(f"Too many requests for this API key. Retry in {wait} seconds.",
-                           details={"retryAfterSeconds": wait}, headers={"Retry-After": str(wait)})
+        return RateLimited(
+            f"Too many requests for this API key. Retry in {wait} seconds.",
+            details={"retryAfterSeconds": wait},
+            headers={"Retry-After": str(wait)},
+        )
     if isinstance(exc, (Http404, exceptions.NotFound)):
         error = ApplicationError("No such resource. Check the URL.")
         error.code, error.status_code = "not_found", 404
@@ -106,9 +114,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
 # Django's own error views (config/urls.py handler404/handler500), for requests that never reach a DRF view:
 # an unknown URL, or a failure in a middleware. Same body as every other error.
 
+
 def not_found_view(request, exception=None) -> HttpResponse:
-    error = ApplicationError("No such resource. Check the URL: the messages endpoint is "
-                             "POST /api/v1/channels/{channelId}/messages.")
+    error = ApplicationError(
+        "No such resource. Check the URL: the messages endpoint is POST /api/v1/channels/{channelId}/messages."
+    )
     error.code, error.status_code = "not_found", 404
     return error_response(error)
 

@@ -36,7 +36,9 @@ def request_fingerprint(*, method: str, path: str, channel_id: str, body: Any) -
     (canonical: key order and whitespace do not matter)."""
     canonical = json.dumps(
         {"method": method, "path": path, "channel": channel_id, "body": body},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -65,8 +67,9 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
     owner = secrets.token_hex(8)
     record = (
         IdempotencyRecord.objects.filter(workspace_id=workspace_id, key=key)
-        .values("id", "fingerprint", "state", "locked_until", "expires_at", "message_id", "response_status",
-                "response_body")
+        .values(
+            "id", "fingerprint", "state", "locked_until", "expires_at", "message_id", "response_status", "response_body"
+        )
         .first()
     )
     if record is not None and record["expires_at"] <= now:
@@ -75,7 +78,11 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
         record = None
     if record is None:
         created = IdempotencyRecord.objects.create(
-            workspace_id=workspace_id, key=key, fingerprint=fingerprint, owner=owner, locked_until=lock_until,
+            workspace_id=workspace_id,
+            key=key,
+            fingerprint=fingerprint,
+            owner=owner,
+            locked_until=lock_until,
             expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_RETENTION_SECONDS),
         )
         return Claim(record_id=created.id, owner=owner, message_id=None)
@@ -87,9 +94,11 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
         )
     if record["state"] == IdempotencyRecord.State.COMPLETED:
         return Replay(status=record["response_status"], body=bytes(record["response_body"]))
-    taken = IdempotencyRecord.objects.filter(pk=record["id"]).filter(
-        Q(state=IdempotencyRecord.State.RELEASED) | Q(locked_until__lt=now)
-    ).update(state=IdempotencyRecord.State.IN_PROGRESS, owner=owner, locked_until=lock_until)
+    taken = (
+        IdempotencyRecord.objects.filter(pk=record["id"])
+        .filter(Q(state=IdempotencyRecord.State.RELEASED) | Q(locked_until__lt=now))
+        .update(state=IdempotencyRecord.State.IN_PROGRESS, owner=owner, locked_until=lock_until)
+    )
     if not taken:
         # The lock read above is stale when a concurrent retry took the key between the read and the UPDATE
         # (it was RELEASED, no lock at all, or expired): then the new holder has only just started.
@@ -118,9 +127,11 @@ def idempotency_hold(*, claim: Claim) -> None:
     must store and settle nothing. Raises IdempotencyInProgress for it: the key's response is the new
     owner's, which the client gets by retrying.
     """
-    if not IdempotencyRecord.objects.select_for_update(no_key=True).filter(
-        pk=claim.record_id, owner=claim.owner
-    ).exists():
+    if (
+        not IdempotencyRecord.objects.select_for_update(no_key=True)
+        .filter(pk=claim.record_id, owner=claim.owner)
+        .exists()
+    ):
         raise IdempotencyInProgress(
             "This request took longer than its idempotency lock and a retry with the same key took it over. "
             "Retry with the same key to get that retry's response.",
@@ -141,7 +152,8 @@ def idempotency_release(*, claim: Claim) -> bool:
     """Free the key after a failure the client may retry; the stored inbound message stays attached.
     Returns False when this attempt no longer owns the key (a retry took it over): the inbound message and
     its credit reservation are the new owner's then, and the caller must leave them alone."""
-    return bool(IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
-        state=IdempotencyRecord.State.RELEASED, locked_until=None
-    ))
-
+    return bool(
+        IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
+            state=IdempotencyRecord.State.RELEASED, locked_until=None
+        )
+    )

@@ -103,8 +103,14 @@ def message_post(
     fingerprint: str,
 ) -> PostResult:
     accepted = _accept(
-        workspace=workspace, channel_id=channel_id, contact_identifier=contact_identifier, contact_name=contact_name,
-        type=type, content=content, idempotency_key=idempotency_key, fingerprint=fingerprint,
+        workspace=workspace,
+        channel_id=channel_id,
+        contact_identifier=contact_identifier,
+        contact_name=contact_name,
+        type=type,
+        content=content,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
     )
     if isinstance(accepted, Replay):
         return PostResult(status=accepted.status, body=accepted.body, replayed=True)
@@ -116,14 +122,28 @@ def message_post(
         raise
 
 
-def _accept(*, workspace: Workspace, channel_id: str, contact_identifier: str, contact_name: str, type: str,
-            content: dict[str, Any], idempotency_key: str | None, fingerprint: str) -> Accepted | Replay:
+def _accept(
+    *,
+    workspace: Workspace,
+    channel_id: str,
+    contact_identifier: str,
+    contact_name: str,
+    type: str,
+    content: dict[str, Any],
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Accepted | Replay:
     for attempt in range(1, _ACCEPT_ATTEMPTS + 1):
         try:
             with transaction.atomic():
                 return _accept_once(
-                    workspace=workspace, channel_id=channel_id, contact_identifier=contact_identifier,
-                    contact_name=contact_name, type=type, content=content, idempotency_key=idempotency_key,
+                    workspace=workspace,
+                    channel_id=channel_id,
+                    contact_identifier=contact_identifier,
+                    contact_name=contact_name,
+                    type=type,
+                    content=content,
+                    idempotency_key=idempotency_key,
                     fingerprint=fingerprint,
                 )
         except IntegrityError:
@@ -133,8 +153,17 @@ def _accept(*, workspace: Workspace, channel_id: str, contact_identifier: str, c
     raise AssertionError("unreachable")
 
 
-def _accept_once(*, workspace: Workspace, channel_id: str, contact_identifier: str, contact_name: str, type: str,
-                 content: dict[str, Any], idempotency_key: str | None, fingerprint: str) -> Accepted | Replay:
+def _accept_once(
+    *,
+    workspace: Workspace,
+    channel_id: str,
+    contact_identifier: str,
+    contact_name: str,
+    type: str,
+    content: dict[str, Any],
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Accepted | Replay:
     now = timezone.now()
     lease_until = now + timedelta(seconds=settings.PROCESSING_LEASE_SECONDS)
     claim = None
@@ -156,15 +185,28 @@ def _accept_once(*, workspace: Workspace, channel_id: str, contact_identifier: s
             Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
             message.credits_reserved = reserved
         return Accepted(
-            workspace_id=workspace.pk, channel_id=channel.pk, agent=agent,
-            contact_id=conversation.contact_id, conversation_id=conversation.pk,
-            conversation_created_at=conversation.created_at, conversation_status=conversation.status,
-            message=message, reserved=reserved, claim=claim,
+            workspace_id=workspace.pk,
+            channel_id=channel.pk,
+            agent=agent,
+            contact_id=conversation.contact_id,
+            conversation_id=conversation.pk,
+            conversation_created_at=conversation.created_at,
+            conversation_status=conversation.status,
+            message=message,
+            reserved=reserved,
+            claim=claim,
         )
     reserved = credits_estimate(agent=agent)
     stored = inbound_message_store(
-        workspace_id=workspace.pk, channel_id=channel.pk, agent_id=agent.id, contact_identifier=contact_identifier,
-        contact_name=contact_name, type=type, content=content, now=now, lease_until=lease_until,
+        workspace_id=workspace.pk,
+        channel_id=channel.pk,
+        agent_id=agent.id,
+        contact_identifier=contact_identifier,
+        contact_name=contact_name,
+        type=type,
+        content=content,
+        now=now,
+        lease_until=lease_until,
         credits_reserved=reserved,
     )
     if claim is not None:
@@ -172,10 +214,16 @@ def _accept_once(*, workspace: Workspace, channel_id: str, contact_identifier: s
     # Last, so the workspace row's lock is held for the shortest time before commit.
     credits_reserve(workspace_id=workspace.pk, amount=reserved)
     return Accepted(
-        workspace_id=workspace.pk, channel_id=channel.pk, agent=agent,
-        contact_id=stored.contact_id, conversation_id=stored.conversation_id,
-        conversation_created_at=stored.conversation_created_at, conversation_status="OPEN",
-        message=stored.message, reserved=reserved, claim=claim,
+        workspace_id=workspace.pk,
+        channel_id=channel.pk,
+        agent=agent,
+        contact_id=stored.contact_id,
+        conversation_id=stored.conversation_id,
+        conversation_created_at=stored.conversation_created_at,
+        conversation_status="OPEN",
+        message=stored.message,
+        reserved=reserved,
+        claim=claim,
     )
 
 
@@ -187,8 +235,10 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
     while True:
         try:
             return history_build(
-                message=accepted.message, max_messages=accepted.agent.history_max_messages,
-                max_chars=accepted.agent.history_max_chars, now=timezone.now(),
+                message=accepted.message,
+                max_messages=accepted.agent.history_max_messages,
+                max_chars=accepted.agent.history_max_chars,
+                now=timezone.now(),
             )
         except TurnNotReady:
             connection_release()
@@ -196,7 +246,8 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
                 raise ConversationBusy(
                     "An earlier message of this conversation is still being answered. Retry this message "
                     "with the same idempotency key in a few seconds.",
-                    details={"conversationId": accepted.conversation_id}, headers={"Retry-After": "5"},
+                    details={"conversationId": accepted.conversation_id},
+                    headers={"Retry-After": "5"},
                 ) from None
             time.sleep(pause)
             pause = min(pause * 2, _TURN_POLL_MAX)
@@ -238,39 +289,49 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
         reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
         charge = min(cost, reserved)
         replies = replies_store(
-            message=accepted.message, texts=reply.texts, credits=charge, input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens, now=now,
-        )
-        charged, balance = credits_settle(
-            workspace_id=accepted.workspace_id, reserved=reserved, cost=cost,
-            message_id=accepted.message.pk, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+            message=accepted.message,
+            texts=reply.texts,
+            credits=charge,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
             now=now,
         )
-        body = render({
-            "success": True,
-            "contactId": accepted.contact_id,
-            "conversationId": accepted.conversation_id,
-            "messageId": accepted.message.pk,
-            "conversation": {
-                "id": accepted.conversation_id,
-                "status": accepted.conversation_status,
-                "channelId": accepted.channel_id,
+        charged, balance = credits_settle(
+            workspace_id=accepted.workspace_id,
+            reserved=reserved,
+            cost=cost,
+            message_id=accepted.message.pk,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            now=now,
+        )
+        body = render(
+            {
+                "success": True,
                 "contactId": accepted.contact_id,
-                "assignee": {"type": "AI_AGENT", "id": accepted.agent.id, "name": accepted.agent.name},
-                "createdAt": iso(accepted.conversation_created_at),
-                "lastMessageAt": iso(now),
-            },
-            "aiMessages": [
-                {"id": reply.pk, "type": reply.type, "content": reply.content, "createdAt": iso(reply.created_at)}
-                for reply in replies
-            ],
-            "usage": {
-                "credits": charged,
-                "balance": balance,
-                "inputTokens": reply.input_tokens,
-                "outputTokens": reply.output_tokens,
-            },
-        })
+                "conversationId": accepted.conversation_id,
+                "messageId": accepted.message.pk,
+                "conversation": {
+                    "id": accepted.conversation_id,
+                    "status": accepted.conversation_status,
+                    "channelId": accepted.channel_id,
+                    "contactId": accepted.contact_id,
+                    "assignee": {"type": "AI_AGENT", "id": accepted.agent.id, "name": accepted.agent.name},
+                    "createdAt": iso(accepted.conversation_created_at),
+                    "lastMessageAt": iso(now),
+                },
+                "aiMessages": [
+                    {"id": reply.pk, "type": reply.type, "content": reply.content, "createdAt": iso(reply.created_at)}
+                    for reply in replies
+                ],
+                "usage": {
+                    "credits": charged,
+                    "balance": balance,
+                    "inputTokens": reply.input_tokens,
+                    "outputTokens": reply.output_tokens,
+                },
+            }
+        )
         if accepted.claim is not None:
             idempotency_complete(claim=accepted.claim, status=200, body=body)
     # Back to the pool now, not at the end of the request: rendering and logging need no connection, and

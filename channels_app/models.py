@@ -56,16 +56,19 @@ class AIAgent(models.Model):
     model = models.CharField(max_length=200, blank=True)
     base_url = models.URLField(max_length=500, blank=True, help_text="OpenAI-compatible endpoint, ending in /v1.")
     api_key_env_var = models.CharField(
-        max_length=100, blank=True,
-        validators=[RegexValidator(
-            API_KEY_ENV_VAR_PATTERN,
-            message="Name an environment variable in capitals that ends in _API_KEY, e.g. OPENAI_API_KEY.",
-        )],
+        max_length=100,
+        blank=True,
+        validators=[
+            RegexValidator(
+                API_KEY_ENV_VAR_PATTERN,
+                message="Name an environment variable in capitals that ends in _API_KEY, e.g. OPENAI_API_KEY.",
+            )
+        ],
         help_text="Name of the environment variable that holds the provider key (the key is never stored). "
-                  "Capital letters, digits and underscores, ending in _API_KEY (e.g. OPENAI_API_KEY or "
-                  "LLM_API_KEY): the value goes to the base URL as a bearer token, so no other variable may "
-                  "be named. Empty: the platform's LLM_API_KEY when the agent uses the platform's endpoint, "
-                  "else no key.",
+        "Capital letters, digits and underscores, ending in _API_KEY (e.g. OPENAI_API_KEY or "
+        "LLM_API_KEY): the value goes to the base URL as a bearer token, so no other variable may "
+        "be named. Empty: the platform's LLM_API_KEY when the agent uses the platform's endpoint, "
+        "else no key.",
     )
     temperature = models.FloatField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -84,8 +87,8 @@ class AIAgent(models.Model):
     history_max_chars = models.PositiveIntegerField(
         default=12000,
         help_text="The most characters of message text (bodies, captions, file names, media URLs) the agent "
-                  "sees, the new message included; older messages are left out first. The new message is "
-                  "always sent.",
+        "sees, the new message included; older messages are left out first. The new message is "
+        "always sent.",
     )
     credit_cost_per_reply = models.PositiveIntegerField(default=1)
     credit_cost_per_1k_tokens = models.PositiveIntegerField(default=0)
@@ -153,7 +156,11 @@ class UsageLedgerEntry(models.Model):
     delta = models.BigIntegerField()
     balance_after = models.BigIntegerField()
     message = models.ForeignKey(
-        "conversations.Message", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries",
+        "conversations.Message",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_entries",
         help_text="The inbound message whose reply this charge paid for.",
     )
     input_tokens = models.PositiveIntegerField(default=0)

@@ -16,8 +16,13 @@ def channel_get_for_workspace(*, channel_id: str, workspace_id: str) -> Channel:
             details={"channelId": channel_id},
         )
     if channel.type != Channel.Type.API or not channel.is_active or channel.agent is None:
-        reason = ("not an API channel" if channel.type != Channel.Type.API
-                  else "inactive" if not channel.is_active else "without an AI agent")
+        reason = (
+            "not an API channel"
+            if channel.type != Channel.Type.API
+            else "inactive"
+            if not channel.is_active
+            else "without an AI agent"
+        )
         raise ChannelUnavailable(
             f"The channel is {reason}. Post to an active API channel that has an AI agent, "
             "or ask an operator to configure this one.",
@@ -47,12 +52,23 @@ def _knowledge(agent: AIAgent) -> tuple[tuple[str, str], ...]:
 
 def agent_config(*, agent: AIAgent) -> AgentConfig:
     return AgentConfig(
-        id=agent.pk, name=agent.name, instructions=agent.instructions, provider=agent.provider, model=agent.model,
-        base_url=agent.base_url, api_key_env_var=agent.api_key_env_var, temperature=agent.temperature,
-        max_output_tokens=agent.max_output_tokens, timeout_seconds=agent.timeout_seconds,
-        transcribe_audio=agent.transcribe_audio, greeting_text=agent.greeting_text,
-        fallback_text=agent.fallback_text, split_threshold_chars=agent.split_threshold_chars,
-        history_max_messages=agent.history_max_messages, history_max_chars=agent.history_max_chars,
-        credit_cost_per_reply=agent.credit_cost_per_reply, credit_cost_per_1k_tokens=agent.credit_cost_per_1k_tokens,
+        id=agent.pk,
+        name=agent.name,
+        instructions=agent.instructions,
+        provider=agent.provider,
+        model=agent.model,
+        base_url=agent.base_url,
+        api_key_env_var=agent.api_key_env_var,
+        temperature=agent.temperature,
+        max_output_tokens=agent.max_output_tokens,
+        timeout_seconds=agent.timeout_seconds,
+        transcribe_audio=agent.transcribe_audio,
+        greeting_text=agent.greeting_text,
+        fallback_text=agent.fallback_text,
+        split_threshold_chars=agent.split_threshold_chars,
+        history_max_messages=agent.history_max_messages,
+        history_max_chars=agent.history_max_chars,
+        credit_cost_per_reply=agent.credit_cost_per_reply,
+        credit_cost_per_1k_tokens=agent.credit_cost_per_1k_tokens,
         knowledge=_knowledge(agent) if agent.provider == AIAgent.Provider.BUILTIN else (),
     )

@@ -103,8 +103,12 @@ class InboundMessageSerializer(serializers.Serializer):
         others = sorted(set(content) - {key})
         if key not in content or others:
             raise serializers.ValidationError(
-                {"content": [f"For type {attrs['type']} send content as {{\"{key}\": {{...}}}}"
-                             + (f"; remove {', '.join(others)}." if others else ".")]}
+                {
+                    "content": [
+                        f'For type {attrs["type"]} send content as {{"{key}": {{...}}}}'
+                        + (f"; remove {', '.join(others)}." if others else ".")
+                    ]
+                }
             )
         inner = serializer_class(data=content[key])
         if not inner.is_valid():

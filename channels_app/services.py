@@ -73,11 +73,16 @@ def apikey_revoke(*, prefix: str) -> WorkspaceApiKey:
 
 _DEMO_KNOWLEDGE = [
     ("What are your opening hours?", "We are open Monday to Friday, 9:00 to 18:00 (UTC)."),
-    ("How do I reset my password?",
-     "Open the sign-in page and choose \u201cForgot password\u201d. We e-mail you a link that works for one hour."),
+    (
+        "How do I reset my password?",
+        "Open the sign-in page and choose \u201cForgot password\u201d. We e-mail you a link that works for one hour.",
+    ),
     ("How long does shipping take?", "Orders ship within 2 business days; delivery takes 3 to 5 business days."),
-    ("Can I get a refund?", "Yes. You can ask for a refund within 30 days of purchase.\n\n"
-     "Reply with your order number and we will start it; the money is back on your card within 5 to 10 days."),
+    (
+        "Can I get a refund?",
+        "Yes. You can ask for a refund within 30 days of purchase.\n\n"
+        "Reply with your order number and we will start it; the money is back on your card within 5 to 10 days.",
+    ),
 ]
 DEMO_CREDITS = 1000
 
@@ -91,14 +96,21 @@ def demo_bootstrap(*, key_file: Path) -> dict[str, str]:
     """
     workspace, _ = Workspace.objects.get_or_create(slug="demo", defaults={"name": "Demo workspace"})
     if settings.LLM_BASE_URL:
-        agent_fields = {"provider": AIAgent.Provider.OPENAI, "base_url": settings.LLM_BASE_URL,
-                        "model": settings.LLM_MODEL, "api_key_env_var": "LLM_API_KEY"}
+        agent_fields = {
+            "provider": AIAgent.Provider.OPENAI,
+            "base_url": settings.LLM_BASE_URL,
+            "model": settings.LLM_MODEL,
+            "api_key_env_var": "LLM_API_KEY",
+        }
     else:
         agent_fields = {"provider": AIAgent.Provider.BUILTIN, "base_url": "", "model": "", "api_key_env_var": ""}
     agent, created = AIAgent.objects.get_or_create(
-        workspace=workspace, name="Demo agent",
-        defaults={"instructions": "You are a friendly support agent for a small online shop. Answer briefly.",
-                  **agent_fields},
+        workspace=workspace,
+        name="Demo agent",
+        defaults={
+            "instructions": "You are a friendly support agent for a small online shop. Answer briefly.",
+            **agent_fields,
+        },
     )
     if not created and any(getattr(agent, field) != value for field, value in agent_fields.items()):
         for field, value in agent_fields.items():

@@ -79,5 +79,6 @@ class ApiKeyRateThrottle(BaseThrottle):
         now = time.monotonic()
         if now - _last_warning >= _WARN_EVERY_SECONDS:
             _last_warning = now
-            logger.warning("rate limiting skipped: the cache is unreachable (%s); serving without limits",
-                           type(error).__name__)
+            logger.warning(
+                "rate limiting skipped: the cache is unreachable (%s); serving without limits", type(error).__name__
+            )

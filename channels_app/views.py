@@ -37,8 +37,10 @@ def _json_body(request) -> dict:
     anything is read and every failure gets the contract's error body."""
     length = request.META.get("CONTENT_LENGTH") or "0"
     if length == "0" and "chunked" not in request.META.get("HTTP_TRANSFER_ENCODING", ""):
-        raise InvalidRequest("The body is empty. Send a JSON object with type, contactIdentifier and content.",
-                             details={"body": "missing"})
+        raise InvalidRequest(
+            "The body is empty. Send a JSON object with type, contactIdentifier and content.",
+            details={"body": "missing"},
+        )
     content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise InvalidRequest(
@@ -55,19 +57,26 @@ def _json_body(request) -> dict:
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest("The body is not valid JSON. Send a JSON object.", details={"body": str(error)}) from None
     except RecursionError:
-        raise InvalidRequest("The body nests too deeply. Send a JSON object shaped like the documented ones.",
-                             details={"body": "too deeply nested"}) from None
+        raise InvalidRequest(
+            "The body nests too deeply. Send a JSON object shaped like the documented ones.",
+            details={"body": "too deeply nested"},
+        ) from None
     if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object with type, contactIdentifier and content.",
-                             details={"body": f"got {type(data).__name__ if data is not None else 'nothing'}"})
+        raise InvalidRequest(
+            "The body must be a JSON object with type, contactIdentifier and content.",
+            details={"body": f"got {type(data).__name__ if data is not None else 'nothing'}"},
+        )
     return data
 
 
 def _idempotency_key(request) -> str | None:
     """`X-Idempotency-Key` or the IETF draft's `Idempotency-Key`. Each one sent must be valid, and both
     sent must agree: silently preferring one would hide a client's bug until a retry went wrong."""
-    keys = {idempotency_key_validate(request.META[name])
-            for name in ("HTTP_X_IDEMPOTENCY_KEY", "HTTP_IDEMPOTENCY_KEY") if name in request.META}
+    keys = {
+        idempotency_key_validate(request.META[name])
+        for name in ("HTTP_X_IDEMPOTENCY_KEY", "HTTP_IDEMPOTENCY_KEY")
+        if name in request.META
+    }
     if len(keys) > 1:
         raise InvalidIdempotencyKey(
             "X-Idempotency-Key and Idempotency-Key differ. Send one of them, or the same key in both.",

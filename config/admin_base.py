@@ -25,4 +25,3 @@ class HistoryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Counting every row of a large table on each page load is a full scan; the filtered count is enough.
     show_full_result_count = False
     list_per_page = 50
-

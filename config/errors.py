@@ -11,8 +11,13 @@ class ApplicationError(Exception):
     status_code = 500
     default_message = "The server could not process the request. Try again later."
 
-    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         self.message = message or self.default_message
         self.details = details or {}
         self.headers = headers or {}
@@ -58,8 +63,9 @@ class ChannelUnavailable(ApplicationError):
 class IdempotencyInProgress(ApplicationError):
     code = "idempotency_in_progress"
     status_code = 409
-    default_message = ("A request with this idempotency key is still being processed. "
-                       "Retry after the time given in Retry-After.")
+    default_message = (
+        "A request with this idempotency key is still being processed. Retry after the time given in Retry-After."
+    )
 
 
 class InvalidIdempotencyKey(ApplicationError):
@@ -71,8 +77,7 @@ class InvalidIdempotencyKey(ApplicationError):
 class IdempotencyKeyReused(ApplicationError):
     code = "idempotency_key_reused"
     status_code = 422
-    default_message = ("This idempotency key was already used for a different request. "
-                       "Use a new key for a new request.")
+    default_message = "This idempotency key was already used for a different request. Use a new key for a new request."
 
 
 class PayloadTooLarge(ApplicationError):
@@ -90,26 +95,29 @@ class RateLimited(ApplicationError):
 class AgentUnavailable(ApplicationError):
     code = "agent_unavailable"
     status_code = 502
-    default_message = ("The AI agent could not answer. Your message was stored; "
-                       "retry with the same idempotency key.")
+    default_message = "The AI agent could not answer. Your message was stored; retry with the same idempotency key."
 
 
 class AgentTimeout(ApplicationError):
     code = "agent_timeout"
     status_code = 504
-    default_message = ("The AI agent did not answer in time. Your message was stored; "
-                       "retry with the same idempotency key.")
+    default_message = (
+        "The AI agent did not answer in time. Your message was stored; retry with the same idempotency key."
+    )
 
 
 class ConversationBusy(ApplicationError):
     code = "conversation_busy"
     status_code = 409
-    default_message = ("An earlier message of this conversation is still being answered. "
-                       "Retry after the time given in Retry-After.")
+    default_message = (
+        "An earlier message of this conversation is still being answered. Retry after the time given in Retry-After."
+    )
 
 
 class ServiceBusy(ApplicationError):
     code = "service_busy"
     status_code = 503
-    default_message = ("The service is too busy to take this request now. Retry after the time given in "
-                       "Retry-After; with the same idempotency key a retry is safe.")
+    default_message = (
+        "The service is too busy to take this request now. Retry after the time given in "
+        "Retry-After; with the same idempotency key a retry is safe."
+    )

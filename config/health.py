@@ -51,5 +51,4 @@ def readyz(request):
     if settings.REDIS_URL:
         checks["redis"] = "ok" if _redis_ok() else "unreachable"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status=200 if ready else 503)
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

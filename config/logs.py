@@ -29,10 +29,24 @@ from django_structlog import signals
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 # Keys whose values never reach a log line, at any level: credentials and message content.
-_SECRET_KEYS = frozenset({
-    "api_key", "apikey", "x_api_key", "authorization", "password", "secret", "token", "provider_key",
-    "llm_api_key", "body", "content", "text", "caption", "contact_name",
-})
+_SECRET_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "authorization",
+        "password",
+        "secret",
+        "token",
+        "provider_key",
+        "llm_api_key",
+        "body",
+        "content",
+        "text",
+        "caption",
+        "contact_name",
+    }
+)
 _SECRET_VALUES = (
     re.compile(r"\b[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}\b"),  # a workspace API key (prefix.secret)
     re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"),  # an OpenAI-style provider key
@@ -69,8 +83,11 @@ def _pre_chain() -> list:
 
 
 def formatter(renderer: str = "json") -> structlog.stdlib.ProcessorFormatter:
-    final = (structlog.dev.ConsoleRenderer() if renderer == "console"
-             else structlog.processors.JSONRenderer(ensure_ascii=False))
+    final = (
+        structlog.dev.ConsoleRenderer()
+        if renderer == "console"
+        else structlog.processors.JSONRenderer(ensure_ascii=False)
+    )
     return structlog.stdlib.ProcessorFormatter(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,

@@ -63,12 +63,14 @@ def _media_of(message: Message) -> TranscriptMedia | None:
         mime_type=message.media_mime_type,
         size=message.media_size,
         asset_url=reverse("admin:conversations_mediaasset_change", args=[quote(message.media_asset_id)])
-        if message.media_asset_id else "",
+        if message.media_asset_id
+        else "",
     )
 
 
-def transcript_entries(*, conversation: Conversation, limit: int = TRANSCRIPT_MAX_MESSAGES
-                       ) -> tuple[list[TranscriptEntry], bool]:
+def transcript_entries(
+    *, conversation: Conversation, limit: int = TRANSCRIPT_MAX_MESSAGES
+) -> tuple[list[TranscriptEntry], bool]:
     """The conversation's last `limit` messages in (seq, part) order, and whether earlier ones were left out.
 
     One query on the (conversation, seq, part) unique index, read backwards, so a long conversation costs
@@ -82,14 +84,16 @@ def transcript_entries(*, conversation: Conversation, limit: int = TRANSCRIPT_MA
     for message in rows:
         from_contact = message.direction == Message.Direction.INBOUND
         is_first_reply_part = not from_contact and message.part == 1
-        entries.append(TranscriptEntry(
-            message=message,
-            from_contact=from_contact,
-            text=str(_body(message).get("body") or "") if message.type == Message.Type.TEXT else "",
-            media=_media_of(message),
-            credits=message.credits if is_first_reply_part or message.credits else None,
-            admin_url=reverse("admin:conversations_message_change", args=[quote(message.pk)]),
-        ))
+        entries.append(
+            TranscriptEntry(
+                message=message,
+                from_contact=from_contact,
+                text=str(_body(message).get("body") or "") if message.type == Message.Type.TEXT else "",
+                media=_media_of(message),
+                credits=message.credits if is_first_reply_part or message.credits else None,
+                admin_url=reverse("admin:conversations_message_change", args=[quote(message.pk)]),
+            )
+        )
     return entries, truncated
 
 
@@ -99,8 +103,18 @@ class ConversationAdmin(HistoryAdmin):
     list_select_related = ["contact", "channel", "workspace", "agent"]
     list_filter = ["status", "workspace", "channel__type", "last_message_at"]
     search_fields = ["=id", "=contact__id", "contact__identifier", "contact__name"]
-    fields = readonly_fields = ("id", "workspace", "channel", "contact", "agent", "status", "last_seq",
-                                "created_at", "last_message_at", "messages_link")
+    fields = readonly_fields = (
+        "id",
+        "workspace",
+        "channel",
+        "contact",
+        "agent",
+        "status",
+        "last_seq",
+        "created_at",
+        "last_message_at",
+        "messages_link",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("contact", "channel", "workspace", "agent")
@@ -108,32 +122,61 @@ class ConversationAdmin(HistoryAdmin):
     @admin.display(description="messages")
     def messages_link(self, obj: Conversation) -> str:
         url = reverse("admin:conversations_message_changelist")
-        return format_html('<a href="{}?conversation__id__exact={}">All messages of this conversation</a>',
-                           url, obj.pk)
+        return format_html('<a href="{}?conversation__id__exact={}">All messages of this conversation</a>', url, obj.pk)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             entries, truncated = transcript_entries(conversation=obj)
-            context.update({
-                "transcript": entries,
-                "transcript_truncated": truncated,
-                "transcript_limit": TRANSCRIPT_MAX_MESSAGES,
-                "transcript_messages_url": reverse("admin:conversations_message_changelist")
-                + f"?conversation__id__exact={obj.pk}",
-            })
+            context.update(
+                {
+                    "transcript": entries,
+                    "transcript_truncated": truncated,
+                    "transcript_limit": TRANSCRIPT_MAX_MESSAGES,
+                    "transcript_messages_url": reverse("admin:conversations_message_changelist")
+                    + f"?conversation__id__exact={obj.pk}",
+                }
+            )
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
 
 @admin.register(Message)
 class MessageAdmin(HistoryAdmin):
-    list_display = ["id", "conversation", "seq", "part", "direction", "type", "preview", "status", "credits",
-                    "created_at"]
+    list_display = [
+        "id",
+        "conversation",
+        "seq",
+        "part",
+        "direction",
+        "type",
+        "preview",
+        "status",
+        "credits",
+        "created_at",
+    ]
     list_select_related = ["conversation"]
     list_filter = ["direction", "type", "status", "created_at"]
     search_fields = ["=id", "=conversation__id", "=reply_to__id"]
-    fields = readonly_fields = ("id", "conversation", "seq", "part", "direction", "type", "content", "media_asset",
-                                "media_mime_type", "media_size", "status", "reply_to", "credits", "credits_reserved",
-                                "input_tokens", "output_tokens", "error_code", "lease_until", "created_at")
+    fields = readonly_fields = (
+        "id",
+        "conversation",
+        "seq",
+        "part",
+        "direction",
+        "type",
+        "content",
+        "media_asset",
+        "media_mime_type",
+        "media_size",
+        "status",
+        "reply_to",
+        "credits",
+        "credits_reserved",
+        "input_tokens",
+        "output_tokens",
+        "error_code",
+        "lease_until",
+        "created_at",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("conversation", "reply_to", "media_asset")
@@ -157,8 +200,19 @@ class MediaAssetAdmin(HistoryAdmin):
     search_fields = ["=id", "=sha256", "url"]
     # Ids are ULIDs, so the primary key's index gives creation order without sorting the table.
     ordering = ["-id"]
-    fields = readonly_fields = ("id", "workspace", "url", "mime_type", "size_display", "sha256", "stored_as", "text",
-                                "messages_link", "created_at", "expires_at")
+    fields = readonly_fields = (
+        "id",
+        "workspace",
+        "url",
+        "mime_type",
+        "size_display",
+        "sha256",
+        "stored_as",
+        "text",
+        "messages_link",
+        "created_at",
+        "expires_at",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("workspace")

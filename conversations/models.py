@@ -16,7 +16,10 @@ class Conversation(models.Model):
     channel = models.ForeignKey("channels_app.Channel", on_delete=models.CASCADE, related_name="conversations")
     contact = models.ForeignKey("contacts.Contact", on_delete=models.CASCADE, related_name="conversations")
     agent = models.ForeignKey(
-        "channels_app.AIAgent", on_delete=models.SET_NULL, null=True, related_name="conversations",
+        "channels_app.AIAgent",
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="conversations",
         help_text="The AI agent assigned to the conversation.",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
@@ -72,7 +75,11 @@ class Message(models.Model):
     content = models.JSONField()
     status = models.CharField(max_length=10, choices=Status.choices)
     reply_to = models.ForeignKey(
-        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies",
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="replies",
         help_text="For an AI message: the contact's message it answers.",
     )
     # Inbound only: until when the request that accepted the message may still answer it. Later messages of
@@ -86,7 +93,11 @@ class Message(models.Model):
     # Inbound media only: the cached download, and what the bytes turned out to be. The MIME type and size
     # stay on the message after the asset expires and is deleted.
     media_asset = models.ForeignKey(
-        "MediaAsset", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages",
+        "MediaAsset",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="messages",
     )
     media_mime_type = models.CharField(max_length=255, blank=True, help_text="Sniffed from the file's bytes.")
     media_size = models.PositiveIntegerField(null=True, blank=True, help_text="Bytes downloaded.")

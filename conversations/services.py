@@ -58,8 +58,12 @@ def inbound_message_store(
         row = {"id": contact_id, "conversation_id": None}
     if row["conversation_id"] is None:
         conversation = Conversation.objects.create(
-            workspace_id=workspace_id, channel_id=channel_id, contact_id=row["id"], agent_id=agent_id,
-            last_seq=1, last_message_at=now,
+            workspace_id=workspace_id,
+            channel_id=channel_id,
+            contact_id=row["id"],
+            agent_id=agent_id,
+            last_seq=1,
+            last_message_at=now,
         )
         conversation_id, created_at, seq = conversation.id, conversation.created_at, 1
     else:
@@ -69,8 +73,15 @@ def inbound_message_store(
             # The channel was given another agent: its open conversations follow it.
             Conversation.objects.filter(pk=conversation_id).update(agent_id=agent_id)
     message = Message.objects.create(
-        conversation_id=conversation_id, seq=seq, part=0, direction=Message.Direction.INBOUND, type=type,
-        content=content, status=Message.Status.PENDING, lease_until=lease_until, credits_reserved=credits_reserved,
+        conversation_id=conversation_id,
+        seq=seq,
+        part=0,
+        direction=Message.Direction.INBOUND,
+        type=type,
+        content=content,
+        status=Message.Status.PENDING,
+        lease_until=lease_until,
+        credits_reserved=credits_reserved,
     )
     return StoredInbound(
         contact_id=row["id"], conversation_id=conversation_id, conversation_created_at=created_at, message=message
@@ -127,7 +138,8 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
     items = [
         HistoryItem(
             role="user" if row["direction"] == Message.Direction.INBOUND else "assistant",
-            type=row["type"], content=row["content"],
+            type=row["type"],
+            content=row["content"],
         )
         for row in earlier
     ]
@@ -162,9 +174,14 @@ def replies_store(
     reply's credits and tokens (the transcript shows them there)."""
     replies = [
         Message(
-            conversation_id=message.conversation_id, seq=message.seq, part=index,
-            direction=Message.Direction.OUTBOUND, type=Message.Type.TEXT, content={"text": {"body": text}},
-            status=Message.Status.SENT, reply_to_id=message.id,
+            conversation_id=message.conversation_id,
+            seq=message.seq,
+            part=index,
+            direction=Message.Direction.OUTBOUND,
+            type=Message.Type.TEXT,
+            content={"text": {"body": text}},
+            status=Message.Status.SENT,
+            reply_to_id=message.id,
             credits=credits if index == 1 else 0,
             input_tokens=input_tokens if index == 1 else 0,
             output_tokens=output_tokens if index == 1 else 0,

@@ -22,7 +22,7 @@ def on_postgresql() -> bool:
 requires_postgresql = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
     reason="needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite serializes all writers, so the race "
-           "this test provokes cannot happen there",
+    "this test provokes cannot happen there",
 )
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
 
@@ -44,8 +44,17 @@ class Api:
     def __init__(self, client, channel, key):
         self.client, self.channel, self.key = client, channel, key
 
-    def post(self, body=None, *, channel_id=None, key=None, idempotency_key=None, raw=None,
-             content_type="application/json", **headers):
+    def post(
+        self,
+        body=None,
+        *,
+        channel_id=None,
+        key=None,
+        idempotency_key=None,
+        raw=None,
+        content_type="application/json",
+        **headers,
+    ):
         if key is None:
             key = self.key
         if key:
@@ -54,7 +63,9 @@ class Api:
             headers["HTTP_X_IDEMPOTENCY_KEY"] = idempotency_key
         data = raw if raw is not None else json.dumps(SEED_TEXT if body is None else body)
         return self.client.post(
-            f"/api/v1/channels/{channel_id or self.channel.pk}/messages", data=data, content_type=content_type,
+            f"/api/v1/channels/{channel_id or self.channel.pk}/messages",
+            data=data,
+            content_type=content_type,
             **headers,
         )
 
@@ -70,10 +81,12 @@ def workspace(db):
 @pytest.fixture
 def channel(workspace):
     channel = ChannelFactory(workspace=workspace)
-    KnowledgeEntryFactory(agent=channel.agent, question="How long does shipping take?",
-                          answer="Orders ship within 2 business days.")
-    KnowledgeEntryFactory(agent=channel.agent, question="Can I get a refund?",
-                          answer="Yes, within 30 days of purchase.")
+    KnowledgeEntryFactory(
+        agent=channel.agent, question="How long does shipping take?", answer="Orders ship within 2 business days."
+    )
+    KnowledgeEntryFactory(
+        agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
+    )
     return channel
 
 
@@ -102,9 +115,11 @@ def assert_statements():
     def check(expected: int):
         with CaptureQueriesContext(connection) as context:
             yield context
-        statements = [q["sql"] for q in context.captured_queries
-                      if not q["sql"].lstrip().upper().startswith(_TRANSACTION_CONTROL)]
+        statements = [
+            q["sql"] for q in context.captured_queries if not q["sql"].lstrip().upper().startswith(_TRANSACTION_CONTROL)
+        ]
         assert len(statements) == expected, f"{len(statements)} statements:\n" + "\n".join(
-            sql[:160] for sql in statements)
+            sql[:160] for sql in statements
+        )
 
     return check

@@ -64,6 +64,7 @@ def history_rows(history):
 
 # --- history: read-only for everyone ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", HISTORY, ids=lambda model: model.__name__)
 def test_history_lists_and_opens_read_only_for_a_superuser(admin_client, history, model):
     obj = history_rows(history)[model]
@@ -95,8 +96,9 @@ def test_history_cannot_be_added_changed_or_deleted_even_by_a_superuser(admin_cl
     assert admin_client.post(admin_url(model, "change", obj.pk), {}).status_code == 403
     assert admin_client.get(admin_url(model, "delete", obj.pk)).status_code == 403
     assert admin_client.post(admin_url(model, "delete", obj.pk), {"post": "yes"}).status_code == 403
-    admin_client.post(admin_url(model, "changelist"),
-                      {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"})
+    admin_client.post(
+        admin_url(model, "changelist"), {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"}
+    )
 
     assert model.objects.count() == before
     assert model.objects.filter(pk=obj.pk).exists()
@@ -114,8 +116,9 @@ def test_history_search_and_filters(admin_client, history, channel):
     closed = admin_client.get(admin_url(Conversation, "changelist"), {"status__exact": "CLOSED"}).content.decode()
     assert other.conversation.pk in closed and history.conversation.pk not in closed
 
-    messages = admin_client.get(admin_url(Message, "changelist"),
-                                {"conversation__id__exact": history.conversation.pk}).content.decode()
+    messages = admin_client.get(
+        admin_url(Message, "changelist"), {"conversation__id__exact": history.conversation.pk}
+    ).content.decode()
     assert all(m.pk in messages for m in history.messages)
     assert all(m.pk not in messages for m in other.messages)
 
@@ -128,6 +131,7 @@ def test_history_search_and_filters(admin_client, history, channel):
 
 # --- the transcript ---------------------------------------------------------------------------------------
 
+
 def test_conversation_page_shows_the_transcript_like_a_chat(admin_client, history):
     # when
     response = admin_client.get(admin_url(Conversation, "change", history.conversation.pk))
@@ -137,15 +141,27 @@ def test_conversation_page_shows_the_transcript_like_a_chat(admin_client, histor
     html = response.content.decode()
     transcript = html.split('id="transcript"')[1]
     # in (seq, part) order, contact and agent apart
-    positions = re.findall(r'class="message (from-contact|from-agent)"\s+data-seq="(\d+)" data-part="(\d+)" '
-                           r'data-type="(\w+)"', transcript)
+    positions = re.findall(
+        r'class="message (from-contact|from-agent)"\s+data-seq="(\d+)" data-part="(\d+)" '
+        r'data-type="(\w+)"',
+        transcript,
+    )
     assert positions == [
-        ("from-contact", "1", "0", "TEXT"), ("from-agent", "1", "1", "TEXT"), ("from-agent", "1", "2", "TEXT"),
-        ("from-contact", "2", "0", "IMAGE"), ("from-agent", "2", "1", "TEXT"),
+        ("from-contact", "1", "0", "TEXT"),
+        ("from-agent", "1", "1", "TEXT"),
+        ("from-agent", "1", "2", "TEXT"),
+        ("from-contact", "2", "0", "IMAGE"),
+        ("from-agent", "2", "1", "TEXT"),
         ("from-contact", "3", "0", "DOCUMENT"),
     ]
-    texts = ["Can I get a refund?", "Yes, within 30 days of purchase.", "Reply with your order number.",
-             "My receipt", "Thanks, I can see your receipt.", "The invoice"]
+    texts = [
+        "Can I get a refund?",
+        "Yes, within 30 days of purchase.",
+        "Reply with your order number.",
+        "My receipt",
+        "Thanks, I can see your receipt.",
+        "The invoice",
+    ]
     assert [transcript.index(text) for text in texts] == sorted(transcript.index(text) for text in texts)
     # media: a link (never embedded), its type
     assert f'href="{IMAGE_URL}"' in transcript and f'href="{DOCUMENT_URL}"' in transcript
@@ -165,10 +181,24 @@ def test_conversation_page_shows_the_transcript_like_a_chat(admin_client, histor
 
 def test_transcript_escapes_content_and_links_only_http_urls(admin_client, history):
     conversation = history.conversation
-    Message.objects.create(conversation=conversation, seq=4, part=0, direction="INBOUND", type="TEXT",
-                           content={"text": {"body": "<script>alert(1)</script>"}}, status="ANSWERED")
-    Message.objects.create(conversation=conversation, seq=5, part=0, direction="INBOUND", type="IMAGE",
-                           content={"image": {"url": "javascript:alert(2)", "caption": "<b>x</b>"}}, status="ANSWERED")
+    Message.objects.create(
+        conversation=conversation,
+        seq=4,
+        part=0,
+        direction="INBOUND",
+        type="TEXT",
+        content={"text": {"body": "<script>alert(1)</script>"}},
+        status="ANSWERED",
+    )
+    Message.objects.create(
+        conversation=conversation,
+        seq=5,
+        part=0,
+        direction="INBOUND",
+        type="IMAGE",
+        content={"image": {"url": "javascript:alert(2)", "caption": "<b>x</b>"}},
+        status="ANSWERED",
+    )
 
     html = admin_client.get(admin_url(Conversation, "change", conversation.pk)).content.decode()
 
@@ -181,11 +211,20 @@ def test_transcript_of_a_long_conversation_shows_the_latest_messages(admin_clien
     from conversations import admin as conversations_admin
 
     conversation = history.conversation
-    Message.objects.bulk_create([
-        Message(conversation=conversation, seq=seq, part=0, direction="INBOUND", type="TEXT",
-                content={"text": {"body": f"question {seq}"}}, status="ANSWERED")
-        for seq in range(4, 4 + conversations_admin.TRANSCRIPT_MAX_MESSAGES)
-    ])
+    Message.objects.bulk_create(
+        [
+            Message(
+                conversation=conversation,
+                seq=seq,
+                part=0,
+                direction="INBOUND",
+                type="TEXT",
+                content={"text": {"body": f"question {seq}"}},
+                status="ANSWERED",
+            )
+            for seq in range(4, 4 + conversations_admin.TRANSCRIPT_MAX_MESSAGES)
+        ]
+    )
 
     html = admin_client.get(admin_url(Conversation, "change", conversation.pk)).content.decode()
 
@@ -197,8 +236,18 @@ def test_transcript_of_a_long_conversation_shows_the_latest_messages(admin_clien
 
 # --- lists stay cheap -------------------------------------------------------------------------------------
 
-LISTS = [Contact, Conversation, Message, MediaAsset, UsageLedgerEntry, IdempotencyRecord, Workspace, Channel, AIAgent,
-         WorkspaceApiKey]
+LISTS = [
+    Contact,
+    Conversation,
+    Message,
+    MediaAsset,
+    UsageLedgerEntry,
+    IdempotencyRecord,
+    Workspace,
+    Channel,
+    AIAgent,
+    WorkspaceApiKey,
+]
 
 
 def queries_for(client, url) -> int:
@@ -227,15 +276,27 @@ def test_list_pages_load_with_a_bounded_number_of_queries(admin_client, channel,
 def test_conversation_page_queries_do_not_grow_with_the_transcript(admin_client, history):
     url = admin_url(Conversation, "change", history.conversation.pk)
     few = queries_for(admin_client, url)
-    Message.objects.bulk_create([
-        Message(conversation=history.conversation, seq=seq, part=part, direction="INBOUND" if part == 0 else "OUTBOUND",
-                type="TEXT", content={"text": {"body": "hi"}}, status="ANSWERED", credits=1 if part == 1 else 0)
-        for seq in range(4, 40) for part in (0, 1)
-    ])
+    Message.objects.bulk_create(
+        [
+            Message(
+                conversation=history.conversation,
+                seq=seq,
+                part=part,
+                direction="INBOUND" if part == 0 else "OUTBOUND",
+                type="TEXT",
+                content={"text": {"body": "hi"}},
+                status="ANSWERED",
+                credits=1 if part == 1 else 0,
+            )
+            for seq in range(4, 40)
+            for part in (0, 1)
+        ]
+    )
     assert queries_for(admin_client, url) == few
 
 
 # --- configuration: workspaces and credits ----------------------------------------------------------------
+
 
 def test_workspace_balance_is_read_only_and_changes_only_through_the_ledger(admin_client, workspace):
     url = admin_url(Workspace, "change", workspace.pk)
@@ -245,8 +306,16 @@ def test_workspace_balance_is_read_only_and_changes_only_through_the_ledger(admi
     assert "deletelink" not in page
 
     # a change form that tries to set the balance changes only the editable fields
-    response = admin_client.post(url, {"name": "Renamed", "slug": workspace.slug, "rate_limit_per_minute": "",
-                                       "credit_balance": "999999", "credit_reserved": "0"})
+    response = admin_client.post(
+        url,
+        {
+            "name": "Renamed",
+            "slug": workspace.slug,
+            "rate_limit_per_minute": "",
+            "credit_balance": "999999",
+            "credit_reserved": "0",
+        },
+    )
     assert response.status_code == 302
     workspace.refresh_from_db()
     assert (workspace.name, workspace.credit_balance) == ("Renamed", 100)
@@ -296,6 +365,7 @@ def test_grant_credits_needs_the_change_permission(client, workspace):
 
 # --- configuration: channels and agents -------------------------------------------------------------------
 
+
 def test_channel_refuses_an_agent_of_another_workspace(admin_client, workspace):
     foreign_agent = AIAgentFactory(workspace=WorkspaceFactory())
     own_agent = AIAgentFactory(workspace=workspace)
@@ -319,20 +389,40 @@ def test_agent_is_edited_with_its_knowledge_entries(admin_client, channel):
     agent = channel.agent
     existing = list(agent.knowledge.all())
     data = {
-        "name": "Support agent", "instructions": "Be brief.", "provider": "builtin", "model": "", "base_url": "",
-        "api_key_env_var": "", "temperature": "", "max_output_tokens": "", "timeout_seconds": "60",
-        "greeting_text": "Hi!", "fallback_text": "Sorry.", "split_threshold_chars": "600",
-        "history_max_messages": "20", "history_max_chars": "12000", "credit_cost_per_reply": "2",
+        "name": "Support agent",
+        "instructions": "Be brief.",
+        "provider": "builtin",
+        "model": "",
+        "base_url": "",
+        "api_key_env_var": "",
+        "temperature": "",
+        "max_output_tokens": "",
+        "timeout_seconds": "60",
+        "greeting_text": "Hi!",
+        "fallback_text": "Sorry.",
+        "split_threshold_chars": "600",
+        "history_max_messages": "20",
+        "history_max_chars": "12000",
+        "credit_cost_per_reply": "2",
         "credit_cost_per_1k_tokens": "0",
-        "knowledge-TOTAL_FORMS": str(len(existing) + 1), "knowledge-INITIAL_FORMS": str(len(existing)),
-        "knowledge-MIN_NUM_FORMS": "0", "knowledge-MAX_NUM_FORMS": "1000",
+        "knowledge-TOTAL_FORMS": str(len(existing) + 1),
+        "knowledge-INITIAL_FORMS": str(len(existing)),
+        "knowledge-MIN_NUM_FORMS": "0",
+        "knowledge-MAX_NUM_FORMS": "1000",
     }
     for index, entry in enumerate(existing):
-        data |= {f"knowledge-{index}-id": entry.pk, f"knowledge-{index}-agent": agent.pk,
-                 f"knowledge-{index}-question": entry.question, f"knowledge-{index}-answer": entry.answer}
+        data |= {
+            f"knowledge-{index}-id": entry.pk,
+            f"knowledge-{index}-agent": agent.pk,
+            f"knowledge-{index}-question": entry.question,
+            f"knowledge-{index}-answer": entry.answer,
+        }
     new = len(existing)
-    data |= {f"knowledge-{new}-agent": agent.pk, f"knowledge-{new}-question": "Do you ship abroad?",
-             f"knowledge-{new}-answer": "Yes, to the EU."}
+    data |= {
+        f"knowledge-{new}-agent": agent.pk,
+        f"knowledge-{new}-question": "Do you ship abroad?",
+        f"knowledge-{new}-answer": "Yes, to the EU.",
+    }
 
     response = admin_client.post(admin_url(AIAgent, "change", agent.pk), data)
 
@@ -345,10 +435,13 @@ def test_agent_is_edited_with_its_knowledge_entries(admin_client, channel):
 
 # --- configuration: API keys ------------------------------------------------------------------------------
 
+
 def test_api_key_created_in_the_admin_shows_its_secret_once(admin_client, workspace):
-    response = admin_client.post(admin_url(WorkspaceApiKey, "add"),
-                                 {"workspace": workspace.pk, "name": "ops", "expiry_date_0": "",
-                                  "expiry_date_1": ""}, follow=True)
+    response = admin_client.post(
+        admin_url(WorkspaceApiKey, "add"),
+        {"workspace": workspace.pk, "name": "ops", "expiry_date_0": "", "expiry_date_1": ""},
+        follow=True,
+    )
 
     assert response.status_code == 200
     api_key = WorkspaceApiKey.objects.get(name="ops")
@@ -371,14 +464,16 @@ def test_api_key_pages_never_show_the_secret_or_its_hash(admin_client, workspace
         assert column in listing
 
     # revoke it on its page (the admin log names it by prefix too)
-    response = admin_client.post(change_url, {"name": "ops", "expiry_date_0": "", "expiry_date_1": "",
-                                              "revoked": "on"})
+    response = admin_client.post(change_url, {"name": "ops", "expiry_date_0": "", "expiry_date_1": "", "revoked": "on"})
     assert response.status_code == 302
     assert WorkspaceApiKey.objects.get(pk=api_key.pk).revoked
 
-    pages = [listing, admin_client.get(change_url).content.decode(),
-             admin_client.get(admin_url(WorkspaceApiKey, "history", api_key.prefix)).content.decode(),
-             admin_client.get(reverse("admin:index")).content.decode()]
+    pages = [
+        listing,
+        admin_client.get(change_url).content.decode(),
+        admin_client.get(admin_url(WorkspaceApiKey, "history", api_key.prefix)).content.decode(),
+        admin_client.get(reverse("admin:index")).content.decode(),
+    ]
     assert "ops" in pages[2]  # the history lists the change
     for page in pages:
         assert secret not in page and api_key.hashed_key not in page

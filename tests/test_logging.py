@@ -49,6 +49,7 @@ def finished(lines: list[dict]) -> dict:
 
 # --- the request id ------------------------------------------------------------------------------------
 
+
 def test_a_sane_incoming_request_id_is_kept_and_returned(api):
     response = api.post(SEED_TEXT, HTTP_X_REQUEST_ID="lb-7f3a.9:c_2")
     assert response["X-Request-ID"] == "lb-7f3a.9:c_2"
@@ -71,6 +72,7 @@ def test_request_ids_differ_between_requests(api):
 
 
 # --- what a request's lines say ------------------------------------------------------------------------
+
 
 def test_request_lines_are_json_with_id_workspace_channel_status_and_latencies(api, channel, workspace, log_lines):
     # when
@@ -115,6 +117,7 @@ def test_an_unexpected_error_is_logged_with_the_request_id(api, monkeypatch, log
 
 # --- secrets -------------------------------------------------------------------------------------------
 
+
 def test_no_api_key_and_no_message_body_at_info(api, log_lines):
     api.post({**SEED_TEXT, "content": {"text": {"body": BODY}}})
     api.post({**SEED_TEXT, "content": {"text": {"body": BODY}}}, key=api.key.split(".")[0] + ".wrong-secret")
@@ -126,26 +129,35 @@ def test_no_api_key_and_no_message_body_at_info(api, log_lines):
     assert BODY not in text and "4411" not in text and "User Name" not in text
 
 
-def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(client, db, monkeypatch, log_lines,
-                                                               httpserver: HTTPServer):
+def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(
+    client, db, monkeypatch, log_lines, httpserver: HTTPServer
+):
     # given: a channel whose agent is an OpenAI-compatible LLM on loopback, keyed from the environment
     monkeypatch.setenv(PROVIDER_KEY_VAR, PROVIDER_KEY)
     channel = ChannelFactory()
     AIAgent.objects.filter(pk=channel.agent_id).update(
-        provider=AIAgent.Provider.OPENAI, base_url=httpserver.url_for("/v1"), model="test-model",
-        api_key_env_var=PROVIDER_KEY_VAR, timeout_seconds=5,
+        provider=AIAgent.Provider.OPENAI,
+        base_url=httpserver.url_for("/v1"),
+        model="test-model",
+        api_key_env_var=PROVIDER_KEY_VAR,
+        timeout_seconds=5,
     )
     from channels_app.credits import credits_grant
 
     credits_grant(workspace=channel.workspace, amount=10, note="test")
     api = Api(client, channel, api_key_for(channel.workspace)[1])
-    answer = {"id": "c1", "object": "chat.completion", "created": 1700000000, "model": "test-model",
-              "choices": [{"index": 0, "message": {"role": "assistant", "content": "On its way."},
-                           "finish_reason": "stop"}],
-              "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "test-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "On its way."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+    }
     httpserver.expect_ordered_request("/v1/chat/completions", method="POST").respond_with_json(answer)
     httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(
-        {"error": {"message": f"bad key {PROVIDER_KEY}"}}, status=401)
+        {"error": {"message": f"bad key {PROVIDER_KEY}"}}, status=401
+    )
 
     # when
     ok = api.post({**SEED_TEXT, "content": {"text": {"body": BODY}}})
@@ -164,8 +176,14 @@ def test_redact_drops_secret_fields_and_masks_key_shaped_values(log_lines):
     logger = structlog.get_logger("tests.redact")
     key = "AbCd1234." + "z" * 32
 
-    logger.info("calling with %s", key, api_key=key, text="hello there", note=f"Bearer {uuid.uuid4().hex}",
-                provider="sk-abcdefghijklmnopqrstu")
+    logger.info(
+        "calling with %s",
+        key,
+        api_key=key,
+        text="hello there",
+        note=f"Bearer {uuid.uuid4().hex}",
+        provider="sk-abcdefghijklmnopqrstu",
+    )
     logging.getLogger("tests.stdlib").info("stdlib says %s", key, extra={"body": "a message"})
 
     first, second = log_lines()

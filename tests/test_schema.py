@@ -98,19 +98,23 @@ def test_request_examples_are_the_specs_and_match_their_type(schema, operation):
     for value in values:
         check.validate(value)
         # oneOf: exactly one variant takes it, the one its type names
-        matching = [name for name in (f"{t.title()}MessageRequest" for t in TYPES)
-                    if validator(schema, name).is_valid(value)]
+        matching = [
+            name for name in (f"{t.title()}MessageRequest" for t in TYPES) if validator(schema, name).is_valid(value)
+        ]
         assert matching == [f"{value['type'].title()}MessageRequest"]
 
 
-@pytest.mark.parametrize("bad", [
-    {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"image": {"url": "https://example.com/a.jpg"}}},
-    {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "hi", "bdy": "typo"}}},
-    {"type": "TEXT", "contactIdentifier": "", "content": {"text": {"body": "hi"}}},
-    {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "   "}}},
-    {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "x" * 4097}}},
-    {"type": "STICKER", "contactIdentifier": "a@b.c", "content": {"text": {"body": "hi"}}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"image": {"url": "https://example.com/a.jpg"}}},
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "hi", "bdy": "typo"}}},
+        {"type": "TEXT", "contactIdentifier": "", "content": {"text": {"body": "hi"}}},
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "   "}}},
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "x" * 4097}}},
+        {"type": "STICKER", "contactIdentifier": "a@b.c", "content": {"text": {"body": "hi"}}},
+    ],
+)
 def test_schema_refuses_what_the_api_refuses(schema, bad):
     assert not validator(schema, "InboundMessageRequest").is_valid(bad)
 
@@ -122,10 +126,15 @@ def test_documented_limits_are_the_enforced_ones(schema):
 
     assert (text["contactIdentifier"]["minLength"], text["contactIdentifier"]["maxLength"]) == (1, 320)
     assert text["contactName"]["maxLength"] == 200
-    assert (components["TextContentRequest"]["properties"]["body"]["minLength"],
-            components["TextContentRequest"]["properties"]["body"]["maxLength"]) == (1, 4096)
+    assert (
+        components["TextContentRequest"]["properties"]["body"]["minLength"],
+        components["TextContentRequest"]["properties"]["body"]["maxLength"],
+    ) == (1, 4096)
     assert (document["url"]["maxLength"], document["filename"]["maxLength"], document["caption"]["maxLength"]) == (
-        2048, 255, 1024)
+        2048,
+        255,
+        1024,
+    )
     assert "64 KiB" in schema["paths"][PATH]["post"]["description"]
 
 
@@ -147,7 +156,10 @@ def test_every_contract_status_is_documented_with_its_body(schema, operation):
 
 def test_api_key_security_scheme_and_idempotency_headers(schema, operation):
     assert schema["components"]["securitySchemes"]["ApiKeyAuth"] == {
-        **schema["components"]["securitySchemes"]["ApiKeyAuth"], "type": "apiKey", "in": "header", "name": "X-API-Key",
+        **schema["components"]["securitySchemes"]["ApiKeyAuth"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
     }
     assert operation["security"] == [{"ApiKeyAuth": []}]
     headers = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}

@@ -20,8 +20,7 @@ _STOPWORDS = frozenset(
     "your yours hi hello hey".split()
 )
 _GREETINGS = frozenset(
-    "hi hello hey hiya howdy greetings yo ola oi hallo bonjour hola ciao good morning afternoon evening "
-    "there".split()
+    "hi hello hey hiya howdy greetings yo ola oi hallo bonjour hola ciao good morning afternoon evening there".split()
 )
 _BM25_K1 = 1.5
 _BM25_B = 0.75
@@ -65,8 +64,11 @@ def rank_knowledge(query: str, knowledge: tuple[tuple[str, str], ...]) -> list[t
             if not frequency:
                 continue
             idf = math.log(1 + (count - document_frequency[term] + 0.5) / (document_frequency[term] + 0.5))
-            score += idf * frequency * (_BM25_K1 + 1) / (
-                frequency + _BM25_K1 * (1 - _BM25_B + _BM25_B * length / average_length)
+            score += (
+                idf
+                * frequency
+                * (_BM25_K1 + 1)
+                / (frequency + _BM25_K1 * (1 - _BM25_B + _BM25_B * length / average_length))
             )
         if score > 0:
             scores.append((score, index))

@@ -65,13 +65,16 @@ class OpenAICompatibleAgent:
         client = _client_for(agent)
         messages = _messages(agent, history)
         with _provider_errors(agent):
-            response = _within_deadline(agent, lambda timeout: client.chat.completions.create(
-                model=agent.model or settings.LLM_MODEL,
-                messages=messages,
-                temperature=agent.temperature if agent.temperature is not None else openai.omit,
-                max_tokens=agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
-                timeout=timeout,
-            ))
+            response = _within_deadline(
+                agent,
+                lambda timeout: client.chat.completions.create(
+                    model=agent.model or settings.LLM_MODEL,
+                    messages=messages,
+                    temperature=agent.temperature if agent.temperature is not None else openai.omit,
+                    max_tokens=agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
+                    timeout=timeout,
+                ),
+            )
             text = (response.choices[0].message.content or "").strip()
             usage = response.usage
             input_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
@@ -79,9 +82,7 @@ class OpenAICompatibleAgent:
             raw_model = str(response.model or "")
         if not text:
             logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
-            raise AgentUnavailable(
-                "The AI agent returned an empty answer.", details={"reason": "empty_answer"}
-            )
+            raise AgentUnavailable("The AI agent returned an empty answer.", details={"reason": "empty_answer"})
         return AgentReply(
             texts=split_reply(text, threshold=agent.split_threshold_chars),
             input_tokens=input_tokens,
@@ -98,11 +99,14 @@ def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_typ
     """
     client = _client_for(agent)
     with _provider_errors(agent):
-        result = _within_deadline(agent, lambda timeout: client.audio.transcriptions.create(
-            file=(filename or "audio", data, mime_type or "application/octet-stream"),
-            model=TRANSCRIPTION_MODEL,
-            timeout=timeout,
-        ))
+        result = _within_deadline(
+            agent,
+            lambda timeout: client.audio.transcriptions.create(
+                file=(filename or "audio", data, mime_type or "application/octet-stream"),
+                model=TRANSCRIPTION_MODEL,
+                timeout=timeout,
+            ),
+        )
         return str(result.text or "").strip()
 
 
@@ -139,8 +143,9 @@ def _retry_pause(exc: openai.APIError, attempt: int) -> float | None:
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers
         should_retry = headers.get("x-should-retry")
-        if should_retry == "false" or (should_retry != "true" and exc.status_code not in (408, 409, 429)
-                                       and exc.status_code < 500):
+        if should_retry == "false" or (
+            should_retry != "true" and exc.status_code not in (408, 409, 429) and exc.status_code < 500
+        ):
             return None
         for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
             try:

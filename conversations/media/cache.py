@@ -36,8 +36,7 @@ def url_sha256(url: str) -> str:
 def media_asset_cached(*, workspace_id: str, url: str, now: datetime) -> MediaAsset | None:
     """The workspace's newest unexpired asset downloaded from exactly `url`, if any. One indexed query."""
     return (
-        MediaAsset.objects.filter(workspace_id=workspace_id, url_sha256=url_sha256(url), url=url,
-                                  expires_at__gt=now)
+        MediaAsset.objects.filter(workspace_id=workspace_id, url_sha256=url_sha256(url), url=url, expires_at__gt=now)
         .order_by("-expires_at")
         .first()
     )
@@ -92,8 +91,14 @@ def media_asset_create(
     """Record a stored file as the cache entry for `url` and link the inbound message to it."""
     with transaction.atomic():
         asset = MediaAsset.objects.create(
-            workspace_id=workspace_id, url=url, url_sha256=url_sha256(url), sha256=sha256, file=file_name,
-            mime_type=mime_type, size=size, text=text,
+            workspace_id=workspace_id,
+            url=url,
+            url_sha256=url_sha256(url),
+            sha256=sha256,
+            file=file_name,
+            mime_type=mime_type,
+            size=size,
+            text=text,
             expires_at=now + timedelta(seconds=settings.MEDIA_CACHE_SECONDS),
         )
         media_asset_attach(asset=asset, message_id=message_id)

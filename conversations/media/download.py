@@ -56,13 +56,16 @@ REQUEST_HEADERS = {
 }
 
 # Never reachable, not even through MEDIA_ALLOW_PRIVATE_HOSTS: they hand out cloud credentials.
-CLOUD_METADATA_ADDRESSES = frozenset(ipaddress.ip_address(address) for address in (
-    "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean instance metadata
-    "169.254.170.2",  # AWS ECS task metadata and credentials
-    "fd00:ec2::254",  # AWS instance metadata over IPv6
-    "100.100.100.200",  # Alibaba Cloud metadata
-    "192.0.0.192",  # Oracle Cloud metadata
-))
+CLOUD_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(address)
+    for address in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean instance metadata
+        "169.254.170.2",  # AWS ECS task metadata and credentials
+        "fd00:ec2::254",  # AWS instance metadata over IPv6
+        "100.100.100.200",  # Alibaba Cloud metadata
+        "192.0.0.192",  # Oracle Cloud metadata
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,15 @@ def address_is_public(address: IPAddress) -> bool:
         address = address.ipv4_mapped
     if address in CLOUD_METADATA_ADDRESSES:
         return False
-    if (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-            or address.is_reserved or address.is_unspecified or not address.is_global):
+    if (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or not address.is_global
+    ):
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
         return False
@@ -149,16 +159,13 @@ def host_resolve_checked(*, host: str, port: int) -> str:
         infos = socket.getaddrinfo(host, port, family=allowed_gai_family(), type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise _NameNotResolved(f"cannot resolve {host}") from exc
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos
-                 if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
     if not addresses:
         raise _NameNotResolved(f"no address for {host}")
     for address in addresses:
         plain = _plain(address)
-        allowed = (
-            plain not in CLOUD_METADATA_ADDRESSES
-            and (address_is_public(plain) or name in allow.hostnames
-                 or any(plain in network for network in allow.networks))
+        allowed = plain not in CLOUD_METADATA_ADDRESSES and (
+            address_is_public(plain) or name in allow.hostnames or any(plain in network for network in allow.networks)
         )
         if not allowed:
             logger.warning("media download refused: %s resolves to %s", host, address)
@@ -229,7 +236,8 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 _current_guard: contextvars.ContextVar[_DeadlineGuard | None] = contextvars.ContextVar(
-    "media_download_guard", default=None)
+    "media_download_guard", default=None
+)
 
 
 class _GuardedConnectionMixin:
@@ -271,15 +279,18 @@ class _CheckedAddressAdapter(IPFilterAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPConnectionPool, "https": _GuardedHTTPSConnectionPool,
+            "http": _GuardedHTTPConnectionPool,
+            "https": _GuardedHTTPSConnectionPool,
         }
 
     def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None,
+        self,
+        request: requests.PreparedRequest,
+        verify: Any,
+        cert: Any = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         # IPFilterAdapter's method, with host_resolve_checked in place of its filter_host.
-        host_params, pool_kwargs = HTTPAdapter.build_connection_pool_key_attributes(
-            self, request, verify, cert)
+        host_params, pool_kwargs = HTTPAdapter.build_connection_pool_key_attributes(self, request, verify, cert)
         hostname: str = host_params["host"]
         port: int | None = host_params["port"]
         request.headers = CaseInsensitiveDict(request.headers or {})
@@ -290,19 +301,20 @@ class _CheckedAddressAdapter(IPFilterAdapter):
         if self._is_https_proto:
             pool_kwargs["assert_hostname"] = hostname
             pool_kwargs["server_hostname"] = hostname
-        host_params["host"] = host_resolve_checked(
-            host=hostname, port=port or DEFAULT_PORTS[host_params["scheme"]])
+        host_params["host"] = host_resolve_checked(host=hostname, port=port or DEFAULT_PORTS[host_params["scheme"]])
         return host_params, pool_kwargs
 
 
 def _session(*, timeout: float) -> HTTPSession:
-    session = HTTPSession(Config(
-        ip_filter_enable=False,  # replaced by _CheckedAddressAdapter, mounted below
-        ip_filter_allow_loopback_ips=False,
-        never_redirect=True,  # redirects are followed by media_download, hop by hop
-        default_timeout=(timeout, timeout),
-        user_agent_override=USER_AGENT,
-    ))
+    session = HTTPSession(
+        Config(
+            ip_filter_enable=False,  # replaced by _CheckedAddressAdapter, mounted below
+            ip_filter_allow_loopback_ips=False,
+            never_redirect=True,  # redirects are followed by media_download, hop by hop
+            default_timeout=(timeout, timeout),
+            user_agent_override=USER_AGENT,
+        )
+    )
     session.trust_env = False  # no proxy, .netrc or CA bundle from the environment
     session.mount("http://", _CheckedAddressAdapter(is_https_proto=False))
     session.mount("https://", _CheckedAddressAdapter(is_https_proto=True))
@@ -331,17 +343,18 @@ def media_download(*, url: str, field: str = "url") -> DownloadedMedia:
             while True:
                 _check_url(url=current, field=field)
                 remaining = _remaining(deadline=deadline, timeout=timeout, field=field)
-                response = session.get(current, stream=True, allow_redirects=False,
-                                       timeout=(remaining, remaining), headers=REQUEST_HEADERS)
+                response = session.get(
+                    current, stream=True, allow_redirects=False, timeout=(remaining, remaining), headers=REQUEST_HEADERS
+                )
                 target = session.get_redirect_target(response)
                 if target is None:
                     break
                 response.close()
                 if redirects == MAX_REDIRECTS:
                     raise MediaUnreachable(
-                        f"The media URL redirected more than {MAX_REDIRECTS} times. "
-                        "Send the file's final URL.",
-                        details={"field": field, "reason": "too_many_redirects"})
+                        f"The media URL redirected more than {MAX_REDIRECTS} times. Send the file's final URL.",
+                        details={"field": field, "reason": "too_many_redirects"},
+                    )
                 redirects += 1
                 current = urljoin(current, target)
             with response:
@@ -349,23 +362,35 @@ def media_download(*, url: str, field: str = "url") -> DownloadedMedia:
                     raise MediaUnreachable(
                         f"The media server answered HTTP {response.status_code} for the file. "
                         "Check that the URL is correct and the file is publicly accessible.",
-                        details={"field": field, "reason": "http_status", "status": response.status_code})
+                        details={"field": field, "reason": "http_status", "status": response.status_code},
+                    )
                 _check_declared_length(response=response, max_bytes=max_bytes, field=field)
-                data = _read_body(response=response, deadline=deadline, max_bytes=max_bytes,
-                                  timeout=timeout, field=field)
+                data = _read_body(
+                    response=response, deadline=deadline, max_bytes=max_bytes, timeout=timeout, field=field
+                )
                 content_type = response.headers.get("Content-Type", "")
             if guard.expired:  # a cut connection can look like a clean end of a close-delimited body
                 _raise_timeout(timeout=timeout, field=field)
         except (MediaUrlNotAllowed, MediaUnreachable, MediaTooLarge):
             raise
-        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                OSError, ValueError) as exc:
+        except (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+            ValueError,
+        ) as exc:
             if guard.expired or time.monotonic() >= deadline:
                 _raise_timeout(timeout=timeout, field=field, cause=exc)
             _raise_translated(exc, field=field, timeout=timeout)
     return DownloadedMedia(
-        url=url, final_url=current, data=data, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-        content_type=content_type, elapsed=time.monotonic() - started,
+        url=url,
+        final_url=current,
+        data=data,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        content_type=content_type,
+        elapsed=time.monotonic() - started,
     )
 
 
@@ -377,21 +402,25 @@ def _check_url(*, url: str, field: str) -> None:
     except ValueError as exc:
         raise MediaUrlNotAllowed(
             "The media URL is not a valid URL. Send a complete http:// or https:// URL.",
-            details={"field": field, "reason": "invalid_url"}) from exc
+            details={"field": field, "reason": "invalid_url"},
+        ) from exc
     scheme = (split.scheme or "").lower()
     if scheme not in ALLOWED_SCHEMES:
         raise MediaUrlNotAllowed(
             "The media URL must start with http:// or https://. Send a public web address of the file.",
-            details={"field": field, "reason": "scheme"})
+            details={"field": field, "reason": "scheme"},
+        )
     if "@" in split.netloc or parsed.auth:
         raise MediaUrlNotAllowed(
             "The media URL must not contain a user name or password. "
             "Host the file at a public URL that needs no login.",
-            details={"field": field, "reason": "credentials"})
+            details={"field": field, "reason": "credentials"},
+        )
     if not split.hostname:
         raise MediaUrlNotAllowed(
             "The media URL has no host name. Send a complete http:// or https:// URL.",
-            details={"field": field, "reason": "invalid_url"})
+            details={"field": field, "reason": "invalid_url"},
+        )
 
 
 def _remaining(*, deadline: float, timeout: float, field: str) -> float:
@@ -409,8 +438,7 @@ def _check_declared_length(*, response: requests.Response, max_bytes: int, field
         _raise_too_large(max_bytes=max_bytes, field=field)
 
 
-def _read_body(*, response: requests.Response, deadline: float, max_bytes: int, timeout: float,
-               field: str) -> bytes:
+def _read_body(*, response: requests.Response, deadline: float, max_bytes: int, timeout: float, field: str) -> bytes:
     raw = response.raw
     body = bytearray()
     while True:
@@ -431,14 +459,16 @@ def _read_body(*, response: requests.Response, deadline: float, max_bytes: int, 
 def _raise_too_large(*, max_bytes: int, field: str) -> NoReturn:
     raise MediaTooLarge(
         f"The media file is larger than the limit of {_human_bytes(max_bytes)}. Send a smaller file.",
-        details={"field": field, "limitBytes": max_bytes})
+        details={"field": field, "limitBytes": max_bytes},
+    )
 
 
 def _raise_timeout(*, timeout: float, field: str, cause: BaseException | None = None) -> NoReturn:
     raise MediaUnreachable(
         f"The media file could not be downloaded within {timeout:g} seconds. "
         "Host it on a faster server or send a smaller file.",
-        details={"field": field, "reason": "timeout"}) from cause
+        details={"field": field, "reason": "timeout"},
+    ) from cause
 
 
 def _raise_translated(exc: BaseException, *, field: str, timeout: float) -> NoReturn:
@@ -446,28 +476,40 @@ def _raise_translated(exc: BaseException, *, field: str, timeout: float) -> NoRe
         raise MediaUrlNotAllowed(
             "The media URL points to a private, local or reserved network address. "
             "Host the file at a publicly reachable address.",
-            details={"field": field, "reason": "address"}) from exc
+            details={"field": field, "reason": "address"},
+        ) from exc
     if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
         _raise_timeout(timeout=timeout, field=field, cause=exc)
     if isinstance(exc, _NameNotResolved):
         raise MediaUnreachable(
             "The media URL's host name could not be resolved. Check the URL for typos.",
-            details={"field": field, "reason": "dns_failed"}) from exc
+            details={"field": field, "reason": "dns_failed"},
+        ) from exc
     if isinstance(exc, (requests.exceptions.SSLError, urllib3.exceptions.SSLError)):
         raise MediaUnreachable(
             "The media server's TLS certificate could not be verified. "
             "Host the file on a server with a valid HTTPS certificate.",
-            details={"field": field, "reason": "tls_failed"}) from exc
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.URLRequired,
-                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-                        urllib3.exceptions.LocationValueError)):
+            details={"field": field, "reason": "tls_failed"},
+        ) from exc
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.URLRequired,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            urllib3.exceptions.LocationValueError,
+        ),
+    ):
         raise MediaUrlNotAllowed(
             "The media URL is not a valid URL. Send a complete http:// or https:// URL.",
-            details={"field": field, "reason": "invalid_url"}) from exc
+            details={"field": field, "reason": "invalid_url"},
+        ) from exc
     raise MediaUnreachable(
         "The connection to the media server failed. Check that the URL is correct and the file is "
         "publicly accessible, then retry.",
-        details={"field": field, "reason": "connection_failed"}) from exc
+        details={"field": field, "reason": "connection_failed"},
+    ) from exc
 
 
 def _human_bytes(count: int) -> str:

@@ -11,8 +11,7 @@ class MediaUrlNotAllowed(ApplicationError):
 
     code = "media_url_not_allowed"
     status_code = 400
-    default_message = ("The media URL is not allowed. Send a public http:// or https:// URL "
-                       "that needs no login.")
+    default_message = "The media URL is not allowed. Send a public http:// or https:// URL that needs no login."
 
 
 class MediaUnreachable(ApplicationError):
@@ -24,8 +23,9 @@ class MediaUnreachable(ApplicationError):
 
     code = "media_unreachable"
     status_code = 400
-    default_message = ("The media file could not be downloaded. Check that the URL is correct and "
-                       "publicly accessible, then retry.")
+    default_message = (
+        "The media file could not be downloaded. Check that the URL is correct and publicly accessible, then retry."
+    )
 
 
 class MediaTooLarge(ApplicationError):

@@ -23,20 +23,36 @@ UNKNOWN_MIME_TYPE = "application/octet-stream"
 
 # IMAGE: raster formats browsers and vision models read. SVG is left out on purpose: it is an XML document
 # that can carry scripts and external references, not a picture.
-IMAGE_MIME_TYPES = frozenset({
-    "image/jpeg", "image/png", "image/gif", "image/webp",
-    "image/bmp", "image/x-ms-bmp",  # libmagic has used both names for BMP
-    "image/tiff", "image/heic", "image/heif", "image/avif",  # what phones and cameras send
-})
+IMAGE_MIME_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/x-ms-bmp",  # libmagic has used both names for BMP
+        "image/tiff",
+        "image/heic",
+        "image/heif",
+        "image/avif",  # what phones and cameras send
+    }
+)
 
 # AUDIO: anything libmagic names audio/* (mp3 audio/mpeg, wav audio/x-wav, m4a audio/x-m4a, ogg, flac,
 # amr, aac, ...), plus containers libmagic names by their video variant because it does not look at the
 # tracks: an m4a with a generic brand reads as video/mp4, WebM and 3GP voice notes (browsers' and phones'
 # recorders) as video/webm and video/3gpp, Ogg sometimes as application/ogg.
 AUDIO_MIME_PREFIX = "audio/"
-AUDIO_CONTAINER_MIME_TYPES = frozenset({
-    "video/mp4", "video/webm", "video/3gpp", "video/3gpp2", "video/ogg", "application/ogg",
-})
+AUDIO_CONTAINER_MIME_TYPES = frozenset(
+    {
+        "video/mp4",
+        "video/webm",
+        "video/3gpp",
+        "video/3gpp2",
+        "video/ogg",
+        "application/ogg",
+    }
+)
 
 # VIDEO: anything libmagic names video/* (mp4, quicktime, webm, x-matroska, 3gpp, x-msvideo, ...), plus
 # Ogg, which libmagic may name application/ogg.
@@ -45,20 +61,23 @@ VIDEO_EXTRA_MIME_TYPES = frozenset({"application/ogg"})
 
 # DOCUMENT: the documented list (PDF, plain text, CSV, Office and OpenDocument formats), by the names
 # libmagic gives them when it recognises them.
-DOCUMENT_MIME_TYPES = frozenset({
-    "application/pdf",
-    "text/plain",
-    "text/csv", "application/csv",  # libmagic 5.38+ names CSV; older versions and other tools vary
-    "application/msword",  # .doc
-    "application/vnd.ms-excel",  # .xls
-    "application/vnd.ms-powerpoint",  # .ppt
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",  # .docx
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",  # .xlsx
-    "application/vnd.openxmlformats-officedocument.presentationml.presentation",  # .pptx
-    "application/vnd.oasis.opendocument.text",  # .odt
-    "application/vnd.oasis.opendocument.spreadsheet",  # .ods
-    "application/vnd.oasis.opendocument.presentation",  # .odp
-})
+DOCUMENT_MIME_TYPES = frozenset(
+    {
+        "application/pdf",
+        "text/plain",
+        "text/csv",
+        "application/csv",  # libmagic 5.38+ names CSV; older versions and other tools vary
+        "application/msword",  # .doc
+        "application/vnd.ms-excel",  # .xls
+        "application/vnd.ms-powerpoint",  # .ppt
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",  # .docx
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",  # .xlsx
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",  # .pptx
+        "application/vnd.oasis.opendocument.text",  # .odt
+        "application/vnd.oasis.opendocument.spreadsheet",  # .ods
+        "application/vnd.oasis.opendocument.presentation",  # .odp
+    }
+)
 
 # What libmagic reports for an accepted document when it sees only the container; accepted only when the
 # file name's extension says which document it is.
@@ -67,12 +86,17 @@ DOCUMENT_MIME_TYPES = frozenset({
 # type in its magic).
 _ZIP_CONTAINER_MIME_TYPES = frozenset({"application/zip", "application/octet-stream"})
 # .doc/.xls/.ppt are OLE2 compound files: libmagic often names only the container.
-_OLE_CONTAINER_MIME_TYPES = frozenset({"application/cdfv2", "application/x-ole-storage",
-                                       "application/vnd.ms-office"})
+_OLE_CONTAINER_MIME_TYPES = frozenset({"application/cdfv2", "application/x-ole-storage", "application/vnd.ms-office"})
 DOCUMENT_CONTAINER_MIME_TYPES_BY_EXTENSION = {
-    "docx": _ZIP_CONTAINER_MIME_TYPES, "xlsx": _ZIP_CONTAINER_MIME_TYPES, "pptx": _ZIP_CONTAINER_MIME_TYPES,
-    "odt": _ZIP_CONTAINER_MIME_TYPES, "ods": _ZIP_CONTAINER_MIME_TYPES, "odp": _ZIP_CONTAINER_MIME_TYPES,
-    "doc": _OLE_CONTAINER_MIME_TYPES, "xls": _OLE_CONTAINER_MIME_TYPES, "ppt": _OLE_CONTAINER_MIME_TYPES,
+    "docx": _ZIP_CONTAINER_MIME_TYPES,
+    "xlsx": _ZIP_CONTAINER_MIME_TYPES,
+    "pptx": _ZIP_CONTAINER_MIME_TYPES,
+    "odt": _ZIP_CONTAINER_MIME_TYPES,
+    "ods": _ZIP_CONTAINER_MIME_TYPES,
+    "odp": _ZIP_CONTAINER_MIME_TYPES,
+    "doc": _OLE_CONTAINER_MIME_TYPES,
+    "xls": _OLE_CONTAINER_MIME_TYPES,
+    "ppt": _OLE_CONTAINER_MIME_TYPES,
 }
 # libmagic guesses a programming language for some plain text (text/x-c, text/x-Algol68, ...): any
 # text/* is accepted when the file name says .txt or .csv.
@@ -85,8 +109,9 @@ _WHAT_TO_SEND = {
     "IMAGE": "a JPEG, PNG, GIF or WebP image",
     "AUDIO": "an audio file such as MP3, M4A, WAV or OGG",
     "VIDEO": "a video file such as MP4, MOV or WebM",
-    "DOCUMENT": ("a PDF, plain text, CSV or Office document (DOC, DOCX, XLS, XLSX, PPT, PPTX, ODT, ODS, ODP) "
-                 "with its file name"),
+    "DOCUMENT": (
+        "a PDF, plain text, CSV or Office document (DOC, DOCX, XLS, XLSX, PPT, PPTX, ODT, ODS, ODP) with its file name"
+    ),
 }
 
 
@@ -130,19 +155,28 @@ def media_check_type(*, declared_type: str, mime_type: str, filename: str = "", 
     if media_type_accepts(declared_type=declared_type, mime_type=mime_type, filename=filename):
         return
     detected = _normalize(mime_type)
-    suggestion = next((other for other in _WHAT_TO_SEND
-                       if other != declared_type
-                       and media_type_accepts(declared_type=other, mime_type=detected, filename=filename)),
-                      None)
-    message = (f"The file is {detected}, which is not accepted for a {declared_type} message. "
-               f"Send {_WHAT_TO_SEND[declared_type]}")
+    suggestion = next(
+        (
+            other
+            for other in _WHAT_TO_SEND
+            if other != declared_type and media_type_accepts(declared_type=other, mime_type=detected, filename=filename)
+        ),
+        None,
+    )
+    message = (
+        f"The file is {detected}, which is not accepted for a {declared_type} message. "
+        f"Send {_WHAT_TO_SEND[declared_type]}"
+    )
     message += f", or set type to {suggestion}." if suggestion else "."
-    raise MediaTypeMismatch(message, details={
-        "field": field,
-        "declaredType": declared_type,
-        "detectedMimeType": detected,
-        "allowed": _allowed(declared_type),
-    })
+    raise MediaTypeMismatch(
+        message,
+        details={
+            "field": field,
+            "declaredType": declared_type,
+            "detectedMimeType": detected,
+            "allowed": _allowed(declared_type),
+        },
+    )
 
 
 def document_extract_text(*, data: bytes, mime_type: str, limit_chars: int = 20000) -> str:

@@ -59,8 +59,9 @@ def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) ->
             if data is None:
                 asset = None
     if asset is None:
-        asset, data = _download_and_store(message=message, workspace_id=workspace_id, url=url, field=field,
-                                          filename=filename)
+        asset, data = _download_and_store(
+            message=message, workspace_id=workspace_id, url=url, field=field, filename=filename
+        )
     else:
         media_asset_attach(asset=asset, message_id=message.pk)
     return MediaPart(
@@ -74,8 +75,9 @@ def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) ->
     )
 
 
-def _download_and_store(*, message: Message, workspace_id: str, url: str, field: str, filename: str
-                        ) -> tuple[MediaAsset, bytes]:
+def _download_and_store(
+    *, message: Message, workspace_id: str, url: str, field: str, filename: str
+) -> tuple[MediaAsset, bytes]:
     _connection_release()
     started = time.monotonic()
     try:
@@ -91,8 +93,15 @@ def _download_and_store(*, message: Message, workspace_id: str, url: str, field:
         text = document_extract_text(data=downloaded.data, mime_type=mime_type, limit_chars=DOCUMENT_TEXT_MAX_CHARS)
     file_name = media_file_store(sha256=downloaded.sha256, mime_type=mime_type, data=downloaded.data)
     asset = media_asset_create(
-        workspace_id=workspace_id, url=url, sha256=downloaded.sha256, file_name=file_name, mime_type=mime_type,
-        size=downloaded.size, text=text, message_id=message.pk, now=timezone.now(),
+        workspace_id=workspace_id,
+        url=url,
+        sha256=downloaded.sha256,
+        file_name=file_name,
+        mime_type=mime_type,
+        size=downloaded.size,
+        text=text,
+        message_id=message.pk,
+        now=timezone.now(),
     )
     return asset, downloaded.data
 
@@ -105,8 +114,9 @@ def _transcribes(agent: AgentConfig) -> bool:
     return agent.transcribe_audio and agent.provider == "openai"
 
 
-def _text_for_agent(*, message_type: str, agent: AgentConfig, asset: MediaAsset, data: bytes | None,
-                    filename: str) -> str:
+def _text_for_agent(
+    *, message_type: str, agent: AgentConfig, asset: MediaAsset, data: bytes | None, filename: str
+) -> str:
     limit = min(DOCUMENT_TEXT_MAX_CHARS, agent.history_max_chars)
     if message_type == Message.Type.DOCUMENT:
         return asset.text[:limit]

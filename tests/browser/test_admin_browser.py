@@ -23,8 +23,16 @@ from tests.factories import ChannelFactory, WorkspaceFactory
 from tests.history import IMAGE_URL, conversation_with_exchanges
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 OUTPUT = Path(settings.BASE_DIR) / "test-output"
 PASSWORD = "operator-password-for-tests"
 
@@ -92,14 +100,22 @@ def test_operator_reads_a_transcript_and_cannot_change_history(live_server, chro
         page.screenshot(path=str(OUTPUT / "admin-conversation-transcript.png"), full_page=True)
 
         # and: no add, save or delete control on the history pages
-        edit_controls = ("a.addlink, a.deletelink, input[name=_save], input[name=_continue], "
-                         "input[name=_addanother], select[name=action]")
+        edit_controls = (
+            "a.addlink, a.deletelink, input[name=_save], input[name=_continue], "
+            "input[name=_addanother], select[name=action]"
+        )
         assert page.locator(f"#content-main {edit_controls}").count() == 0
         message_page = f"{admin}/conversations/message/{quote(image_message_id)}/change/"
-        for url in (f"{admin}/conversations/conversation/", f"{admin}/conversations/message/", message_page,
-                    f"{admin}/contacts/contact/", f"{admin}/contacts/contact/{quote(contact_id)}/change/",
-                    f"{admin}/conversations/mediaasset/",
-                    f"{admin}/channels_app/usageledgerentry/", f"{admin}/channels_app/idempotencyrecord/"):
+        for url in (
+            f"{admin}/conversations/conversation/",
+            f"{admin}/conversations/message/",
+            message_page,
+            f"{admin}/contacts/contact/",
+            f"{admin}/contacts/contact/{quote(contact_id)}/change/",
+            f"{admin}/conversations/mediaasset/",
+            f"{admin}/channels_app/usageledgerentry/",
+            f"{admin}/channels_app/idempotencyrecord/",
+        ):
             page.goto(url)
             page.wait_for_selector("#content-main")
             assert page.locator(f"#content-main {edit_controls}").count() == 0, url

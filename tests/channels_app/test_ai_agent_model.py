@@ -15,8 +15,19 @@ def test_key_variable_shaped_like_a_key_is_accepted(db, name):
 
 @pytest.mark.parametrize(
     "name",
-    ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "openai_api_key", "API_KEY", "_API_KEY", "1_API_KEY",
-     "OPENAI_API_KEY_FILE", "OPENAI-API-KEY", "OPENAI_API_KEY\n", "LLM API_KEY"],
+    [
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "openai_api_key",
+        "API_KEY",
+        "_API_KEY",
+        "1_API_KEY",
+        "OPENAI_API_KEY_FILE",
+        "OPENAI-API-KEY",
+        "OPENAI_API_KEY\n",
+        "LLM API_KEY",
+    ],
 )
 def test_key_variable_not_shaped_like_a_key_is_refused(db, name):
     agent = AIAgentFactory.build(workspace=AIAgentFactory().workspace, api_key_env_var=name)

@@ -42,7 +42,11 @@ def test_bootstrap_demo_uses_llm_settings(db, capsys, settings, tmp_path):
     run(capsys, "--json")
     agent = AIAgent.objects.get()
     assert (agent.provider, agent.base_url, agent.model, agent.api_key_env_var) == (
-        "openai", "http://127.0.0.1:9/v1", "tiny", "LLM_API_KEY")
+        "openai",
+        "http://127.0.0.1:9/v1",
+        "tiny",
+        "LLM_API_KEY",
+    )
 
 
 def test_bootstrap_demo_replaces_a_key_that_no_longer_works(db, capsys, settings, tmp_path):

@@ -37,8 +37,9 @@ def media_root(settings, tmp_path):
 
 
 def record(workspace, key: str, *, expires_at) -> IdempotencyRecord:
-    return IdempotencyRecord.objects.create(workspace=workspace, key=key, fingerprint="f" * 64,
-                                            expires_at=expires_at, state="COMPLETED")
+    return IdempotencyRecord.objects.create(
+        workspace=workspace, key=key, fingerprint="f" * 64, expires_at=expires_at, state="COMPLETED"
+    )
 
 
 def asset(workspace, data: bytes, *, expires_at, url: str = "https://cdn.example.com/file.png") -> MediaAsset:
@@ -46,8 +47,16 @@ def asset(workspace, data: bytes, *, expires_at, url: str = "https://cdn.example
     name = media_file_name(sha256=sha256, mime_type="image/png")
     if not default_storage.exists(name):
         default_storage.save(name, ContentFile(data))
-    return MediaAsset.objects.create(workspace=workspace, url=url, url_sha256="u" * 64, sha256=sha256, file=name,
-                                     mime_type="image/png", size=len(data), expires_at=expires_at)
+    return MediaAsset.objects.create(
+        workspace=workspace,
+        url=url,
+        url_sha256="u" * 64,
+        sha256=sha256,
+        file=name,
+        mime_type="image/png",
+        size=len(data),
+        expires_at=expires_at,
+    )
 
 
 def conversation_of(workspace) -> Conversation:
@@ -58,11 +67,20 @@ def conversation_of(workspace) -> Conversation:
 
 def inbound(conversation, seq: int, *, status="PENDING", lease_until=None, credits_reserved=0, **fields) -> Message:
     message = Message.objects.create(
-        conversation=conversation, seq=seq, direction="INBOUND", type="TEXT", content={"text": {"body": "hi"}},
-        status=status, lease_until=lease_until, credits_reserved=credits_reserved, **fields)
+        conversation=conversation,
+        seq=seq,
+        direction="INBOUND",
+        type="TEXT",
+        content={"text": {"body": "hi"}},
+        status=status,
+        lease_until=lease_until,
+        credits_reserved=credits_reserved,
+        **fields,
+    )
     if credits_reserved:
         Workspace.objects.filter(pk=conversation.workspace_id).update(
-            credit_reserved=F("credit_reserved") + credits_reserved)
+            credit_reserved=F("credit_reserved") + credits_reserved
+        )
     return message
 
 
@@ -101,8 +119,9 @@ def test_expired_media_rows_and_files_are_deleted_and_a_shared_file_stays(rich_w
     # expired a minute ago: a request that found it just before may still be linking its message to it
     just_expired = asset(rich_workspace, b"\x89PNG recent", expires_at=now - timedelta(seconds=60))
     conversation = conversation_of(rich_workspace)
-    linked = inbound(conversation, 1, status="ANSWERED", media_asset=alone, media_mime_type="image/png",
-                     media_size=alone.size)
+    linked = inbound(
+        conversation, 1, status="ANSWERED", media_asset=alone, media_mime_type="image/png", media_size=alone.size
+    )
 
     # when
     purged = media_assets_purge(now=now, batch_size=1)
@@ -139,9 +158,16 @@ def test_abandoned_reservations_are_released_and_live_ones_kept(rich_workspace):
     for message in abandoned:
         message.refresh_from_db()
         assert (message.status, message.error_code, message.credits_reserved, message.lease_until) == (
-            "FAILED", "abandoned", 0, None)
-    for message, expected in ((recently_dead, ("PENDING", 2)), (in_flight, ("PENDING", 1)),
-                              (answered, ("ANSWERED", 0))):
+            "FAILED",
+            "abandoned",
+            0,
+            None,
+        )
+    for message, expected in (
+        (recently_dead, ("PENDING", 2)),
+        (in_flight, ("PENDING", 1)),
+        (answered, ("ANSWERED", 0)),
+    ):
         message.refresh_from_db()
         assert (message.status, message.credits_reserved) == expected
     rich_workspace.refresh_from_db()
@@ -201,8 +227,7 @@ def test_a_second_run_finds_nothing_to_do(rich_workspace):
 
     again = cleanup_run()
 
-    assert (again.idempotency_records, again.media_assets, again.media_files, again.abandoned_messages) == (
-        0, 0, 0, 0)
+    assert (again.idempotency_records, again.media_assets, again.media_files, again.abandoned_messages) == (0, 0, 0, 0)
 
 
 def test_without_redis_the_task_runs_in_the_caller(rich_workspace, settings):
@@ -238,8 +263,7 @@ def test_a_real_celery_worker_on_redis_runs_the_cleanup():
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING",
-                          shutdown_timeout=20):
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=20):
             # when
             sent = cleanup_task.delay()
             assert not isinstance(sent, EagerResult)  # through the broker, not run in this thread

@@ -42,11 +42,13 @@ def error_of(response) -> dict:
 
 # --- apikey create ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("ref", ["id", "slug"])
 def test_apikey_create_prints_a_working_key_once(capsys, api, workspace, ref):
     # when
-    out, err = run(capsys, "apikey", "create", "--workspace", getattr(workspace, "pk" if ref == "id" else "slug"),
-                   "--name", "ops")
+    out, err = run(
+        capsys, "apikey", "create", "--workspace", getattr(workspace, "pk" if ref == "id" else "slug"), "--name", "ops"
+    )
 
     # then: stdout is the key alone, so `KEY=$(manage.py apikey create ...)` works
     key = out.strip()
@@ -71,6 +73,7 @@ def test_apikey_create_unknown_workspace(db):
 
 
 # --- apikey list ------------------------------------------------------------------------------------------
+
 
 def test_apikey_list_shows_the_workspace_keys_and_never_their_secret(capsys, workspace):
     # given
@@ -130,6 +133,7 @@ def test_apikey_list_shows_last_use_kept_without_a_write_per_request(capsys, api
 
 # --- apikey rotate ----------------------------------------------------------------------------------------
 
+
 def test_apikey_rotate_without_grace_ends_the_old_key_at_once(capsys, api, api_key):
     # given
     prefix = api_key.split(".")[0]
@@ -172,11 +176,18 @@ def test_apikey_rotate_default_grace_keeps_the_old_key_for_24_hours(capsys, api,
     assert WorkspaceApiKey.objects.get(prefix=prefix).expiry_date == start + timedelta(hours=24)
 
 
-@pytest.mark.parametrize(("grace", "expected"), [
-    ("0", timedelta(0)), ("90", timedelta(seconds=90)), ("45s", timedelta(seconds=45)),
-    ("30m", timedelta(minutes=30)), ("24h", timedelta(hours=24)), ("7d", timedelta(days=7)),
-    (" 2H ", timedelta(hours=2)),
-])
+@pytest.mark.parametrize(
+    ("grace", "expected"),
+    [
+        ("0", timedelta(0)),
+        ("90", timedelta(seconds=90)),
+        ("45s", timedelta(seconds=45)),
+        ("30m", timedelta(minutes=30)),
+        ("24h", timedelta(hours=24)),
+        ("7d", timedelta(days=7)),
+        (" 2H ", timedelta(hours=2)),
+    ],
+)
 def test_apikey_rotate_grace_durations(capsys, workspace, grace, expected):
     api_key, _ = api_key_for(workspace)
     start = timezone.now()
@@ -218,6 +229,7 @@ def test_apikey_rotate_refuses_a_revoked_key(workspace):
 
 # --- apikey revoke ----------------------------------------------------------------------------------------
 
+
 def test_apikey_revoke_is_immediate(capsys, api, api_key):
     # given
     prefix = api_key.split(".")[0]
@@ -240,6 +252,7 @@ def test_apikey_revoke_unknown_prefix(db):
 
 # --- what the caller learns -------------------------------------------------------------------------------
 
+
 def test_only_the_key_holder_learns_why_a_key_stopped_working(api, api_key):
     """A revoked or expired key says so only to a caller who sends its real secret: a guess at a prefix
     learns nothing (it gets the same answer as an unknown key)."""
@@ -252,6 +265,7 @@ def test_only_the_key_holder_learns_why_a_key_stopped_working(api, api_key):
 
 
 # --- credits grant ----------------------------------------------------------------------------------------
+
 
 def test_credits_grant_adds_a_ledger_entry_and_prints_the_balance(capsys, workspace):
     # given: the fixture granted 100
@@ -289,6 +303,7 @@ def test_credits_grant_unknown_workspace(db):
 
 
 # --- exit codes, as the shell sees them -------------------------------------------------------------------
+
 
 def test_errors_exit_non_zero_with_a_message(capsys, manage_py, workspace):
     assert manage_py("apikey", "revoke", "nope") == 1

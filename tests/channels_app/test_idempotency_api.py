@@ -57,6 +57,7 @@ def assert_books_balance(workspace: Workspace, *, balance: int) -> None:
 
 # --- replay ----------------------------------------------------------------------------------------------
 
+
 def test_replay_is_byte_identical_with_header_and_runs_nothing_again(api, workspace, agent_calls):
     # given
     first = api.post(idempotency_key=KEY)
@@ -73,7 +74,11 @@ def test_replay_is_byte_identical_with_header_and_runs_nothing_again(api, worksp
         assert replay.content == first.content
     assert len(agent_calls) == 1
     assert (inbound_count(), Message.objects.count(), Contact.objects.count(), Conversation.objects.count()) == (
-        1, 2, 1, 1)
+        1,
+        2,
+        1,
+        1,
+    )
     assert charges() == [-1]
     assert_books_balance(workspace, balance=99)
 
@@ -106,6 +111,7 @@ def test_idempotency_key_header_is_a_synonym(api, agent_calls):
 
 # --- reuse -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -122,8 +128,9 @@ def test_same_key_with_a_different_request_is_422(api, channel, agent_calls, cha
     other_channel = ChannelFactory(workspace=channel.workspace) if change.get("other_channel") else None
 
     # when
-    response = api.post(change.get("body", SEED_TEXT), idempotency_key=KEY,
-                        channel_id=other_channel.pk if other_channel else None)
+    response = api.post(
+        change.get("body", SEED_TEXT), idempotency_key=KEY, channel_id=other_channel.pk if other_channel else None
+    )
 
     # then
     assert response.status_code == 422
@@ -157,6 +164,7 @@ def test_same_key_in_two_workspaces_is_two_independent_requests(api, client, wor
 
 # --- the key itself --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "key",
     ["", "k" * 256, "clé-1", "emoji-\U0001f600", "tab\there", "new\nline", "nul\x00", "del\x7f", "esc\x1b[0m"],
@@ -185,6 +193,7 @@ def test_printable_ascii_keys_of_1_to_255_characters_are_accepted(api, key):
 
 # --- refused requests do not burn the key ----------------------------------------------------------------
 
+
 def _no_credits(api, workspace, channel):
     Workspace.objects.filter(pk=workspace.pk).update(credit_balance=0)
     return api.post(idempotency_key=KEY), lambda: credits_grant(workspace=workspace, amount=100)
@@ -205,8 +214,12 @@ def _invalid_body(api, workspace, channel):
 
 @pytest.mark.parametrize(
     ("refuse", "status", "code"),
-    [(_no_credits, 402, "insufficient_credits"), (_wrong_channel, 404, "channel_not_found"),
-     (_inactive_channel, 400, "channel_unavailable"), (_invalid_body, 400, "invalid_request")],
+    [
+        (_no_credits, 402, "insufficient_credits"),
+        (_wrong_channel, 404, "channel_not_found"),
+        (_inactive_channel, 400, "channel_unavailable"),
+        (_invalid_body, 400, "invalid_request"),
+    ],
     ids=["402", "404", "400-channel", "400-body"],
 )
 def test_refused_request_does_not_burn_the_key(api, workspace, channel, agent_calls, refuse, status, code):
@@ -227,6 +240,7 @@ def test_refused_request_does_not_burn_the_key(api, workspace, channel, agent_ca
 
 
 # --- in progress, and a dead request's key ---------------------------------------------------------------
+
 
 def test_same_key_while_the_first_is_in_flight_is_409_with_retry_after(api, channel, api_key, monkeypatch):
     # given: the agent, while answering the first request, sees a second request with the same key arrive
@@ -301,6 +315,7 @@ def test_a_dead_requests_key_is_taken_over_after_its_lock_expires(api, workspace
 
 # --- retry after an agent failure ------------------------------------------------------------------------
 
+
 @pytest.fixture
 def slow_then_fast_llm(httpserver, monkeypatch):
     """An OpenAI-compatible server that answers its first call only after the agent gave up (0.5 s),
@@ -314,9 +329,17 @@ def slow_then_fast_llm(httpserver, monkeypatch):
         if len(calls) == 1:
             release.wait(timeout=5)  # bounded, and set by the test, so the server thread is never stuck
         body = {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "test-model",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Refunds take 5 days."},
-                         "finish_reason": "stop"}],
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "test-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Refunds take 5 days."},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36},
         }
         return Response(json.dumps(body), content_type="application/json")
@@ -333,8 +356,13 @@ def test_retry_after_504_runs_the_agent_again_on_the_stored_message(
 ):
     # given: a channel whose agent is an OpenAI-compatible server that is too slow the first time
     calls, release = slow_then_fast_llm
-    agent = AIAgentFactory(workspace=workspace, provider="openai", base_url=httpserver.url_for("/v1"),
-                           model="test-model", timeout_seconds=0.5)
+    agent = AIAgentFactory(
+        workspace=workspace,
+        provider="openai",
+        base_url=httpserver.url_for("/v1"),
+        model="test-model",
+        timeout_seconds=0.5,
+    )
     api = Api(client, ChannelFactory(workspace=workspace, agent=agent), api_key)
 
     # when: the first attempt times out
@@ -386,13 +414,13 @@ def test_retry_after_502_reserves_credits_again_and_runs_the_agent(api, workspac
     retried = api.post(idempotency_key=KEY)
 
     assert failed.status_code == 502 and error_of(failed)["code"] == "agent_unavailable"
-    assert retried.status_code == 200 and retried.json()["messageId"] == Message.objects.get(
-        direction="INBOUND").pk
+    assert retried.status_code == 200 and retried.json()["messageId"] == Message.objects.get(direction="INBOUND").pk
     assert len(calls) == 2 and inbound_count() == 1 and charges() == [-1]
     assert_books_balance(workspace, balance=99)
 
 
 # --- retention -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("body", [SEED_TEXT, OTHER_TEXT], ids=["same-body", "other-body"])
 def test_a_key_past_its_retention_is_forgotten(api, agent_calls, body):

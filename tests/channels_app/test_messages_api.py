@@ -37,8 +37,12 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
     assert set(reply) == {"id", "type", "content", "createdAt"}
     assert reply["type"] == "TEXT" and reply["content"]["text"]["body"]
     assert ISO.match(reply["createdAt"])
-    assert body["usage"] == {"credits": 1, "balance": 99, "inputTokens": body["usage"]["inputTokens"],
-                             "outputTokens": body["usage"]["outputTokens"]}
+    assert body["usage"] == {
+        "credits": 1,
+        "balance": 99,
+        "inputTokens": body["usage"]["inputTokens"],
+        "outputTokens": body["usage"]["outputTokens"],
+    }
     assert body["usage"]["inputTokens"] > 0 and body["usage"]["outputTokens"] > 0
     # and the database holds what the response says
     contact = Contact.objects.get(pk=body["contactId"])
@@ -63,7 +67,10 @@ def test_same_contact_lands_in_same_contact_and_conversation(api):
     assert second["messageId"] != first["messageId"]
     assert Contact.objects.get().name == "User Name"  # the name is used when the contact is created
     assert list(Message.objects.order_by("seq", "part").values_list("seq", "part", "direction")) == [
-        (1, 0, "INBOUND"), (1, 1, "OUTBOUND"), (2, 0, "INBOUND"), (2, 1, "OUTBOUND"),
+        (1, 0, "INBOUND"),
+        (1, 1, "OUTBOUND"),
+        (2, 0, "INBOUND"),
+        (2, 1, "OUTBOUND"),
     ]
 
 
@@ -109,6 +116,7 @@ def test_long_answer_is_split_into_several_ai_messages_in_order(api, channel):
 
 # --- errors -----------------------------------------------------------------------------------------------
 
+
 def test_missing_api_key(api):
     response = api.post(key="")
     assert response.status_code == 401
@@ -147,8 +155,11 @@ def test_channel_of_another_workspace_is_not_found(api):
 
 @pytest.mark.parametrize(
     ("change", "reason"),
-    [({"is_active": False}, "inactive"), ({"agent": None}, "without_an_AI_agent"),
-     ({"type": Channel.Type.WHATSAPP}, "not_an_API_channel")],
+    [
+        ({"is_active": False}, "inactive"),
+        ({"agent": None}, "without_an_AI_agent"),
+        ({"type": Channel.Type.WHATSAPP}, "not_an_API_channel"),
+    ],
 )
 def test_channel_unavailable(api, channel, change, reason):
     Channel.objects.filter(pk=channel.pk).update(**change)
@@ -176,8 +187,7 @@ def test_channel_unavailable(api, channel, change, reason):
         ({**SEED_TEXT, "content": {"text": {"body": ""}}}, "content.text.body"),
         ({**SEED_TEXT, "content": {"text": {"body": "b" * 4097}}}, "content.text.body"),
         ({**SEED_TEXT, "content": {"text": {"bdy": "hi"}}}, "content.text.bdy"),
-        ({**SEED_TEXT, "type": "IMAGE", "content": {"image": {"url": "ftp://example.com/a.jpg"}}},
-         "content.image.url"),
+        ({**SEED_TEXT, "type": "IMAGE", "content": {"image": {"url": "ftp://example.com/a.jpg"}}}, "content.image.url"),
         ({**SEED_TEXT, "type": "DOCUMENT", "content": {"document": {"filename": "a.pdf"}}}, "content.document.url"),
     ],
 )
@@ -192,9 +202,13 @@ def test_invalid_request_names_the_field(api, body, field):
 
 @pytest.mark.parametrize(
     ("raw", "content_type", "field"),
-    [("{not json", "application/json", "body"), ("[1, 2]", "application/json", "body"),
-     ("", "application/json", "body"), (json.dumps(SEED_TEXT), "text/plain", "Content-Type"),
-     ("type=TEXT", "application/x-www-form-urlencoded", "Content-Type")],
+    [
+        ("{not json", "application/json", "body"),
+        ("[1, 2]", "application/json", "body"),
+        ("", "application/json", "body"),
+        (json.dumps(SEED_TEXT), "text/plain", "Content-Type"),
+        ("type=TEXT", "application/x-www-form-urlencoded", "Content-Type"),
+    ],
 )
 def test_malformed_body(api, raw, content_type, field):
     response = api.post(raw=raw, content_type=content_type)
@@ -257,8 +271,11 @@ def test_balance_equals_ledger_sum(api, workspace):
     for n in range(3):
         api.post({**SEED_TEXT, "content": {"text": {"body": f"message {n}"}}})
     workspace.refresh_from_db()
-    assert workspace.credit_balance == sum(UsageLedgerEntry.objects.filter(workspace=workspace)
-                                           .values_list("delta", flat=True)) == 97
+    assert (
+        workspace.credit_balance
+        == sum(UsageLedgerEntry.objects.filter(workspace=workspace).values_list("delta", flat=True))
+        == 97
+    )
 
 
 def test_hot_path_query_count_is_pinned(api, assert_statements):
@@ -288,8 +305,9 @@ def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monke
     original = BuiltinAgent.reply
 
     def spy(self, **kwargs):
-        seen.append({"in_transaction": connection.in_atomic_block,
-                     "connection_open": connection.connection is not None})
+        seen.append(
+            {"in_transaction": connection.in_atomic_block, "connection_open": connection.connection is not None}
+        )
         return original(self, **kwargs)
 
     monkeypatch.setattr(BuiltinAgent, "reply", spy)
@@ -299,8 +317,9 @@ def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monke
 
     # then
     assert response.status_code == 200
-    assert seen == [{"in_transaction": False,
-                     "connection_open": connection.vendor == "sqlite" and connection.is_in_memory_db()}]
+    assert seen == [
+        {"in_transaction": False, "connection_open": connection.vendor == "sqlite" and connection.is_in_memory_db()}
+    ]
 
 
 def test_agent_config_change_is_seen_at_once(api, channel):

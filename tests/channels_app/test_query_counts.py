@@ -30,9 +30,17 @@ IDEMPOTENT_REPLAY = 2
 
 def _completion() -> dict:
     return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "test-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Within 2 business days."},
-                     "finish_reason": "stop"}],
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "test-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Within 2 business days."},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36},
     }
 
@@ -42,12 +50,17 @@ def agent_api(request, client, workspace, api_key) -> Api:
     if request.param == "openai":
         httpserver: HTTPServer = request.getfixturevalue("httpserver")
         httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(_completion())
-        agent = AIAgentFactory(workspace=workspace, provider=AIAgent.Provider.OPENAI,
-                               base_url=httpserver.url_for("/v1"), model="test-model")
+        agent = AIAgentFactory(
+            workspace=workspace,
+            provider=AIAgent.Provider.OPENAI,
+            base_url=httpserver.url_for("/v1"),
+            model="test-model",
+        )
     else:
         agent = AIAgentFactory(workspace=workspace, provider=AIAgent.Provider.BUILTIN)
-        KnowledgeEntryFactory(agent=agent, question="How long does shipping take?",
-                              answer="Orders ship within 2 business days.")
+        KnowledgeEntryFactory(
+            agent=agent, question="How long does shipping take?", answer="Orders ship within 2 business days."
+        )
     api = Api(client, ChannelFactory(workspace=workspace, agent=agent), api_key)
     # the key's last-used stamp (at most one write a minute) and the built-in agent's knowledge cache are warm
     assert api.post({**SEED_TEXT, "contactIdentifier": "warm-up@example.com"}).status_code == 200

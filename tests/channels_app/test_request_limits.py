@@ -14,7 +14,11 @@ def chunked(client, channel, key, data: bytes):
     """As gunicorn hands Django a `Transfer-Encoding: chunked` body: no Content-Length, the decoded stream
     marked `wsgi.input_terminated`."""
     return client.generic(
-        "POST", URL.format(channel.pk), data=b"", HTTP_X_API_KEY=key, HTTP_TRANSFER_ENCODING="chunked",
+        "POST",
+        URL.format(channel.pk),
+        data=b"",
+        HTTP_X_API_KEY=key,
+        HTTP_TRANSFER_ENCODING="chunked",
         CONTENT_TYPE="application/json",
         **{"wsgi.input": io.BytesIO(data), "wsgi.input_terminated": True},
     )
@@ -28,7 +32,8 @@ def test_a_chunked_body_over_the_limit_is_413(client, channel, api_key, settings
 
     assert response.status_code == 413
     assert response.json()["error"] == {
-        "code": "payload_too_large", "details": {"limitBytes": 1024},
+        "code": "payload_too_large",
+        "details": {"limitBytes": 1024},
         "message": response.json()["error"]["message"],
     }
 
@@ -47,15 +52,18 @@ def test_a_body_over_the_limit_with_content_length_is_413(api, settings):
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
-@pytest.mark.parametrize("raw", [
-    "[" * 5000 + "]" * 5000,  # nested past the parser's recursion limit
-    '{"a": ' + "[" * 5000 + "]" * 5000 + "}",
-    "1" * 5000,  # an integer past Python's digit limit
-    '{"type": "TEXT", "contactIdentifier": "a", "content": {"text": {"body": "\\ud800"}}}',  # a lone surrogate
-    '{"type": "TEXT", "contactIdentifier": "a\\u0000b", "content": {"text": {"body": "hi"}}}',
-    '{"type": ["TEXT"], "contactIdentifier": "a", "content": {"text": {"body": "hi"}}}',
-    '{"type": "TEXT", "contactIdentifier": "a", "content": {"text": {"body": NaN}}}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 5000 + "]" * 5000,  # nested past the parser's recursion limit
+        '{"a": ' + "[" * 5000 + "]" * 5000 + "}",
+        "1" * 5000,  # an integer past Python's digit limit
+        '{"type": "TEXT", "contactIdentifier": "a", "content": {"text": {"body": "\\ud800"}}}',  # a lone surrogate
+        '{"type": "TEXT", "contactIdentifier": "a\\u0000b", "content": {"text": {"body": "hi"}}}',
+        '{"type": ["TEXT"], "contactIdentifier": "a", "content": {"text": {"body": "hi"}}}',
+        '{"type": "TEXT", "contactIdentifier": "a", "content": {"text": {"body": NaN}}}',
+    ],
+)
 def test_odd_json_is_400_not_500(api, raw):
     response = api.post(raw=raw)
 

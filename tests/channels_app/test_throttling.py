@@ -112,10 +112,13 @@ def test_idempotent_replays_count_like_any_request(api, workspace):
 def test_unreachable_cache_fails_open_with_a_warning(api, workspace, settings, caplog):
     # given: the rate limiter's Redis is down (nothing listens on port 1)
     limit(workspace, 1)
-    settings.CACHES = {"default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0",
-        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-    }}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
     from channels_app import throttling
 
     throttling._last_warning = float("-inf")

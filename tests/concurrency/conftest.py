@@ -86,8 +86,9 @@ def race_channel_factory(transactional_db):
         workspace = WorkspaceFactory()
         credits_grant(workspace=workspace, amount=credits, note="race test credits")
         channel = ChannelFactory(workspace=workspace)
-        KnowledgeEntryFactory(agent=channel.agent, question="Can I get a refund?",
-                              answer="Yes, within 30 days of purchase.")
+        KnowledgeEntryFactory(
+            agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
+        )
         return channel, api_key_for(workspace)[1]
 
     return make

@@ -19,9 +19,7 @@ def body(index: int) -> dict:
     return {**SEED_TEXT, "content": {"text": {"body": f"Question number {index}"}}}
 
 
-def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversation(
-    race_channel_factory, monkeypatch
-):
+def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversation(race_channel_factory, monkeypatch):
     # given: a contact the workspace has never seen, and a fast agent (the conversation's messages are
     # answered one after another, so a slow agent would only multiply the test's time)
     channel, key = race_channel_factory(credits=100)
@@ -34,8 +32,9 @@ def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversa
     responses = run_together(REQUESTS, lambda index, api: api.post(body(index)), channel=channel, key=key)
 
     # then: every message was accepted and answered
-    assert [r.status_code for r in responses] == [200] * REQUESTS, [r.content for r in responses
-                                                                    if r.status_code != 200][:3]
+    assert [r.status_code for r in responses] == [200] * REQUESTS, [
+        r.content for r in responses if r.status_code != 200
+    ][:3]
     bodies = [r.json() for r in responses]
     contact = Contact.objects.get()
     conversation = Conversation.objects.get()
@@ -46,8 +45,9 @@ def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversa
     # and each message is kept once, at its own position, without gaps
     inbound = list(Message.objects.filter(direction="INBOUND").order_by("seq"))
     assert [m.seq for m in inbound] == list(range(1, REQUESTS + 1))
-    assert sorted(m.content["text"]["body"] for m in inbound) == sorted(body(i)["content"]["text"]["body"]
-                                                                        for i in range(REQUESTS))
+    assert sorted(m.content["text"]["body"] for m in inbound) == sorted(
+        body(i)["content"]["text"]["body"] for i in range(REQUESTS)
+    )
     assert {m.pk for m in inbound} == {b["messageId"] for b in bodies}
     assert all(m.status == "ANSWERED" for m in inbound)
     replies = Message.objects.filter(direction="OUTBOUND")

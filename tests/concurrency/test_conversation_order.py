@@ -66,9 +66,17 @@ class RecordingLlm:
         time.sleep(AGENT_LATENCY)
         call.answered = time.monotonic()
         answer = {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "stand-in",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": f"Answer to {call.question}"}}],
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "stand-in",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"Answer to {call.question}"},
+                }
+            ],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         }
         return Response(json.dumps(answer), content_type="application/json")
@@ -96,8 +104,13 @@ def setup(llm_server):
     workspace = WorkspaceFactory()
     credits_grant(workspace=workspace, amount=100)
     agent = AIAgentFactory(
-        workspace=workspace, provider=AIAgent.Provider.OPENAI, base_url=llm_server.url_for("/v1"),
-        model="stand-in", api_key_env_var=KEY_VAR, instructions="", timeout_seconds=10,
+        workspace=workspace,
+        provider=AIAgent.Provider.OPENAI,
+        base_url=llm_server.url_for("/v1"),
+        model="stand-in",
+        api_key_env_var=KEY_VAR,
+        instructions="",
+        timeout_seconds=10,
     )
     channel = ChannelFactory(workspace=workspace, agent=agent)
     return channel, api_key_for(workspace)[1]
@@ -143,7 +156,10 @@ def test_two_messages_of_one_conversation_are_answered_in_order(setup, llm_serve
     assert second.arrived >= first.answered
     assert first.messages == [*earlier, user(first.question)]
     assert second.messages == [
-        *earlier, user(first.question), assistant(f"Answer to {first.question}"), user(second.question),
+        *earlier,
+        user(first.question),
+        assistant(f"Answer to {first.question}"),
+        user(second.question),
     ]
     # and the transcript reads in the same order
     transcript = [m.content["text"]["body"] for m in Message.objects.order_by("seq", "part")]

@@ -44,8 +44,9 @@ def test_fifty_posts_with_one_key_make_one_message_one_agent_call_one_charge(rac
     in_progress = [r for r in others if r.status_code == 409]
     assert len(replays) + len(in_progress) == REQUESTS - 1, sorted({r.status_code for r in others})
     assert all(r["Idempotent-Replayed"] == "true" and r.content == first.content for r in replays)
-    assert all(r.json()["error"]["code"] == "idempotency_in_progress" and int(r["Retry-After"]) >= 1
-               for r in in_progress)
+    assert all(
+        r.json()["error"]["code"] == "idempotency_in_progress" and int(r["Retry-After"]) >= 1 for r in in_progress
+    )
     assert in_progress, "the requests did not overlap: the test proved nothing about the in-progress case"
 
     # and the database holds one of everything
@@ -118,7 +119,10 @@ def test_a_request_that_outlived_its_lock_records_nothing_while_the_retry_that_t
     assert (workspace.credit_balance, workspace.credit_reserved, ledger) == (99, 0, 99)
     replay = Api(Client(), channel, key).post(idempotency_key=KEY)
     assert (replay.status_code, replay.content, replay["Idempotent-Replayed"]) == (
-        200, responses["retry"].content, "true")
+        200,
+        responses["retry"].content,
+        "true",
+    )
 
 
 class ProcessDied(BaseException):

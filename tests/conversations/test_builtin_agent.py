@@ -4,10 +4,24 @@ from conversations.agents.base import AgentConfig, HistoryItem, split_reply
 from conversations.agents.builtin import BuiltinAgent, rank_knowledge
 
 AGENT = AgentConfig(
-    id="ag_1", name="Agent", instructions="", provider="builtin", model="", base_url="", api_key_env_var="",
-    temperature=None, max_output_tokens=None, timeout_seconds=60, transcribe_audio=False,
-    greeting_text="Hello! How can I help?", fallback_text="Sorry, I don't know.", split_threshold_chars=600,
-    history_max_messages=20, history_max_chars=12000, credit_cost_per_reply=1, credit_cost_per_1k_tokens=0,
+    id="ag_1",
+    name="Agent",
+    instructions="",
+    provider="builtin",
+    model="",
+    base_url="",
+    api_key_env_var="",
+    temperature=None,
+    max_output_tokens=None,
+    timeout_seconds=60,
+    transcribe_audio=False,
+    greeting_text="Hello! How can I help?",
+    fallback_text="Sorry, I don't know.",
+    split_threshold_chars=600,
+    history_max_messages=20,
+    history_max_chars=12000,
+    credit_cost_per_reply=1,
+    credit_cost_per_1k_tokens=0,
     knowledge=(
         ("What are your opening hours?", "We open at 9."),
         ("How do I reset my password?", "Use the reset link."),
@@ -45,10 +59,18 @@ def test_greets_and_falls_back():
 
 
 def test_media_is_acknowledged_by_type_and_caption():
-    image = [HistoryItem(role="user", type="IMAGE",
-                         content={"image": {"url": "https://example.com/a.jpg", "caption": "my receipt"}})]
-    document = [HistoryItem(role="user", type="DOCUMENT",
-                            content={"document": {"url": "https://example.com/a.pdf", "filename": "a.pdf"}})]
+    image = [
+        HistoryItem(
+            role="user", type="IMAGE", content={"image": {"url": "https://example.com/a.jpg", "caption": "my receipt"}}
+        )
+    ]
+    document = [
+        HistoryItem(
+            role="user",
+            type="DOCUMENT",
+            content={"document": {"url": "https://example.com/a.pdf", "filename": "a.pdf"}},
+        )
+    ]
     assert answer(AGENT, image) == ["Thanks, I received your image: \u201cmy receipt\u201d."]
     assert answer(AGENT, document) == ['Thanks, I received your document "a.pdf".']
 

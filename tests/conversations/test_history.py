@@ -31,18 +31,46 @@ def conversation_with(turns: int, *, identifier: str = "user@example.com") -> tu
     channel = ChannelFactory()
     contact = Contact.objects.create(workspace=channel.workspace, identifier=identifier)
     conversation = Conversation.objects.create(
-        workspace=channel.workspace, channel=channel, contact=contact, agent=channel.agent, last_seq=turns + 1,
+        workspace=channel.workspace,
+        channel=channel,
+        contact=contact,
+        agent=channel.agent,
+        last_seq=turns + 1,
     )
     rows = []
     for seq in range(1, turns + 1):
-        rows.append(Message(conversation=conversation, seq=seq, part=0, direction="INBOUND", type="TEXT",
-                            content=body(f"q{seq:05d}"), status="ANSWERED"))
-        rows.append(Message(conversation=conversation, seq=seq, part=1, direction="OUTBOUND", type="TEXT",
-                            content=body(f"a{seq:05d}"), status="SENT"))
+        rows.append(
+            Message(
+                conversation=conversation,
+                seq=seq,
+                part=0,
+                direction="INBOUND",
+                type="TEXT",
+                content=body(f"q{seq:05d}"),
+                status="ANSWERED",
+            )
+        )
+        rows.append(
+            Message(
+                conversation=conversation,
+                seq=seq,
+                part=1,
+                direction="OUTBOUND",
+                type="TEXT",
+                content=body(f"a{seq:05d}"),
+                status="SENT",
+            )
+        )
     Message.objects.bulk_create(rows, batch_size=2000)
     message = Message.objects.create(
-        conversation=conversation, seq=turns + 1, part=0, direction="INBOUND", type="TEXT",
-        content=body("new message"), status="PENDING", lease_until=timezone.now() + timedelta(minutes=2),
+        conversation=conversation,
+        seq=turns + 1,
+        part=0,
+        direction="INBOUND",
+        type="TEXT",
+        content=body("new message"),
+        status="PENDING",
+        lease_until=timezone.now() + timedelta(minutes=2),
     )
     return conversation, message
 
@@ -61,7 +89,10 @@ def test_history_is_the_conversation_oldest_first_then_the_new_message(db):
     _, message = conversation_with(2)
 
     assert seen(message) == [
-        ("user", "q00001"), ("assistant", "a00001"), ("user", "q00002"), ("assistant", "a00002"),
+        ("user", "q00001"),
+        ("assistant", "a00001"),
+        ("user", "q00002"),
+        ("assistant", "a00002"),
         ("user", "new message"),
     ]
 
@@ -118,11 +149,24 @@ def test_failed_and_abandoned_messages_are_left_out(db):
     conversation, message = conversation_with(1)
     Message.objects.filter(pk=message.pk).update(seq=4)
     message.refresh_from_db()
-    Message.objects.create(conversation=conversation, seq=2, direction="INBOUND", type="TEXT",
-                           content=body("failed one"), status="FAILED", error_code="agent_unavailable")
-    Message.objects.create(conversation=conversation, seq=3, direction="INBOUND", type="TEXT",
-                           content=body("abandoned"), status="PENDING",
-                           lease_until=timezone.now() - timedelta(seconds=1))
+    Message.objects.create(
+        conversation=conversation,
+        seq=2,
+        direction="INBOUND",
+        type="TEXT",
+        content=body("failed one"),
+        status="FAILED",
+        error_code="agent_unavailable",
+    )
+    Message.objects.create(
+        conversation=conversation,
+        seq=3,
+        direction="INBOUND",
+        type="TEXT",
+        content=body("abandoned"),
+        status="PENDING",
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
 
     assert seen(message) == [("user", "q00001"), ("assistant", "a00001"), ("user", "new message")]
 
@@ -131,9 +175,15 @@ def test_an_earlier_message_still_being_answered_holds_the_turn(db):
     conversation, message = conversation_with(1)
     Message.objects.filter(pk=message.pk).update(seq=3)
     message.refresh_from_db()
-    Message.objects.create(conversation=conversation, seq=2, direction="INBOUND", type="TEXT",
-                           content=body("in flight"), status="PENDING",
-                           lease_until=timezone.now() + timedelta(seconds=30))
+    Message.objects.create(
+        conversation=conversation,
+        seq=2,
+        direction="INBOUND",
+        type="TEXT",
+        content=body("in flight"),
+        status="PENDING",
+        lease_until=timezone.now() + timedelta(seconds=30),
+    )
 
     with pytest.raises(TurnNotReady):
         seen(message)
@@ -163,7 +213,7 @@ def test_history_is_one_query_whatever_the_conversations_length(db):
 @pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
     reason="needs PostgreSQL (set DATABASE_URL=postgres://...): the plan checked here is PostgreSQL's; "
-           "SQLite's planner and EXPLAIN output are different things",
+    "SQLite's planner and EXPLAIN output are different things",
 )
 def test_history_query_reads_the_position_index_backwards_on_postgresql(db):
     # given: a long conversation among others, with fresh statistics

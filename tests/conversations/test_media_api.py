@@ -58,26 +58,52 @@ def chat_requests(httpserver) -> list[dict]:
 @pytest.fixture
 def llm_api(client, workspace, api_key, httpserver):
     """The API with an `openai` agent whose endpoint is the same loopback server that serves the media."""
-    agent = AIAgentFactory(workspace=workspace, provider="openai", base_url=httpserver.url_for("/v1"),
-                           model="test-model", instructions="You are the shop's assistant.")
+    agent = AIAgentFactory(
+        workspace=workspace,
+        provider="openai",
+        base_url=httpserver.url_for("/v1"),
+        model="test-model",
+        instructions="You are the shop's assistant.",
+    )
     return Api(client, ChannelFactory(workspace=workspace, agent=agent), api_key)
 
 
 # --- each type accepted ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "data", "fields", "mime_type", "acknowledgement"), [
-    pytest.param("IMAGE", png_bytes(), {"caption": "My receipt"}, "image/png",
-                 "Thanks, I received your image: \u201cMy receipt\u201d.", id="png"),
-    pytest.param("AUDIO", wav_bytes(), {}, "audio/x-wav", "Thanks, I received your audio.", id="wav"),
-    pytest.param("VIDEO", mp4_bytes(), {"caption": "Unboxing"}, "video/mp4",
-                 "Thanks, I received your video: \u201cUnboxing\u201d.", id="mp4"),
-    pytest.param("DOCUMENT", pdf_bytes(PDF_TEXT), {"filename": "invoice.pdf", "caption": "My invoice"},
-                 "application/pdf", "Thanks, I received your document \"invoice.pdf\": \u201cMy invoice\u201d.",
-                 id="pdf"),
-])
-def test_each_media_type_is_accepted_end_to_end(api, httpserver, workspace, kind, data, fields, mime_type,
-                                                 acknowledgement):
+@pytest.mark.parametrize(
+    ("kind", "data", "fields", "mime_type", "acknowledgement"),
+    [
+        pytest.param(
+            "IMAGE",
+            png_bytes(),
+            {"caption": "My receipt"},
+            "image/png",
+            "Thanks, I received your image: \u201cMy receipt\u201d.",
+            id="png",
+        ),
+        pytest.param("AUDIO", wav_bytes(), {}, "audio/x-wav", "Thanks, I received your audio.", id="wav"),
+        pytest.param(
+            "VIDEO",
+            mp4_bytes(),
+            {"caption": "Unboxing"},
+            "video/mp4",
+            "Thanks, I received your video: \u201cUnboxing\u201d.",
+            id="mp4",
+        ),
+        pytest.param(
+            "DOCUMENT",
+            pdf_bytes(PDF_TEXT),
+            {"filename": "invoice.pdf", "caption": "My invoice"},
+            "application/pdf",
+            'Thanks, I received your document "invoice.pdf": \u201cMy invoice\u201d.',
+            id="pdf",
+        ),
+    ],
+)
+def test_each_media_type_is_accepted_end_to_end(
+    api, httpserver, workspace, kind, data, fields, mime_type, acknowledgement
+):
     # given
     url = serve(httpserver, "/files/upload", data)
 
@@ -91,15 +117,18 @@ def test_each_media_type_is_accepted_end_to_end(api, httpserver, workspace, kind
     assert body["usage"]["credits"] == 1
     inbound = Message.objects.get(pk=body["messageId"])
     assert (inbound.status, inbound.type, inbound.media_mime_type, inbound.media_size) == (
-        "ANSWERED", kind, mime_type, len(data))
+        "ANSWERED",
+        kind,
+        mime_type,
+        len(data),
+    )
     asset = inbound.media_asset
     assert (asset.url, asset.mime_type, asset.size, asset.workspace_id) == (url, mime_type, len(data), workspace.pk)
     assert asset.sha256 == hashlib.sha256(data).hexdigest()
     assert asset.file.name.startswith(f"media/{asset.sha256[:2]}/{asset.sha256}")
     with default_storage.open(asset.file.name, "rb") as stored:
         assert stored.read() == data
-    assert asset.expires_at == pytest.approx(asset.created_at + timedelta(hours=24),
-                                             abs=timedelta(seconds=5))
+    assert asset.expires_at == pytest.approx(asset.created_at + timedelta(hours=24), abs=timedelta(seconds=5))
     if kind == "DOCUMENT":
         assert PDF_TEXT in asset.text
 
@@ -131,7 +160,8 @@ def _name_resolving_to_loopback(httpserver, settings):
 def _redirect_to_private(httpserver, settings):
     settings.MEDIA_ALLOW_PRIVATE_HOSTS = ["localhost"]  # the name only: 127.0.0.2 is not allowed
     httpserver.expect_request("/start").respond_with_response(
-        Response(status=302, headers={"Location": f"http://127.0.0.2:{httpserver.port}/secret.png"}))
+        Response(status=302, headers={"Location": f"http://127.0.0.2:{httpserver.port}/secret.png"})
+    )
     return media_message("IMAGE", httpserver.url_for("/start"))
 
 
@@ -139,23 +169,52 @@ def _type_mismatch(httpserver, settings):
     return media_message("IMAGE", serve(httpserver, "/photo.png", pdf_bytes("not a picture")))
 
 
-@pytest.mark.parametrize(("make_request", "status", "code", "details"), [
-    pytest.param(_too_large, 413, "media_too_large", {"field": "content.image.url", "limitBytes": 100},
-                 id="too-large"),
-    pytest.param(_not_found, 400, "media_unreachable",
-                 {"field": "content.image.url", "reason": "http_status", "status": 404}, id="http-404"),
-    pytest.param(_loopback_not_allowed, 400, "media_url_not_allowed",
-                 {"field": "content.image.url", "reason": "address"}, id="loopback-address"),
-    pytest.param(_name_resolving_to_loopback, 400, "media_url_not_allowed",
-                 {"field": "content.image.url", "reason": "address"}, id="name-resolving-to-loopback"),
-    pytest.param(_redirect_to_private, 400, "media_url_not_allowed",
-                 {"field": "content.image.url", "reason": "address"}, id="redirect-to-private"),
-    pytest.param(_type_mismatch, 400, "media_type_mismatch",
-                 {"field": "content.image.url", "declaredType": "IMAGE", "detectedMimeType": "application/pdf"},
-                 id="type-mismatch"),
-])
-def test_media_errors_answer_the_contract_and_keep_the_message(api, httpserver, settings, workspace,
-                                                               make_request, status, code, details):
+@pytest.mark.parametrize(
+    ("make_request", "status", "code", "details"),
+    [
+        pytest.param(
+            _too_large, 413, "media_too_large", {"field": "content.image.url", "limitBytes": 100}, id="too-large"
+        ),
+        pytest.param(
+            _not_found,
+            400,
+            "media_unreachable",
+            {"field": "content.image.url", "reason": "http_status", "status": 404},
+            id="http-404",
+        ),
+        pytest.param(
+            _loopback_not_allowed,
+            400,
+            "media_url_not_allowed",
+            {"field": "content.image.url", "reason": "address"},
+            id="loopback-address",
+        ),
+        pytest.param(
+            _name_resolving_to_loopback,
+            400,
+            "media_url_not_allowed",
+            {"field": "content.image.url", "reason": "address"},
+            id="name-resolving-to-loopback",
+        ),
+        pytest.param(
+            _redirect_to_private,
+            400,
+            "media_url_not_allowed",
+            {"field": "content.image.url", "reason": "address"},
+            id="redirect-to-private",
+        ),
+        pytest.param(
+            _type_mismatch,
+            400,
+            "media_type_mismatch",
+            {"field": "content.image.url", "declaredType": "IMAGE", "detectedMimeType": "application/pdf"},
+            id="type-mismatch",
+        ),
+    ],
+)
+def test_media_errors_answer_the_contract_and_keep_the_message(
+    api, httpserver, settings, workspace, make_request, status, code, details
+):
     # given
     body = make_request(httpserver, settings)
 
@@ -170,7 +229,11 @@ def test_media_errors_answer_the_contract_and_keep_the_message(api, httpserver, 
     # the message is kept as FAILED, its credits released, nothing charged, nothing cached, the key freed
     inbound = Message.objects.get()
     assert (inbound.status, inbound.error_code, inbound.credits_reserved, inbound.media_asset) == (
-        "FAILED", code, 0, None)
+        "FAILED",
+        code,
+        0,
+        None,
+    )
     assert not Message.objects.filter(direction="OUTBOUND").exists()
     workspace.refresh_from_db()
     assert (workspace.credit_balance, workspace.credit_reserved) == (100, 0)
@@ -236,7 +299,7 @@ def test_an_image_reaches_the_agent_as_a_data_url(llm_api, httpserver):
     assert text_part == {"type": "text", "text": "What is this?"}
     prefix = "data:image/png;base64,"
     assert image_part["type"] == "image_url" and image_part["image_url"]["url"].startswith(prefix)
-    assert base64.b64decode(image_part["image_url"]["url"][len(prefix):]) == png_bytes()
+    assert base64.b64decode(image_part["image_url"]["url"][len(prefix) :]) == png_bytes()
 
 
 def test_audio_is_transcribed_when_the_agent_asks_for_it(llm_api, httpserver):
@@ -244,7 +307,8 @@ def test_audio_is_transcribed_when_the_agent_asks_for_it(llm_api, httpserver):
     llm_api.channel.agent.transcribe_audio = True
     llm_api.channel.agent.save()
     httpserver.expect_request("/v1/audio/transcriptions", method="POST").respond_with_json(
-        {"text": "Where is my order?"})
+        {"text": "Where is my order?"}
+    )
     httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("On its way."))
     url = serve(httpserver, "/voice/note.wav", wav_bytes())
 
@@ -259,8 +323,9 @@ def test_audio_is_transcribed_when_the_agent_asks_for_it(llm_api, httpserver):
     assert sent["messages"][-1]["content"] == "[Audio transcription]: Where is my order?"
 
 
-def test_a_failed_transcription_is_an_agent_failure_and_the_file_stays_cached(llm_api, httpserver, workspace,
-                                                                           monkeypatch):
+def test_a_failed_transcription_is_an_agent_failure_and_the_file_stays_cached(
+    llm_api, httpserver, workspace, monkeypatch
+):
     # given: the provider has no transcription endpoint
     monkeypatch.setattr(openai_agent, "MAX_RETRIES", 0)
     llm_api.channel.agent.transcribe_audio = True
@@ -304,7 +369,8 @@ def test_audio_without_transcription_and_video_are_described_to_the_agent(llm_ap
     first, second = chat_requests(httpserver)
     assert first["messages"][-1]["content"] == f'[Audio "note.wav" (audio/x-wav, {_human_size(len(wav_bytes()))})]'
     assert second["messages"][-1]["content"] == (
-        f'[Video "unboxing.mp4" (video/mp4, {_human_size(len(mp4_bytes()))}): It arrived broken]')
+        f'[Video "unboxing.mp4" (video/mp4, {_human_size(len(mp4_bytes()))}): It arrived broken]'
+    )
 
 
 # --- the cache -------------------------------------------------------------------------------------------
@@ -323,7 +389,9 @@ def test_the_same_url_is_downloaded_once_while_cached(api, httpserver):
     assert hits(httpserver, "/cached.png") == 1
     asset = MediaAsset.objects.get()
     assert list(Message.objects.filter(direction="INBOUND").values_list("media_asset", "media_mime_type")) == [
-        (asset.pk, "image/png"), (asset.pk, "image/png")]
+        (asset.pk, "image/png"),
+        (asset.pk, "image/png"),
+    ]
 
 
 def test_an_expired_asset_is_downloaded_again(api, httpserver):
@@ -400,8 +468,9 @@ def test_no_transaction_or_connection_is_held_during_the_download(client, httpse
     original = pipeline.media_download
 
     def spy(**kwargs):
-        seen.append({"in_transaction": connection.in_atomic_block,
-                     "connection_open": connection.connection is not None})
+        seen.append(
+            {"in_transaction": connection.in_atomic_block, "connection_open": connection.connection is not None}
+        )
         return original(**kwargs)
 
     monkeypatch.setattr(pipeline, "media_download", spy)
@@ -411,8 +480,9 @@ def test_no_transaction_or_connection_is_held_during_the_download(client, httpse
 
     # then
     assert response.status_code == 200, response.content
-    assert seen == [{"in_transaction": False,
-                     "connection_open": connection.vendor == "sqlite" and connection.is_in_memory_db()}]
+    assert seen == [
+        {"in_transaction": False, "connection_open": connection.vendor == "sqlite" and connection.is_in_memory_db()}
+    ]
 
 
 def test_downloads_are_measured_by_outcome(api, httpserver):

@@ -92,12 +92,15 @@ def drip(conn, stop, *, head: bytes, byte: bytes = b"x", every: float = 0.3, cou
 # --- success ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "declared_type"), [
-    pytest.param(png_bytes(), "IMAGE", id="png"),
-    pytest.param(wav_bytes(), "AUDIO", id="wav"),
-    pytest.param(mp4_bytes(), "VIDEO", id="mp4"),
-    pytest.param(pdf_bytes("Order 1042"), "DOCUMENT", id="pdf"),
-])
+@pytest.mark.parametrize(
+    ("data", "declared_type"),
+    [
+        pytest.param(png_bytes(), "IMAGE", id="png"),
+        pytest.param(wav_bytes(), "AUDIO", id="wav"),
+        pytest.param(mp4_bytes(), "VIDEO", id="mp4"),
+        pytest.param(pdf_bytes("Order 1042"), "DOCUMENT", id="pdf"),
+    ],
+)
 def test_each_media_type_is_downloaded_and_accepted(httpserver, loopback_allowed, data, declared_type):
     # given
     httpserver.expect_request("/media").respond_with_data(data, content_type="application/octet-stream")
@@ -117,8 +120,7 @@ def test_each_media_type_is_downloaded_and_accepted(httpserver, loopback_allowed
 
 
 def test_pdf_text_is_read_from_a_downloaded_document(httpserver, loopback_allowed):
-    httpserver.expect_request("/doc.pdf").respond_with_data(pdf_bytes("Refund request"),
-                                                            content_type="application/pdf")
+    httpserver.expect_request("/doc.pdf").respond_with_data(pdf_bytes("Refund request"), content_type="application/pdf")
 
     media = media_download(url=httpserver.url_for("/doc.pdf"))
 
@@ -136,8 +138,7 @@ def test_three_redirects_are_followed(httpserver, loopback_allowed):
     assert media.final_url == httpserver.url_for("/d")
 
 
-def test_connection_goes_to_the_checked_address_with_the_name_in_the_host_header(
-        httpserver, settings, monkeypatch):
+def test_connection_goes_to_the_checked_address_with_the_name_in_the_host_header(httpserver, settings, monkeypatch):
     # given: a name only our fake resolver knows, pointing at the test server
     real_getaddrinfo = socket.getaddrinfo
 
@@ -148,8 +149,9 @@ def test_connection_goes_to_the_checked_address_with_the_name_in_the_host_header
 
     monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
     settings.MEDIA_ALLOW_PRIVATE_HOSTS = ["127.0.0.0/8"]
-    httpserver.expect_request("/file", headers={"Host": f"media.example:{httpserver.port}"}) \
-        .respond_with_data(b"pinned")
+    httpserver.expect_request("/file", headers={"Host": f"media.example:{httpserver.port}"}).respond_with_data(
+        b"pinned"
+    )
 
     # when
     media = media_download(url=f"http://media.example:{httpserver.port}/file")
@@ -184,12 +186,15 @@ def test_a_name_resolving_to_loopback_is_refused_without_the_allow_list(httpserv
     assert httpserver.log == []
 
 
-@pytest.mark.parametrize("target", [
-    "http://127.0.0.2:{port}/x",  # loopback, but not the allowed name
-    "http://169.254.169.254/latest/meta-data/",  # cloud metadata, even inside an allowed network
-    "http://[::ffff:127.0.0.1]:{port}/x",
-    "http://10.0.0.1/x",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.2:{port}/x",  # loopback, but not the allowed name
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata, even inside an allowed network
+        "http://[::ffff:127.0.0.1]:{port}/x",
+        "http://10.0.0.1/x",
+    ],
+)
 def test_a_redirect_from_an_allowed_host_to_a_private_address_is_refused(httpserver, settings, target):
     # given: only the name "localhost" is allowed
     settings.MEDIA_ALLOW_PRIVATE_HOSTS = ["localhost", "169.254.0.0/16"]
@@ -204,30 +209,61 @@ def test_a_redirect_from_an_allowed_host_to_a_private_address_is_refused(httpser
 
 def test_a_name_with_one_private_address_among_public_ones_is_refused(settings, monkeypatch):
     settings.MEDIA_ALLOW_PRIVATE_HOSTS = []
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
-        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port)),
-        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
-    ])
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
+        ],
+    )
 
     with pytest.raises(MediaUrlNotAllowed):
         media_download(url="http://mixed.example/file")
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "127.8.8.8", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "169.254.1.1",
-    "169.254.170.2", "100.64.0.1", "100.127.255.254", "0.0.0.0", "224.0.0.1", "239.255.255.250",
-    "240.0.0.1", "255.255.255.255", "192.0.0.192", "198.18.0.1", "192.0.2.1",
-    "::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1", "fec0::1", "2001:db8::1",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::ffff:100.64.0.1",
-    "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
-    "2002:a9fe:a9fe::1",  # 6to4 of the metadata address
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.8.8",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "169.254.1.1",
+        "169.254.170.2",
+        "100.64.0.1",
+        "100.127.255.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.0.192",
+        "198.18.0.1",
+        "192.0.2.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "fd00:ec2::254",
+        "ff02::1",
+        "fec0::1",
+        "2001:db8::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::ffff:169.254.169.254",
+        "::ffff:100.64.0.1",
+        "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
+        "2002:a9fe:a9fe::1",  # 6to4 of the metadata address
+    ],
+)
 def test_non_public_addresses_are_refused(address):
     assert not address_is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.215.14", "2606:4700:4700::1111",
-                                     "::ffff:8.8.8.8"])
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.215.14", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
 def test_public_addresses_pass(address):
     assert address_is_public(ipaddress.ip_address(address))
 
@@ -249,11 +285,14 @@ def test_allow_list_takes_names_and_networks_but_never_metadata(settings):
 # --- refused URLs -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", [
-    "http://user:secret@127.0.0.1:{port}/x",
-    "http://user@localhost:{port}/x",
-    "http://:secret@localhost:{port}/x",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:secret@127.0.0.1:{port}/x",
+        "http://user@localhost:{port}/x",
+        "http://:secret@localhost:{port}/x",
+    ],
+)
 def test_credentials_in_the_url_are_refused(httpserver, loopback_allowed, url):
     httpserver.expect_request("/x").respond_with_data(b"data")
 
@@ -264,8 +303,9 @@ def test_credentials_in_the_url_are_refused(httpserver, loopback_allowed, url):
     assert httpserver.log == []
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/file.pdf", "file:///etc/passwd", "gopher://localhost/",
-                                 "example.com/image.png"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/file.pdf", "file:///etc/passwd", "gopher://localhost/", "example.com/image.png"]
+)
 def test_schemes_other_than_http_and_https_are_refused(loopback_allowed, url):
     with pytest.raises(MediaUrlNotAllowed) as caught:
         media_download(url=url)
@@ -396,11 +436,14 @@ def test_a_server_dripping_the_body_is_cut_at_the_whole_download_deadline(loopba
     assert elapsed < 3
 
 
-@pytest.mark.parametrize("head", [
-    pytest.param(b"HTTP/1.1 200 OK\r\nX-Slow: ", id="header-line"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", id="chunk-size-line"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", id="close-delimited-body"),
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-Slow: ", id="header-line"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", id="chunk-size-line"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", id="close-delimited-body"),
+    ],
+)
 def test_a_server_dripping_anything_is_cut_at_the_deadline(loopback_allowed, head):
     loopback_allowed.MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 0.5
     byte = b"0" if b"chunked" in head else b"x"
@@ -435,9 +478,30 @@ def tls_certificate(tmp_path_factory):
         pytest.skip("the TLS tests need the openssl command to make a certificate")
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(cert), str(key)
 
 
@@ -461,7 +525,8 @@ def test_an_untrusted_certificate_is_refused(tls_server, loopback_allowed):
 
 
 def test_tls_checks_the_url_name_although_it_connects_to_the_checked_address(
-        tls_server, tls_certificate, loopback_allowed, monkeypatch):
+    tls_server, tls_certificate, loopback_allowed, monkeypatch
+):
     # given: the test certificate is trusted (requests reads this path on each request)
     monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", tls_certificate[0])
 

@@ -15,26 +15,43 @@ from conversations.media.inspect import document_extract_text, media_check_type,
 
 def png_bytes() -> bytes:
     """A 1x1 RGB PNG."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         checksum = struct.pack(">I", zlib.crc32(kind + payload))
         return struct.pack(">I", len(payload)) + kind + payload + checksum
+
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def gif_bytes() -> bytes:
     """A 1x1 GIF."""
-    return (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-            b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+    return (
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+        b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
 
 
 def wav_bytes() -> bytes:
     """0.1 s of 8 kHz 16-bit mono silence."""
     pcm = b"\x00\x00" * 800
     fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
-    return (b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-            + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(pcm))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(pcm))
+        + pcm
+    )
 
 
 def mp4_bytes(brand: bytes = b"isom") -> bytes:
@@ -50,13 +67,16 @@ def pdf_bytes(*pages: str) -> bytes:
     font_id = 3 + 2 * count
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % (3 + 2 * i) for i in range(count))
+        b"<< /Type /Pages /Kids ["
+        + b" ".join(b"%d 0 R" % (3 + 2 * i) for i in range(count))
         + b"] /Count %d >>" % count,
     ]
     for index, text in enumerate(pages):
         stream = b"BT /F1 12 Tf 72 720 Td (" + text.encode("latin-1") + b") Tj ET"
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
-                       b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (4 + 2 * index, font_id))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+            b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (4 + 2 * index, font_id)
+        )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     out = bytearray(b"%PDF-1.4\n")
@@ -95,18 +115,21 @@ CSV = b"sku,quantity,price\nA-1,2,9.90\nB-7,1,24.00\n"
 # --- sniffing and accepted types ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "declared_type", "filename"), [
-    pytest.param(png_bytes(), "IMAGE", "", id="png"),
-    pytest.param(gif_bytes(), "IMAGE", "", id="gif"),
-    pytest.param(wav_bytes(), "AUDIO", "", id="wav"),
-    pytest.param(mp4_bytes(b"M4A "), "AUDIO", "", id="m4a"),  # audio/x-m4a
-    pytest.param(mp4_bytes(), "AUDIO", "", id="mp4-audio"),  # video/mp4: an m4a with a generic brand
-    pytest.param(mp4_bytes(), "VIDEO", "", id="mp4"),
-    pytest.param(pdf_bytes(), "DOCUMENT", "", id="pdf"),
-    pytest.param(TEXT, "DOCUMENT", "", id="txt"),
-    pytest.param(CSV, "DOCUMENT", "prices.csv", id="csv"),
-    pytest.param(docx_bytes(), "DOCUMENT", "letter.docx", id="docx"),
-])
+@pytest.mark.parametrize(
+    ("data", "declared_type", "filename"),
+    [
+        pytest.param(png_bytes(), "IMAGE", "", id="png"),
+        pytest.param(gif_bytes(), "IMAGE", "", id="gif"),
+        pytest.param(wav_bytes(), "AUDIO", "", id="wav"),
+        pytest.param(mp4_bytes(b"M4A "), "AUDIO", "", id="m4a"),  # audio/x-m4a
+        pytest.param(mp4_bytes(), "AUDIO", "", id="mp4-audio"),  # video/mp4: an m4a with a generic brand
+        pytest.param(mp4_bytes(), "VIDEO", "", id="mp4"),
+        pytest.param(pdf_bytes(), "DOCUMENT", "", id="pdf"),
+        pytest.param(TEXT, "DOCUMENT", "", id="txt"),
+        pytest.param(CSV, "DOCUMENT", "prices.csv", id="csv"),
+        pytest.param(docx_bytes(), "DOCUMENT", "letter.docx", id="docx"),
+    ],
+)
 def test_real_files_are_accepted_for_their_type(data, declared_type, filename):
     mime_type = media_sniff(data=data)
 
@@ -122,27 +145,33 @@ def test_sniff_names_the_files():
     assert media_sniff(data=b"") == "application/x-empty"
 
 
-@pytest.mark.parametrize(("mime_type", "filename"), [
-    ("application/zip", "report.docx"),
-    ("application/zip", "budget.ODS"),
-    ("application/octet-stream", "sheet.xlsx"),  # libmagic's "Microsoft OOXML" without a MIME type
-    ("application/CDFV2", "old.doc"),
-    ("text/x-c", "notes.txt"),  # libmagic guessing a language for plain text
-    ("text/plain; charset=us-ascii", ""),
-])
+@pytest.mark.parametrize(
+    ("mime_type", "filename"),
+    [
+        ("application/zip", "report.docx"),
+        ("application/zip", "budget.ODS"),
+        ("application/octet-stream", "sheet.xlsx"),  # libmagic's "Microsoft OOXML" without a MIME type
+        ("application/CDFV2", "old.doc"),
+        ("text/x-c", "notes.txt"),  # libmagic guessing a language for plain text
+        ("text/plain; charset=us-ascii", ""),
+    ],
+)
 def test_containers_are_accepted_when_the_file_name_says_which_document(mime_type, filename):
     media_check_type(declared_type="DOCUMENT", mime_type=mime_type, filename=filename)
 
 
-@pytest.mark.parametrize(("mime_type", "filename"), [
-    ("application/zip", ""),
-    ("application/zip", "archive.zip"),
-    ("application/octet-stream", "payload.exe"),
-    ("application/octet-stream", ""),
-    ("text/x-c", ""),
-    ("text/html", ""),
-    ("application/x-dosexec", "report.pdf"),
-])
+@pytest.mark.parametrize(
+    ("mime_type", "filename"),
+    [
+        ("application/zip", ""),
+        ("application/zip", "archive.zip"),
+        ("application/octet-stream", "payload.exe"),
+        ("application/octet-stream", ""),
+        ("text/x-c", ""),
+        ("text/html", ""),
+        ("application/x-dosexec", "report.pdf"),
+    ],
+)
 def test_containers_and_other_types_are_refused_as_documents_otherwise(mime_type, filename):
     with pytest.raises(MediaTypeMismatch):
         media_check_type(declared_type="DOCUMENT", mime_type=mime_type, filename=filename)
@@ -157,8 +186,9 @@ def test_a_png_declared_as_document_is_refused_with_details():
 
     # when
     with pytest.raises(MediaTypeMismatch) as caught:
-        media_check_type(declared_type="DOCUMENT", mime_type=mime_type, filename="scan.png",
-                         field="content.document.url")
+        media_check_type(
+            declared_type="DOCUMENT", mime_type=mime_type, filename="scan.png", field="content.document.url"
+        )
 
     # then
     error = caught.value
@@ -180,12 +210,15 @@ def test_a_text_file_declared_as_image_is_refused():
     assert "image/png" in caught.value.details["allowed"]
 
 
-@pytest.mark.parametrize(("data_or_mime", "declared_type"), [
-    ("image/svg+xml", "IMAGE"),  # scriptable XML, not a picture
-    ("audio/x-wav", "VIDEO"),
-    ("image/png", "AUDIO"),
-    ("application/pdf", "VIDEO"),
-])
+@pytest.mark.parametrize(
+    ("data_or_mime", "declared_type"),
+    [
+        ("image/svg+xml", "IMAGE"),  # scriptable XML, not a picture
+        ("audio/x-wav", "VIDEO"),
+        ("image/png", "AUDIO"),
+        ("application/pdf", "VIDEO"),
+    ],
+)
 def test_other_mismatches_are_refused(data_or_mime, declared_type):
     with pytest.raises(MediaTypeMismatch):
         media_check_type(declared_type=declared_type, mime_type=data_or_mime)
@@ -202,20 +235,24 @@ def test_pdf_text_is_extracted():
 
 
 def test_pdf_text_is_bounded():
-    text = document_extract_text(data=pdf_bytes("A" * 80, "B" * 80), mime_type="application/pdf",
-                                 limit_chars=50)
+    text = document_extract_text(data=pdf_bytes("A" * 80, "B" * 80), mime_type="application/pdf", limit_chars=50)
 
     assert text == "A" * 50
 
 
-@pytest.mark.parametrize("data", [
-    pytest.param(b"", id="empty"),
-    pytest.param(b"%PDF-1.4\n garbage without objects", id="garbage"),
-    pytest.param(pdf_bytes()[:60], id="truncated"),
-    pytest.param(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 1 0 R >>\nendobj\n"
-                 b"trailer\n<< /Root 1 0 R >>\n%%EOF", id="self-referencing-pages"),
-    pytest.param(png_bytes(), id="not-a-pdf"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"%PDF-1.4\n garbage without objects", id="garbage"),
+        pytest.param(pdf_bytes()[:60], id="truncated"),
+        pytest.param(
+            b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 1 0 R >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF",
+            id="self-referencing-pages",
+        ),
+        pytest.param(png_bytes(), id="not-a-pdf"),
+    ],
+)
 def test_a_broken_pdf_gives_no_text_and_no_error(data):
     assert document_extract_text(data=data, mime_type="application/pdf") == ""
 

@@ -58,9 +58,7 @@ def completion(content: str | None, *, usage: bool = True) -> dict[str, Any]:
         "object": "chat.completion",
         "created": 1700000000,
         "model": "test-model-2024-01",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
     }
     if usage:
         body["usage"] = {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
@@ -201,8 +199,13 @@ def test_image_with_bytes_is_sent_inline_as_a_data_url(httpserver, agent):
         role="user",
         type="IMAGE",
         content={"image": {"url": "https://cdn.example.com/shoe.png", "caption": "Is this in stock?"}},
-        media=MediaPart(url="https://cdn.example.com/shoe.png", mime_type="image/png", size=len(png),
-                        caption="Is this in stock?", data=png),
+        media=MediaPart(
+            url="https://cdn.example.com/shoe.png",
+            mime_type="image/png",
+            size=len(png),
+            caption="Is this in stock?",
+            data=png,
+        ),
     )
 
     OpenAICompatibleAgent().reply(agent=agent, history=[image])
@@ -211,8 +214,7 @@ def test_image_with_bytes_is_sent_inline_as_a_data_url(httpserver, agent):
         "role": "user",
         "content": [
             {"type": "text", "text": "Is this in stock?"},
-            {"type": "image_url",
-             "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}},
         ],
     }
 
@@ -224,8 +226,9 @@ def test_image_with_bytes_is_sent_inline_as_a_data_url(httpserver, agent):
 )
 def test_image_without_bytes_is_sent_by_url(httpserver, agent, media):
     httpserver.expect_request(CHAT_PATH).respond_with_json(completion("ok"))
-    image = HistoryItem(role="user", type="IMAGE",
-                        content={"image": {"url": "https://cdn.example.com/shoe.jpg"}}, media=media)
+    image = HistoryItem(
+        role="user", type="IMAGE", content={"image": {"url": "https://cdn.example.com/shoe.jpg"}}, media=media
+    )
 
     OpenAICompatibleAgent().reply(agent=agent, history=[image])
 
@@ -239,18 +242,27 @@ def test_other_media_are_described_as_text(httpserver, agent):
     httpserver.expect_request(CHAT_PATH).respond_with_json(completion("ok"))
     history = [
         HistoryItem(
-            role="user", type="DOCUMENT",
-            content={"document": {"url": "https://x.example/r.pdf", "filename": "report.pdf",
-                                  "caption": "Q3 numbers"}},
-            media=MediaPart(url="https://x.example/r.pdf", mime_type="application/pdf", size=12 * 1024,
-                            filename="report.pdf", caption="Q3 numbers", text="Revenue grew 12%."),
+            role="user",
+            type="DOCUMENT",
+            content={"document": {"url": "https://x.example/r.pdf", "filename": "report.pdf", "caption": "Q3 numbers"}},
+            media=MediaPart(
+                url="https://x.example/r.pdf",
+                mime_type="application/pdf",
+                size=12 * 1024,
+                filename="report.pdf",
+                caption="Q3 numbers",
+                text="Revenue grew 12%.",
+            ),
         ),
         HistoryItem(
-            role="user", type="AUDIO", content={"audio": {"url": "https://x.example/v.ogg"}},
+            role="user",
+            type="AUDIO",
+            content={"audio": {"url": "https://x.example/v.ogg"}},
             media=MediaPart(url="https://x.example/v.ogg", mime_type="audio/ogg", text="Where is my order?"),
         ),
         HistoryItem(
-            role="user", type="VIDEO",
+            role="user",
+            type="VIDEO",
             content={"video": {"url": "https://x.example/c.mp4", "caption": "Unboxing"}},
             media=MediaPart(url="https://x.example/c.mp4", mime_type="video/mp4", size=3 * 1024 * 1024),
         ),
@@ -316,7 +328,8 @@ def test_provider_error_status_raises_agent_unavailable_without_leaking(httpserv
     caplog.set_level(logging.DEBUG)
     httpserver.expect_request(CHAT_PATH).respond_with_json(
         {"error": {"message": f"failed: {PROVIDER_SECRET}", "type": "server_error"}},
-        status=status, headers={"retry-after-ms": "1"},
+        status=status,
+        headers={"retry-after-ms": "1"},
     )
 
     # when

@@ -34,8 +34,11 @@ def completion(content: str | None, *, prompt_tokens: int = 42, completion_token
         "created": 1700000000,
         "model": "test-model-2024-01",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
@@ -82,8 +85,12 @@ def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def agent(workspace, httpserver: HTTPServer) -> AIAgent:
     return AIAgentFactory(
-        workspace=workspace, provider=AIAgent.Provider.OPENAI, base_url=httpserver.url_for("/v1"),
-        model="test-model", api_key_env_var=KEY_VAR, instructions=INSTRUCTIONS,
+        workspace=workspace,
+        provider=AIAgent.Provider.OPENAI,
+        base_url=httpserver.url_for("/v1"),
+        model="test-model",
+        api_key_env_var=KEY_VAR,
+        instructions=INSTRUCTIONS,
     )
 
 
@@ -170,8 +177,12 @@ def test_token_priced_agent_is_charged_per_reply_plus_per_1k_tokens(
     body = api.post().json()
 
     # then
-    assert body["usage"] == {"credits": credits, "balance": 100 - credits, "inputTokens": prompt_tokens,
-                             "outputTokens": completion_tokens}
+    assert body["usage"] == {
+        "credits": credits,
+        "balance": 100 - credits,
+        "inputTokens": prompt_tokens,
+        "outputTokens": completion_tokens,
+    }
     workspace.refresh_from_db()
     assert (workspace.credit_balance, workspace.credit_reserved) == (100 - credits, 0)
     charge = UsageLedgerEntry.objects.get(workspace=workspace, kind=UsageLedgerEntry.Kind.CHARGE)
@@ -196,7 +207,10 @@ def test_long_answer_becomes_several_ai_messages_and_goes_back_as_one(api, agent
     assert first["usage"]["credits"] == 1
     # and the model sees its answer again as the one message it wrote: user and assistant alternate
     assert chat_requests(httpserver)[1].get_json()["messages"] == [
-        SYSTEM, user("Tell me everything"), assistant("\n\n".join(paragraphs)), user("Thanks"),
+        SYSTEM,
+        user("Tell me everything"),
+        assistant("\n\n".join(paragraphs)),
+        user("Thanks"),
     ]
 
 
@@ -223,6 +237,7 @@ def _provider_error(status: int):
         httpserver.expect_request(CHAT_PATH).respond_with_json(
             {"error": {"message": f"upstream failed: {PROVIDER_SECRET}", "type": "server_error"}}, status=status
         )
+
     return arrange
 
 
@@ -256,7 +271,11 @@ def assert_failure_kept_the_message_and_charged_nothing(response, workspace, *, 
     assert KEY not in response.content.decode() and PROVIDER_SECRET not in response.content.decode()
     inbound = Message.objects.get()  # the contact's message, and nothing else
     assert (inbound.direction, inbound.status, inbound.error_code, inbound.credits_reserved) == (
-        "INBOUND", "FAILED", code, 0)
+        "INBOUND",
+        "FAILED",
+        code,
+        0,
+    )
     assert not UsageLedgerEntry.objects.filter(kind=UsageLedgerEntry.Kind.CHARGE).exists()
     workspace.refresh_from_db()
     assert (workspace.credit_balance, workspace.credit_reserved) == (100, 0)
@@ -333,7 +352,10 @@ def test_a_failed_message_is_left_out_of_later_history(api, httpserver, no_retri
     assert api.post(say("Next question")).status_code == 200
 
     assert chat_requests(httpserver)[-1].get_json()["messages"] == [
-        SYSTEM, user("Hi"), assistant("Hello!"), user("Next question"),
+        SYSTEM,
+        user("Hi"),
+        assistant("Hello!"),
+        user("Next question"),
     ]
 
 

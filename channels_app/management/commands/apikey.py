@@ -65,7 +65,10 @@ class Command(BaseCommand):
         )
         rotate.add_argument("prefix", help="The key's prefix: the part before the dot.")
         rotate.add_argument(
-            "--grace", type=duration, default=APIKEY_ROTATION_GRACE, metavar="DURATION",
+            "--grace",
+            type=duration,
+            default=APIKEY_ROTATION_GRACE,
+            metavar="DURATION",
             help="How long the old key keeps working: 0 (not at all), seconds, or 30m, 24h, 7d. Default 24h.",
         )
 
@@ -84,20 +87,29 @@ class Command(BaseCommand):
     def _create(self, *, workspace: str, name: str, **_):
         api_key, key = apikey_create(workspace=workspace_get(ref=workspace), name=name)
         self.stdout.write(key)
-        self._note(f"Created API key {api_key.prefix} ({api_key.name}) for workspace {api_key.workspace.slug}. "
-                   "It is shown only this once and stored only as a hash: keep it now.")
+        self._note(
+            f"Created API key {api_key.prefix} ({api_key.name}) for workspace {api_key.workspace.slug}. "
+            "It is shown only this once and stored only as a hash: keep it now."
+        )
 
     def _list(self, *, workspace: str, **_):
         found = workspace_get(ref=workspace)
         rows = [
-            [api_key.prefix, api_key.name, when(api_key.created), when(api_key.last_used_at),
-             when(api_key.expiry_date) + (" (expired)" if api_key.has_expired else ""),
-             "yes" if api_key.revoked else "no"]
+            [
+                api_key.prefix,
+                api_key.name,
+                when(api_key.created),
+                when(api_key.last_used_at),
+                when(api_key.expiry_date) + (" (expired)" if api_key.has_expired else ""),
+                "yes" if api_key.revoked else "no",
+            ]
             for api_key in apikey_list(workspace=found)
         ]
         if not rows:
-            self.stdout.write(f"Workspace {found.slug} has no API keys. Create one with "
-                              f"`manage.py apikey create --workspace {found.slug}`.")
+            self.stdout.write(
+                f"Workspace {found.slug} has no API keys. Create one with "
+                f"`manage.py apikey create --workspace {found.slug}`."
+            )
             return
         header = ["PREFIX", "NAME", "CREATED", "LAST USED", "EXPIRES", "REVOKED"]
         widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
@@ -108,13 +120,19 @@ class Command(BaseCommand):
         api_key, key = apikey_rotate(prefix=prefix, grace=grace)
         self.stdout.write(key)
         expiry = apikey_get(prefix=prefix).expiry_date
-        old = f"the old key {prefix} fails with 401 from now on" if expiry is None or expiry <= timezone.now() else (
-            f"the old key {prefix} keeps working until {when(expiry)}, then fails with 401"
+        old = (
+            f"the old key {prefix} fails with 401 from now on"
+            if expiry is None or expiry <= timezone.now()
+            else (f"the old key {prefix} keeps working until {when(expiry)}, then fails with 401")
         )
-        self._note(f"New API key {api_key.prefix} for workspace {api_key.workspace.slug}; {old}. "
-                   "The new key is shown only this once.")
+        self._note(
+            f"New API key {api_key.prefix} for workspace {api_key.workspace.slug}; {old}. "
+            "The new key is shown only this once."
+        )
 
     def _revoke(self, *, prefix: str, **_):
         api_key = apikey_revoke(prefix=prefix)
-        self.stdout.write(f"Revoked API key {api_key.prefix} ({api_key.name}) of workspace "
-                          f"{api_key.workspace.slug}: it fails with 401 from now on.")
+        self.stdout.write(
+            f"Revoked API key {api_key.prefix} ({api_key.name}) of workspace "
+            f"{api_key.workspace.slug}: it fails with 401 from now on."
+        )

@@ -4,8 +4,10 @@ from channels_app.cleanup import cleanup_run
 
 
 class Command(BaseCommand):
-    help = ("Run the periodic clean-up now (the same code as Celery beat's cleanup_task): delete expired "
-            "idempotency records and expired media (rows and files), release abandoned reservations.")
+    help = (
+        "Run the periodic clean-up now (the same code as Celery beat's cleanup_task): delete expired "
+        "idempotency records and expired media (rows and files), release abandoned reservations."
+    )
 
     def handle(self, *args, **options):
         result = cleanup_run()

@@ -35,10 +35,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, workspace: str, amount: int, **options):
         try:
-            entry = credits_grant(workspace=workspace_get(ref=workspace), amount=amount,
-                                  note="manage.py credits grant")
+            entry = credits_grant(workspace=workspace_get(ref=workspace), amount=amount, note="manage.py credits grant")
         except ApplicationError as error:
             raise CommandError(error.message) from error
         self.stdout.write(str(entry.balance_after))
-        self.stderr.write(f"Granted {amount} credits to workspace {entry.workspace.slug} (ledger entry {entry.pk}); "
-                          f"the balance is now {entry.balance_after}.", style_func=str)
+        self.stderr.write(
+            f"Granted {amount} credits to workspace {entry.workspace.slug} (ledger entry {entry.pk}); "
+            f"the balance is now {entry.balance_after}.",
+            style_func=str,
+        )
