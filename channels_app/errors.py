@@ -19,11 +19,14 @@ logger = logging.getLogger(__name__)
 
 
 def error_body(*, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
-    return json.dumps(
-        {"success": False, "error": {"code": code, "message": message, "details": details or {}}},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    """UTF-8 JSON. Details may repeat what the client sent (an unknown field's name); should that be text
+    UTF-8 cannot encode (a lone surrogate), the body is written all-ASCII with escapes instead of failing."""
+    value = {"success": False, "error": {"code": code, "message": message, "details": details or {}}}
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def error_response(error: ApplicationError) -> HttpResponse:

@@ -33,14 +33,15 @@ def idempotency_key_validate(key: str) -> str:
 
 def request_fingerprint(*, method: str, path: str, channel_id: str, body: Any) -> str:
     """SHA-256 of what makes two requests the same: method, path, channel and the body's JSON value
-    (canonical: key order and whitespace do not matter)."""
+    (canonical: key order and whitespace do not matter). Any JSON value hashes: the view refuses bodies
+    with lone surrogates, and `surrogatepass` keeps one that got here anyway from becoming a 500."""
     canonical = json.dumps(
         {"method": method, "path": path, "channel": channel_id, "body": body},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass
