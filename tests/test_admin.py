@@ -23,6 +23,7 @@ from channels_app.models import (
 )
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
+from tests.conftest import error_of
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
 from tests.history import DOCUMENT_URL, IMAGE_URL, conversation_with_exchanges
 
@@ -493,3 +494,40 @@ def test_api_key_page_fields(admin_client, workspace):
 def test_the_librarys_unused_api_key_model_is_not_in_the_admin():
     assert not admin.site.is_registered(APIKey)
     assert admin.site.is_registered(WorkspaceApiKey)
+
+
+# --- every admin page: input the database cannot hold ----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", list(admin.site._registry), ids=lambda model: model.__name__)
+@pytest.mark.parametrize("view", ["change", "history", "delete"])
+def test_an_object_id_with_nul_is_400_not_a_500(admin_client, model, view):
+    """`%00` in the URL decodes to U+0000, which PostgreSQL refuses even to compare."""
+    for object_id in ("\x00", "ws_\x00", "a\x00.b"):
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=[object_id])
+        assert "%00" in url
+
+        response = admin_client.get(url)
+
+        # "does not exist" (an integer key, or SQLite finding no row), or PostgreSQL's refusal as a 400
+        if response.status_code == 302:
+            assert response["Location"] == reverse("admin:index")
+        else:
+            assert response.status_code == 400, (object_id, response.status_code)
+            assert error_of(response)["details"] == {"request": "contains U+0000 (NUL)"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/channels_app/channel/?agent__id__exact=%00",
+        "/admin/conversations/message/?conversation__id__exact=%00",
+        "/admin/autocomplete/?term=%00&app_label=channels_app&model_name=channel&field_name=agent",
+    ],
+)
+def test_a_list_filter_or_search_with_nul_is_not_a_500(admin_client, url):
+    response = admin_client.get(url)
+
+    assert response.status_code in (200, 400), response.status_code
+    if response.status_code == 400:
+        assert error_of(response)["code"] == "invalid_request"

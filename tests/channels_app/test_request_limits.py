@@ -2,6 +2,7 @@
 
 import io
 import json
+import uuid
 
 import pytest
 
@@ -253,3 +254,53 @@ def test_brackets_inside_strings_do_not_count(api):
     response = api.post({**SEED_TEXT, "content": {"text": {"body": body}}, "contactName": "[[[[[[[[[[[[[[[["})
 
     assert response.status_code == 200, response.content
+
+
+# --- path and headers: no input reaches a query the database would refuse ------------------------------------
+
+
+@pytest.mark.parametrize("channel_id", ["ch_%00", "%00", "{pk}%00", "{pk}%00x"])
+@pytest.mark.parametrize("idempotency_key", [None, "nul-in-path"])
+def test_a_nul_in_the_channel_id_is_404_channel_not_found(api, channel, channel_id, idempotency_key):
+    response = api.post(SEED_TEXT, channel_id=channel_id.format(pk=channel.pk), idempotency_key=idempotency_key)
+
+    assert response.status_code == 404, response.content
+    error = error_of(response)
+    assert error["code"] == "channel_not_found"
+    assert "\x00" in error["details"]["channelId"]  # the id as sent, JSON-escaped
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ab\x00cd.secret",  # NUL in the prefix: the prefix is looked up
+        "{prefix}\x00.secret",
+        "{prefix}.\x00{secret}",
+        "\x00{prefix}.{secret}",
+        "ab\u00e9.secret",  # non-ASCII (a header may carry Latin-1)
+        "{prefix}.{secret}\u00e9",
+        "\ud800.secret",  # a lone surrogate: not even encodable
+        "{prefix}.\udfff",
+        "{prefix}.{secret}\x07",
+    ],
+)
+def test_an_api_key_with_nul_or_non_ascii_is_401_invalid_api_key(api, api_key, key):
+    prefix, secret = api_key.split(".")
+
+    response = api.post(SEED_TEXT, key=key.format(prefix=prefix, secret=secret))
+
+    assert response.status_code == 401, response.content
+    assert error_of(response) == {
+        "code": "invalid_api_key",
+        "message": error_of(response)["message"],
+        "details": {"header": "X-API-Key"},
+    }
+
+
+@pytest.mark.parametrize("request_id", ["a\x00b", "caf\u00e9", "\ud800", "x" * 129, "a b"])
+def test_an_odd_request_id_is_replaced_by_a_fresh_one(api, request_id):
+    response = api.post(SEED_TEXT, HTTP_X_REQUEST_ID=request_id)
+
+    assert response.status_code == 200, response.content
+    assert str(uuid.UUID(response["X-Request-ID"])) == response["X-Request-ID"]
