@@ -47,7 +47,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "channels_app.errors.NulInputMiddleware",  # a NUL from the URL or a form is a 400 (the admin's views)
-    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last
+    "config.metrics.PrometheusAfterMiddleware",  # last; django-prometheus's with bounded labels
 ]
 
 ROOT_URLCONF = "config.urls"
