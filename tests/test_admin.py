@@ -7,6 +7,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
+from django.contrib.messages.storage.cookie import CookieStorage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -453,6 +454,28 @@ def test_api_key_created_in_the_admin_shows_its_secret_once(admin_client, worksp
     # ... and never again
     page = admin_client.get(admin_url(WorkspaceApiKey, "change", api_key.prefix)).content.decode()
     assert key not in page
+
+
+def test_the_new_api_keys_secret_never_travels_in_a_cookie(admin_client, rf, workspace):
+    """Django's default message storage keeps messages in a signed (readable, not encrypted) cookie; the
+    one-time secret stays on the server, in the session, and only the page that shows it carries it."""
+    response = admin_client.post(
+        admin_url(WorkspaceApiKey, "add"),
+        {"workspace": workspace.pk, "name": "ops", "expiry_date_0": "", "expiry_date_1": ""},
+    )
+    assert response.status_code == 302
+    api_key = WorkspaceApiKey.objects.get(name="ops")
+    shown = admin_client.get(response["Location"])
+    (message,) = [str(message) for message in shown.context["messages"]]
+    key = re.search(rf"{api_key.prefix}\.\w+", message)[0]
+    assert api_key.is_valid(key)
+    secret = key.split(".")[1]
+
+    for page in (response, shown):
+        for morsel in page.cookies.values():
+            decoded = CookieStorage(rf.get("/"))._decode(morsel.value)  # None unless it is a messages cookie
+            assert secret not in morsel.value and secret not in str(decoded or ""), morsel.key
+        assert "messages" not in page.cookies or not page.cookies["messages"].value
 
 
 def test_api_key_pages_never_show_the_secret_or_its_hash(admin_client, workspace):

@@ -138,6 +138,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The admin shows a new API key's secret once, in a message. Django's default message storage puts messages
+# in a cookie, signed but readable by anyone who sees it (a proxy's log, the browser's profile); the session
+# keeps them on the server (the database-backed default SESSION_ENGINE; a cookie-based one would undo this).
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
