@@ -173,6 +173,7 @@ def _accept_once(
             return claimed
         claim = claimed
     channel = channel_get_for_workspace(channel_id=channel_id, workspace_id=workspace.pk)
+    assert channel.agent is not None  # channel_get_for_workspace refuses a channel without an agent
     agent = agent_config(agent=channel.agent)
     if claim is not None and claim.message_id is not None:
         # An earlier attempt stored the message and failed (or died): answer that message, not a new one.

@@ -184,11 +184,11 @@ class Assignee(serializers.Serializer):
 class ConversationSummary(serializers.Serializer):
     id = serializers.CharField()
     status = serializers.ChoiceField(choices=["OPEN", "CLOSED"])
-    channelId = serializers.CharField()  # noqa: N815 - the wire names
-    contactId = serializers.CharField()  # noqa: N815
+    channelId = serializers.CharField()  # camelCase: the wire names
+    contactId = serializers.CharField()
     assignee = Assignee()
-    createdAt = serializers.DateTimeField()  # noqa: N815
-    lastMessageAt = serializers.DateTimeField()  # noqa: N815
+    createdAt = serializers.DateTimeField()
+    lastMessageAt = serializers.DateTimeField()
 
 
 def _reply_content(message_type: str) -> type[serializers.Serializer]:
@@ -221,25 +221,25 @@ class AiMessage(serializers.Serializer):
     id = serializers.CharField()
     type = serializers.ChoiceField(choices=list(MESSAGE_TYPES))
     content = MessageContent
-    createdAt = serializers.DateTimeField()  # noqa: N815
+    createdAt = serializers.DateTimeField()
 
 
 class Usage(serializers.Serializer):
     credits = serializers.IntegerField(min_value=0, help_text="Credits this message spent.")
     balance = serializers.IntegerField(min_value=0, help_text="The workspace's credits left.")
-    inputTokens = serializers.IntegerField(min_value=0)  # noqa: N815
-    outputTokens = serializers.IntegerField(min_value=0)  # noqa: N815
+    inputTokens = serializers.IntegerField(min_value=0)
+    outputTokens = serializers.IntegerField(min_value=0)
 
 
 class MessageResult(serializers.Serializer):
     """The agent's reply to the contact's message."""
 
     success = serializers.BooleanField()
-    contactId = serializers.CharField()  # noqa: N815
-    conversationId = serializers.CharField()  # noqa: N815
-    messageId = serializers.CharField()  # noqa: N815
+    contactId = serializers.CharField()
+    conversationId = serializers.CharField()
+    messageId = serializers.CharField()
     conversation = ConversationSummary()
-    aiMessages = AiMessage(many=True, help_text="The agent's messages, earliest first.")  # noqa: N815
+    aiMessages = AiMessage(many=True, help_text="The agent's messages, earliest first.")
     usage = Usage()
 
 

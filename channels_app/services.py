@@ -3,6 +3,7 @@
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from django.conf import settings
 from django.db import transaction
@@ -36,7 +37,9 @@ CREDITS_GRANT_MAX = 10**12
 
 def apikey_create(*, workspace: Workspace, name: str = "default", expires_at=None) -> tuple[WorkspaceApiKey, str]:
     """A new key; the plain key is returned once and stored only as a hash."""
-    return WorkspaceApiKey.objects.create_key(workspace=workspace, name=name[:50], expiry_date=expires_at)
+    api_key, key = WorkspaceApiKey.objects.create_key(workspace=workspace, name=name[:50], expiry_date=expires_at)
+    # The library annotates create_key as returning its abstract base; the manager creates this model.
+    return cast(WorkspaceApiKey, api_key), key
 
 
 def apikey_get(*, prefix: str) -> WorkspaceApiKey:

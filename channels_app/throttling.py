@@ -37,7 +37,7 @@ def rate_limit_for(api_key) -> int:
 
 
 class ApiKeyRateThrottle(BaseThrottle):
-    def __init__(self):
+    def __init__(self) -> None:
         self.wait_seconds: float | None = None
 
     def allow_request(self, request, view) -> bool:

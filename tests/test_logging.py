@@ -134,7 +134,7 @@ def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(
 ):
     # given: a channel whose agent is an OpenAI-compatible LLM on loopback, keyed from the environment
     monkeypatch.setenv(PROVIDER_KEY_VAR, PROVIDER_KEY)
-    channel = ChannelFactory()
+    channel = ChannelFactory.create()
     AIAgent.objects.filter(pk=channel.agent_id).update(
         provider=AIAgent.Provider.OPENAI,
         base_url=httpserver.url_for("/v1"),

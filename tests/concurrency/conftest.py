@@ -83,7 +83,7 @@ def race_channel_factory(transactional_db):
     """Makes a workspace with `credits`, an API channel with a built-in agent (1 credit a reply) and a key."""
 
     def make(*, credits: int):
-        workspace = WorkspaceFactory()
+        workspace = WorkspaceFactory.create()
         credits_grant(workspace=workspace, amount=credits, note="race test credits")
         channel = ChannelFactory(workspace=workspace)
         KnowledgeEntryFactory(

@@ -84,7 +84,7 @@ def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def agent(workspace, httpserver: HTTPServer) -> AIAgent:
-    return AIAgentFactory(
+    return AIAgentFactory.create(
         workspace=workspace,
         provider=AIAgent.Provider.OPENAI,
         base_url=httpserver.url_for("/v1"),
