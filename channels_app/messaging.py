@@ -255,6 +255,8 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
 
 
 def _think(accepted: Accepted) -> AgentReply:
+    # First: an agent whose provider is not configured fails before any download or wait.
+    backend = get_backend(accepted.agent.provider)
     media = None
     if accepted.message.type != Message.Type.TEXT:
         # Before the turn's wait: a refused or unreachable file fails the message without waiting.
@@ -264,7 +266,7 @@ def _think(accepted: Accepted) -> AgentReply:
         history[-1] = replace(history[-1], media=media)
     connection_release()
     started = time.monotonic()
-    reply = get_backend(accepted.agent.provider).reply(agent=accepted.agent, history=history)
+    reply = backend.reply(agent=accepted.agent, history=history)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)

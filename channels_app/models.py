@@ -4,7 +4,7 @@ from django.db.models import Q
 from rest_framework_api_key.models import AbstractAPIKey
 
 from config import ids
-from conversations.agents.base import API_KEY_ENV_VAR_PATTERN
+from conversations.agents.base import API_KEY_ENV_VAR_PATTERN, DEFAULT_AGENT_PROVIDER, agent_provider_choices
 
 
 class Workspace(models.Model):
@@ -44,15 +44,12 @@ class WorkspaceApiKey(AbstractAPIKey):
 
 
 class AIAgent(models.Model):
-    class Provider(models.TextChoices):
-        BUILTIN = "builtin", "Built-in (offline)"
-        OPENAI = "openai", "OpenAI-compatible"
-
     id = models.CharField(primary_key=True, max_length=40, default=ids.agent_id, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="agents")
     name = models.CharField(max_length=200)
     instructions = models.TextField(blank=True, help_text="The system prompt.")
-    provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.BUILTIN)
+    # The providers are the names of settings.AGENT_BACKENDS (conversations/agents/base.py).
+    provider = models.CharField(max_length=20, choices=agent_provider_choices, default=DEFAULT_AGENT_PROVIDER)
     model = models.CharField(max_length=200, blank=True)
     base_url = models.URLField(max_length=500, blank=True, help_text="OpenAI-compatible endpoint, ending in /v1.")
     api_key_env_var = models.CharField(

@@ -2,7 +2,7 @@ import threading
 
 from channels_app.models import AIAgent, Channel, KnowledgeEntry
 from config.errors import ChannelNotFound, ChannelUnavailable
-from conversations.agents.base import AgentConfig
+from conversations.agents.base import AgentConfig, provider_uses_knowledge
 
 
 def channel_get_for_workspace(*, channel_id: str, workspace_id: str) -> Channel:
@@ -70,5 +70,5 @@ def agent_config(*, agent: AIAgent) -> AgentConfig:
         history_max_chars=agent.history_max_chars,
         credit_cost_per_reply=agent.credit_cost_per_reply,
         credit_cost_per_1k_tokens=agent.credit_cost_per_1k_tokens,
-        knowledge=_knowledge(agent) if agent.provider == AIAgent.Provider.BUILTIN else (),
+        knowledge=_knowledge(agent) if provider_uses_knowledge(agent.provider) else (),
     )

@@ -13,6 +13,7 @@ from django.utils import timezone
 from channels_app.credits import credits_grant
 from channels_app.models import AIAgent, Channel, KnowledgeEntry, UsageLedgerEntry, Workspace, WorkspaceApiKey
 from config.errors import ApplicationError
+from conversations.agents.base import DEFAULT_AGENT_PROVIDER
 
 
 class NotFoundError(ApplicationError):
@@ -100,13 +101,13 @@ def demo_bootstrap(*, key_file: Path) -> dict[str, str]:
     workspace, _ = Workspace.objects.get_or_create(slug="demo", defaults={"name": "Demo workspace"})
     if settings.LLM_BASE_URL:
         agent_fields = {
-            "provider": AIAgent.Provider.OPENAI,
+            "provider": "openai",
             "base_url": settings.LLM_BASE_URL,
             "model": settings.LLM_MODEL,
             "api_key_env_var": "LLM_API_KEY",
         }
     else:
-        agent_fields = {"provider": AIAgent.Provider.BUILTIN, "base_url": "", "model": "", "api_key_env_var": ""}
+        agent_fields = {"provider": DEFAULT_AGENT_PROVIDER, "base_url": "", "model": "", "api_key_env_var": ""}
     agent, created = AIAgent.objects.get_or_create(
         workspace=workspace,
         name="Demo agent",

@@ -5,6 +5,8 @@ import pytest
 from django.db import connection
 
 from channels_app.credits import credits_grant
+from conversations.agents.base import get_backend
+from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 
 SEED_TEXT = {
@@ -88,6 +90,17 @@ def channel(workspace):
         agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
     )
     return channel
+
+
+@pytest.fixture
+def scripted_agent(settings) -> ScriptedAgent:
+    """The scripted backend (tests/agents.py), registered in settings.AGENT_BACKENDS for this test and
+    reset; `scripted_agent.take_over(agent)` points an agent row at it."""
+    settings.AGENT_BACKENDS = {**settings.AGENT_BACKENDS, SCRIPTED_PROVIDER: SCRIPTED_BACKEND}
+    backend = get_backend(SCRIPTED_PROVIDER)
+    assert isinstance(backend, ScriptedAgent)
+    backend.reset()
+    return backend
 
 
 @pytest.fixture

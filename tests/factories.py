@@ -24,7 +24,7 @@ class AIAgentFactory(factory.django.DjangoModelFactory[AIAgent]):
     workspace = factory.SubFactory(WorkspaceFactory)
     name = factory.Sequence(lambda n: f"Agent {n}")
     instructions = "You are a helpful support agent."
-    provider = AIAgent.Provider.BUILTIN
+    provider = "builtin"
     credit_cost_per_reply = 1
 
 

@@ -113,6 +113,15 @@ LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODEL = env.str("LLM_MODEL", default="")
 
+# --- AI agent backends (Django's EMAIL_BACKEND pattern) ------------------------------------------------------
+# Every provider an agent may name, and the class that answers for it (conversations/agents/base.py says what a
+# backend implements). The admin offers exactly these; an agent whose provider is not here fails with 502
+# agent_unavailable (details.reason "unknown_provider"), and `manage.py check --database default` lists it.
+AGENT_BACKENDS = {
+    "builtin": "conversations.agents.builtin.BuiltinAgent",
+    "openai": "conversations.agents.openai_agent.OpenAICompatibleAgent",
+}
+
 # --- media -----------------------------------------------------------------------------------------------
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
 MEDIA_URL = "/media/"

@@ -6,7 +6,6 @@ from django.db import connection
 
 from channels_app.models import Channel, UsageLedgerEntry, Workspace
 from contacts.models import Contact
-from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Conversation, Message
 from tests.conftest import SEED_TEXT, Api, error_of
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
@@ -224,9 +223,8 @@ def test_oversized_body_is_413(api, settings):
     assert error_of(response)["code"] == "payload_too_large"
 
 
-def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, monkeypatch):
-    calls = []
-    monkeypatch.setattr(BuiltinAgent, "reply", lambda self, **kwargs: calls.append(kwargs))
+def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, channel, scripted_agent):
+    scripted_agent.take_over(channel.agent)
     Workspace.objects.filter(pk=workspace.pk).update(credit_balance=0)
 
     response = api.post()
@@ -235,7 +233,7 @@ def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, monkey
     error = error_of(response)
     assert error["code"] == "insufficient_credits"
     assert error["details"] == {"available": 0, "required": 1}
-    assert calls == []
+    assert scripted_agent.calls == []
     assert Message.objects.count() == 0
 
 
@@ -250,11 +248,8 @@ def test_free_agent_needs_no_credits(api, workspace, channel):
     assert not UsageLedgerEntry.objects.filter(kind="CHARGE").exists()
 
 
-def test_unexpected_error_is_500_without_trace_and_keeps_the_message(api, workspace, monkeypatch):
-    def broken(self, **kwargs):
-        raise RuntimeError("secret internals")
-
-    monkeypatch.setattr(BuiltinAgent, "reply", broken)
+def test_unexpected_error_is_500_without_trace_and_keeps_the_message(api, workspace, channel, scripted_agent):
+    scripted_agent.take_over(channel.agent).script(RuntimeError("secret internals"))
 
     response = api.post()
 
@@ -294,7 +289,7 @@ def test_new_contact_query_count_is_pinned(api, assert_statements):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monkeypatch):
+def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, scripted_agent):
     # given a real commit-per-transaction setup (not the test's wrapping transaction)
     channel = ChannelFactory(workspace=WorkspaceFactory(credit_balance=0))
     from channels_app.credits import credits_grant
@@ -302,15 +297,13 @@ def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monke
     credits_grant(workspace=channel.workspace, amount=10)
     api = Api(client, channel, api_key_for(channel.workspace)[1])
     seen = []
-    original = BuiltinAgent.reply
 
-    def spy(self, **kwargs):
+    def spy(**kwargs):
         seen.append(
             {"in_transaction": connection.in_atomic_block, "connection_open": connection.connection is not None}
         )
-        return original(self, **kwargs)
 
-    monkeypatch.setattr(BuiltinAgent, "reply", spy)
+    scripted_agent.take_over(channel.agent).script(spy)
 
     # when
     response = api.post()
@@ -334,7 +327,9 @@ def test_agent_config_change_is_seen_at_once(api, channel):
 
 
 @pytest.mark.parametrize("agent_fails", [False, True])
-def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api, workspace, monkeypatch, agent_fails):
+def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(
+    api, workspace, channel, scripted_agent, agent_fails
+):
     # given a request whose agent call outlives its lease, and a clean-up that judges it dead meanwhile
     from datetime import timedelta
 
@@ -343,15 +338,12 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api
     from channels_app.cleanup import abandoned_messages_release
     from config.errors import AgentUnavailable
 
-    original = BuiltinAgent.reply
-
-    def slow_agent(self, **kwargs):
+    def slow_agent(**kwargs):
         assert abandoned_messages_release(now=timezone.now() + timedelta(days=1)) == (1, 1)
         if agent_fails:
             raise AgentUnavailable()
-        return original(self, **kwargs)
 
-    monkeypatch.setattr(BuiltinAgent, "reply", slow_agent)
+    scripted_agent.take_over(channel.agent).script(slow_agent)
 
     # when
     response = api.post()
