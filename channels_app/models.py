@@ -1,6 +1,9 @@
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
 
 from config import ids
@@ -115,6 +118,14 @@ class KnowledgeEntry(models.Model):
 
     def __str__(self) -> str:
         return self.question[:80]
+
+
+@receiver([post_save, post_delete], sender=KnowledgeEntry)
+def knowledge_entry_changed(sender: type[KnowledgeEntry], instance: KnowledgeEntry, **kwargs: object) -> None:
+    """Move the agent's `updated_at` on every save or delete of one of its entries: each process caches an
+    agent's knowledge under (agent id, updated_at) (channels_app/selectors.py), so the next message on any
+    node reads the entries again. Queryset `update()` and raw SQL send no signal: save the agent after those."""
+    AIAgent.objects.filter(pk=instance.agent_id).update(updated_at=timezone.now())
 
 
 class Channel(models.Model):

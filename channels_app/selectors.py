@@ -31,8 +31,10 @@ def channel_get_for_workspace(*, channel_id: str, workspace_id: str) -> Channel:
     return channel
 
 
-# Knowledge entries per (agent, updated_at): the built-in agent reads them on every message, and editing
-# an agent or its entries in the admin saves the agent, which moves `updated_at` and so misses this cache.
+# Knowledge entries per (agent, updated_at), per process: the built-in agent reads them on every message. Saving
+# the agent, or saving or deleting any of its entries (channels_app/models.py, knowledge_entry_changed), moves
+# `updated_at`, which the channel query reads with the agent, so a change is seen at the next message on
+# every node without a query of its own.
 _knowledge_cache: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
 _knowledge_lock = threading.Lock()
 _KNOWLEDGE_CACHE_MAX = 256

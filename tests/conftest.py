@@ -29,9 +29,11 @@ requires_postgresql = pytest.mark.skipif(
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
 
 
-def error_of(response) -> dict:
+def error_of(response, *, status: int | None = None) -> dict:
     """The contract's error body, checked: exactly success=false and error{code, message, details}, with a
-    message that is a sentence."""
+    message that is a sentence (and, given `status`, that status)."""
+    if status is not None:
+        assert response.status_code == status, response.content
     body = response.json()
     assert body["success"] is False
     assert set(body) == {"success", "error"}

@@ -4,11 +4,12 @@ import re
 import pytest
 from django.db import connection
 
+from channels_app.credits import credits_grant
 from channels_app.models import Channel, UsageLedgerEntry, Workspace
 from contacts.models import Contact
 from conversations.models import Conversation, Message
-from tests.conftest import SEED_TEXT, Api, error_of
-from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
+from tests.conftest import SEED_TEXT, Api, error_of, requires_postgresql
+from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -97,6 +98,24 @@ def test_knowledge_answer_and_greeting(api):
 
     assert answer["aiMessages"][0]["content"]["text"]["body"] == "Orders ship within 2 business days."
     assert greeting["aiMessages"][0]["content"]["text"]["body"] == "Hello! How can I help you today?"
+
+
+def test_a_knowledge_change_is_seen_at_the_next_message_without_saving_the_agent(api, channel):
+    # given: the agent's knowledge was read (and cached) by a first message
+    def answer_to(question: str) -> str:
+        body = api.post({**SEED_TEXT, "content": {"text": {"body": question}}}).json()
+        return body["aiMessages"][0]["content"]["text"]["body"]
+
+    assert answer_to("Do you have a warranty?") == channel.agent.fallback_text
+
+    # when / then: an entry is added, edited, deleted (as the admin's inline or a shell does), the agent untouched
+    entry = KnowledgeEntryFactory(agent=channel.agent, question="Is there a warranty?", answer="Two years.")
+    assert answer_to("Do you have a warranty?") == "Two years."
+    entry.answer = "Three years."
+    entry.save()
+    assert answer_to("Do you have a warranty?") == "Three years."
+    entry.delete()
+    assert answer_to("Do you have a warranty?") == channel.agent.fallback_text
 
 
 def test_long_answer_is_split_into_several_ai_messages_in_order(api, channel):
@@ -359,25 +378,37 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(
         assert response.json()["usage"]["credits"] == 0
 
 
-def test_an_exhausted_connection_pool_is_503_service_busy(api, monkeypatch):
-    # given a process whose pool handed out every connection for longer than its timeout
-    from django.db.utils import OperationalError
+@requires_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_an_exhausted_connection_pool_is_503_service_busy(client):
+    # given: a process whose pool has handed out every connection it may open (Django's psycopg pool,
+    # PostgreSQL only), and a pool timeout short enough for a test
     from psycopg_pool import PoolTimeout
 
-    from channels_app import messaging
+    channel = ChannelFactory.create()
+    credits_grant(workspace=channel.workspace, amount=10)
+    api = Api(client, channel, api_key_for(channel.workspace)[1])
+    pool = connection.pool
+    sizes, timeout = (pool.min_size, pool.max_size), pool.timeout
+    connection.close()  # this thread's connection goes back to the pool
+    held = []
+    try:
+        pool.resize(min_size=1, max_size=1)  # opens no new connection past the one...
+        pool.timeout = 0.5
+        with pytest.raises(PoolTimeout):
+            for _ in range(sizes[1] + 1):  # ...and this takes every idle one (at most the old maximum)
+                held.append(pool.getconn(timeout=0.2))
 
-    def exhausted(**kwargs):
-        try:
-            raise PoolTimeout("couldn't get a connection after 10.00 sec")
-        except PoolTimeout as cause:
-            raise OperationalError(str(cause)) from cause
+        # when
+        response = api.post()
+    finally:
+        for held_connection in held:
+            pool.putconn(held_connection)
+        pool.timeout = timeout
+        pool.resize(*sizes)
 
-    monkeypatch.setattr(messaging, "_accept", exhausted)
-
-    # when
-    response = api.post()
-
-    # then
-    assert response.status_code == 503 and response["Retry-After"] == "2"
+    # then: the request waited DB_POOL_TIMEOUT for a connection and was told to come back
+    assert response.status_code == 503 and response["Retry-After"] == "2", response.content
     error = error_of(response)
     assert error["code"] == "service_busy" and error["details"] == {"reason": "database_pool_exhausted"}
+    assert Message.objects.count() == 0
