@@ -1,13 +1,15 @@
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from rest_framework_api_key.models import AbstractAPIKey
 
 from config import ids
-from conversations.agents.base import API_KEY_ENV_VAR_PATTERN, DEFAULT_AGENT_PROVIDER, agent_provider_choices
+from conversations.agents.base import API_KEY_ENV_VAR_PATTERN
 
 
 class Workspace(models.Model):
@@ -44,6 +46,28 @@ class WorkspaceApiKey(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+
+# A new agent's provider: offline and needing nothing configured. settings.AGENT_BACKENDS must name it
+# (system check agents.E003).
+DEFAULT_AGENT_PROVIDER = "builtin"
+
+
+def agent_provider_choices() -> list[tuple[str, str]]:
+    """AIAgent.provider's choices: the providers of settings.AGENT_BACKENDS (conversations/agents/base.py),
+    each labelled by its backend's `label`.
+
+    A callable (Django 5's callable choices): the migration refers to this function, not to a copy of the
+    list, so a provider added to the setting needs no migration.
+    """
+    choices = []
+    for name, path in settings.AGENT_BACKENDS.items():
+        try:
+            label = str(getattr(import_string(path), "label", name))
+        except ImportError:
+            label = name  # system check agents.E001 reports the path
+        choices.append((name, label))
+    return choices
 
 
 class AIAgent(models.Model):

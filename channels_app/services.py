@@ -11,9 +11,16 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from channels_app.credits import credits_grant
-from channels_app.models import AIAgent, Channel, KnowledgeEntry, UsageLedgerEntry, Workspace, WorkspaceApiKey
+from channels_app.models import (
+    DEFAULT_AGENT_PROVIDER,
+    AIAgent,
+    Channel,
+    KnowledgeEntry,
+    UsageLedgerEntry,
+    Workspace,
+    WorkspaceApiKey,
+)
 from config.errors import ApplicationError
-from conversations.agents.base import DEFAULT_AGENT_PROVIDER
 
 
 class NotFoundError(ApplicationError):

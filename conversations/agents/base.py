@@ -5,8 +5,9 @@ A backend runs in the request's "think" phase: it must not touch the database (t
 its connection) and must raise `AgentTimeout` / `AgentUnavailable` (config.errors) for provider failures.
 
 `settings.AGENT_BACKENDS` (Django's EMAIL_BACKEND pattern) is the one list of providers: it maps each
-provider name an agent may have to the dotted path of its backend class. The AIAgent model's choices,
-the backend a request calls and the system checks (conversations/agents/checks.py) all read it.
+provider name an agent may have to the dotted path of its backend class. The AIAgent model's choices
+(channels_app/models.py), the backend a request calls and the system checks (conversations/agents/checks.py)
+all read it.
 """
 
 import re
@@ -18,10 +19,6 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from config.errors import AgentUnavailable
-
-# A new agent's provider: offline and needing nothing configured. settings.AGENT_BACKENDS must name it
-# (system check agents.E003).
-DEFAULT_AGENT_PROVIDER = "builtin"
 
 # The names an agent may give for the environment variable that holds its provider key. The key is sent as
 # a bearer token to the agent's base_url, which an operator chooses: any name would let the agent send
@@ -171,19 +168,3 @@ def provider_uses_knowledge(provider: str) -> bool:
     its request fails at the agent call)."""
     path = settings.AGENT_BACKENDS.get(provider)
     return path is not None and bool(getattr(backend_class(path), "uses_knowledge", False))
-
-
-def agent_provider_choices() -> list[tuple[str, str]]:
-    """The AIAgent.provider choices: every provider of settings.AGENT_BACKENDS, labelled by its backend.
-
-    A callable (Django 5's callable choices), so the migration refers to this function, not to a copy of
-    the list, and a provider added to the setting needs no migration.
-    """
-    choices = []
-    for name, path in settings.AGENT_BACKENDS.items():
-        try:
-            label = str(getattr(backend_class(path), "label", name))
-        except ImportError:
-            label = name  # system check agents.E001 reports the path
-        choices.append((name, label))
-    return choices

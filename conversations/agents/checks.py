@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError, connections
 
-from conversations.agents.base import DEFAULT_AGENT_PROVIDER, backend_class
+from channels_app.models import DEFAULT_AGENT_PROVIDER, AIAgent
+from conversations.agents.base import backend_class
 
 _PROVIDER_MAX_LENGTH = 20  # AIAgent.provider's max_length: a longer name could not be stored
 
@@ -70,8 +71,6 @@ def agent_providers_in_database_check(
 ) -> list[checks.CheckMessage]:
     """Agents whose provider settings.AGENT_BACKENDS does not name: each of their messages would fail
     with 502 agent_unavailable (details.reason "unknown_provider")."""
-    from channels_app.models import AIAgent
-
     warnings: list[checks.CheckMessage] = []
     known = set(getattr(settings, "AGENT_BACKENDS", None) or {})
     for alias in databases or ():
