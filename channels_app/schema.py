@@ -3,7 +3,7 @@
 The view parses its JSON itself (views._json_body), so the request is declared here: a `oneOf` of one
 schema per message type, told apart by `type` (the discriminator), built from the same content serializers
 that validate requests, so the documented limits are the enforced ones. The responses are the contract's:
-the success body (CONTRACT.md) and, for every error status, the error body with the codes it can carry.
+the success body (README.md, "Example") and, for every error status, the error body with the codes it can carry.
 """
 
 from drf_spectacular.extensions import (

@@ -36,7 +36,7 @@ def workspace_get(*, ref: str) -> Workspace:
     return workspace
 
 
-APIKEY_ROTATION_GRACE = timedelta(hours=24)  # CONTRACT.md: the old key keeps working this long by default
+APIKEY_ROTATION_GRACE = timedelta(hours=24)  # README "Rotating a key": the old key's default grace
 # Longer than this an old key is not being rotated out but kept; it also keeps the expiry date in range.
 APIKEY_ROTATION_GRACE_MAX = timedelta(days=365)
 # One grant's ceiling: far above any real purchase, far below BIGINT, so a typo cannot overflow the balance.

@@ -1,4 +1,4 @@
-"""Settings, read from the environment (CONTRACT.md lists the variables).
+"""Settings, read from the environment (README.md, "Configuration", lists the variables).
 
 One env-driven module: development, CI and production differ only by their environment.
 """
@@ -71,8 +71,8 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's built-in psycopg pool. The request releases its connection between the accept and record
-    # phases (DESIGN.md), so a process needs about as many connections as requests in those short phases,
-    # not as many as requests waiting on the agent.
+    # phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
+    # requests in those short phases, not as many as requests waiting on the agent.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),

@@ -1,5 +1,5 @@
-"""`manage.py apikey create|list|rotate|revoke` and `manage.py credits grant` (CONTRACT.md), and what a caller
-of the messages API sees with a rotated, expired or revoked key."""
+"""`manage.py apikey create|list|rotate|revoke` and `manage.py credits grant` (README.md, "Management
+commands"), and what a caller of the messages API sees with a rotated, expired or revoked key."""
 
 from datetime import timedelta
 
