@@ -94,7 +94,10 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
             details={"header": "X-Idempotency-Key"},
         )
     if record["state"] == IdempotencyRecord.State.COMPLETED:
-        return Replay(status=record["response_status"], body=bytes(record["response_body"]))
+        status, body = record["response_status"], record["response_body"]
+        # idempotency_complete writes the state, the status and the body in one UPDATE
+        assert status is not None and body is not None, "a COMPLETED record always has its response"
+        return Replay(status=status, body=bytes(body))
     taken = (
         IdempotencyRecord.objects.filter(pk=record["id"])
         .filter(Q(state=IdempotencyRecord.State.RELEASED) | Q(locked_until__lt=now))

@@ -3,6 +3,7 @@
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from django.conf import settings
 from django.db import transaction
@@ -10,7 +11,15 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from channels_app.credits import credits_grant
-from channels_app.models import AIAgent, Channel, KnowledgeEntry, UsageLedgerEntry, Workspace, WorkspaceApiKey
+from channels_app.models import (
+    DEFAULT_AGENT_PROVIDER,
+    AIAgent,
+    Channel,
+    KnowledgeEntry,
+    UsageLedgerEntry,
+    Workspace,
+    WorkspaceApiKey,
+)
 from config.errors import ApplicationError
 
 
@@ -27,7 +36,7 @@ def workspace_get(*, ref: str) -> Workspace:
     return workspace
 
 
-APIKEY_ROTATION_GRACE = timedelta(hours=24)  # CONTRACT.md: the old key keeps working this long by default
+APIKEY_ROTATION_GRACE = timedelta(hours=24)  # README "Rotating a key": the old key's default grace
 # Longer than this an old key is not being rotated out but kept; it also keeps the expiry date in range.
 APIKEY_ROTATION_GRACE_MAX = timedelta(days=365)
 # One grant's ceiling: far above any real purchase, far below BIGINT, so a typo cannot overflow the balance.
@@ -36,7 +45,9 @@ CREDITS_GRANT_MAX = 10**12
 
 def apikey_create(*, workspace: Workspace, name: str = "default", expires_at=None) -> tuple[WorkspaceApiKey, str]:
     """A new key; the plain key is returned once and stored only as a hash."""
-    return WorkspaceApiKey.objects.create_key(workspace=workspace, name=name[:50], expiry_date=expires_at)
+    api_key, key = WorkspaceApiKey.objects.create_key(workspace=workspace, name=name[:50], expiry_date=expires_at)
+    # The library annotates create_key as returning its abstract base; the manager creates this model.
+    return cast(WorkspaceApiKey, api_key), key
 
 
 def apikey_get(*, prefix: str) -> WorkspaceApiKey:
@@ -97,13 +108,13 @@ def demo_bootstrap(*, key_file: Path) -> dict[str, str]:
     workspace, _ = Workspace.objects.get_or_create(slug="demo", defaults={"name": "Demo workspace"})
     if settings.LLM_BASE_URL:
         agent_fields = {
-            "provider": AIAgent.Provider.OPENAI,
+            "provider": "openai",
             "base_url": settings.LLM_BASE_URL,
             "model": settings.LLM_MODEL,
             "api_key_env_var": "LLM_API_KEY",
         }
     else:
-        agent_fields = {"provider": AIAgent.Provider.BUILTIN, "base_url": "", "model": "", "api_key_env_var": ""}
+        agent_fields = {"provider": DEFAULT_AGENT_PROVIDER, "base_url": "", "model": "", "api_key_env_var": ""}
     agent, created = AIAgent.objects.get_or_create(
         workspace=workspace,
         name="Demo agent",
