@@ -27,7 +27,13 @@ from conversations.media.cache import (
     media_file_store,
 )
 from conversations.media.download import media_download
-from conversations.media.inspect import document_extract_text, media_check_type, media_sniff
+from conversations.media.inspect import (
+    content_type_charset,
+    document_extract_text,
+    media_check_type,
+    media_sniff,
+    text_clean,
+)
 from conversations.models import MediaAsset, Message
 
 # A document's text kept with its asset: about 5,000 tokens, several pages of a contract or an invoice.
@@ -90,7 +96,13 @@ def _download_and_store(
     media_check_type(declared_type=message.type, mime_type=mime_type, filename=filename, field=field)
     text = ""
     if message.type == Message.Type.DOCUMENT:
-        text = document_extract_text(data=downloaded.data, mime_type=mime_type, limit_chars=DOCUMENT_TEXT_MAX_CHARS)
+        # Before the file and its asset row are stored, so a retry finds both (the text is always storable).
+        text = document_extract_text(
+            data=downloaded.data,
+            mime_type=mime_type,
+            limit_chars=DOCUMENT_TEXT_MAX_CHARS,
+            charset=content_type_charset(downloaded.content_type),
+        )
     file_name = media_file_store(sha256=downloaded.sha256, mime_type=mime_type, data=downloaded.data)
     asset = media_asset_create(
         workspace_id=workspace_id,
@@ -124,7 +136,9 @@ def _text_for_agent(
         from conversations.agents.openai_agent import transcribe_audio  # the SDK loads only where it is used
 
         _connection_release()  # the provider may take seconds
-        return transcribe_audio(agent=agent, data=data, filename=filename, mime_type=asset.mime_type)[:limit]
+        return text_clean(transcribe_audio(agent=agent, data=data, filename=filename, mime_type=asset.mime_type))[
+            :limit
+        ]
     return ""
 
 

@@ -5,6 +5,7 @@ the transport and so skip the address check under test.
 """
 
 import base64
+import codecs
 import hashlib
 import json
 import os
@@ -22,7 +23,14 @@ from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline
 from conversations.models import MediaAsset, Message
 from tests.conftest import Api, error_of
-from tests.conversations.test_media_inspect import mp4_bytes, pdf_bytes, png_bytes, wav_bytes
+from tests.conversations.test_media_inspect import (
+    NUL_PDF_MAPPING,
+    mp4_bytes,
+    pdf_bytes,
+    pdf_mapped_bytes,
+    png_bytes,
+    wav_bytes,
+)
 from tests.conversations.test_openai_agent import completion
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
 
@@ -282,6 +290,68 @@ def test_a_pdf_text_reaches_the_agent(llm_api, httpserver):
     assert last["content"].startswith('[Document "invoice.pdf" (application/pdf, ')
     assert "Is it paid?]\nDocument text:\n" in last["content"]
     assert PDF_TEXT in last["content"]
+
+
+UTF_16_NOTE = "Pedido 1042: la caja lleg\u00f3 rota. \u6771\u4eac\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        pytest.param(codecs.BOM_UTF16_LE + UTF_16_NOTE.encode("utf-16-le"), "text/plain", id="utf-16-le-bom"),
+        pytest.param(codecs.BOM_UTF16_BE + UTF_16_NOTE.encode("utf-16-be"), "text/plain", id="utf-16-be-bom"),
+        pytest.param(UTF_16_NOTE.encode("utf-8"), "text/plain; charset=utf-8", id="utf-8"),
+    ],
+)
+def test_a_text_document_reaches_the_agent_decoded(llm_api, httpserver, data, content_type):
+    # given
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("We will replace it."))
+    url = serve(httpserver, "/notes/note.txt", data, content_type=content_type)
+
+    # when
+    response = llm_api.post(media_message("DOCUMENT", url))
+
+    # then: the agent reads the text, not UTF-16 bytes read as UTF-8 (NULs between the letters)
+    assert response.status_code == 200, response.content
+    [sent] = chat_requests(httpserver)
+    assert sent["messages"][-1]["content"].endswith("Document text:\n" + UTF_16_NOTE)
+    assert MediaAsset.objects.get().text == UTF_16_NOTE
+
+
+def test_a_pdf_whose_text_holds_nul_and_lone_surrogates_is_answered(llm_api, httpserver):
+    # given: the font's map turns the glyphs into "A", NUL, a lone surrogate, "B"
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("Got it."))
+    url = serve(httpserver, "/docs/odd.pdf", pdf_mapped_bytes(b"A0DB", NUL_PDF_MAPPING))
+
+    # when
+    response = llm_api.post(media_message("DOCUMENT", url, filename="odd.pdf"))
+
+    # then: PostgreSQL could store neither character: they are left out instead of failing the message
+    assert response.status_code == 200, response.content
+    assert MediaAsset.objects.get().text == "A\ufffdB"
+    assert Message.objects.get(direction="INBOUND").status == "ANSWERED"
+
+
+def test_a_retry_after_an_agent_failure_takes_the_document_from_the_cache(llm_api, httpserver, monkeypatch):
+    # given: a UTF-16 document, and a provider that fails once
+    monkeypatch.setattr(openai_agent, "MAX_RETRIES", 0)
+    httpserver.expect_oneshot_request(CHAT_PATH, method="POST").respond_with_data("busy", status=503)
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("We will replace it."))
+    url = serve(httpserver, "/notes/note.txt", codecs.BOM_UTF16_LE + UTF_16_NOTE.encode("utf-16-le"))
+    body = media_message("DOCUMENT", url)
+
+    # when
+    first = llm_api.post(body, idempotency_key="doc-retry-1")
+    second = llm_api.post(body, idempotency_key="doc-retry-1")
+
+    # then: the failure is the agent's (502, never a 500 over the file's content), and the retry answers
+    # the same message with the file and its text from the cache
+    assert first.status_code == 502, first.content
+    assert second.status_code == 200, second.content
+    assert Message.objects.filter(direction="INBOUND").count() == 1
+    assert hits(httpserver, "/notes/note.txt") == 1
+    assert MediaAsset.objects.get().text == UTF_16_NOTE
+    assert chat_requests(httpserver)[-1]["messages"][-1]["content"].endswith(UTF_16_NOTE)
 
 
 def test_an_image_reaches_the_agent_as_a_data_url(llm_api, httpserver):
