@@ -120,6 +120,12 @@ MEDIA_ALLOW_PRIVATE_HOSTS = env.list("MEDIA_ALLOW_PRIVATE_HOSTS", default=[])
 MEDIA_MAX_BYTES = 10 * 1024 * 1024  # the spec's per-file limit
 MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 30.0  # the spec's download timeout, for the whole download
 MEDIA_CACHE_SECONDS = env.int("MEDIA_CACHE_SECONDS", default=24 * 3600)
+# A PDF's text is read in a child process under these limits (conversations/media/extract.py, README "Media"):
+# pypdf is pure Python, and in a gevent worker a PDF that costs seconds of CPU would stop every other request.
+MEDIA_EXTRACT_CPU_SECONDS = 3  # ten times a 36-page text-heavy manual (0.3 s); a PDF bomb stops here
+MEDIA_EXTRACT_MEMORY_BYTES = 256 * 1024 * 1024  # Python and pypdf take 70 MB; a 10 MB file and its decoded streams
+MEDIA_EXTRACT_TIMEOUT_SECONDS = 10.0  # wall: the CPU limit, a busy machine's wait for a core, a wait for a slot
+MEDIA_EXTRACT_CONCURRENCY = 2  # children per process at once: a worker's bombs hold 2 x 256 MB at most
 
 # --- the messages pipeline -------------------------------------------------------------------------------
 # How long a claimed idempotency key (and an inbound message's turn in its conversation) stays locked when

@@ -7,15 +7,14 @@ extension only settles the cases where libmagic sees a container but cannot name
 from __future__ import annotations
 
 import codecs
-import io
 import logging
 import re
 from pathlib import PurePosixPath
 
 import magic
-from pypdf import PdfReader
 
 from .errors import MediaTypeMismatch
+from .extract import pdf_text_extract
 
 logger = logging.getLogger(__name__)
 
@@ -228,9 +227,9 @@ def text_decode(*, data: bytes, charset: str = "", limit_chars: int = 20000) -> 
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return _decode_head(data=data[len(bom) :], encoding=encoding, limit_chars=limit_chars)
-    encoding = _charset_codec(charset)
-    if encoding is not None:
-        return _decode_head(data=data, encoding=encoding, limit_chars=limit_chars)
+    declared = _charset_codec(charset)
+    if declared is not None:
+        return _decode_head(data=data, encoding=declared, limit_chars=limit_chars)
     head = data[: limit_chars * 4]
     try:
         # A cut through the last character of the head is not an error: a strict incremental decode
@@ -285,26 +284,9 @@ def content_type_charset(content_type: str) -> str:
 
 
 def _pdf_text(*, data: bytes, limit_chars: int) -> str:
-    parts: list[str] = []
-    total = 0
-    try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted and not reader.decrypt(""):
-            return ""  # needs a password we do not have
-        for index in range(min(len(reader.pages), PDF_MAX_PAGES)):
-            try:
-                text = (reader.pages[index].extract_text() or "").strip()
-            except Exception:  # one broken page must not hide the others
-                logger.info("pypdf could not read page %s", index, exc_info=True)
-                continue
-            if text:
-                parts.append(text)
-                total += len(text)
-            if total >= limit_chars:
-                break
-    except Exception:  # pypdf raises many types on malformed files; a broken PDF is just one without text
-        logger.info("pypdf could not read a PDF", exc_info=True)
-    return text_clean("\n\n".join(parts)[:limit_chars])
+    """pypdf in a child process with hard limits (conversations/media/extract.py): a PDF can cost seconds
+    of CPU a page, which in a gevent worker would stop every other request."""
+    return text_clean(pdf_text_extract(data=data, max_pages=PDF_MAX_PAGES, limit_chars=limit_chars).text)
 
 
 def _normalize(mime_type: str) -> str:

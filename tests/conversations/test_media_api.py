@@ -26,6 +26,7 @@ from tests.conftest import Api, error_of
 from tests.conversations.test_media_inspect import (
     NUL_PDF_MAPPING,
     mp4_bytes,
+    pdf_bomb_bytes,
     pdf_bytes,
     pdf_mapped_bytes,
     png_bytes,
@@ -352,6 +353,26 @@ def test_a_retry_after_an_agent_failure_takes_the_document_from_the_cache(llm_ap
     assert hits(httpserver, "/notes/note.txt") == 1
     assert MediaAsset.objects.get().text == UTF_16_NOTE
     assert chat_requests(httpserver)[-1]["messages"][-1]["content"].endswith(UTF_16_NOTE)
+
+
+def test_a_pdf_bomb_is_answered_with_its_description_and_read_once(llm_api, httpserver, settings):
+    # given: 50 pages sharing one 8 MiB stream of path operators (minutes of pypdf), a 1 s CPU limit
+    settings.MEDIA_EXTRACT_CPU_SECONDS = 1
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("I cannot read that file."))
+    data = pdf_bomb_bytes(pages=50)
+    url = serve(httpserver, "/docs/bomb.pdf", data)
+
+    # when: sent twice
+    first = llm_api.post(media_message("DOCUMENT", url, filename="bomb.pdf"))
+    second = llm_api.post(media_message("DOCUMENT", url, filename="bomb.pdf"))
+
+    # then: both answered; the agent got the document's description without text; the second came from the
+    # cache, so the file was neither downloaded nor parsed again
+    assert first.status_code == second.status_code == 200, first.content
+    description = f'[Document "bomb.pdf" (application/pdf, {_human_size(len(data))})]'
+    assert [sent["messages"][-1]["content"] for sent in chat_requests(httpserver)] == [description, description]
+    assert hits(httpserver, "/docs/bomb.pdf") == 1
+    assert MediaAsset.objects.get().text == ""
 
 
 def test_an_image_reaches_the_agent_as_a_data_url(llm_api, httpserver):

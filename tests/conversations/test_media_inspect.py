@@ -137,6 +137,26 @@ def pdf_from_objects(objects: list[bytes]) -> bytes:
     return bytes(out)
 
 
+def pdf_bomb_bytes(*, pages: int = 4, expanded_bytes: int = 8 * 1024 * 1024, operator: bytes = b"0 0 m\n") -> bytes:
+    """A small PDF that is slow to read: `pages` pages share one FlateDecode content stream that expands to
+    `expanded_bytes` of `operator` (a path move: no text), closed by one empty text object so that pypdf
+    cannot tell from a glance that the stream holds no text. 8 MiB compress to about 13 KB; pypdf parses
+    the whole stream again for every page (5 s of CPU a page in-process, measured with pypdf 7.1)."""
+    content = zlib.compress(operator * (expanded_bytes // len(operator)) + b"BT () Tj ET\n", 9)
+    font = b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>"
+    return pdf_from_objects(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids ["
+            + b" ".join(b"%d 0 R" % (4 + i) for i in range(pages))
+            + b"] /Count %d >>" % pages,
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+            *[b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R /Resources " + font + b" >>"]
+            * pages,
+        ]
+    )
+
+
 # "A", then NUL, then a lone high surrogate, then "B": what a hostile (or just broken) font map can say.
 NUL_PDF_MAPPING = {0x41: "0041", 0x30: "0000", 0x44: "D800", 0x42: "0042"}
 
