@@ -55,6 +55,10 @@ class MediaPart:
     caption: str = ""
     data: bytes | None = None  # the file's bytes, when the backend may need them (images, audio)
     text: str = ""  # text extracted from a document, bounded
+    # An earlier message's cached file in Django storage (history_build), which the media pipeline may load
+    # into `data`; "" when the file is gone or was never stored.
+    stored_name: str = ""
+    sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,24 +10,28 @@ No transaction or row lock is held here, and the connection goes back to the poo
 """
 
 import time
+from dataclasses import replace
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from config.errors import ApplicationError
 from config.metrics import media_download_observe
-from conversations.agents.base import AgentConfig, MediaPart
+from conversations.agents.base import AgentConfig, HistoryItem, MediaPart
 from conversations.media.cache import (
     media_asset_attach,
     media_asset_cached,
     media_asset_create,
     media_file_read,
+    media_file_read_stored,
     media_file_store,
 )
 from conversations.media.download import media_download
 from conversations.media.inspect import (
+    IMAGE_MIME_TYPES,
     content_type_charset,
     document_extract_text,
     media_check_type,
@@ -79,6 +83,34 @@ def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) ->
         data=data if message.type == Message.Type.IMAGE else None,
         text=_text_for_agent(message_type=message.type, agent=agent, asset=asset, data=data, filename=filename),
     )
+
+
+def history_media_load(*, history: list[HistoryItem], agent: AgentConfig) -> list[HistoryItem]:
+    """`history` with the bytes of its earlier images, newest first, each that still fits in
+    settings.MEDIA_HISTORY_IMAGE_BYTES; the others stay without bytes and reach the model as a description.
+
+    Read from Django storage (the files cached when those messages arrived), never downloaded again: an
+    image's URL is the contact's, often signed, and never goes to the provider. Only for the OpenAI-compatible
+    agent (the built-in one reads no image). The last item, the message being answered, is left as it is.
+    Precondition: no connection held (the storage may be remote); no database access.
+    """
+    if agent.provider != "openai" or len(history) < 2:
+        return history
+    budget = int(settings.MEDIA_HISTORY_IMAGE_BYTES)
+    loaded = list(history)
+    for index in range(len(loaded) - 2, -1, -1):
+        item = loaded[index]
+        media = item.media
+        if item.type != Message.Type.IMAGE or media is None or not media.stored_name or media.data is not None:
+            continue
+        if media.mime_type not in IMAGE_MIME_TYPES or not 0 < media.size <= budget:
+            continue
+        data = media_file_read_stored(name=media.stored_name, sha256=media.sha256)
+        if data is None or len(data) > budget:
+            continue
+        budget -= len(data)
+        loaded[index] = replace(item, media=replace(media, data=data))
+    return loaded
 
 
 def _download_and_store(

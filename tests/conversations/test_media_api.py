@@ -22,7 +22,7 @@ from conversations.agents import openai_agent
 from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline
 from conversations.models import MediaAsset, Message
-from tests.conftest import Api, error_of
+from tests.conftest import SEED_TEXT, Api, error_of
 from tests.conversations.test_media_inspect import (
     NUL_PDF_MAPPING,
     mp4_bytes,
@@ -391,6 +391,74 @@ def test_an_image_reaches_the_agent_as_a_data_url(llm_api, httpserver):
     prefix = "data:image/png;base64,"
     assert image_part["type"] == "image_url" and image_part["image_url"]["url"].startswith(prefix)
     assert base64.b64decode(image_part["image_url"]["url"][len(prefix) :]) == png_bytes()
+
+
+SIGNED_QUERY = "?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=5ig-7f3a9c"
+
+
+def _image_then_text(llm_api, httpserver):
+    """An image with a signed URL (answered), then a text message of the same contact: the stand-in LLM's
+    two chat requests, as raw bodies and parsed."""
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("A receipt."))
+    url = serve(httpserver, "/img/receipt.png", png_bytes(), content_type="image/png") + SIGNED_QUERY
+    assert llm_api.post(media_message("IMAGE", url, caption="My receipt")).status_code == 200
+    return url
+
+
+def _raw_chat_bodies(httpserver) -> list[bytes]:
+    return [request.get_data() for request, _ in httpserver.log if request.path == CHAT_PATH]
+
+
+def test_earlier_images_go_to_the_provider_as_bytes_never_by_their_url(llm_api, httpserver, assert_statements):
+    # given
+    url = _image_then_text(llm_api, httpserver)
+
+    # when: the next message; its think phase runs the one history query, as for a text-only conversation
+    with assert_statements(12):
+        assert llm_api.post({**SEED_TEXT, "content": {"text": {"body": "Is it paid?"}}}).status_code == 200
+
+    # then: the earlier image went again as its cached bytes, from storage (not downloaded again)
+    assert hits(httpserver, "/img/receipt.png") == 1
+    first, second = chat_requests(httpserver)
+    caption, image = second["messages"][1]["content"]
+    assert caption == {"type": "text", "text": "My receipt"}
+    assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    assert second["messages"][-1] == {"role": "user", "content": "Is it paid?"}
+    for raw in _raw_chat_bodies(httpserver):  # not the URL, not its signature, in any form
+        assert b"receipt.png" not in raw and b"5ig-7f3a9c" not in raw and b"AKIAEXAMPLE" not in raw
+    assert url not in json.dumps([first, second])
+
+
+def test_earlier_images_over_the_budget_are_described(llm_api, httpserver, settings):
+    # given: a budget smaller than the earlier image
+    settings.MEDIA_HISTORY_IMAGE_BYTES = len(png_bytes()) - 1
+    _image_then_text(llm_api, httpserver)
+
+    # when
+    assert llm_api.post({**SEED_TEXT, "content": {"text": {"body": "Is it paid?"}}}).status_code == 200
+
+    # then
+    _, second = chat_requests(httpserver)
+    assert second["messages"][1] == {
+        "role": "user",
+        "content": f"[Image (image/png, {_human_size(len(png_bytes()))}): My receipt]",
+    }
+    assert all(b"receipt.png" not in raw and b"5ig-7f3a9c" not in raw for raw in _raw_chat_bodies(httpserver))
+
+
+def test_an_earlier_image_whose_file_is_gone_is_described_not_downloaded_again(llm_api, httpserver):
+    # given: the cached file was lost with the storage
+    _image_then_text(llm_api, httpserver)
+    default_storage.delete(MediaAsset.objects.get().file.name)
+
+    # when
+    assert llm_api.post({**SEED_TEXT, "content": {"text": {"body": "Is it paid?"}}}).status_code == 200
+
+    # then
+    assert hits(httpserver, "/img/receipt.png") == 1
+    _, second = chat_requests(httpserver)
+    assert second["messages"][1]["content"].startswith("[Image (image/png, ")
+    assert all(b"receipt.png" not in raw and b"5ig-7f3a9c" not in raw for raw in _raw_chat_bodies(httpserver))
 
 
 def test_audio_is_transcribed_when_the_agent_asks_for_it(llm_api, httpserver):
