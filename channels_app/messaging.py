@@ -35,7 +35,7 @@ from config.errors import ApplicationError, ConversationBusy
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
-from conversations.media.pipeline import media_prepare
+from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Message
 from conversations.services import (
     TurnNotReady,
@@ -265,6 +265,7 @@ def _think(accepted: Accepted) -> AgentReply:
     if media is not None:
         history[-1] = replace(history[-1], media=media)
     connection_release()
+    history = history_media_load(history=history, agent=accepted.agent)
     started = time.monotonic()
     reply = backend.reply(agent=accepted.agent, history=history)
     seconds = round(time.monotonic() - started, 3)

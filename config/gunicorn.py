@@ -11,7 +11,8 @@ import os
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
-# Longer than the slowest request: media (30 s) plus the agent's timeout (60 s by default) plus margin.
+# Longer than the slowest request: media (30 s), a document's text (10 s), the agent's timeout (60 s by
+# default), plus margin.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "150"))
 graceful_timeout = 30
 keepalive = 5

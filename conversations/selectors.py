@@ -37,12 +37,26 @@ def history_window_queryset(*, conversation_id: str, seq: int, limit: int) -> Qu
     """The last `limit` messages of the conversation up to position `seq`, newest first.
 
     Reads the (conversation, seq, part) unique index backwards and stops after `limit` rows: its cost does
-    not grow with the conversation's length.
+    not grow with the conversation's length. A media message's cached file (name and hash) comes along
+    through a left join on the asset's primary key, one index probe per row of the window.
     """
     return (
         Message.objects.filter(conversation_id=conversation_id, seq__lte=seq)
         .order_by("-seq", "-part")
-        .values("id", "seq", "part", "direction", "type", "content", "status", "lease_until")[:limit]
+        .values(
+            "id",
+            "seq",
+            "part",
+            "direction",
+            "type",
+            "content",
+            "status",
+            "lease_until",
+            "media_mime_type",
+            "media_size",
+            "media_asset__file",
+            "media_asset__sha256",
+        )[:limit]
     )
 
 

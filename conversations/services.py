@@ -7,7 +7,7 @@ from typing import Any
 from django.db import connection
 
 from contacts.services import contact_create
-from conversations.agents.base import HistoryItem
+from conversations.agents.base import HistoryItem, MediaPart
 from conversations.models import Conversation, Message
 from conversations.selectors import contact_with_open_conversation, earlier_message_pending, history_window
 
@@ -140,11 +140,31 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
             role="user" if row["direction"] == Message.Direction.INBOUND else "assistant",
             type=row["type"],
             content=row["content"],
+            media=_history_media(row),
         )
         for row in earlier
     ]
     items.append(HistoryItem(role="user", type=message.type, content=message.content))
     return items
+
+
+def _history_media(row: dict[str, Any]) -> MediaPart | None:
+    """What an earlier media message's row says about its file: type, size and the cached file's name (the
+    bytes are read later, outside any transaction, within a budget: media.pipeline.history_media_load).
+    The URL is left out on purpose: it is the contact's, often signed, and never goes to the provider."""
+    if row["type"] == Message.Type.TEXT or row["direction"] != Message.Direction.INBOUND:
+        return None
+    body = row["content"].get(row["type"].lower()) if isinstance(row["content"], dict) else None
+    body = body if isinstance(body, dict) else {}
+    return MediaPart(
+        url="",
+        mime_type=row["media_mime_type"] or "",
+        size=row["media_size"] or 0,
+        filename=str(body.get("filename") or ""),
+        caption=str(body.get("caption") or ""),
+        stored_name=row["media_asset__file"] or "",
+        sha256=row["media_asset__sha256"] or "",
+    )
 
 
 def inbound_message_answer(*, message_id: str, reserved: int) -> int:

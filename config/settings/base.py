@@ -130,10 +130,22 @@ MEDIA_ALLOW_PRIVATE_HOSTS = env.list("MEDIA_ALLOW_PRIVATE_HOSTS", default=[])
 MEDIA_MAX_BYTES = 10 * 1024 * 1024  # the spec's per-file limit
 MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 30.0  # the spec's download timeout, for the whole download
 MEDIA_CACHE_SECONDS = env.int("MEDIA_CACHE_SECONDS", default=24 * 3600)
+# A PDF's text is read in a child process under these limits (conversations/media/extract.py, README "Media"):
+# pypdf is pure Python, and in a gevent worker a PDF that costs seconds of CPU would stop every other request.
+MEDIA_EXTRACT_CPU_SECONDS = 3  # ten times a 36-page text-heavy manual (0.3 s); a PDF bomb stops here
+MEDIA_EXTRACT_MEMORY_BYTES = 256 * 1024 * 1024  # Python and pypdf take 70 MB; a 10 MB file and its decoded streams
+MEDIA_EXTRACT_TIMEOUT_SECONDS = 10.0  # wall: the CPU limit, a busy machine's wait for a core, a wait for a slot
+MEDIA_EXTRACT_CONCURRENCY = 2  # children per process at once: a worker's bombs hold 2 x 256 MB at most
+# Earlier images of the conversation go to an OpenAI-compatible agent inline, newest first, up to this many
+# bytes in all (the message's own image comes on top); the rest as a description. Each is sent again with
+# every later message, paid for in the provider's image tokens each time, and held in memory (base64 and
+# JSON) while the request waits: two phone photos, or a dozen screenshots.
+MEDIA_HISTORY_IMAGE_BYTES = 4 * 1024 * 1024
 
 # --- the messages pipeline -------------------------------------------------------------------------------
 # How long a claimed idempotency key (and an inbound message's turn in its conversation) stays locked when
-# its request dies mid-way: longer than the slowest request (media 30 s + agent 60 s + margin).
+# its request dies mid-way: longer than the slowest request (media 30 s + a document's text 10 s + agent 60 s
+# + margin).
 PROCESSING_LEASE_SECONDS = env.int("PROCESSING_LEASE_SECONDS", default=150)
 IDEMPOTENCY_RETENTION_SECONDS = env.int("IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
 # A request waiting for an earlier message of its conversation to be answered gives up after this long.

@@ -67,6 +67,10 @@ class MediaPart:
     caption: str = ""
     data: bytes | None = None  # the file's bytes, when the backend may need them (images, audio)
     text: str = ""  # text extracted from a document, bounded
+    # An earlier message's cached file in Django storage (history_build), which the media pipeline may load
+    # into `data`; "" when the file is gone or was never stored.
+    stored_name: str = ""
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,13 @@ class AgentReply:
 
 class AgentBackend(Protocol):
     """What settings.AGENT_BACKENDS names. One instance per class serves every request of a process, from
-    several threads or greenlets at once: a backend keeps no per-request state.
+        several threads or greenlets at once: a backend keeps no per-request state.
 
-    Optional, read with getattr so that a backend needs none of them: `label` (the provider's name in the
-    admin), `uses_knowledge = True` (the accept phase loads the agent's knowledge entries into
-    `AgentConfig.knowledge`), and a `transcribe` method (`AudioTranscriber`: voice messages are transcribed
-    for an agent with `transcribe_audio` on).
+        Optional, read with getattr so that a backend needs none of them: `label` (the provider's name in the
+        admin), `uses_knowledge = True` (the accept phase loads the agent's knowledge entries into
+        `AgentConfig.knowledge`), `sees_images = True` (earlier images of the history are loaded from the
+    media cache for it), and a `transcribe` method (`AudioTranscriber`: voice messages are transcribed
+        for an agent with `transcribe_audio` on).
     """
 
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
@@ -163,8 +168,13 @@ def get_backend(provider: str) -> AgentBackend:
     return _backend_at(path)
 
 
-def provider_uses_knowledge(provider: str) -> bool:
-    """Whether the provider's backend reads the agent's knowledge entries (False for an unknown provider:
-    its request fails at the agent call)."""
+def provider_has(provider: str, capability: str) -> bool:
+    """Whether the provider's backend declares `capability` (an optional attribute of `AgentBackend`);
+    False for an unknown provider: its request fails at the agent call."""
     path = settings.AGENT_BACKENDS.get(provider)
-    return path is not None and bool(getattr(backend_class(path), "uses_knowledge", False))
+    return path is not None and bool(getattr(backend_class(path), capability, False))
+
+
+def provider_uses_knowledge(provider: str) -> bool:
+    """Whether the provider's backend reads the agent's knowledge entries."""
+    return provider_has(provider, "uses_knowledge")

@@ -57,6 +57,7 @@ class OpenAICompatibleAgent:
     """The backend settings.AGENT_BACKENDS names "openai": an `AgentBackend` and an `AudioTranscriber`."""
 
     label = "OpenAI-compatible"
+    sees_images = True  # earlier images go to the model as their cached bytes (media.pipeline)
 
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
         """Send the instructions and the history window as one chat completion; split the answer.
@@ -271,19 +272,15 @@ def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatComple
 
 
 def _user_content(item: HistoryItem) -> str | list[ChatCompletionContentPartParam]:
-    """Images go as image parts (the bytes inline when the media pipeline kept them, so the provider needs
-    no access to the contact's URL); other media as a text description the model can read."""
-    if item.type != "IMAGE":
-        return _as_text(item)
+    """An image with its bytes (the media pipeline's: the new message's, and earlier ones within the
+    history's image budget) goes as an image part with the bytes inline; any other image as its text
+    description, and other media as a description too. Never by the contact's URL: it may be signed or
+    private, and the provider has no business fetching it."""
     media = item.media
-    body = _body(item)
-    if media is not None and media.data and media.mime_type:
-        url = f"data:{media.mime_type};base64,{base64.b64encode(media.data).decode('ascii')}"
-    else:
-        url = (media.url if media is not None else "") or str(body.get("url") or "")
-    if not url:
-        return _describe(item)
-    caption = (media.caption if media is not None else "") or str(body.get("caption") or "")
+    if item.type != "IMAGE" or media is None or not media.data or not media.mime_type:
+        return _as_text(item)
+    url = f"data:{media.mime_type};base64,{base64.b64encode(media.data).decode('ascii')}"
+    caption = media.caption or str(_body(item).get("caption") or "")
     return [
         {"type": "text", "text": caption or "(image)"},
         {"type": "image_url", "image_url": {"url": url}},

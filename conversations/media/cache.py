@@ -64,14 +64,20 @@ def media_file_store(*, sha256: str, mime_type: str, data: bytes) -> str:
 def media_file_read(*, asset: MediaAsset) -> bytes | None:
     """The cached bytes, or None when the file is gone (deleted by a clean-up racing with the asset's
     creation, or lost with the storage): the caller downloads again."""
+    return media_file_read_stored(name=asset.file.name, sha256=asset.sha256)
+
+
+def media_file_read_stored(*, name: str, sha256: str) -> bytes | None:
+    """The bytes stored under `name`, or None when the file is gone or does not match `sha256`. No
+    database: call it with no connection held (the storage may be remote)."""
     try:
-        with default_storage.open(asset.file.name, "rb") as stored:
+        with default_storage.open(name, "rb") as stored:
             data = stored.read()
     except OSError:
-        logger.warning("media asset %s: stored file %s is missing", asset.pk, asset.file.name)
+        logger.warning("media file %s is missing", name)
         return None
-    if hashlib.sha256(data).hexdigest() != asset.sha256:
-        logger.warning("media asset %s: stored file %s does not match its hash", asset.pk, asset.file.name)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        logger.warning("media file %s does not match its hash", name)
         return None
     return data
 

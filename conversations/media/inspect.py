@@ -6,14 +6,15 @@ extension only settles the cases where libmagic sees a container but cannot name
 
 from __future__ import annotations
 
-import io
+import codecs
 import logging
+import re
 from pathlib import PurePosixPath
 
 import magic
-from pypdf import PdfReader
 
 from .errors import MediaTypeMismatch
+from .extract import pdf_text_extract
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,27 @@ DOCUMENT_CONTAINER_MIME_TYPES_BY_EXTENSION = {
 # text/* is accepted when the file name says .txt or .csv.
 DOCUMENT_TEXT_EXTENSIONS = frozenset({"txt", "csv"})
 
-# Documents whose text document_extract_text reads as UTF-8.
+# Documents whose text document_extract_text decodes (text_decode).
 TEXT_MIME_TYPES = frozenset({"text/plain", "text/csv", "application/csv"})
+
+# Byte order marks, longest first: a UTF-32 LE mark starts like the UTF-16 LE one. A mark decides the
+# encoding over any declared charset (as browsers do): a server's label is often a default, the mark never.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+# Python codecs that decode bytes to text but are no charset a server could mean; punycode and idna are
+# also quadratic on long input. A declared charset naming one of them is ignored.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "unicode_escape", "raw_unicode_escape", "undefined"})
+# Without a mark, a label or valid UTF-8, the bytes are read as Windows-1252: the commonest 8-bit encoding
+# of documents (libmagic calls it iso-8859-1, which it extends), and with errors="replace" it never fails.
+TEXT_FALLBACK_ENCODING = "cp1252"
+# What PostgreSQL cannot store in a text column (NUL) and what no UTF-8 encoder accepts (surrogates): pypdf
+# hands out both from a PDF's own character maps.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 _WHAT_TO_SEND = {
     "IMAGE": "a JPEG, PNG, GIF or WebP image",
@@ -179,11 +199,13 @@ def media_check_type(*, declared_type: str, mime_type: str, filename: str = "", 
     )
 
 
-def document_extract_text(*, data: bytes, mime_type: str, limit_chars: int = 20000) -> str:
+def document_extract_text(*, data: bytes, mime_type: str, limit_chars: int = 20000, charset: str = "") -> str:
     """The document's text for the agent, at most `limit_chars` characters; "" when there is none to read.
 
-    PDF through pypdf (first PDF_MAX_PAGES pages), plain text and CSV as UTF-8 with replacement characters.
-    Never raises on a broken or hostile file: it returns "" (or what it read before the damage).
+    PDF through pypdf (first PDF_MAX_PAGES pages); plain text and CSV by their byte order mark, else the
+    declared `charset` (the server's Content-Type parameter), else UTF-8, else Windows-1252 (text_decode).
+    The text is always safe to store (text_clean: no NUL, no lone surrogate). Never raises on a broken or
+    hostile file: it returns "" (or what it read before the damage).
     """
     if limit_chars <= 0:
         return ""
@@ -191,32 +213,80 @@ def document_extract_text(*, data: bytes, mime_type: str, limit_chars: int = 200
     if mime == "application/pdf":
         return _pdf_text(data=data, limit_chars=limit_chars)
     if mime in TEXT_MIME_TYPES or mime.startswith("text/"):
-        # 4 bytes per character at most in UTF-8: decode no more than the limit can use.
-        return data[: limit_chars * 4].decode("utf-8-sig", errors="replace")[:limit_chars]
+        return text_decode(data=data, charset=charset, limit_chars=limit_chars)
+    return ""
+
+
+def text_decode(*, data: bytes, charset: str = "", limit_chars: int = 20000) -> str:
+    """A text file's first `limit_chars` characters, safe to store (text_clean). Never raises.
+
+    The encoding is the byte order mark's (UTF-8, UTF-16 LE/BE, UTF-32 LE/BE), else `charset` (the
+    server's declared charset, when Python knows it), else UTF-8 when the bytes are valid UTF-8, else
+    TEXT_FALLBACK_ENCODING. Undecodable bytes become U+FFFD.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return _decode_head(data=data[len(bom) :], encoding=encoding, limit_chars=limit_chars)
+    declared = _charset_codec(charset)
+    if declared is not None:
+        return _decode_head(data=data, encoding=declared, limit_chars=limit_chars)
+    head = data[: limit_chars * 4]
+    try:
+        # A cut through the last character of the head is not an error: a strict incremental decode
+        # keeps it back instead of failing.
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=len(head) == len(data))
+    except UnicodeDecodeError:
+        return _decode_head(data=data, encoding=TEXT_FALLBACK_ENCODING, limit_chars=limit_chars)
+    return _decode_head(data=data, encoding="utf-8", limit_chars=limit_chars)
+
+
+def text_clean(text: str) -> str:
+    """`text` without what a database or a UTF-8 encoder refuses: NUL characters are dropped, a surrogate
+    pair written as two code points becomes its character, a lone surrogate becomes U+FFFD."""
+    if not _UNSTORABLE.search(text):
+        return text
+    # Through UTF-16 and back: a valid pair joins into one character, a lone half becomes U+FFFD.
+    return text.replace("\x00", "").encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _decode_head(*, data: bytes, encoding: str, limit_chars: int) -> str:
+    # 4 bytes per character at most in every encoding accepted here: decode no more than the limit can use.
+    head = data[: limit_chars * 4]
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)("replace")
+        text = decoder.decode(head, final=len(head) == len(data))
+    except Exception:  # a codec's own failure on hostile bytes; the fallback never fails
+        logger.info("could not decode a text document as %s", encoding, exc_info=True)
+        text = head.decode(TEXT_FALLBACK_ENCODING, errors="replace")
+    return text_clean(text[:limit_chars])
+
+
+def _charset_codec(charset: str) -> str | None:
+    """The Python codec for a declared charset, or None for an unknown name or one that is no charset."""
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset.strip().strip('"').strip("'"))
+    except (LookupError, ValueError):
+        return None
+    if info.name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def content_type_charset(content_type: str) -> str:
+    """The charset parameter of a Content-Type header (`text/plain; charset=utf-16` -> "utf-16"), or ""."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').strip("'")[:40]
     return ""
 
 
 def _pdf_text(*, data: bytes, limit_chars: int) -> str:
-    parts: list[str] = []
-    total = 0
-    try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted and not reader.decrypt(""):
-            return ""  # needs a password we do not have
-        for index in range(min(len(reader.pages), PDF_MAX_PAGES)):
-            try:
-                text = (reader.pages[index].extract_text() or "").strip()
-            except Exception:  # one broken page must not hide the others
-                logger.info("pypdf could not read page %s", index, exc_info=True)
-                continue
-            if text:
-                parts.append(text)
-                total += len(text)
-            if total >= limit_chars:
-                break
-    except Exception:  # pypdf raises many types on malformed files; a broken PDF is just one without text
-        logger.info("pypdf could not read a PDF", exc_info=True)
-    return "\n\n".join(parts)[:limit_chars]
+    """pypdf in a child process with hard limits (conversations/media/extract.py): a PDF can cost seconds
+    of CPU a page, which in a gevent worker would stop every other request."""
+    return text_clean(pdf_text_extract(data=data, max_pages=PDF_MAX_PAGES, limit_chars=limit_chars).text)
 
 
 def _normalize(mime_type: str) -> str:

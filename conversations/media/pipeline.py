@@ -10,24 +10,34 @@ No transaction or row lock is held here, and the connection goes back to the poo
 """
 
 import time
+from dataclasses import replace
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from config.errors import ApplicationError
 from config.metrics import media_download_observe
-from conversations.agents.base import AgentConfig, AudioTranscriber, MediaPart, get_backend
+from conversations.agents.base import AgentConfig, AudioTranscriber, HistoryItem, MediaPart, get_backend, provider_has
 from conversations.media.cache import (
     media_asset_attach,
     media_asset_cached,
     media_asset_create,
     media_file_read,
+    media_file_read_stored,
     media_file_store,
 )
 from conversations.media.download import media_download
-from conversations.media.inspect import document_extract_text, media_check_type, media_sniff
+from conversations.media.inspect import (
+    IMAGE_MIME_TYPES,
+    content_type_charset,
+    document_extract_text,
+    media_check_type,
+    media_sniff,
+    text_clean,
+)
 from conversations.models import MediaAsset, Message
 
 # A document's text kept with its asset: about 5,000 tokens, several pages of a contract or an invoice.
@@ -75,6 +85,34 @@ def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) ->
     )
 
 
+def history_media_load(*, history: list[HistoryItem], agent: AgentConfig) -> list[HistoryItem]:
+    """`history` with the bytes of its earlier images, newest first, each that still fits in
+    settings.MEDIA_HISTORY_IMAGE_BYTES; the others stay without bytes and reach the model as a description.
+
+    Read from Django storage (the files cached when those messages arrived), never downloaded again: an
+    image's URL is the contact's, often signed, and never goes to the provider. Only for a backend that
+    `sees_images` (the built-in one reads no image). The last item, the message being answered, stays as it is.
+    Precondition: no connection held (the storage may be remote); no database access.
+    """
+    if len(history) < 2 or not provider_has(agent.provider, "sees_images"):
+        return history
+    budget = int(settings.MEDIA_HISTORY_IMAGE_BYTES)
+    loaded = list(history)
+    for index in range(len(loaded) - 2, -1, -1):
+        item = loaded[index]
+        media = item.media
+        if item.type != Message.Type.IMAGE or media is None or not media.stored_name or media.data is not None:
+            continue
+        if media.mime_type not in IMAGE_MIME_TYPES or not 0 < media.size <= budget:
+            continue
+        data = media_file_read_stored(name=media.stored_name, sha256=media.sha256)
+        if data is None or len(data) > budget:
+            continue
+        budget -= len(data)
+        loaded[index] = replace(item, media=replace(media, data=data))
+    return loaded
+
+
 def _download_and_store(
     *, message: Message, workspace_id: str, url: str, field: str, filename: str
 ) -> tuple[MediaAsset, bytes]:
@@ -90,7 +128,13 @@ def _download_and_store(
     media_check_type(declared_type=message.type, mime_type=mime_type, filename=filename, field=field)
     text = ""
     if message.type == Message.Type.DOCUMENT:
-        text = document_extract_text(data=downloaded.data, mime_type=mime_type, limit_chars=DOCUMENT_TEXT_MAX_CHARS)
+        # Before the file and its asset row are stored, so a retry finds both (the text is always storable).
+        text = document_extract_text(
+            data=downloaded.data,
+            mime_type=mime_type,
+            limit_chars=DOCUMENT_TEXT_MAX_CHARS,
+            charset=content_type_charset(downloaded.content_type),
+        )
     file_name = media_file_store(sha256=downloaded.sha256, mime_type=mime_type, data=downloaded.data)
     asset = media_asset_create(
         workspace_id=workspace_id,
@@ -131,7 +175,8 @@ def _text_for_agent(
     transcriber = _transcriber(agent) if message_type == Message.Type.AUDIO else None
     if transcriber is not None and data is not None:
         _connection_release()  # the provider may take seconds
-        return transcriber.transcribe(agent=agent, data=data, filename=filename, mime_type=asset.mime_type)[:limit]
+        text = transcriber.transcribe(agent=agent, data=data, filename=filename, mime_type=asset.mime_type)
+        return text_clean(text)[:limit]
     return ""
 
 

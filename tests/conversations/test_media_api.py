@@ -5,6 +5,7 @@ the transport and so skip the address check under test.
 """
 
 import base64
+import codecs
 import hashlib
 import json
 import os
@@ -21,8 +22,16 @@ from conversations.agents import openai_agent
 from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline
 from conversations.models import MediaAsset, Message
-from tests.conftest import Api, error_of
-from tests.conversations.test_media_inspect import mp4_bytes, pdf_bytes, png_bytes, wav_bytes
+from tests.conftest import SEED_TEXT, Api, error_of
+from tests.conversations.test_media_inspect import (
+    NUL_PDF_MAPPING,
+    mp4_bytes,
+    pdf_bomb_bytes,
+    pdf_bytes,
+    pdf_mapped_bytes,
+    png_bytes,
+    wav_bytes,
+)
 from tests.conversations.test_openai_agent import completion
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
 
@@ -284,6 +293,88 @@ def test_a_pdf_text_reaches_the_agent(llm_api, httpserver):
     assert PDF_TEXT in last["content"]
 
 
+UTF_16_NOTE = "Pedido 1042: la caja lleg\u00f3 rota. \u6771\u4eac\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        pytest.param(codecs.BOM_UTF16_LE + UTF_16_NOTE.encode("utf-16-le"), "text/plain", id="utf-16-le-bom"),
+        pytest.param(codecs.BOM_UTF16_BE + UTF_16_NOTE.encode("utf-16-be"), "text/plain", id="utf-16-be-bom"),
+        pytest.param(UTF_16_NOTE.encode("utf-8"), "text/plain; charset=utf-8", id="utf-8"),
+    ],
+)
+def test_a_text_document_reaches_the_agent_decoded(llm_api, httpserver, data, content_type):
+    # given
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("We will replace it."))
+    url = serve(httpserver, "/notes/note.txt", data, content_type=content_type)
+
+    # when
+    response = llm_api.post(media_message("DOCUMENT", url))
+
+    # then: the agent reads the text, not UTF-16 bytes read as UTF-8 (NULs between the letters)
+    assert response.status_code == 200, response.content
+    [sent] = chat_requests(httpserver)
+    assert sent["messages"][-1]["content"].endswith("Document text:\n" + UTF_16_NOTE)
+    assert MediaAsset.objects.get().text == UTF_16_NOTE
+
+
+def test_a_pdf_whose_text_holds_nul_and_lone_surrogates_is_answered(llm_api, httpserver):
+    # given: the font's map turns the glyphs into "A", NUL, a lone surrogate, "B"
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("Got it."))
+    url = serve(httpserver, "/docs/odd.pdf", pdf_mapped_bytes(b"A0DB", NUL_PDF_MAPPING))
+
+    # when
+    response = llm_api.post(media_message("DOCUMENT", url, filename="odd.pdf"))
+
+    # then: PostgreSQL could store neither character: they are left out instead of failing the message
+    assert response.status_code == 200, response.content
+    assert MediaAsset.objects.get().text == "A\ufffdB"
+    assert Message.objects.get(direction="INBOUND").status == "ANSWERED"
+
+
+def test_a_retry_after_an_agent_failure_takes_the_document_from_the_cache(llm_api, httpserver, monkeypatch):
+    # given: a UTF-16 document, and a provider that fails once
+    monkeypatch.setattr(openai_agent, "MAX_RETRIES", 0)
+    httpserver.expect_oneshot_request(CHAT_PATH, method="POST").respond_with_data("busy", status=503)
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("We will replace it."))
+    url = serve(httpserver, "/notes/note.txt", codecs.BOM_UTF16_LE + UTF_16_NOTE.encode("utf-16-le"))
+    body = media_message("DOCUMENT", url)
+
+    # when
+    first = llm_api.post(body, idempotency_key="doc-retry-1")
+    second = llm_api.post(body, idempotency_key="doc-retry-1")
+
+    # then: the failure is the agent's (502, never a 500 over the file's content), and the retry answers
+    # the same message with the file and its text from the cache
+    assert first.status_code == 502, first.content
+    assert second.status_code == 200, second.content
+    assert Message.objects.filter(direction="INBOUND").count() == 1
+    assert hits(httpserver, "/notes/note.txt") == 1
+    assert MediaAsset.objects.get().text == UTF_16_NOTE
+    assert chat_requests(httpserver)[-1]["messages"][-1]["content"].endswith(UTF_16_NOTE)
+
+
+def test_a_pdf_bomb_is_answered_with_its_description_and_read_once(llm_api, httpserver, settings):
+    # given: 50 pages sharing one 8 MiB stream of path operators (minutes of pypdf), a 1 s CPU limit
+    settings.MEDIA_EXTRACT_CPU_SECONDS = 1
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("I cannot read that file."))
+    data = pdf_bomb_bytes(pages=50)
+    url = serve(httpserver, "/docs/bomb.pdf", data)
+
+    # when: sent twice
+    first = llm_api.post(media_message("DOCUMENT", url, filename="bomb.pdf"))
+    second = llm_api.post(media_message("DOCUMENT", url, filename="bomb.pdf"))
+
+    # then: both answered; the agent got the document's description without text; the second came from the
+    # cache, so the file was neither downloaded nor parsed again
+    assert first.status_code == second.status_code == 200, first.content
+    description = f'[Document "bomb.pdf" (application/pdf, {_human_size(len(data))})]'
+    assert [sent["messages"][-1]["content"] for sent in chat_requests(httpserver)] == [description, description]
+    assert hits(httpserver, "/docs/bomb.pdf") == 1
+    assert MediaAsset.objects.get().text == ""
+
+
 def test_an_image_reaches_the_agent_as_a_data_url(llm_api, httpserver):
     # given
     httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("A receipt."))
@@ -300,6 +391,74 @@ def test_an_image_reaches_the_agent_as_a_data_url(llm_api, httpserver):
     prefix = "data:image/png;base64,"
     assert image_part["type"] == "image_url" and image_part["image_url"]["url"].startswith(prefix)
     assert base64.b64decode(image_part["image_url"]["url"][len(prefix) :]) == png_bytes()
+
+
+SIGNED_QUERY = "?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=5ig-7f3a9c"
+
+
+def _image_then_text(llm_api, httpserver):
+    """An image with a signed URL (answered), then a text message of the same contact: the stand-in LLM's
+    two chat requests, as raw bodies and parsed."""
+    httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(completion("A receipt."))
+    url = serve(httpserver, "/img/receipt.png", png_bytes(), content_type="image/png") + SIGNED_QUERY
+    assert llm_api.post(media_message("IMAGE", url, caption="My receipt")).status_code == 200
+    return url
+
+
+def _raw_chat_bodies(httpserver) -> list[bytes]:
+    return [request.get_data() for request, _ in httpserver.log if request.path == CHAT_PATH]
+
+
+def test_earlier_images_go_to_the_provider_as_bytes_never_by_their_url(llm_api, httpserver, assert_statements):
+    # given
+    url = _image_then_text(llm_api, httpserver)
+
+    # when: the next message; its think phase runs the one history query, as for a text-only conversation
+    with assert_statements(12):
+        assert llm_api.post({**SEED_TEXT, "content": {"text": {"body": "Is it paid?"}}}).status_code == 200
+
+    # then: the earlier image went again as its cached bytes, from storage (not downloaded again)
+    assert hits(httpserver, "/img/receipt.png") == 1
+    first, second = chat_requests(httpserver)
+    caption, image = second["messages"][1]["content"]
+    assert caption == {"type": "text", "text": "My receipt"}
+    assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    assert second["messages"][-1] == {"role": "user", "content": "Is it paid?"}
+    for raw in _raw_chat_bodies(httpserver):  # not the URL, not its signature, in any form
+        assert b"receipt.png" not in raw and b"5ig-7f3a9c" not in raw and b"AKIAEXAMPLE" not in raw
+    assert url not in json.dumps([first, second])
+
+
+def test_earlier_images_over_the_budget_are_described(llm_api, httpserver, settings):
+    # given: a budget smaller than the earlier image
+    settings.MEDIA_HISTORY_IMAGE_BYTES = len(png_bytes()) - 1
+    _image_then_text(llm_api, httpserver)
+
+    # when
+    assert llm_api.post({**SEED_TEXT, "content": {"text": {"body": "Is it paid?"}}}).status_code == 200
+
+    # then
+    _, second = chat_requests(httpserver)
+    assert second["messages"][1] == {
+        "role": "user",
+        "content": f"[Image (image/png, {_human_size(len(png_bytes()))}): My receipt]",
+    }
+    assert all(b"receipt.png" not in raw and b"5ig-7f3a9c" not in raw for raw in _raw_chat_bodies(httpserver))
+
+
+def test_an_earlier_image_whose_file_is_gone_is_described_not_downloaded_again(llm_api, httpserver):
+    # given: the cached file was lost with the storage
+    _image_then_text(llm_api, httpserver)
+    default_storage.delete(MediaAsset.objects.get().file.name)
+
+    # when
+    assert llm_api.post({**SEED_TEXT, "content": {"text": {"body": "Is it paid?"}}}).status_code == 200
+
+    # then
+    assert hits(httpserver, "/img/receipt.png") == 1
+    _, second = chat_requests(httpserver)
+    assert second["messages"][1]["content"].startswith("[Image (image/png, ")
+    assert all(b"receipt.png" not in raw and b"5ig-7f3a9c" not in raw for raw in _raw_chat_bodies(httpserver))
 
 
 def test_audio_is_transcribed_when_the_agent_asks_for_it(llm_api, httpserver):

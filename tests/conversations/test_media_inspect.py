@@ -1,5 +1,6 @@
 """media_sniff, media_check_type and document_extract_text on small real files built here. No database."""
 
+import codecs
 import io
 import struct
 import zipfile
@@ -8,7 +9,13 @@ import zlib
 import pytest
 
 from conversations.media.errors import MediaTypeMismatch
-from conversations.media.inspect import document_extract_text, media_check_type, media_sniff
+from conversations.media.inspect import (
+    content_type_charset,
+    document_extract_text,
+    media_check_type,
+    media_sniff,
+    text_clean,
+)
 
 # --- small real files ---------------------------------------------------------------------------------
 
@@ -89,6 +96,69 @@ def pdf_bytes(*pages: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def pdf_mapped_bytes(text: bytes, mapping: dict[int, str]) -> bytes:
+    """A one-page PDF whose font's ToUnicode map turns each byte of `text` into the 4-hex-digit UTF-16 unit
+    `mapping` gives it: the PDF decides what "text" its glyphs carry, NUL and lone surrogates included."""
+    entries = b"".join(b"<%02X> <%s>\n" % (code, unit.encode()) for code, unit in mapping.items())
+    cmap = (
+        b"/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n/CMapName /T def\n/CMapType 2 def\n"
+        b"1 begincodespacerange\n<00> <FF>\nendcodespacerange\n"
+        + b"%d beginbfchar\n" % len(mapping)
+        + entries
+        + b"endbfchar\nendcmap\nCMapName currentdict /CMap defineresource pop\nend\nend\n"
+    )
+    stream = b"BT /F1 12 Tf 72 720 Td (" + text + b") Tj ET"
+    return pdf_from_objects(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode 6 0 R >>",
+            b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream",
+        ]
+    )
+
+
+def pdf_from_objects(objects: list[bytes]) -> bytes:
+    """A PDF of the given objects (numbered from 1, the first the catalog), with its cross-reference table."""
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def pdf_bomb_bytes(*, pages: int = 4, expanded_bytes: int = 8 * 1024 * 1024, operator: bytes = b"0 0 m\n") -> bytes:
+    """A small PDF that is slow to read: `pages` pages share one FlateDecode content stream that expands to
+    `expanded_bytes` of `operator` (a path move: no text), closed by one empty text object so that pypdf
+    cannot tell from a glance that the stream holds no text. 8 MiB compress to about 13 KB; pypdf parses
+    the whole stream again for every page (5 s of CPU a page in-process, measured with pypdf 7.1)."""
+    content = zlib.compress(operator * (expanded_bytes // len(operator)) + b"BT () Tj ET\n", 9)
+    font = b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>"
+    return pdf_from_objects(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids ["
+            + b" ".join(b"%d 0 R" % (4 + i) for i in range(pages))
+            + b"] /Count %d >>" % pages,
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content) + content + b"\nendstream",
+            *[b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R /Resources " + font + b" >>"]
+            * pages,
+        ]
+    )
+
+
+# "A", then NUL, then a lone high surrogate, then "B": what a hostile (or just broken) font map can say.
+NUL_PDF_MAPPING = {0x41: "0041", 0x30: "0000", 0x44: "D800", 0x42: "0042"}
 
 
 def docx_bytes() -> bytes:
@@ -257,11 +327,90 @@ def test_a_broken_pdf_gives_no_text_and_no_error(data):
     assert document_extract_text(data=data, mime_type="application/pdf") == ""
 
 
-def test_plain_text_and_csv_are_decoded_with_replacement_and_bounded():
+def test_plain_text_and_csv_are_decoded_and_bounded():
     assert document_extract_text(data=CSV, mime_type="text/csv") == CSV.decode()
-    assert document_extract_text(data=b"caf\xe9 ok", mime_type="text/plain") == "caf\ufffd ok"
     assert document_extract_text(data=b"\xef\xbb\xbfhello", mime_type="text/plain") == "hello"
     assert document_extract_text(data=b"x" * 100_000, mime_type="text/plain", limit_chars=10) == "x" * 10
+
+
+UNICODE_TEXT = "Pedido 1042: caf\u00e9, \u0436\u0443\u043a, \u6771\u4eac, \U0001f600\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "charset"),
+    [
+        pytest.param(UNICODE_TEXT.encode("utf-8"), "", id="utf-8"),
+        pytest.param(codecs.BOM_UTF8 + UNICODE_TEXT.encode("utf-8"), "", id="utf-8-bom"),
+        pytest.param(codecs.BOM_UTF16_LE + UNICODE_TEXT.encode("utf-16-le"), "", id="utf-16-le-bom"),
+        pytest.param(codecs.BOM_UTF16_BE + UNICODE_TEXT.encode("utf-16-be"), "", id="utf-16-be-bom"),
+        pytest.param(codecs.BOM_UTF32_LE + UNICODE_TEXT.encode("utf-32-le"), "", id="utf-32-le-bom"),
+        pytest.param(UNICODE_TEXT.encode("utf-16-be"), "UTF-16BE", id="declared-utf-16be"),
+        pytest.param(codecs.BOM_UTF16_LE + UNICODE_TEXT.encode("utf-16-le"), "iso-8859-1", id="bom-beats-label"),
+        pytest.param(UNICODE_TEXT.encode("gb18030"), "GB18030", id="declared-gb18030"),
+    ],
+)
+def test_text_documents_are_decoded_by_their_mark_or_charset(data, charset):
+    assert document_extract_text(data=data, mime_type="text/plain", charset=charset) == UNICODE_TEXT
+
+
+@pytest.mark.parametrize(
+    ("data", "charset", "expected"),
+    [
+        pytest.param(b"caf\xe9 ok", "", "caf\u00e9 ok", id="not-utf-8-is-windows-1252"),
+        pytest.param(b"caf\xe9 ok", "no-such-charset", "caf\u00e9 ok", id="unknown-charset"),
+        pytest.param(b"hello", "rot13", "hello", id="a-codec-that-is-no-charset"),
+        pytest.param(b"xn--caf-dma", "punycode", "xn--caf-dma", id="punycode-is-no-charset"),
+        pytest.param(b"a\x00b\x00", "", "ab", id="nul-bytes"),
+        pytest.param(b"+2AA-ok", "utf-7", "\ufffdok", id="a-lone-surrogate-from-utf-7"),
+        pytest.param(codecs.BOM_UTF16_LE + b"a\x00\x00\xd8b\x00", "", "a\ufffdb", id="utf-16-lone-surrogate"),
+        pytest.param(codecs.BOM_UTF16_LE + b"a\x00b", "", "a\ufffd", id="utf-16-odd-length"),
+    ],
+)
+def test_text_decoding_never_fails_and_the_text_is_storable(data, charset, expected):
+    text = document_extract_text(data=data, mime_type="text/plain", charset=charset)
+
+    assert text == expected
+    text.encode("utf-8")  # a lone surrogate would raise here (and in the database driver)
+
+
+def test_a_bounded_utf_16_head_is_cut_between_characters():
+    data = codecs.BOM_UTF16_LE + ("\u00e9" * 100).encode("utf-16-le")
+
+    assert document_extract_text(data=data, mime_type="text/plain", limit_chars=7) == "\u00e9" * 7
+
+
+def test_pdf_text_without_nul_and_lone_surrogates():
+    text = document_extract_text(data=pdf_mapped_bytes(b"A0DB", NUL_PDF_MAPPING), mime_type="application/pdf")
+
+    assert text == "A\ufffdB"
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("plain", "plain"),
+        ("a\x00b", "ab"),
+        ("a\ud800b", "a\ufffdb"),
+        ("\udfffa", "\ufffda"),
+        ("\ud83d\ude00", "\U0001f600"),  # a pair written as two code points is one character
+    ],
+)
+def test_text_clean_keeps_only_what_postgresql_stores(raw, clean):
+    assert text_clean(raw) == clean
+
+
+@pytest.mark.parametrize(
+    ("content_type", "charset"),
+    [
+        ("text/plain; charset=UTF-16", "UTF-16"),
+        ('text/csv;charset="utf-8"', "utf-8"),
+        ("text/plain; format=flowed; Charset=koi8-r", "koi8-r"),
+        ("text/plain", ""),
+        ("", ""),
+    ],
+)
+def test_the_declared_charset_is_read_from_the_content_type(content_type, charset):
+    assert content_type_charset(content_type) == charset
 
 
 def test_office_documents_give_no_text():

@@ -220,22 +220,32 @@ def test_image_with_bytes_is_sent_inline_as_a_data_url(httpserver, agent):
 
 
 @pytest.mark.parametrize(
-    "media",
-    [MediaPart(url="https://cdn.example.com/shoe.jpg", mime_type="image/jpeg"), None],
-    ids=["media-url", "content-url"],
+    ("media", "description"),
+    [
+        (
+            MediaPart(url="https://cdn.example.com/shoe.jpg?sig=s3cr3t", mime_type="image/jpeg", size=2048),
+            "[Image (image/jpeg, 2 KB)]",
+        ),
+        (None, "[Image]"),
+    ],
+    ids=["media-without-bytes", "no-media"],
 )
-def test_image_without_bytes_is_sent_by_url(httpserver, agent, media):
+def test_image_without_bytes_is_described_never_sent_by_url(httpserver, agent, media, description):
+    # given: an image the pipeline gave no bytes for (an earlier one over the history's budget)
     httpserver.expect_request(CHAT_PATH).respond_with_json(completion("ok"))
     image = HistoryItem(
-        role="user", type="IMAGE", content={"image": {"url": "https://cdn.example.com/shoe.jpg"}}, media=media
+        role="user",
+        type="IMAGE",
+        content={"image": {"url": "https://cdn.example.com/shoe.jpg?sig=s3cr3t"}},
+        media=media,
     )
 
+    # when
     OpenAICompatibleAgent().reply(agent=agent, history=[image])
 
-    assert sent(httpserver).get_json()["messages"][-1]["content"] == [
-        {"type": "text", "text": "(image)"},
-        {"type": "image_url", "image_url": {"url": "https://cdn.example.com/shoe.jpg"}},
-    ]
+    # then: the contact's URL (often signed) never reaches the provider
+    assert sent(httpserver).get_json()["messages"][-1]["content"] == description
+    assert b"shoe.jpg" not in sent(httpserver).get_data()
 
 
 def test_other_media_are_described_as_text(httpserver, agent):
