@@ -81,10 +81,10 @@ class OpenAICompatibleAgent:
                     timeout=timeout,
                 ),
             )
-            text = (response.choices[0].message.content or "").strip()
+            text = _storable_text(response.choices[0].message.content).strip()
             usage = response.usage
-            input_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
-            output_tokens = int(usage.completion_tokens or 0) if usage is not None else 0
+            input_tokens = _token_count(usage.prompt_tokens if usage is not None else None)
+            output_tokens = _token_count(usage.completion_tokens if usage is not None else None)
             raw_model = str(response.model or "")
         if not text:
             logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
@@ -113,7 +113,48 @@ def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_typ
                 timeout=timeout,
             ),
         )
-        return str(result.text or "").strip()
+        return _storable_text(result.text).strip()
+
+
+class _InvalidAnswer(ValueError):
+    """The provider answered, but with something that cannot be stored or charged (502 invalid_response)."""
+
+
+def _storable_text(value: object) -> str:
+    """The provider's text, "" for none; refuses what PostgreSQL cannot store in a text or JSON column.
+
+    U+0000 and a lone surrogate (JSON allows both, as the escapes "\\u0000" and "\\ud800") end the
+    record phase with a database error. Refused rather than stripped: a model that writes them is broken
+    (wrong decoding, a truncated multi-byte character) and the rest of its text is not to be trusted either.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _InvalidAnswer(f"the text is a {type(value).__name__}")
+    if "\x00" in value:
+        raise _InvalidAnswer("the text contains U+0000")
+    try:
+        value.encode("utf-8")  # fails on a surrogate that is not half of a pair
+    except UnicodeEncodeError:
+        raise _InvalidAnswer("the text contains a lone surrogate") from None
+    return value
+
+
+# The reply's and the ledger's token columns are 32-bit integers (PositiveIntegerField).
+TOKENS_MAX = 2**31 - 1
+
+
+def _token_count(value: object) -> int:
+    """A usage count as an int in 0..TOKENS_MAX, 0 when the provider sent none. A whole float (42.0)
+    counts as the integer it is; a fraction, a string, a boolean, a negative or a larger number is refused:
+    charging from it, or storing it, would be wrong or fail."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TOKENS_MAX:
+        raise _InvalidAnswer("a token count is not an integer from 0 to 2^31 - 1")
+    return value
 
 
 def _within_deadline(agent: AgentConfig, send: Callable[[float], _T]) -> _T:
@@ -349,14 +390,17 @@ def _provider_errors(agent: AgentConfig) -> Iterator[None]:
     except openai.APIStatusError as exc:
         _log_failure(agent, exc)
         raise AgentUnavailable(details={"providerStatus": exc.status_code}) from None
-    # Invalid JSON (ValueError, which pydantic's ValidationError also is), no choices, wrong types.
+    # Invalid JSON (ValueError, which pydantic's ValidationError also is), no choices, wrong types, and
+    # answers that cannot be stored (_InvalidAnswer, a ValueError too).
     except (openai.APIError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         _log_failure(agent, exc)
         raise AgentUnavailable(details={"reason": "invalid_response"}) from None
 
 
 def _log_failure(agent: AgentConfig, exc: BaseException) -> None:
-    logger.warning("LLM call failed for agent %s: %s", agent.id, type(exc).__name__)
+    # Only our own _InvalidAnswer's words are logged: the SDK's messages may quote the provider's body.
+    detail = f" ({exc})" if isinstance(exc, _InvalidAnswer) else ""
+    logger.warning("LLM call failed for agent %s: %s%s", agent.id, type(exc).__name__, detail)
 
 
 def _connection_reason(exc: BaseException) -> str:
