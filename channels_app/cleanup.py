@@ -20,9 +20,10 @@ from conversations.models import Message
 IDEMPOTENCY_PURGE_BATCH_SIZE = 1000  # rows per DELETE: no cascade, a stored response is at most ~64 KiB
 ABANDONED_BATCH_SIZE = 100  # message rows locked per transaction
 # An inbound message still PENDING this long after its lease ran out lost its request: the process died
-# between accept and record. The lease already outlasts the slowest request (PROCESSING_LEASE_SECONDS,
-# bounded by gunicorn's timeout); the margin covers clocks of different machines and a request that a
-# stalled process finishes late, which would otherwise release the same reservation a second time.
+# between accept and record. A live request never lets its lease run out: the lease covers its media step
+# and its agent call, and it is renewed while the request waits for its turn
+# (channels_app.messaging.lease_seconds); the margin covers clocks of different machines and a request
+# that a stalled process finishes late, which would otherwise release the same reservation a second time.
 ABANDONED_MARGIN_SECONDS = 600
 ABANDONED_ERROR_CODE = "abandoned"
 

@@ -64,6 +64,7 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
     constraint makes the second wait for the first's commit and then raise IntegrityError, and the caller's
     retry of the transaction finds the record IN_PROGRESS (409).
     """
+    # The caller sets the request's own lease once it knows the channel's agent (idempotency_attach_message).
     lock_until = now + timedelta(seconds=settings.PROCESSING_LEASE_SECONDS)
     owner = secrets.token_hex(8)
     record = (
@@ -118,18 +119,29 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
     return Claim(record_id=record["id"], owner=owner, message_id=record["message_id"])
 
 
-def idempotency_attach_message(*, claim: Claim, message_id: str) -> None:
-    IdempotencyRecord.objects.filter(pk=claim.record_id).update(message_id=message_id)
+def idempotency_attach_message(*, claim: Claim, message_id: str, locked_until: datetime) -> None:
+    """Keep the inbound message with the key, and lock the key for the request's lease (known only once
+    the channel's agent is loaded, after the claim; see channels_app.messaging.lease_seconds)."""
+    IdempotencyRecord.objects.filter(pk=claim.record_id).update(message_id=message_id, locked_until=locked_until)
+
+
+def idempotency_lock_extend(*, claim: Claim, locked_until: datetime) -> None:
+    """Keep the key locked until `locked_until` while its request is alive (it renews its lease while it
+    waits for its conversation's turn). Only the owner may: a key another attempt took over is not ours."""
+    IdempotencyRecord.objects.filter(
+        pk=claim.record_id, owner=claim.owner, state=IdempotencyRecord.State.IN_PROGRESS
+    ).update(locked_until=locked_until)
 
 
 def idempotency_hold(*, claim: Claim) -> None:
     """Check that this attempt still owns the key, and keep it: the record's row stays locked until the
     caller's transaction ends, so no retry can take the key over before this attempt's result is stored.
 
-    An attempt can outlive its lock (turn wait, media and agent retries may together exceed the lease); a
-    retry that took the key over adopted its inbound message and credit reservation, so the late attempt
-    must store and settle nothing. Raises IdempotencyInProgress for it: the key's response is the new
-    owner's, which the client gets by retrying.
+    A live attempt renews its lock while it waits for its turn, and the lock covers its media step and its
+    agent call (channels_app.messaging.lease_seconds); it can still outlive it when its process stalls
+    (CPU starved, paused). A retry that took the key over adopted its inbound message and credit
+    reservation, so the late attempt must store and settle nothing. Raises IdempotencyInProgress for it:
+    the key's response is the new owner's, which the client gets by retrying.
     """
     if (
         not IdempotencyRecord.objects.select_for_update(no_key=True)

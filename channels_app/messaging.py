@@ -27,6 +27,7 @@ from channels_app.idempotency import (
     idempotency_claim,
     idempotency_complete,
     idempotency_hold,
+    idempotency_lock_extend,
     idempotency_release,
 )
 from channels_app.models import Workspace
@@ -42,6 +43,7 @@ from conversations.services import (
     history_build,
     inbound_message_answer,
     inbound_message_fail,
+    inbound_message_lease_extend,
     inbound_message_resume,
     inbound_message_store,
     replies_store,
@@ -50,6 +52,13 @@ from conversations.services import (
 logger = structlog.get_logger(__name__)
 
 _ACCEPT_ATTEMPTS = 3  # a creation race loses at most once per unique row (contact, conversation, key)
+# What a lease holds beyond the media download and the agent's deadline: a wait for a pooled connection
+# (up to DB_POOL_TIMEOUT, 10 s), storing the media file, the record phase, and clocks of different machines
+# a little apart; LEASE_RENEW_SECONDS of it may already be used when the agent is called (`_lease_keep`).
+LEASE_MARGIN_SECONDS = 30.0
+# A request waiting for its turn renews its lease once this much of it is used: at most two UPDATEs (the
+# message, the idempotency key) per waiting request per 10 s, none on a request that does not wait.
+LEASE_RENEW_SECONDS = 10.0
 # Seconds between looks at an earlier message's progress: a waiting message costs one indexed query per look,
 # and a burst of N messages to one conversation is answered in about N x (agent time + this pause).
 _TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.2
@@ -74,6 +83,8 @@ class Accepted:
     message: Message
     reserved: int
     claim: Claim | None
+    lease_seconds: float  # see `lease_seconds`
+    lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
 
 
 def iso(value: datetime) -> str:
@@ -82,6 +93,39 @@ def iso(value: datetime) -> str:
 
 def render(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def lease_seconds(*, agent: AgentConfig) -> float:
+    """How long a request's lease lasts: its conversation turn (`Message.lease_until`, which later messages
+    of the conversation wait on) and its idempotency key (`IdempotencyRecord.locked_until`).
+
+    A live request must never lose its lease: a later message would take it for dead, skip it and be
+    answered before it, without its reply in the history. A dead one (its process killed) must not block
+    its conversation and key for long. So the lease covers the longest stretch a request spends without
+    coming back to the database, and the request renews it whenever it is back there anyway (`_lease_keep`):
+
+    - accept to the first look at the turn: the media download (MEDIA_DOWNLOAD_TIMEOUT_SECONDS, a deadline
+      for the whole download), a document's text (MEDIA_EXTRACT_TIMEOUT_SECONDS) or an audio's transcription (the agent's `timeout_seconds`, a deadline for
+      the whole call, see conversations/agents/openai_agent.py);
+    - the wait for the turn: as long as the earlier messages take (up to CONVERSATION_TURN_WAIT_SECONDS);
+      renewed at the looks, every LEASE_RENEW_SECONDS;
+    - the last look to the record phase: the agent call (its `timeout_seconds` again).
+
+    Hence media download + text extraction + the agent's timeout + LEASE_MARGIN_SECONDS, and never less than
+    PROCESSING_LEASE_SECONDS. Not renewed during the media step and the agent call: that would take a
+    timer and a database connection for each request in flight, and both steps end at their deadlines.
+    A lease that also covered the turn wait would need no renewal at all, but would keep a dead request's
+    conversation blocked for the turn wait as well (and the turn wait is per message, so a queue of them
+    could outlast even that). The clean-up (channels_app/cleanup.py) takes a message as abandoned only well
+    after its lease ran out, so it never touches a live request either.
+    """
+    return max(
+        float(settings.PROCESSING_LEASE_SECONDS),
+        float(settings.MEDIA_DOWNLOAD_TIMEOUT_SECONDS)
+        + float(settings.MEDIA_EXTRACT_TIMEOUT_SECONDS)
+        + agent.timeout_seconds
+        + LEASE_MARGIN_SECONDS,
+    )
 
 
 def connection_release() -> None:
@@ -165,9 +209,9 @@ def _accept_once(
     fingerprint: str,
 ) -> Accepted | Replay:
     now = timezone.now()
-    lease_until = now + timedelta(seconds=settings.PROCESSING_LEASE_SECONDS)
     claim = None
     if idempotency_key is not None:
+        # Locked for PROCESSING_LEASE_SECONDS until the agent is known; then for the request's lease.
         claimed = idempotency_claim(workspace_id=workspace.pk, key=idempotency_key, fingerprint=fingerprint, now=now)
         if isinstance(claimed, Replay):
             return claimed
@@ -175,9 +219,13 @@ def _accept_once(
     channel = channel_get_for_workspace(channel_id=channel_id, workspace_id=workspace.pk)
     assert channel.agent is not None  # channel_get_for_workspace refuses a channel without an agent
     agent = agent_config(agent=channel.agent)
+    lease = lease_seconds(agent=agent)
+    lease_until = now + timedelta(seconds=lease)
     if claim is not None and claim.message_id is not None:
         # An earlier attempt stored the message and failed (or died): answer that message, not a new one.
         message = inbound_message_resume(message_id=claim.message_id, lease_until=lease_until)
+        if lease > settings.PROCESSING_LEASE_SECONDS:  # else the claim already locked the key until then
+            idempotency_attach_message(claim=claim, message_id=message.pk, locked_until=lease_until)
         conversation = message.conversation
         reserved = message.credits_reserved  # still held if the earlier attempt died mid-way
         if reserved == 0:
@@ -196,6 +244,8 @@ def _accept_once(
             message=message,
             reserved=reserved,
             claim=claim,
+            lease_seconds=lease,
+            lease_until=lease_until,
         )
     reserved = credits_estimate(agent=agent)
     stored = inbound_message_store(
@@ -211,7 +261,7 @@ def _accept_once(
         credits_reserved=reserved,
     )
     if claim is not None:
-        idempotency_attach_message(claim=claim, message_id=stored.message.pk)
+        idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
     # Last, so the workspace row's lock is held for the shortest time before commit.
     credits_reserve(workspace_id=workspace.pk, amount=reserved)
     return Accepted(
@@ -225,23 +275,28 @@ def _accept_once(
         message=stored.message,
         reserved=reserved,
         claim=claim,
+        lease_seconds=lease,
+        lease_until=lease_until,
     )
 
 
 def _history(accepted: Accepted) -> list[HistoryItem]:
     """Wait until every earlier message of the conversation is answered, then read the history. The
-    connection goes back to the pool between looks, so a waiting request holds none."""
+    connection goes back to the pool between looks, so a waiting request holds none; each look keeps the
+    request's lease (`_lease_keep`), so that later messages keep waiting for this one."""
     deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
     pause = _TURN_POLL_FIRST
     while True:
+        now = timezone.now()
         try:
-            return history_build(
+            history = history_build(
                 message=accepted.message,
                 max_messages=accepted.agent.history_max_messages,
                 max_chars=accepted.agent.history_max_chars,
-                now=timezone.now(),
+                now=now,
             )
         except TurnNotReady:
+            _lease_keep(accepted, now=now)
             connection_release()
             if time.monotonic() + pause > deadline:
                 raise ConversationBusy(
@@ -252,6 +307,23 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
                 ) from None
             time.sleep(pause)
             pause = min(pause * 2, _TURN_POLL_MAX)
+        else:
+            _lease_keep(accepted, now=now)  # the agent call ahead gets (nearly) a whole lease
+            return history
+
+
+def _lease_keep(accepted: Accepted, *, now: datetime) -> None:
+    """Renew the request's lease (the message's turn and its idempotency key) once LEASE_RENEW_SECONDS of
+    it are used; a request that does not wait for its turn never writes here. Conditional UPDATEs: a
+    message no longer pending, or a key another attempt took over, is left alone (the record phase then
+    finds out, in `idempotency_hold`)."""
+    if accepted.lease_until - now > timedelta(seconds=accepted.lease_seconds - LEASE_RENEW_SECONDS):
+        return
+    until = now + timedelta(seconds=accepted.lease_seconds)
+    inbound_message_lease_extend(message_id=accepted.message.pk, lease_until=until)
+    if accepted.claim is not None:
+        idempotency_lock_extend(claim=accepted.claim, locked_until=until)
+    accepted.lease_until = until
 
 
 def _think(accepted: Accepted) -> AgentReply:

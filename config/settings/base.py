@@ -143,9 +143,10 @@ MEDIA_EXTRACT_CONCURRENCY = 2  # children per process at once: a worker's bombs 
 MEDIA_HISTORY_IMAGE_BYTES = 4 * 1024 * 1024
 
 # --- the messages pipeline -------------------------------------------------------------------------------
-# How long a claimed idempotency key (and an inbound message's turn in its conversation) stays locked when
-# its request dies mid-way: longer than the slowest request (media 30 s + a document's text 10 s + agent 60 s
-# + margin).
+# The shortest lease on a request's idempotency key and on its message's turn in the conversation: how long
+# they stay locked after the request was last heard of, should it die. A live request renews its lease
+# while it waits for its turn, and an agent whose timeout needs more gets more (media download + the agent's
+# timeout + 30 s; channels_app.messaging.lease_seconds), so only a dead request is ever skipped.
 PROCESSING_LEASE_SECONDS = env.int("PROCESSING_LEASE_SECONDS", default=150)
 IDEMPOTENCY_RETENTION_SECONDS = env.int("IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
 # A request waiting for an earlier message of its conversation to be answered gives up after this long.

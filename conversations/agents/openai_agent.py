@@ -9,15 +9,18 @@ or `AgentUnavailable`, whose message and details never carry the provider key or
 """
 
 import base64
+import contextvars
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import httpcore2
+import httpx2
 import openai
 from django.conf import settings
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
@@ -41,6 +44,9 @@ NO_KEY_PLACEHOLDER = "not-needed"
 # OpenAI's transcription model; compatible servers (faster-whisper-server, LocalAI, Groq) accept or alias
 # the name. There is no agent field for it yet: the chat model cannot transcribe, so `agent.model` won't do.
 TRANSCRIPTION_MODEL = "whisper-1"
+# A request body goes out in slices of this size, the deadline checked before each: one socket write can
+# otherwise go on as long as the provider keeps reading, a byte at a time (a 10 MB voice note).
+_WRITE_SLICE_BYTES = 64 * 1024
 # Distinct (endpoint, key, timeout) combinations are few, one per configured provider; the bound only
 # keeps key rotations from growing the cache for the life of the process.
 _CLIENT_CACHE_MAX = 32
@@ -78,10 +84,10 @@ class OpenAICompatibleAgent:
                     timeout=timeout,
                 ),
             )
-            text = (response.choices[0].message.content or "").strip()
+            text = _storable_text(response.choices[0].message.content).strip()
             usage = response.usage
-            input_tokens = int(usage.prompt_tokens or 0) if usage is not None else 0
-            output_tokens = int(usage.completion_tokens or 0) if usage is not None else 0
+            input_tokens = _token_count(usage.prompt_tokens if usage is not None else None)
+            output_tokens = _token_count(usage.completion_tokens if usage is not None else None)
             raw_model = str(response.model or "")
         if not text:
             logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
@@ -113,7 +119,48 @@ def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_typ
                 timeout=timeout,
             ),
         )
-        return str(result.text or "").strip()
+        return _storable_text(result.text).strip()
+
+
+class _InvalidAnswer(ValueError):
+    """The provider answered, but with something that cannot be stored or charged (502 invalid_response)."""
+
+
+def _storable_text(value: object) -> str:
+    """The provider's text, "" for none; refuses what PostgreSQL cannot store in a text or JSON column.
+
+    U+0000 and a lone surrogate (JSON allows both, as the escapes "\\u0000" and "\\ud800") end the
+    record phase with a database error. Refused rather than stripped: a model that writes them is broken
+    (wrong decoding, a truncated multi-byte character) and the rest of its text is not to be trusted either.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _InvalidAnswer(f"the text is a {type(value).__name__}")
+    if "\x00" in value:
+        raise _InvalidAnswer("the text contains U+0000")
+    try:
+        value.encode("utf-8")  # fails on a surrogate that is not half of a pair
+    except UnicodeEncodeError:
+        raise _InvalidAnswer("the text contains a lone surrogate") from None
+    return value
+
+
+# The reply's and the ledger's token columns are 32-bit integers (PositiveIntegerField).
+TOKENS_MAX = 2**31 - 1
+
+
+def _token_count(value: object) -> int:
+    """A usage count as an int in 0..TOKENS_MAX, 0 when the provider sent none. A whole float (42.0)
+    counts as the integer it is; a fraction, a string, a boolean, a negative or a larger number is refused:
+    charging from it, or storing it, would be wrong or fail."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TOKENS_MAX:
+        raise _InvalidAnswer("a token count is not an integer from 0 to 2^31 - 1")
+    return value
 
 
 def _within_deadline(agent: AgentConfig, send: Callable[[float], _T]) -> _T:
@@ -125,22 +172,137 @@ def _within_deadline(agent: AgentConfig, send: Callable[[float], _T]) -> _T:
     integrator's request for minutes, past the processing lease that keeps the conversation's order and the
     idempotency key. Here a timeout ends the call, and a retry happens only when its pause and a fair share
     of the timeout still fit.
+
+    The SDK's `timeout` bounds each socket operation, not their sum: a provider that sends its headers or
+    its body a byte at a time never lets one read wait long enough to time out. So the deadline is also
+    set for `_DeadlineBackend`, which gives every connect, read and write of this call only what is left
+    of it, and times the call out once nothing is left (see `_deadline_install`).
     """
     deadline = time.monotonic() + agent.timeout_seconds
-    for attempt in range(MAX_RETRIES + 1):
-        try:
-            return send(max(deadline - time.monotonic(), 0.001))
-        except openai.APITimeoutError:
-            raise  # the time is spent; another attempt could only time out too
-        except (openai.APIConnectionError, openai.APIStatusError) as exc:
-            pause = _retry_pause(exc, attempt)
-            if attempt == MAX_RETRIES or pause is None:
-                raise
-            if deadline - time.monotonic() - pause < _RETRY_MIN_TIME_SHARE * agent.timeout_seconds:
-                raise
-            logger.info("LLM call for agent %s failed (%s); retrying in %.2f s", agent.id, type(exc).__name__, pause)
-            time.sleep(pause)
-    raise AssertionError("unreachable")
+    token = _call_deadline.set(deadline)
+    try:
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                return send(max(deadline - time.monotonic(), 0.001))
+            except openai.APITimeoutError:
+                raise  # the time is spent; another attempt could only time out too
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                pause = _retry_pause(exc, attempt)
+                if attempt == MAX_RETRIES or pause is None:
+                    raise
+                if deadline - time.monotonic() - pause < _RETRY_MIN_TIME_SHARE * agent.timeout_seconds:
+                    raise
+                logger.info(
+                    "LLM call for agent %s failed (%s); retrying in %.2f s", agent.id, type(exc).__name__, pause
+                )
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+    finally:
+        _call_deadline.reset(token)
+
+
+# --- the whole call's deadline, on every socket operation --------------------------------------------------
+
+# The monotonic instant the current agent call must end by; None outside `_within_deadline`. A context
+# variable: each thread, and each gevent greenlet (one per request in production), has its own.
+_call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("agent_call_deadline", default=None)
+
+
+def _time_left(timeout: float | None, expired: type[httpcore2.TimeoutException]) -> float | None:
+    """`timeout`, cut to what is left of the current call's deadline; raises `expired` once none is left.
+
+    The socket then waits at most until the deadline: a read blocked on a silent provider times out there,
+    and a provider that drips keeps each read short but meets the check before the next one. httpx maps
+    the httpcore timeouts to its own, which the SDK raises as APITimeoutError (504 agent_timeout).
+    """
+    deadline = _call_deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("The agent call's deadline has passed.")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    """A connection whose reads and writes stop at the current call's deadline (`_time_left`).
+
+    A pooled connection serves one call at a time and reads the deadline of whichever call uses it now.
+    """
+
+    def __init__(self, stream: httpcore2.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _time_left(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        view = memoryview(buffer)
+        while view:
+            self._stream.write(view[:_WRITE_SLICE_BYTES], _time_left(timeout, httpcore2.WriteTimeout))
+            view = view[_WRITE_SLICE_BYTES:]
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore2.NetworkStream:
+        left = _time_left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    """httpcore's network backend, its connections wrapped in `_DeadlineStream` and each connect bounded by
+    what is left of the current call (name resolution is not: the standard library cannot bound it)."""
+
+    def __init__(self, backend: httpcore2.NetworkBackend):
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        left = _time_left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, left, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        left = _time_left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _deadline_install(http_client: httpx2.Client) -> httpx2.Client:
+    """Put `_DeadlineBackend` under every transport of `http_client` (the direct one and any proxy's that
+    httpx set up from the environment), before it opens a connection.
+
+    httpx has no public way to hand its transport a network backend, so this sets the connection pool's
+    `_network_backend`. A version of httpx or httpcore without it raises here, at the first call, rather
+    than calling providers without a deadline; the deadline tests (tests/conversations/
+    test_openai_agent_deadline.py) fail on it first. Only the synchronous stack is covered: this backend
+    runs the SDK's synchronous client, under threads and under gevent alike (sockets and context
+    variables are per greenlet there).
+    """
+    transports = [http_client._transport, *(t for t in http_client._mounts.values() if t is not None)]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore2.NetworkBackend):
+            raise RuntimeError(f"cannot bound the agent's calls: {type(transport).__name__} has no network backend")
+        if not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+    return http_client
 
 
 def _retry_pause(exc: openai.APIError, attempt: int) -> float | None:
@@ -205,7 +367,13 @@ def _client_for(agent: AgentConfig) -> openai.OpenAI:
             if len(_clients) >= _CLIENT_CACHE_MAX:
                 # The oldest entry goes; a request still using it keeps its reference and finishes normally.
                 del _clients[next(iter(_clients))]
-            client = openai.OpenAI(base_url=base_url, api_key=key, timeout=agent.timeout_seconds, max_retries=0)
+            client = openai.OpenAI(
+                base_url=base_url,
+                api_key=key,
+                timeout=agent.timeout_seconds,
+                max_retries=0,
+                http_client=_deadline_install(openai.DefaultHttpxClient()),
+            )
             _clients[cache_key] = client
     return client
 
@@ -228,14 +396,17 @@ def _provider_errors(agent: AgentConfig) -> Iterator[None]:
     except openai.APIStatusError as exc:
         _log_failure(agent, exc)
         raise AgentUnavailable(details={"providerStatus": exc.status_code}) from None
-    # Invalid JSON (ValueError, which pydantic's ValidationError also is), no choices, wrong types.
+    # Invalid JSON (ValueError, which pydantic's ValidationError also is), no choices, wrong types, and
+    # answers that cannot be stored (_InvalidAnswer, a ValueError too).
     except (openai.APIError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         _log_failure(agent, exc)
         raise AgentUnavailable(details={"reason": "invalid_response"}) from None
 
 
 def _log_failure(agent: AgentConfig, exc: BaseException) -> None:
-    logger.warning("LLM call failed for agent %s: %s", agent.id, type(exc).__name__)
+    # Only our own _InvalidAnswer's words are logged: the SDK's messages may quote the provider's body.
+    detail = f" ({exc})" if isinstance(exc, _InvalidAnswer) else ""
+    logger.warning("LLM call failed for agent %s: %s%s", agent.id, type(exc).__name__, detail)
 
 
 def _connection_reason(exc: BaseException) -> str:

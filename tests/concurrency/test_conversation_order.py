@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -47,6 +48,7 @@ class RecordingLlm:
 
     server: HTTPServer
     gate: int = 1
+    latency: float = AGENT_LATENCY
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     all_arrived: threading.Event = field(default_factory=threading.Event)
@@ -62,7 +64,7 @@ class RecordingLlm:
             if len(self.calls) >= self.gate:
                 self.all_arrived.set()
         self.all_arrived.wait(timeout=GATE_TIMEOUT)
-        time.sleep(AGENT_LATENCY)
+        time.sleep(self.latency)
         call.answered = time.monotonic()
         answer = {
             "id": "chatcmpl-1",
@@ -180,3 +182,104 @@ def test_messages_of_two_conversations_do_not_wait_on_each_other(setup, llm_serv
     assert max(call.arrived for call in calls) < min(call.answered for call in calls)
     assert {call.question for call in calls} == {"From Ann", "From Bob"}
     assert all(len(call.messages) == 1 for call in calls)  # neither sees the other's conversation
+
+
+# --- a queue longer than the lease ----------------------------------------------------------------------
+
+# Lowered so that a queue of a few messages outlasts the lease several times over: the lease is
+# max(PROCESSING_LEASE_SECONDS, media download + the agent's timeout + margin) = max(1, 0.1 + 1.5 + 0.5) =
+# 2.1 s, and each message of the queue takes SLOW_LATENCY at the agent.
+QUEUE_AGENT_TIMEOUT = 1.5
+SLOW_LATENCY = 0.5
+QUEUE_LENGTH = 7  # about 3.5 s at the agent, one after the other
+
+
+@pytest.fixture
+def short_lease(settings, monkeypatch, setup):
+    from channels_app import messaging
+
+    settings.PROCESSING_LEASE_SECONDS = 1
+    settings.MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 0.1
+    settings.CONVERSATION_TURN_WAIT_SECONDS = 30  # far longer than the queue: nobody gives up waiting
+    # raising=False: the test must also run (and fail) on code that has no such constants.
+    monkeypatch.setattr(messaging, "LEASE_MARGIN_SECONDS", 0.5, raising=False)
+    monkeypatch.setattr(messaging, "LEASE_RENEW_SECONDS", 0.2, raising=False)
+    channel, key = setup
+    AIAgent.objects.filter(pk=channel.agent_id).update(timeout_seconds=QUEUE_AGENT_TIMEOUT)
+    return channel, key
+
+
+def test_a_queue_longer_than_the_lease_is_answered_in_order(short_lease, llm_server):
+    # given: a slow agent
+    channel, key = short_lease
+    llm = RecordingLlm(llm_server, latency=SLOW_LATENCY)
+    bodies = [say(f"Question {index}") for index in range(QUEUE_LENGTH)]
+
+    # when: a burst of messages to one conversation, each with its idempotency key
+    responses = run_together(
+        QUEUE_LENGTH,
+        lambda index, api: api.post(bodies[index], idempotency_key=f"queue-{index}"),
+        channel=channel,
+        key=key,
+    )
+
+    # then: all answered, one after the other, each seeing every earlier message and its reply
+    assert [response.status_code for response in responses] == [200] * QUEUE_LENGTH, [r.content for r in responses]
+    calls = llm.by_arrival()
+    assert len(calls) == QUEUE_LENGTH
+    transcript: list[dict[str, str]] = []
+    for earlier, call in zip([None, *calls], calls, strict=False):
+        if earlier is not None:
+            assert call.arrived >= earlier.answered, "two messages of one conversation were with the agent at once"
+        assert call.messages == [*transcript, user(call.question)]
+        transcript += [user(call.question), assistant(f"Answer to {call.question}")]
+    stored = [m.content["text"]["body"] for m in Message.objects.order_by("seq", "part")]
+    assert stored == [m["content"] for m in transcript]
+    assert calls[-1].answered - calls[0].arrived > 2.1  # and the queue did outlast the lease
+
+
+def test_a_retry_of_a_message_still_waiting_past_the_lease_does_not_take_it_over(short_lease, llm_server):
+    # given: messages ahead in the queue, and one more behind them with an idempotency key
+    channel, key = short_lease
+    llm = RecordingLlm(llm_server, latency=SLOW_LATENCY)
+    ahead = QUEUE_LENGTH - 1
+    results: dict[str, Any] = {}
+
+    def post_ahead() -> None:
+        results["ahead"] = run_together(
+            ahead, lambda index, api: api.post(say(f"Ahead {index}")), channel=channel, key=key
+        )
+
+    def post_last() -> None:
+        try:
+            results["last"] = Api(Client(), channel, key).post(say("Last"), idempotency_key="last-1")
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=post_ahead)
+    first.start()
+    deadline = time.monotonic() + 10
+    while Message.objects.filter(direction="INBOUND").count() < ahead and time.monotonic() < deadline:
+        time.sleep(0.02)
+    last = threading.Thread(target=post_last)
+    last.start()
+    while not Message.objects.filter(content__text__body="Last").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    # when: past its lease (2.1 s), while it still waits for its turn, the same request comes again
+    time.sleep(2.5)
+    still_waiting = Message.objects.get(content__text__body="Last").status == "PENDING"
+    retry = Api(Client(), channel, key).post(say("Last"), idempotency_key="last-1")
+    first.join(timeout=30)
+    last.join(timeout=30)
+
+    # then: the last message waited for all the others (at the agent one after the other, ~3 s)...
+    assert still_waiting, "the last message did not wait for the ones ahead of it"
+    # ...and the retry is told to wait; the first request keeps the key and answers after all the others
+    assert not first.is_alive() and not last.is_alive()
+    assert retry.status_code == 409 and retry.json()["error"]["code"] == "idempotency_in_progress", retry.content
+    assert [response.status_code for response in results["ahead"]] == [200] * ahead
+    assert results["last"].status_code == 200, results["last"].content
+    calls = llm.by_arrival()
+    assert [call.question for call in calls][-1] == "Last" and len(calls) == QUEUE_LENGTH
+    assert len(calls[-1].messages) == 2 * QUEUE_LENGTH - 1  # every earlier message and its reply
