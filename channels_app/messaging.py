@@ -105,8 +105,9 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     coming back to the database, and the request renews it whenever it is back there anyway (`_lease_keep`):
 
     - accept to the first look at the turn: the media download (MEDIA_DOWNLOAD_TIMEOUT_SECONDS, a deadline
-      for the whole download), a document's text (MEDIA_EXTRACT_TIMEOUT_SECONDS) or an audio's transcription (the agent's `timeout_seconds`, a deadline for
-      the whole call, see conversations/agents/openai_agent.py);
+      for the whole download), a document's text (MEDIA_EXTRACT_TIMEOUT_SECONDS) or an audio's
+      transcription (the agent's `timeout_seconds`, a deadline for the whole call, see
+      conversations/agents/openai_agent.py);
     - the wait for the turn: as long as the earlier messages take (up to CONVERSATION_TURN_WAIT_SECONDS);
       renewed at the looks, every LEASE_RENEW_SECONDS;
     - the last look to the record phase: the agent call (its `timeout_seconds` again).

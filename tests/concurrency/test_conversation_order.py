@@ -19,6 +19,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from channels_app.credits import credits_grant
+from channels_app.models import AIAgent
 from conversations.models import Message
 from tests.concurrency.conftest import run_together
 from tests.conftest import SEED_TEXT, Api, requires_postgresql
@@ -209,7 +210,7 @@ def short_lease(settings, monkeypatch, setup):
     return channel, key
 
 
-def test_a_queue_longer_than_the_lease_is_answered_in_order(short_lease, llm_server):
+def test_a_queue_longer_than_the_lease_is_answered_in_order(short_lease, llm_server) -> None:
     # given: a slow agent
     channel, key = short_lease
     llm = RecordingLlm(llm_server, latency=SLOW_LATENCY)
@@ -238,7 +239,7 @@ def test_a_queue_longer_than_the_lease_is_answered_in_order(short_lease, llm_ser
     assert calls[-1].answered - calls[0].arrived > 2.1  # and the queue did outlast the lease
 
 
-def test_a_retry_of_a_message_still_waiting_past_the_lease_does_not_take_it_over(short_lease, llm_server):
+def test_a_retry_of_a_message_still_waiting_past_the_lease_does_not_take_it_over(short_lease, llm_server) -> None:
     # given: messages ahead in the queue, and one more behind them with an idempotency key
     channel, key = short_lease
     llm = RecordingLlm(llm_server, latency=SLOW_LATENCY)

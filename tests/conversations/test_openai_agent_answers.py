@@ -14,7 +14,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from channels_app.models import AIAgent, UsageLedgerEntry
+from channels_app.models import UsageLedgerEntry
 from config.errors import AgentUnavailable
 from conversations.agents.openai_agent import OpenAICompatibleAgent, transcribe_audio
 from conversations.models import Message
@@ -34,7 +34,7 @@ def provider_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def api(client, workspace, api_key, httpserver: HTTPServer) -> Api:
     agent = AIAgentFactory(
         workspace=workspace,
-        provider=AIAgent.Provider.OPENAI,
+        provider="openai",
         base_url=httpserver.url_for("/v1"),
         model="test-model",
         api_key_env_var=KEY_VAR,

@@ -14,11 +14,11 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from channels_app.models import AIAgent
 from config.errors import AgentTimeout
 from conversations.agents.openai_agent import OpenAICompatibleAgent, transcribe_audio
 from conversations.models import Message
@@ -129,7 +129,7 @@ class DripServer:
 
 
 @pytest.fixture
-def drip_server():
+def drip_server() -> Iterator[Callable[..., DripServer]]:
     servers: list[DripServer] = []
 
     def start(*, drip: str, body: bytes | None = None) -> DripServer:
@@ -204,7 +204,7 @@ def test_the_messages_api_answers_504_at_the_deadline(drip_server, api_key, work
     server = drip_server(drip="body")
     agent = AIAgentFactory(
         workspace=workspace,
-        provider=AIAgent.Provider.OPENAI,
+        provider="openai",
         base_url=server.base_url,
         model="test-model",
         api_key_env_var=KEY_VAR,
