@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from channels_app.credits import credits_release
+from billing.credits import credits_release
 from channels_app.models import IdempotencyRecord
 from conversations.media.cache import media_assets_purge
 from conversations.models import Message

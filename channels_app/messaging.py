@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from channels_app.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
+from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
 from channels_app.idempotency import (
     Claim,
     Replay,

@@ -142,42 +142,6 @@ class Channel(models.Model):
         return f"{self.name} ({self.type})"
 
 
-class UsageLedgerEntry(models.Model):
-    """One credit movement. The workspace's balance is the sum of its entries' `delta`."""
-
-    class Kind(models.TextChoices):
-        GRANT = "GRANT", "Grant"
-        CHARGE = "CHARGE", "Charge"
-        ADJUSTMENT = "ADJUSTMENT", "Adjustment"
-
-    id = models.CharField(primary_key=True, max_length=40, default=ids.ledger_id, editable=False)
-    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="ledger")
-    kind = models.CharField(max_length=20, choices=Kind.choices)
-    delta = models.BigIntegerField()
-    balance_after = models.BigIntegerField()
-    message = models.ForeignKey(
-        "conversations.Message",
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="ledger_entries",
-        help_text="The inbound message whose reply this charge paid for.",
-    )
-    input_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    note = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        verbose_name = "usage ledger entry"
-        verbose_name_plural = "usage ledger"
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["workspace", "-created_at"], name="ledger_ws_created")]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.delta:+d}"
-
-
 class IdempotencyRecord(models.Model):
     """A claimed `X-Idempotency-Key`, scoped to one workspace.
 

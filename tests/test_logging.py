@@ -142,7 +142,7 @@ def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(
         api_key_env_var=PROVIDER_KEY_VAR,
         timeout_seconds=5,
     )
-    from channels_app.credits import credits_grant
+    from billing.credits import credits_grant
 
     credits_grant(workspace=channel.workspace, amount=10, note="test")
     api = Api(client, channel, api_key_for(channel.workspace)[1])

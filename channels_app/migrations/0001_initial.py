@@ -75,24 +75,6 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.CreateModel(
-            name='UsageLedgerEntry',
-            fields=[
-                ('id', models.CharField(default=config.ids.ledger_id, editable=False, max_length=40, primary_key=True, serialize=False)),
-                ('kind', models.CharField(choices=[('GRANT', 'Grant'), ('CHARGE', 'Charge'), ('ADJUSTMENT', 'Adjustment')], max_length=20)),
-                ('delta', models.BigIntegerField()),
-                ('balance_after', models.BigIntegerField()),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('note', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-            ],
-            options={
-                'verbose_name': 'usage ledger entry',
-                'verbose_name_plural': 'usage ledger',
-                'ordering': ['-created_at'],
-            },
-        ),
-        migrations.CreateModel(
             name='Workspace',
             fields=[
                 ('id', models.CharField(default=config.ids.workspace_id, editable=False, max_length=40, primary_key=True, serialize=False)),

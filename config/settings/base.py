@@ -30,9 +30,12 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served by us (no CDN)
     "django_structlog",
     "django_prometheus",
+    # Our apps, lowest layer first: each imports, and has foreign keys and migrations, only towards the apps
+    # above it in this list (README "Layout"; tests/test_architecture.py checks it).
     "channels_app",
     "contacts",
     "conversations",
+    "billing",
 ]
 
 MIDDLEWARE = [

@@ -2,7 +2,8 @@ import json
 
 from django.core.management import call_command
 
-from channels_app.models import AIAgent, Channel, UsageLedgerEntry, Workspace, WorkspaceApiKey
+from billing.models import UsageLedgerEntry
+from channels_app.models import AIAgent, Channel, Workspace, WorkspaceApiKey
 from tests.conftest import SEED_TEXT, Api
 
 

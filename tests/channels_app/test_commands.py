@@ -9,7 +9,8 @@ from django.core.management import CommandError, call_command, execute_from_comm
 from django.db import connections
 from django.utils import timezone
 
-from channels_app.models import UsageLedgerEntry, WorkspaceApiKey
+from billing.models import UsageLedgerEntry
+from channels_app.models import WorkspaceApiKey
 from tests.factories import WorkspaceFactory, api_key_for
 
 

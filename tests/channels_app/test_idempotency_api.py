@@ -14,8 +14,9 @@ from django.test import Client
 from django.utils import timezone
 from werkzeug import Request, Response
 
-from channels_app.credits import credits_grant
-from channels_app.models import Channel, IdempotencyRecord, UsageLedgerEntry, Workspace
+from billing.credits import credits_grant
+from billing.models import UsageLedgerEntry
+from channels_app.models import Channel, IdempotencyRecord, Workspace
 from contacts.models import Contact
 from conversations.agents import openai_agent
 from conversations.agents.builtin import BuiltinAgent

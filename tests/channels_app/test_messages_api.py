@@ -4,7 +4,8 @@ import re
 import pytest
 from django.db import connection
 
-from channels_app.models import Channel, UsageLedgerEntry, Workspace
+from billing.models import UsageLedgerEntry
+from channels_app.models import Channel, Workspace
 from contacts.models import Contact
 from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Conversation, Message
@@ -297,7 +298,7 @@ def test_new_contact_query_count_is_pinned(api, assert_statements):
 def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monkeypatch):
     # given a real commit-per-transaction setup (not the test's wrapping transaction)
     channel = ChannelFactory(workspace=WorkspaceFactory(credit_balance=0))
-    from channels_app.credits import credits_grant
+    from billing.credits import credits_grant
 
     credits_grant(workspace=channel.workspace, amount=10)
     api = Api(client, channel, api_key_for(channel.workspace)[1])

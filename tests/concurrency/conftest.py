@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from channels_app.credits import credits_grant
+from billing.credits import credits_grant
 from conversations.agents.base import HistoryItem
 from conversations.agents.builtin import BuiltinAgent
 from tests.conftest import Api

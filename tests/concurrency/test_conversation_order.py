@@ -17,7 +17,7 @@ from django.test import Client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from channels_app.credits import credits_grant
+from billing.credits import credits_grant
 from channels_app.models import AIAgent
 from conversations.models import Message
 from tests.concurrency.conftest import run_together

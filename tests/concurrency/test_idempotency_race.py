@@ -14,7 +14,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from channels_app.models import IdempotencyRecord, UsageLedgerEntry
+from billing.models import UsageLedgerEntry
+from channels_app.models import IdempotencyRecord
 from config.errors import AgentTimeout
 from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Message

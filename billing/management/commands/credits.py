@@ -7,8 +7,8 @@ import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
-from channels_app.credits import credits_grant
-from channels_app.services import CREDITS_GRANT_MAX, workspace_get
+from billing.credits import CREDITS_GRANT_MAX, credits_grant
+from channels_app.services import workspace_get
 from config.errors import ApplicationError
 
 

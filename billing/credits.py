@@ -11,7 +11,8 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.db.models import F
 
-from channels_app.models import UsageLedgerEntry, Workspace
+from billing.models import UsageLedgerEntry
+from channels_app.models import Workspace
 from config.errors import InsufficientCredits
 from conversations.agents.base import AgentConfig
 
@@ -19,6 +20,8 @@ from conversations.agents.base import AgentConfig
 # capped at what was reserved.
 _RESERVE_INPUT_TOKENS_PER_CHAR = 0.25
 _DEFAULT_OUTPUT_TOKENS = 1024
+# One grant's ceiling: far above any real purchase, far below BIGINT, so a typo cannot overflow the balance.
+CREDITS_GRANT_MAX = 10**12
 
 
 def credits_estimate(*, agent: AgentConfig) -> int:
