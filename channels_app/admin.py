@@ -1,5 +1,6 @@
-"""The operators' back office for the workspace's configuration (editable) and its ledger and idempotency
-records (read-only history, like the conversations; see config.admin_base)."""
+"""The operators' back office for the workspace's configuration: workspaces, channels, AI agents with their
+knowledge, API keys (all editable). The history is read-only, in the admin of the app that owns it
+(contacts, conversations, billing, api; see config.admin_base)."""
 
 import json
 
@@ -19,13 +20,10 @@ from rest_framework_api_key.models import APIKey
 from channels_app.models import (
     AIAgent,
     Channel,
-    IdempotencyRecord,
     KnowledgeEntry,
     Workspace,
     WorkspaceApiKey,
 )
-from config.admin_base import HistoryAdmin
-from conversations.admin import message_admin_link
 
 admin.site.site_header = "Channels API back office"
 admin.site.site_title = "Channels API"
@@ -259,47 +257,4 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
             object_repr=str(obj)[:200],
             action_flag=action_flag,
             change_message=message if isinstance(message, str) else json.dumps(message),
-        )
-
-
-# --- history ------------------------------------------------------------------------------------------------
-
-
-@admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(HistoryAdmin):
-    list_display = ["key", "workspace", "state", "response_status", "created_at", "expires_at"]
-    list_select_related = ["workspace"]
-    list_filter = ["state", "workspace", "created_at"]
-    search_fields = ["=key", "=id", "=message__id"]
-    # Ids are ULIDs, so the primary key's index gives creation order without sorting the table.
-    ordering = ["-id"]
-    fields = readonly_fields = (
-        "id",
-        "workspace",
-        "key",
-        "fingerprint",
-        "state",
-        "owner",
-        "locked_until",
-        "expires_at",
-        "message_link",
-        "response_status",
-        "response",
-        "created_at",
-        "updated_at",
-    )
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("workspace")
-
-    @admin.display(description="message")
-    def message_link(self, obj: IdempotencyRecord) -> str:
-        return message_admin_link(obj.message_id)
-
-    @admin.display(description="response body")
-    def response(self, obj: IdempotencyRecord) -> str:
-        if obj.response_body is None:
-            return "-"
-        return format_html(
-            '<pre style="white-space: pre-wrap">{}</pre>', bytes(obj.response_body).decode("utf-8", errors="replace")
         )

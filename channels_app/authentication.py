@@ -8,8 +8,8 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
-from channels_app.messaging import connection_release
 from channels_app.models import WorkspaceApiKey
+from config.db import connection_release
 from config.errors import InvalidApiKey, MissingApiKey
 
 _INVALID = "The API key is not valid. Check the X-API-Key header, or create a key with `manage.py apikey create`."

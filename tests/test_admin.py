@@ -12,8 +12,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework_api_key.models import APIKey
 
+from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
-from channels_app.models import AIAgent, Channel, IdempotencyRecord, KnowledgeEntry, Workspace, WorkspaceApiKey
+from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for

@@ -8,7 +8,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
-from channels_app.schema import SPEC_EXAMPLES
+from api.schema import SPEC_EXAMPLES
 from tests.conftest import SEED_TEXT
 
 PATH = "/api/v1/channels/{channel_id}/messages"

@@ -1,5 +1,5 @@
-"""The usage ledger, which channels_app's 0001/0002 created before the apps were re-cut (billing's README
-"Layout" entry says why it moved: it sits above both the workspace and the message).
+"""The usage ledger, which channels_app's 0001/0002 created before the apps were re-cut (README
+"Layout" says why it moved: an entry points at a workspace and at a message, so it sits above both).
 
 The table keeps its name, `channels_app_usageledgerentry` (Meta.db_table), so this one migration serves both
 kinds of database:

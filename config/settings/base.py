@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "contacts",
     "conversations",
     "billing",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -157,7 +158,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Runs after authentication (DRF's order), so it counts per API key; anonymous requests are not counted.
-    "DEFAULT_THROTTLE_CLASSES": ["channels_app.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
     "EXCEPTION_HANDLER": "channels_app.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -186,7 +187,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "channels_app.schema.require_request_bodies",
+        "api.schema.require_request_bodies",
     ],
 }
 
@@ -214,6 +215,7 @@ BENCH_BARE_VIEW = env.bool("BENCH_BARE_VIEW", default=False)
 # same code synchronously.
 CELERY_BEAT_SCHEDULE = {
     "cleanup": {
+        # api.tasks.cleanup_task, by the name it kept from before it moved there (api/tasks.py says why).
         "task": "channels_app.tasks.cleanup_task",
         # Expired rows only cost space until the next run, and each run is batched and short.
         "schedule": 10 * 60,

@@ -12,14 +12,10 @@ from django.core.management import call_command
 from django.db.models import F
 from django.utils import timezone
 
-from channels_app.cleanup import (
-    ABANDONED_MARGIN_SECONDS,
-    abandoned_messages_release,
-    cleanup_run,
-    idempotency_records_purge,
-)
-from channels_app.models import IdempotencyRecord, Workspace
-from channels_app.tasks import cleanup_task
+from api.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release, cleanup_run, idempotency_records_purge
+from api.models import IdempotencyRecord
+from api.tasks import cleanup_task
+from channels_app.models import Workspace
 from config import celery_app
 from contacts.models import Contact
 from conversations.media.cache import media_assets_purge, media_file_name

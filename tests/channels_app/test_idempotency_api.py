@@ -14,9 +14,10 @@ from django.test import Client
 from django.utils import timezone
 from werkzeug import Request, Response
 
+from api.models import IdempotencyRecord
 from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
-from channels_app.models import Channel, IdempotencyRecord, Workspace
+from channels_app.models import Channel, Workspace
 from contacts.models import Contact
 from conversations.agents import openai_agent
 from conversations.agents.builtin import BuiltinAgent

@@ -341,7 +341,7 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api
 
     from django.utils import timezone
 
-    from channels_app.cleanup import abandoned_messages_release
+    from api.cleanup import abandoned_messages_release
     from config.errors import AgentUnavailable
 
     original = BuiltinAgent.reply
@@ -373,7 +373,7 @@ def test_an_exhausted_connection_pool_is_503_service_busy(api, monkeypatch):
     from django.db.utils import OperationalError
     from psycopg_pool import PoolTimeout
 
-    from channels_app import messaging
+    from api import messaging
 
     def exhausted(**kwargs):
         try:

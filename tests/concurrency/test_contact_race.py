@@ -3,8 +3,8 @@ message kept at its own position and answered in order."""
 
 import pytest
 
+from api import messaging
 from billing.models import UsageLedgerEntry
-from channels_app import messaging
 from contacts.models import Contact
 from conversations.models import Conversation, Message
 from tests.concurrency.conftest import AgentCalls, run_together

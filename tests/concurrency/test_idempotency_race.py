@@ -14,8 +14,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
-from channels_app.models import IdempotencyRecord
 from config.errors import AgentTimeout
 from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Message

@@ -16,8 +16,8 @@ from django.db import connection
 from django.utils import timezone
 from werkzeug import Response
 
+from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
-from channels_app.models import IdempotencyRecord
 from conversations.agents import openai_agent
 from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline

@@ -1,4 +1,4 @@
-"""The periodic clean-ups. Celery beat runs `cleanup_task` (channels_app.tasks); `manage.py cleanup` runs
+"""The periodic clean-ups. Celery beat runs `cleanup_task` (api.tasks); `manage.py cleanup` runs
 the same `cleanup_run` synchronously.
 
 Everything goes in batches, each in its own short transaction, so a day's backlog never holds a lock or a
@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from api.models import IdempotencyRecord
 from billing.credits import credits_release
-from channels_app.models import IdempotencyRecord
 from conversations.media.cache import media_assets_purge
 from conversations.models import Message
 

@@ -22,8 +22,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from channels_app.idempotency import MAX_KEY_LENGTH
-from channels_app.serializers import (
+from api.idempotency import MAX_KEY_LENGTH
+from api.serializers import (
     CONTACT_IDENTIFIER_MAX,
     CONTACT_NAME_MAX,
     CONTENT_SERIALIZERS,
@@ -53,7 +53,7 @@ class StringFieldSchema(OpenApiSerializerFieldExtension):
     """A JSON string (numbers and booleans are refused). A required one must hold more than whitespace:
     the server trims it first. Null characters are refused anywhere."""
 
-    target_class = "channels_app.serializers._StringField"
+    target_class = "api.serializers._StringField"
     match_subclasses = True
 
     def map_serializer_field(self, auto_schema, direction):
@@ -64,7 +64,7 @@ class StringFieldSchema(OpenApiSerializerFieldExtension):
 
 
 class PublicUrlFieldSchema(OpenApiSerializerFieldExtension):
-    target_class = "channels_app.serializers._PublicUrlField"
+    target_class = "api.serializers._PublicUrlField"
     priority = 1  # before StringFieldSchema, which matches it too
 
     def map_serializer_field(self, auto_schema, direction):
@@ -79,7 +79,7 @@ class PublicUrlFieldSchema(OpenApiSerializerFieldExtension):
 class StrictObjectSchema(OpenApiSerializerExtension):
     """Content objects refuse unknown keys (a typo is an error, not silently dropped): say so."""
 
-    target_class = "channels_app.serializers._StrictObject"
+    target_class = "api.serializers._StrictObject"
     match_subclasses = True
 
     def map_serializer(self, auto_schema, direction):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from channels_app.cleanup import cleanup_run
+from api.cleanup import cleanup_run
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 
-from channels_app.models import IdempotencyRecord
+from api.models import IdempotencyRecord
 from config.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
 
 MAX_KEY_LENGTH = 255

@@ -16,11 +16,10 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
-from channels_app.idempotency import (
+from api.idempotency import (
     Claim,
     Replay,
     idempotency_attach_message,
@@ -29,8 +28,10 @@ from channels_app.idempotency import (
     idempotency_hold,
     idempotency_release,
 )
+from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
 from channels_app.models import Workspace
 from channels_app.selectors import agent_config, channel_get_for_workspace
+from config.db import connection_release
 from config.errors import ApplicationError, ConversationBusy
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
@@ -82,13 +83,6 @@ def iso(value: datetime) -> str:
 
 def render(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def connection_release() -> None:
-    """Give the connection back to the pool (closing it where there is no pool), unless a caller's
-    transaction is open; tests that wrap each test in a transaction keep theirs."""
-    if not connection.in_atomic_block:
-        connection.close()
 
 
 def message_post(

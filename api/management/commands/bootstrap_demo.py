@@ -3,7 +3,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from channels_app.services import demo_bootstrap
+from api.demo import demo_bootstrap
 
 
 class Command(BaseCommand):
