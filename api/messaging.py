@@ -30,7 +30,7 @@ from api.idempotency import (
 )
 from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
 from channels_app.models import Workspace
-from channels_app.selectors import agent_config, channel_get_for_workspace
+from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
 from config.errors import ApplicationError, ConversationBusy
 from config.logs import log_bind
@@ -38,6 +38,7 @@ from config.metrics import agent_latency_observe, credits_spent_observe
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
 from conversations.media.pipeline import media_prepare
 from conversations.models import Message
+from conversations.selectors import agent_config
 from conversations.services import (
     TurnNotReady,
     history_build,

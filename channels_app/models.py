@@ -3,8 +3,8 @@ from django.db import models
 from django.db.models import Q
 from rest_framework_api_key.models import AbstractAPIKey
 
+from channels_app.validators import API_KEY_ENV_VAR_PATTERN
 from config import ids
-from conversations.agents.base import API_KEY_ENV_VAR_PATTERN
 
 
 class Workspace(models.Model):
