@@ -17,7 +17,28 @@ from django.conf import settings
 from django.db.models import Q
 
 from api.models import IdempotencyRecord
-from config.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
+from config.errors import ApplicationError
+
+
+class IdempotencyInProgress(ApplicationError):
+    code = "idempotency_in_progress"
+    status_code = 409
+    default_message = (
+        "A request with this idempotency key is still being processed. Retry after the time given in Retry-After."
+    )
+
+
+class InvalidIdempotencyKey(ApplicationError):
+    code = "invalid_idempotency_key"
+    status_code = 400
+    default_message = "The idempotency key must be 1 to 255 printable ASCII characters."
+
+
+class IdempotencyKeyReused(ApplicationError):
+    code = "idempotency_key_reused"
+    status_code = 422
+    default_message = "This idempotency key was already used for a different request. Use a new key for a new request."
+
 
 MAX_KEY_LENGTH = 255
 

@@ -32,7 +32,7 @@ from billing.credits import credits_cost, credits_estimate, credits_release, cre
 from channels_app.models import Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
-from config.errors import ApplicationError, ConversationBusy
+from config.errors import ApplicationError
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
@@ -48,6 +48,15 @@ from conversations.services import (
     inbound_message_store,
     replies_store,
 )
+
+
+class ConversationBusy(ApplicationError):
+    code = "conversation_busy"
+    status_code = 409
+    default_message = (
+        "An earlier message of this conversation is still being answered. Retry after the time given in Retry-After."
+    )
+
 
 logger = structlog.get_logger(__name__)
 

@@ -4,12 +4,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from rest_framework.views import APIView
 
-from api.idempotency import idempotency_key_validate, request_fingerprint
+from api.idempotency import InvalidIdempotencyKey, idempotency_key_validate, request_fingerprint
 from api.messaging import message_post
 from api.schema import message_create_schema
 from api.serializers import InboundMessageSerializer
 from channels_app.authentication import ApiKeyAuthentication
-from config.errors import InvalidIdempotencyKey, InvalidRequest, PayloadTooLarge
+from config.errors import InvalidRequest, PayloadTooLarge
 from config.logs import log_bind
 from config.metrics import message_observe
 

@@ -9,13 +9,12 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from billing.credits import CREDITS_GRANT_MAX, credits_grant
+from billing.credits import CREDITS_GRANT_MAX, InsufficientCredits, credits_grant
 from billing.models import UsageLedgerEntry
 from channels_app import admin as channels_admin
 from channels_app.admin import changelist_link
 from channels_app.models import Workspace
 from config.admin_base import HistoryAdmin
-from config.errors import InsufficientCredits
 from conversations.admin import message_admin_link
 
 

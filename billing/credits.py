@@ -13,8 +13,15 @@ from django.db.models import F
 
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
-from config.errors import InsufficientCredits
+from config.errors import ApplicationError
 from conversations.agents.base import AgentConfig
+
+
+class InsufficientCredits(ApplicationError):
+    code = "insufficient_credits"
+    status_code = 402
+    default_message = "The workspace has not enough credits for this message. Add credits and retry."
+
 
 # Tokens assumed for the prompt of a token-priced agent when reserving; the charge is the real count,
 # capped at what was reserved.

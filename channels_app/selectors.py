@@ -1,5 +1,17 @@
 from channels_app.models import Channel
-from config.errors import ChannelNotFound, ChannelUnavailable
+from config.errors import ApplicationError
+
+
+class ChannelNotFound(ApplicationError):
+    code = "channel_not_found"
+    status_code = 404
+    default_message = "No channel with this id exists in your workspace. Check the channelId in the URL."
+
+
+class ChannelUnavailable(ApplicationError):
+    code = "channel_unavailable"
+    status_code = 400
+    default_message = "The channel is not an active API channel with an AI agent."
 
 
 def channel_get_for_workspace(*, channel_id: str, workspace_id: str) -> Channel:

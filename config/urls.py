@@ -20,8 +20,8 @@ urlpatterns = [
     re_path(r"^static/(?P<path>.+)$", static_serve, {"insecure": True}),
 ]
 # An unknown URL or a failure outside DRF answers the contract's JSON error body too, not an HTML page.
-handler404 = "channels_app.errors.not_found_view"
-handler500 = "channels_app.errors.server_error_view"
+handler404 = "config.exception_handler.not_found_view"
+handler500 = "config.exception_handler.server_error_view"
 
 # --- benchmarks (bench/): the bare view of scenario 1, only when BENCH_BARE_VIEW is set -----------------
 from django.conf import settings as _settings  # noqa: E402

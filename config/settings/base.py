@@ -159,7 +159,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Runs after authentication (DRF's order), so it counts per API key; anonymous requests are not counted.
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
-    "EXCEPTION_HANDLER": "channels_app.errors.exception_handler",
+    "EXCEPTION_HANDLER": "config.exception_handler.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -1,7 +1,7 @@
 """The agent backend protocol: what the conversation runtime gives an agent and what it gets back.
 
 A backend runs in the request's "think" phase: it must not touch the database (the runtime has released
-its connection) and must raise `AgentTimeout` / `AgentUnavailable` (config.errors) for provider failures.
+its connection) and must raise `AgentTimeout` / `AgentUnavailable` (conversations.agents.errors) for provider failures.
 """
 
 import re

@@ -399,7 +399,7 @@ def test_retry_after_504_runs_the_agent_again_on_the_stored_message(
 
 
 def test_retry_after_502_reserves_credits_again_and_runs_the_agent(api, workspace, monkeypatch):
-    from config.errors import AgentUnavailable
+    from conversations.agents.errors import AgentUnavailable
 
     original = BuiltinAgent.reply
     calls = []
@@ -490,7 +490,7 @@ def test_retry_after_504_refused_for_credits_keeps_the_key_and_the_message_for_a
     api, workspace, monkeypatch
 ):
     # given: a message stored by an attempt that timed out
-    from config.errors import AgentTimeout
+    from conversations.agents.errors import AgentTimeout
 
     original = BuiltinAgent.reply
     calls = []

@@ -342,7 +342,7 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api
     from django.utils import timezone
 
     from api.cleanup import abandoned_messages_release
-    from config.errors import AgentUnavailable
+    from conversations.agents.errors import AgentUnavailable
 
     original = BuiltinAgent.reply
 

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
-from config.errors import AgentTimeout
 from conversations.agents.builtin import BuiltinAgent
+from conversations.agents.errors import AgentTimeout
 from conversations.models import Message
 from tests.concurrency.conftest import AgentCalls, run_together
 from tests.conftest import Api, requires_postgresql
