@@ -22,11 +22,3 @@ urlpatterns = [
 # An unknown URL or a failure outside DRF answers the contract's JSON error body too, not an HTML page.
 handler404 = "config.exception_handler.not_found_view"
 handler500 = "config.exception_handler.server_error_view"
-
-# --- benchmarks (bench/): the bare view of scenario 1, only when BENCH_BARE_VIEW is set -----------------
-from django.conf import settings as _settings  # noqa: E402
-
-if getattr(_settings, "BENCH_BARE_VIEW", False):
-    from bench.bare_view import BenchBareApi
-
-    urlpatterns.append(path("api/bench/bare", BenchBareApi.as_view()))

@@ -206,10 +206,6 @@ from config.logs import logging_config, structlog_configure  # noqa: E402
 LOGGING = logging_config(level=LOG_LEVEL, renderer=LOG_FORMAT)
 structlog_configure()
 
-# --- benchmarks (bench/) ---------------------------------------------------------------------------------
-# Mounts a bare DRF view at /api/bench/bare for the ceiling's reference (scenario 1); off in production.
-BENCH_BARE_VIEW = env.bool("BENCH_BARE_VIEW", default=False)
-
 # --- periodic clean-ups (Celery beat) ----------------------------------------------------------------------
 # A static schedule (no database scheduler): `celery -A config worker --beat`. `manage.py cleanup` runs the
 # same code synchronously.
