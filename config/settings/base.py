@@ -30,8 +30,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served by us (no CDN)
     "django_structlog",
     "django_prometheus",
-    # Our apps, lowest layer first: each imports, and has foreign keys and migrations, only towards the apps
-    # above it in this list (README "Layout"; tests/test_architecture.py checks it).
+    # Our apps, lowest layer first: each one's imports, foreign keys and migrations point only at itself and
+    # the apps listed before it (README "Layout"; tests/test_architecture.py checks it).
     "channels_app",
     "contacts",
     "conversations",
