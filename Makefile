@@ -1,5 +1,6 @@
-# The two commands of the README: `make run` and `make test`. Both work on a fresh machine with only
-# Python 3.11+ and make: they bootstrap uv into .tools/, then install the locked dependencies into .venv.
+# The two commands of the README: `make run` and `make test` (and `make check`, see README "Development").
+# They work on a fresh machine with only Python 3.11+ and make: they bootstrap uv into .tools/, then install
+# the locked dependencies into .venv.
 PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
@@ -9,7 +10,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
-.PHONY: run test serve lint fuzz bench clean
+.PHONY: run test check serve lint fuzz bench clean
 
 $(UV):
 	@$(PYTHON) -m venv .tools
@@ -27,6 +28,13 @@ run: $(VENV)/.synced
 
 test: $(VENV)/.synced
 	@$(VENV)/bin/pytest
+
+# The static checks CI runs (and .pre-commit-config.yaml before each commit): lint, formatting, types. Quiet
+# when clean; any finding is printed and fails the target.
+check: $(VENV)/.synced
+	@$(VENV)/bin/ruff check --quiet .
+	@$(VENV)/bin/ruff format --check --quiet .
+	@$(VENV)/bin/mypy --no-error-summary .
 
 serve: $(VENV)/.synced
 	@$(VENV)/bin/python manage.py migrate --verbosity 0

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
-from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
+from channels_app.models import DEFAULT_AGENT_PROVIDER, AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
 from channels_app.services import apikey_create
 
 _DEMO_KNOWLEDGE = [
@@ -38,13 +38,13 @@ def demo_bootstrap(*, key_file: Path) -> dict[str, str]:
     workspace, _ = Workspace.objects.get_or_create(slug="demo", defaults={"name": "Demo workspace"})
     if settings.LLM_BASE_URL:
         agent_fields = {
-            "provider": AIAgent.Provider.OPENAI,
+            "provider": "openai",
             "base_url": settings.LLM_BASE_URL,
             "model": settings.LLM_MODEL,
             "api_key_env_var": "LLM_API_KEY",
         }
     else:
-        agent_fields = {"provider": AIAgent.Provider.BUILTIN, "base_url": "", "model": "", "api_key_env_var": ""}
+        agent_fields = {"provider": DEFAULT_AGENT_PROVIDER, "base_url": "", "model": "", "api_key_env_var": ""}
     agent, created = AIAgent.objects.get_or_create(
         workspace=workspace,
         name="Demo agent",

@@ -54,14 +54,15 @@ def idempotency_key_validate(key: str) -> str:
 
 def request_fingerprint(*, method: str, path: str, channel_id: str, body: Any) -> str:
     """SHA-256 of what makes two requests the same: method, path, channel and the body's JSON value
-    (canonical: key order and whitespace do not matter)."""
+    (canonical: key order and whitespace do not matter). Any JSON value hashes: the view refuses bodies
+    with lone surrogates, and `surrogatepass` keeps one that got here anyway from becoming a 500."""
     canonical = json.dumps(
         {"method": method, "path": path, "channel": channel_id, "body": body},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass
@@ -114,7 +115,10 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
             details={"header": "X-Idempotency-Key"},
         )
     if record["state"] == IdempotencyRecord.State.COMPLETED:
-        return Replay(status=record["response_status"], body=bytes(record["response_body"]))
+        status, body = record["response_status"], record["response_body"]
+        # idempotency_complete writes the state, the status and the body in one UPDATE
+        assert status is not None and body is not None, "a COMPLETED record always has its response"
+        return Replay(status=status, body=bytes(body))
     taken = (
         IdempotencyRecord.objects.filter(pk=record["id"])
         .filter(Q(state=IdempotencyRecord.State.RELEASED) | Q(locked_until__lt=now))

@@ -177,6 +177,7 @@ def _accept_once(
             return claimed
         claim = claimed
     channel = channel_get_for_workspace(channel_id=channel_id, workspace_id=workspace.pk)
+    assert channel.agent is not None  # channel_get_for_workspace refuses a channel without an agent
     agent = agent_config(agent=channel.agent)
     if claim is not None and claim.message_id is not None:
         # An earlier attempt stored the message and failed (or died): answer that message, not a new one.
@@ -258,6 +259,8 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
 
 
 def _think(accepted: Accepted) -> AgentReply:
+    # First: an agent whose provider is not configured fails before any download or wait.
+    backend = get_backend(accepted.agent.provider)
     media = None
     if accepted.message.type != Message.Type.TEXT:
         # Before the turn's wait: a refused or unreachable file fails the message without waiting.
@@ -267,7 +270,7 @@ def _think(accepted: Accepted) -> AgentReply:
         history[-1] = replace(history[-1], media=media)
     connection_release()
     started = time.monotonic()
-    reply = get_backend(accepted.agent.provider).reply(agent=accepted.agent, history=history)
+    reply = backend.reply(agent=accepted.agent, history=history)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)

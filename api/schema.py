@@ -3,7 +3,7 @@
 The view parses its JSON itself (views._json_body), so the request is declared here: a `oneOf` of one
 schema per message type, told apart by `type` (the discriminator), built from the same content serializers
 that validate requests, so the documented limits are the enforced ones. The responses are the contract's:
-the success body (CONTRACT.md) and, for every error status, the error body with the codes it can carry.
+the success body (README.md, "Example") and, for every error status, the error body with the codes it can carry.
 """
 
 from drf_spectacular.extensions import (
@@ -184,11 +184,11 @@ class Assignee(serializers.Serializer):
 class ConversationSummary(serializers.Serializer):
     id = serializers.CharField()
     status = serializers.ChoiceField(choices=["OPEN", "CLOSED"])
-    channelId = serializers.CharField()  # noqa: N815 - the wire names
-    contactId = serializers.CharField()  # noqa: N815
+    channelId = serializers.CharField()  # camelCase: the wire names
+    contactId = serializers.CharField()
     assignee = Assignee()
-    createdAt = serializers.DateTimeField()  # noqa: N815
-    lastMessageAt = serializers.DateTimeField()  # noqa: N815
+    createdAt = serializers.DateTimeField()
+    lastMessageAt = serializers.DateTimeField()
 
 
 def _reply_content(message_type: str) -> type[serializers.Serializer]:
@@ -221,25 +221,25 @@ class AiMessage(serializers.Serializer):
     id = serializers.CharField()
     type = serializers.ChoiceField(choices=list(MESSAGE_TYPES))
     content = MessageContent
-    createdAt = serializers.DateTimeField()  # noqa: N815
+    createdAt = serializers.DateTimeField()
 
 
 class Usage(serializers.Serializer):
     credits = serializers.IntegerField(min_value=0, help_text="Credits this message spent.")
     balance = serializers.IntegerField(min_value=0, help_text="The workspace's credits left.")
-    inputTokens = serializers.IntegerField(min_value=0)  # noqa: N815
-    outputTokens = serializers.IntegerField(min_value=0)  # noqa: N815
+    inputTokens = serializers.IntegerField(min_value=0)
+    outputTokens = serializers.IntegerField(min_value=0)
 
 
 class MessageResult(serializers.Serializer):
     """The agent's reply to the contact's message."""
 
     success = serializers.BooleanField()
-    contactId = serializers.CharField()  # noqa: N815
-    conversationId = serializers.CharField()  # noqa: N815
-    messageId = serializers.CharField()  # noqa: N815
+    contactId = serializers.CharField()
+    conversationId = serializers.CharField()
+    messageId = serializers.CharField()
     conversation = ConversationSummary()
-    aiMessages = AiMessage(many=True, help_text="The agent's messages, earliest first.")  # noqa: N815
+    aiMessages = AiMessage(many=True, help_text="The agent's messages, earliest first.")
     usage = Usage()
 
 

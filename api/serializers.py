@@ -93,8 +93,8 @@ class InboundMessageSerializer(serializers.Serializer):
     type = serializers.ChoiceField(
         choices=MESSAGE_TYPES, error_messages={"invalid_choice": "Use one of TEXT, IMAGE, AUDIO, VIDEO, DOCUMENT."}
     )
-    contactIdentifier = _text(CONTACT_IDENTIFIER_MAX)  # noqa: N815 - the wire name
-    contactName = _text(CONTACT_NAME_MAX, required=False)  # noqa: N815
+    contactIdentifier = _text(CONTACT_IDENTIFIER_MAX)  # camelCase: the wire name
+    contactName = _text(CONTACT_NAME_MAX, required=False)
     content = serializers.DictField(error_messages={"not_a_dict": 'Send an object, e.g. {{"text": {{"body": "Hi"}}}}.'})
 
     def validate(self, attrs):

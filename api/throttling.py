@@ -9,7 +9,7 @@ A fixed window lets a client send up to twice the limit across a window's edge; 
 round trip and one small key per API key and minute.
 
 If the cache is unreachable the request is served (fail open) and a warning is logged, at most once a
-minute per process: a Redis outage must not take the API down (CONTRACT.md: without Redis the API serves).
+minute per process: a Redis outage must not take the API down (README.md, "Rate limits").
 
 Every authenticated request counts, a replayed idempotent request too: a replay is cheap but not free,
 and a client looping on one key must meet the same limit as any other.
@@ -37,7 +37,7 @@ def rate_limit_for(api_key) -> int:
 
 
 class ApiKeyRateThrottle(BaseThrottle):
-    def __init__(self):
+    def __init__(self) -> None:
         self.wait_seconds: float | None = None
 
     def allow_request(self, request, view) -> bool:

@@ -1,4 +1,6 @@
 import json
+import re
+from itertools import accumulate
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -12,6 +14,7 @@ from channels_app.authentication import ApiKeyAuthentication
 from config.errors import InvalidRequest, PayloadTooLarge
 from config.logs import log_bind
 from config.metrics import message_observe
+from config.text import text_unstorable_reason
 
 
 def _body_bytes(request) -> bytes:
@@ -30,6 +33,47 @@ def _too_large() -> PayloadTooLarge:
         "not inline, and keep text under the documented limits.",
         details={"limitBytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
     )
+
+
+# The deepest valid body is content.<type>.<field>, three objects deep; ten leaves room for any field the
+# contract adds, far below the roughly 900 levels at which the parser and the fingerprint's encoder (both
+# recursive) raise RecursionError.
+MAX_JSON_DEPTH = 10
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether the brackets outside strings nest deeper than `limit`, counted without recursion and
+    before anything recursive (the parser) reads the text; in C loops (regex, map, accumulate), so 64 KiB of
+    brackets costs about 2 ms. Only valid JSON is counted exactly: in a broken text the verdict may differ
+    from the parser's, and either way the body is refused."""
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def _unstorable_text(data: object) -> tuple[str, str] | None:
+    """The first string, key or value, anywhere in the parsed body that the database could not hold
+    (config/text.py), as (where, why); None when there is none. Iterative: the depth is already bounded,
+    but nothing here relies on it. `where` names the field by the keys that lead to it and never repeats
+    the bad string: a bad key is reported at the object that holds it ("body" at the top)."""
+    pending: list[tuple[str, object]] = [("", data)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, str):
+            reason = text_unstorable_reason(value)
+            if reason is not None:
+                return where or "body", reason
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                reason = text_unstorable_reason(key)
+                if reason is not None:
+                    return where or "body", f"a field name {reason}"
+                pending.append((f"{where}.{key}" if where else key, item))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+    return None
 
 
 def _json_body(request) -> dict:
@@ -53,14 +97,32 @@ def _json_body(request) -> dict:
     if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         raise _too_large()
     try:
-        data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest("The body is not valid JSON. Send a JSON object.", details={"body": str(error)}) from None
-    except RecursionError:
+        # Strictly UTF-8 (RFC 8259 section 8.1; a leading BOM is tolerated): json.loads on bytes would also
+        # take UTF-16 or UTF-32 and let UTF-8-encoded surrogates through.
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
         raise InvalidRequest(
-            "The body nests too deeply. Send a JSON object shaped like the documented ones.",
-            details={"body": "too deeply nested"},
+            "The body is not UTF-8 text. Send JSON encoded as UTF-8.",
+            details={"body": f"not UTF-8 at byte {error.start}"},
         ) from None
+    if _nesting_exceeds(text, MAX_JSON_DEPTH):
+        raise InvalidRequest(
+            f"The body nests objects or arrays more than {MAX_JSON_DEPTH} levels deep. "
+            "Send a JSON object shaped like the documented ones.",
+            details={"body": f"nested deeper than {MAX_JSON_DEPTH} levels"},
+        )
+    try:
+        data = json.loads(text or "null")
+    except ValueError as error:
+        raise InvalidRequest("The body is not valid JSON. Send a JSON object.", details={"body": str(error)}) from None
+    unstorable = _unstorable_text(data)
+    if unstorable is not None:
+        where, reason = unstorable
+        raise InvalidRequest(
+            f"The request has invalid fields: {where}. Send text without U+0000 (NUL) and without unpaired "
+            "UTF-16 surrogates.",
+            details={where: reason},
+        )
     if not isinstance(data, dict):
         raise InvalidRequest(
             "The body must be a JSON object with type, contactIdentifier and content.",

@@ -20,7 +20,7 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -50,7 +50,7 @@ def _openai_channel(workspace: Workspace, *, stub: str, latency_ms: int) -> str:
     agent = AIAgent.objects.create(
         workspace=workspace,
         name=f"Stub agent {latency_ms} ms",
-        provider=AIAgent.Provider.OPENAI,
+        provider="openai",
         base_url=f"{stub.rstrip('/')}/lat/{latency_ms}/v1",
         model="bench-model",
         api_key_env_var="",
@@ -68,7 +68,7 @@ def base(args) -> dict:
         str(ms): _openai_channel(workspace, stub=args.stub, latency_ms=ms)
         for ms in sorted({int(ms) for ms in args.agent_ms.split(",")})
     }
-    builtin = AIAgent.objects.create(workspace=workspace, name="Built-in agent", provider=AIAgent.Provider.BUILTIN)
+    builtin = AIAgent.objects.create(workspace=workspace, name="Built-in agent", provider="builtin")
     KnowledgeEntry.objects.create(
         agent=builtin, question="How long does shipping take?", answer="Orders ship within 2 business days."
     )

@@ -20,10 +20,11 @@ import random
 import statistics
 import time
 import uuid
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -45,7 +46,7 @@ class Poster:
         self.client, self.key, self.channel = Client(), key, channel
 
     def post(self, body: str, idempotency_key: str | None = None):
-        headers = {"HTTP_X_API_KEY": self.key}
+        headers: dict[str, Any] = {"HTTP_X_API_KEY": self.key}
         if idempotency_key is not None:
             headers["HTTP_X_IDEMPOTENCY_KEY"] = idempotency_key
         response = self.client.post(

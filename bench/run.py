@@ -92,7 +92,7 @@ class Processes:
         self.started: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(self.log_dir / f"{name}.log", "w")  # closed with the process
         process = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -269,7 +269,7 @@ class CpuMeter:
 
 
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args: argparse.Namespace) -> None:
         self.quick = args.quick
         self.cfg = dict(QUICK if args.quick else FULL)
         self.only = set(args.only.split(",")) if args.only else None
@@ -282,7 +282,7 @@ class Bench:
         admin = psycopg.conninfo.conninfo_to_dict(self.admin_url)
         self.database_url = (
             f"postgres://{admin.get('user', 'postgres')}"
-            f"{':' + admin['password'] if admin.get('password') else ''}"
+            f"{':' + str(admin['password']) if admin.get('password') else ''}"
             f"@{admin.get('host', HOST)}:{admin.get('port', 5432)}/{self.db_name}"
         )
         self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
@@ -455,6 +455,7 @@ class Bench:
         key: str = "",
         timeout: float = 10,
     ) -> dict:
+        assert self.wrk is not None  # the caller falls back to bench.loadgen without wrk
         argv = [
             self.wrk,
             "-t1",
@@ -873,10 +874,10 @@ class Bench:
             while time.monotonic() - started < timeout:
                 # a message whose request died (e.g. a pool timeout in its record phase) stays PENDING until
                 # its lease runs out; nobody works on it, so it does not count
-                pending = conn.execute(
+                [(pending,)] = conn.execute(  # count(*) is always one row
                     "SELECT count(*) FROM conversations_message WHERE direction = 'INBOUND' "
                     "AND status = 'PENDING' AND lease_until > now()"
-                ).fetchone()[0]
+                ).fetchall()
                 if not pending:
                     return round(time.monotonic() - started, 1)
                 time.sleep(1)

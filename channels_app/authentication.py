@@ -29,8 +29,10 @@ _INVALID = "The API key is not valid. Check the X-API-Key header, or create a ke
 
 
 def apikey_authenticate(*, raw_key: str) -> WorkspaceApiKey:
+    """A key is printable ASCII (`prefix.secret`, both letters and digits); anything else is refused before
+    it reaches a query: a NUL in the prefix would be a database error, a lone surrogate an encoding one."""
     prefix, dot, secret = raw_key.strip().partition(".")
-    if not dot or not prefix or not secret or len(prefix) > 8:
+    if not dot or not prefix or not secret or len(prefix) > 8 or not _printable_ascii(raw_key.strip()):
         raise InvalidApiKey(_INVALID, details={"header": "X-API-Key"})
     api_key = WorkspaceApiKey.objects.select_related("workspace").filter(prefix=prefix).first()
     if api_key is None or not api_key.is_valid(raw_key.strip()):
@@ -48,6 +50,10 @@ def apikey_authenticate(*, raw_key: str) -> WorkspaceApiKey:
         )
     apikey_touch(api_key=api_key)
     return api_key
+
+
+def _printable_ascii(value: str) -> bool:
+    return value.isascii() and value.isprintable()
 
 
 def apikey_touch(*, api_key: WorkspaceApiKey) -> None:

@@ -1,6 +1,11 @@
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
+from django.utils.module_loading import import_string
 from rest_framework_api_key.models import AbstractAPIKey
 
 from channels_app.validators import API_KEY_ENV_VAR_PATTERN
@@ -43,16 +48,35 @@ class WorkspaceApiKey(AbstractAPIKey):
         verbose_name_plural = "API keys"
 
 
-class AIAgent(models.Model):
-    class Provider(models.TextChoices):
-        BUILTIN = "builtin", "Built-in (offline)"
-        OPENAI = "openai", "OpenAI-compatible"
+# A new agent's provider: offline and needing nothing configured. settings.AGENT_BACKENDS must name it
+# (system check agents.E003).
+DEFAULT_AGENT_PROVIDER = "builtin"
 
+
+def agent_provider_choices() -> list[tuple[str, str]]:
+    """AIAgent.provider's choices: the providers of settings.AGENT_BACKENDS (conversations/agents/base.py),
+    each labelled by its backend's `label`.
+
+    A callable (Django 5's callable choices): the migration refers to this function, not to a copy of the
+    list, so a provider added to the setting needs no migration.
+    """
+    choices = []
+    for name, path in settings.AGENT_BACKENDS.items():
+        try:
+            label = str(getattr(import_string(path), "label", name))
+        except ImportError:
+            label = name  # system check agents.E001 reports the path
+        choices.append((name, label))
+    return choices
+
+
+class AIAgent(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=ids.agent_id, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="agents")
     name = models.CharField(max_length=200)
     instructions = models.TextField(blank=True, help_text="The system prompt.")
-    provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.BUILTIN)
+    # The providers are the names of settings.AGENT_BACKENDS (conversations/agents/base.py).
+    provider = models.CharField(max_length=20, choices=agent_provider_choices, default=DEFAULT_AGENT_PROVIDER)
     model = models.CharField(max_length=200, blank=True)
     base_url = models.URLField(max_length=500, blank=True, help_text="OpenAI-compatible endpoint, ending in /v1.")
     api_key_env_var = models.CharField(
@@ -118,6 +142,14 @@ class KnowledgeEntry(models.Model):
 
     def __str__(self) -> str:
         return self.question[:80]
+
+
+@receiver([post_save, post_delete], sender=KnowledgeEntry)
+def knowledge_entry_changed(sender: type[KnowledgeEntry], instance: KnowledgeEntry, **kwargs: object) -> None:
+    """Move the agent's `updated_at` on every save or delete of one of its entries: each process caches an
+    agent's knowledge under (agent id, updated_at) (conversations/selectors.py), so the next message on any
+    node reads the entries again. Queryset `update()` and raw SQL send no signal: save the agent after those."""
+    AIAgent.objects.filter(pk=instance.agent_id).update(updated_at=timezone.now())
 
 
 class Channel(models.Model):

@@ -1,5 +1,6 @@
 from channels_app.models import Channel
 from config.errors import ApplicationError
+from config.text import text_storable
 
 
 class ChannelNotFound(ApplicationError):
@@ -16,8 +17,13 @@ class ChannelUnavailable(ApplicationError):
 
 def channel_get_for_workspace(*, channel_id: str, workspace_id: str) -> Channel:
     """The workspace's channel with its agent. Another workspace's channel is "not found", never
-    "forbidden": its existence is not confirmed."""
-    channel = Channel.objects.select_related("agent").filter(pk=channel_id, workspace_id=workspace_id).first()
+    "forbidden": its existence is not confirmed. An id no column could hold (U+0000, which a percent-encoded
+    `%00` in the URL produces) names no channel either, and is never sent to the database."""
+    channel = (
+        Channel.objects.select_related("agent").filter(pk=channel_id, workspace_id=workspace_id).first()
+        if text_storable(channel_id)
+        else None
+    )
     if channel is None:
         raise ChannelNotFound(
             "No channel with this id exists in your workspace. Check the channelId in the URL "

@@ -1,6 +1,7 @@
 """Workspace configuration services: look-ups and API keys."""
 
 from datetime import timedelta
+from typing import cast
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -23,14 +24,16 @@ def workspace_get(*, ref: str) -> Workspace:
     return workspace
 
 
-APIKEY_ROTATION_GRACE = timedelta(hours=24)  # CONTRACT.md: the old key keeps working this long by default
+APIKEY_ROTATION_GRACE = timedelta(hours=24)  # README "Rotating a key": the old key's default grace
 # Longer than this an old key is not being rotated out but kept; it also keeps the expiry date in range.
 APIKEY_ROTATION_GRACE_MAX = timedelta(days=365)
 
 
 def apikey_create(*, workspace: Workspace, name: str = "default", expires_at=None) -> tuple[WorkspaceApiKey, str]:
     """A new key; the plain key is returned once and stored only as a hash."""
-    return WorkspaceApiKey.objects.create_key(workspace=workspace, name=name[:50], expiry_date=expires_at)
+    api_key, key = WorkspaceApiKey.objects.create_key(workspace=workspace, name=name[:50], expiry_date=expires_at)
+    # The library annotates create_key as returning its abstract base; the manager creates this model.
+    return cast(WorkspaceApiKey, api_key), key
 
 
 def apikey_get(*, prefix: str) -> WorkspaceApiKey:

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import DataError
 from django.http import Http404, HttpResponse
 from psycopg_pool import PoolTimeout
 from rest_framework import exceptions
@@ -19,11 +20,14 @@ logger = logging.getLogger(__name__)
 
 
 def error_body(*, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
-    return json.dumps(
-        {"success": False, "error": {"code": code, "message": message, "details": details or {}}},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    """UTF-8 JSON. Details may repeat what the client sent (an unknown field's name); should that be text
+    UTF-8 cannot encode (a lone surrogate), the body is written all-ASCII with escapes instead of failing."""
+    value = {"success": False, "error": {"code": code, "message": message, "details": details or {}}}
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def error_response(error: ApplicationError) -> HttpResponse:
@@ -125,3 +129,28 @@ def not_found_view(request, exception=None) -> HttpResponse:
 
 def server_error_view(request) -> HttpResponse:
     return error_response(ApplicationError())
+
+
+class NulInputMiddleware:
+    """A U+0000 from a URL, a query string or a form that reaches PostgreSQL outside the API (an admin object
+    id `%00`, a list filter, an autocomplete term, a choice in a form) is the client's mistake: 400, not a 500.
+    psycopg refuses the NUL while adapting the parameters, so the query was never sent. The messages API
+    checks its own inputs at the edge (api/views.py, channels_app selectors, authentication) and DRF answers its
+    errors before they get here, so a NUL from anywhere else (an agent's reply) stays the bug it is."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, DataError) and "NUL (0x00)" in str(exception):
+            return error_response(
+                InvalidRequest(
+                    "The request contains a NUL character (U+0000, `%00` in a URL), which no field can hold. "
+                    "Remove it.",
+                    details={"request": "contains U+0000 (NUL)"},
+                )
+            )
+        return None

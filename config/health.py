@@ -1,4 +1,4 @@
-"""Liveness and readiness probes (CONTRACT.md "Documentation endpoints").
+"""Liveness and readiness probes (README.md, "Production": "Endpoints besides the API").
 
 `/healthz` answers while the process can answer at all: it touches nothing, so a database outage does not
 make an orchestrator restart healthy web processes. `/readyz` says whether this node can serve the API: the

@@ -24,7 +24,8 @@ class Conversation(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     # The last `seq` given to an inbound message. It is taken under this row's lock, so a message's position
-    # is fixed in commit order and a later message always sees the earlier one (DESIGN.md: answered in order).
+    # is fixed in commit order and a later message always sees the earlier one (docs/architecture.md, "Order
+    # within a conversation").
     last_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)

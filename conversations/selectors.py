@@ -6,7 +6,7 @@ from django.db.models import F, FilteredRelation, Q, QuerySet
 
 from channels_app.models import AIAgent, KnowledgeEntry
 from contacts.models import Contact
-from conversations.agents.base import AgentConfig
+from conversations.agents.base import AgentConfig, provider_uses_knowledge
 from conversations.models import Conversation, Message
 
 
@@ -68,8 +68,10 @@ def earlier_message_pending(*, window: list[dict[str, Any]], seq: int, now: date
     )
 
 
-# Knowledge entries per (agent, updated_at): the built-in agent reads them on every message, and editing
-# an agent or its entries in the admin saves the agent, which moves `updated_at` and so misses this cache.
+# Knowledge entries per (agent, updated_at), per process: the built-in agent reads them on every message. Saving
+# the agent, or saving or deleting any of its entries (channels_app/models.py, knowledge_entry_changed), moves
+# `updated_at`, which the channel query reads with the agent, so a change is seen at the next message on
+# every node without a query of its own.
 _knowledge_cache: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
 _knowledge_lock = threading.Lock()
 _KNOWLEDGE_CACHE_MAX = 256
@@ -107,5 +109,5 @@ def agent_config(*, agent: AIAgent) -> AgentConfig:
         history_max_chars=agent.history_max_chars,
         credit_cost_per_reply=agent.credit_cost_per_reply,
         credit_cost_per_1k_tokens=agent.credit_cost_per_1k_tokens,
-        knowledge=_knowledge(agent) if agent.provider == AIAgent.Provider.BUILTIN else (),
+        knowledge=_knowledge(agent) if provider_uses_knowledge(agent.provider) else (),
     )

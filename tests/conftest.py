@@ -5,6 +5,8 @@ import pytest
 from django.db import connection
 
 from billing.credits import credits_grant
+from conversations.agents.base import get_backend
+from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 
 SEED_TEXT = {
@@ -27,9 +29,11 @@ requires_postgresql = pytest.mark.skipif(
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
 
 
-def error_of(response) -> dict:
+def error_of(response, *, status: int | None = None) -> dict:
     """The contract's error body, checked: exactly success=false and error{code, message, details}, with a
-    message that is a sentence."""
+    message that is a sentence (and, given `status`, that status)."""
+    if status is not None:
+        assert response.status_code == status, response.content
     body = response.json()
     assert body["success"] is False
     assert set(body) == {"success", "error"}
@@ -88,6 +92,17 @@ def channel(workspace):
         agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
     )
     return channel
+
+
+@pytest.fixture
+def scripted_agent(settings) -> ScriptedAgent:
+    """The scripted backend (tests/agents.py), registered in settings.AGENT_BACKENDS for this test and
+    reset; `scripted_agent.take_over(agent)` points an agent row at it."""
+    settings.AGENT_BACKENDS = {**settings.AGENT_BACKENDS, SCRIPTED_PROVIDER: SCRIPTED_BACKEND}
+    backend = get_backend(SCRIPTED_PROVIDER)
+    assert isinstance(backend, ScriptedAgent)
+    backend.reset()
+    return backend
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
+from django.contrib.messages.storage.cookie import CookieStorage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -17,6 +18,7 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
+from tests.conftest import error_of
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
 from tests.history import DOCUMENT_URL, IMAGE_URL, conversation_with_exchanges
 
@@ -461,6 +463,28 @@ def test_api_key_created_in_the_admin_shows_its_secret_once(admin_client, worksp
     assert key not in page
 
 
+def test_the_new_api_keys_secret_never_travels_in_a_cookie(admin_client, rf, workspace):
+    """Django's default message storage keeps messages in a signed (readable, not encrypted) cookie; the
+    one-time secret stays on the server, in the session, and only the page that shows it carries it."""
+    response = admin_client.post(
+        admin_url(WorkspaceApiKey, "add"),
+        {"workspace": workspace.pk, "name": "ops", "expiry_date_0": "", "expiry_date_1": ""},
+    )
+    assert response.status_code == 302
+    api_key = WorkspaceApiKey.objects.get(name="ops")
+    shown = admin_client.get(response["Location"])
+    (message,) = [str(message) for message in shown.context["messages"]]
+    key = re.search(rf"{api_key.prefix}\.\w+", message)[0]
+    assert api_key.is_valid(key)
+    secret = key.split(".")[1]
+
+    for page in (response, shown):
+        for morsel in page.cookies.values():
+            decoded = CookieStorage(rf.get("/"))._decode(morsel.value)  # None unless it is a messages cookie
+            assert secret not in morsel.value and secret not in str(decoded or ""), morsel.key
+        assert "messages" not in page.cookies or not page.cookies["messages"].value
+
+
 def test_api_key_pages_never_show_the_secret_or_its_hash(admin_client, workspace):
     api_key, key = api_key_for(workspace, name="ops")
     secret = key.split(".")[1]
@@ -500,3 +524,41 @@ def test_api_key_page_fields(admin_client, workspace):
 def test_the_librarys_unused_api_key_model_is_not_in_the_admin():
     assert not admin.site.is_registered(APIKey)
     assert admin.site.is_registered(WorkspaceApiKey)
+
+
+# --- every admin page: input the database cannot hold ----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", list(admin.site._registry), ids=lambda model: model.__name__)
+@pytest.mark.parametrize("view", ["change", "history", "delete"])
+def test_an_object_id_with_nul_is_400_not_a_500(admin_client, model, view):
+    """`%00` in the URL decodes to U+0000, which PostgreSQL refuses even to compare."""
+    for object_id in ("\x00", "ws_\x00", "a\x00.b"):
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=[object_id])
+        assert "%00" in url
+
+        response = admin_client.get(url)
+
+        # "does not exist" (an integer key, or SQLite finding no row), history's "no deleting" once SQLite
+        # has looked, or PostgreSQL's refusal of the NUL as a 400: never a 500
+        assert response.status_code in (302, 400, 403), (object_id, response.status_code)
+        if response.status_code == 302:
+            assert response["Location"] == reverse("admin:index")
+        if response.status_code == 400:
+            assert error_of(response)["details"] == {"request": "contains U+0000 (NUL)"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/channels_app/channel/?agent__id__exact=%00",
+        "/admin/conversations/message/?conversation__id__exact=%00",
+        "/admin/autocomplete/?term=%00&app_label=channels_app&model_name=channel&field_name=agent",
+    ],
+)
+def test_a_list_filter_or_search_with_nul_is_not_a_500(admin_client, url):
+    response = admin_client.get(url)
+
+    assert response.status_code in (200, 400), response.status_code
+    if response.status_code == 400:
+        assert error_of(response)["code"] == "invalid_request"

@@ -1,4 +1,4 @@
-"""Settings, read from the environment (CONTRACT.md lists the variables).
+"""Settings, read from the environment (README.md, "Configuration", lists the variables).
 
 One env-driven module: development, CI and production differ only by their environment.
 """
@@ -50,7 +50,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last
+    "config.exception_handler.NulInputMiddleware",  # a NUL from the URL or a form is a 400 (the admin's views)
+    "config.metrics.PrometheusAfterMiddleware",  # last; django-prometheus's with bounded labels
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -75,8 +76,8 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's built-in psycopg pool. The request releases its connection between the accept and record
-    # phases (DESIGN.md), so a process needs about as many connections as requests in those short phases,
-    # not as many as requests waiting on the agent.
+    # phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
+    # requests in those short phases, not as many as requests waiting on the agent.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
@@ -117,6 +118,15 @@ LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODEL = env.str("LLM_MODEL", default="")
 
+# --- AI agent backends (Django's EMAIL_BACKEND pattern) ------------------------------------------------------
+# Every provider an agent may name, and the class that answers for it (conversations/agents/base.py says what a
+# backend implements). The admin offers exactly these; an agent whose provider is not here fails with 502
+# agent_unavailable (details.reason "unknown_provider"), and `manage.py check --database default` lists it.
+AGENT_BACKENDS = {
+    "builtin": "conversations.agents.builtin.BuiltinAgent",
+    "openai": "conversations.agents.openai_agent.OpenAICompatibleAgent",
+}
+
 # --- media -----------------------------------------------------------------------------------------------
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
 MEDIA_URL = "/media/"
@@ -141,6 +151,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The admin shows a new API key's secret once, in a message. Django's default message storage puts messages
+# in a cookie, signed but readable by anyone who sees it (a proxy's log, the browser's profile); the session
+# keeps them on the server (the database-backed default SESSION_ENGINE; a cookie-based one would undo this).
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -1,14 +1,26 @@
-"""The agent backend protocol: what the conversation runtime gives an agent and what it gets back.
+"""The agent backend protocol: what the conversation runtime gives an agent and what it gets back, and the
+registry that finds an agent's backend by its provider.
 
 A backend runs in the request's "think" phase: it must not touch the database (the runtime has released
-its connection) and must raise `AgentTimeout` / `AgentUnavailable` (conversations.agents.errors) for provider failures.
+its connection) and must raise `AgentTimeout` / `AgentUnavailable` (conversations/agents/errors.py) for provider
+failures.
+
+`settings.AGENT_BACKENDS` (Django's EMAIL_BACKEND pattern) is the one list of providers: it maps each
+provider name an agent may have to the dotted path of its backend class. The AIAgent model's choices
+(channels_app/models.py), the backend a request calls and the system checks (conversations/agents/checks.py)
+all read it.
 """
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import cache
+from typing import Any, Protocol, runtime_checkable
+
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from channels_app.validators import API_KEY_ENV_VAR_PATTERN
+from conversations.agents.errors import AgentUnavailable
 
 _API_KEY_ENV_VAR = re.compile(API_KEY_ENV_VAR_PATTERN)
 
@@ -75,8 +87,24 @@ class AgentReply:
 
 
 class AgentBackend(Protocol):
+    """What settings.AGENT_BACKENDS names. One instance per class serves every request of a process, from
+    several threads or greenlets at once: a backend keeps no per-request state.
+
+    Optional, read with getattr so that a backend needs none of them: `label` (the provider's name in the
+    admin), `uses_knowledge = True` (the accept phase loads the agent's knowledge entries into
+    `AgentConfig.knowledge`), and a `transcribe` method (`AudioTranscriber`: voice messages are transcribed
+    for an agent with `transcribe_audio` on).
+    """
+
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
         """Answer the last item of `history` (the contact's new message). `history` is oldest first."""
+        ...
+
+
+@runtime_checkable
+class AudioTranscriber(Protocol):
+    def transcribe(self, *, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
+        """The text of a voice message ("" for silence); same error contract as `reply`."""
         ...
 
 
@@ -106,11 +134,35 @@ def split_reply(text: str, *, threshold: int) -> list[str]:
     return chunks
 
 
+@cache
+def backend_class(path: str) -> type:
+    """The class at a dotted path of settings.AGENT_BACKENDS, imported once per process."""
+    return import_string(path)
+
+
+@cache
+def _backend_at(path: str) -> AgentBackend:
+    return backend_class(path)()
+
+
 def get_backend(provider: str) -> AgentBackend:
-    if provider == "openai":
-        from conversations.agents.openai_agent import OpenAICompatibleAgent
+    """The backend for an agent's provider, as settings.AGENT_BACKENDS names it (created once per path).
 
-        return OpenAICompatibleAgent()
-    from conversations.agents.builtin import BuiltinAgent
+    A provider the setting does not name is an error, never a silent fallback to another agent: the agent
+    row was written around the model's choices, or a deployment dropped the provider from the setting.
+    """
+    path = settings.AGENT_BACKENDS.get(provider)
+    if path is None:
+        raise AgentUnavailable(
+            f"The AI agent's provider {provider!r} is not configured on this platform. Ask an operator to set "
+            "the agent's provider to a configured one, then retry with the same idempotency key.",
+            details={"reason": "unknown_provider", "provider": provider},
+        )
+    return _backend_at(path)
 
-    return BuiltinAgent()
+
+def provider_uses_knowledge(provider: str) -> bool:
+    """Whether the provider's backend reads the agent's knowledge entries (False for an unknown provider:
+    its request fails at the agent call)."""
+    path = settings.AGENT_BACKENDS.get(provider)
+    return path is not None and bool(getattr(backend_class(path), "uses_knowledge", False))

@@ -88,6 +88,11 @@ def _describe_media(item: HistoryItem) -> str:
 
 
 class BuiltinAgent:
+    """The backend settings.AGENT_BACKENDS names "builtin"."""
+
+    label = "Built-in (offline)"
+    uses_knowledge = True  # the accept phase loads the agent's knowledge entries into AgentConfig.knowledge
+
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
         message = history[-1]
         if message.type == "TEXT":

@@ -54,7 +54,9 @@ _MEDIA_LABELS = {"IMAGE": "Image", "AUDIO": "Audio", "VIDEO": "Video", "DOCUMENT
 
 
 class OpenAICompatibleAgent:
-    """The `AgentBackend` for `provider == "openai"`."""
+    """The backend settings.AGENT_BACKENDS names "openai": an `AgentBackend` and an `AudioTranscriber`."""
+
+    label = "OpenAI-compatible"
 
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
         """Send the instructions and the history window as one chat completion; split the answer.
@@ -89,6 +91,9 @@ class OpenAICompatibleAgent:
             output_tokens=output_tokens,
             raw_model=raw_model,
         )
+
+    def transcribe(self, *, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
+        return transcribe_audio(agent=agent, data=data, filename=filename, mime_type=mime_type)
 
 
 def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:

@@ -5,7 +5,8 @@ resolves to, then connects to the checked address (the Host header, TLS SNI and 
 the name), so a DNS answer that changes between the check and the connection (rebinding) cannot move it.
 Redirects are followed here, one hop at a time, each through the same checks.
 
-No database access: the caller runs it outside any transaction (DESIGN.md, phase "Think").
+No database access: the caller runs it outside any transaction (docs/architecture.md, "The three phases":
+Think).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from config.errors import ApplicationError
 from config.metrics import media_download_observe
-from conversations.agents.base import AgentConfig, MediaPart
+from conversations.agents.base import AgentConfig, AudioTranscriber, MediaPart, get_backend
 from conversations.media.cache import (
     media_asset_attach,
     media_asset_cached,
@@ -110,8 +110,16 @@ def _needs_bytes(*, message_type: str, agent: AgentConfig) -> bool:
     return message_type == Message.Type.IMAGE or (message_type == Message.Type.AUDIO and _transcribes(agent))
 
 
+def _transcriber(agent: AgentConfig) -> AudioTranscriber | None:
+    """The agent's backend when the agent asks for transcriptions and its backend can make them."""
+    if not agent.transcribe_audio:
+        return None
+    backend = get_backend(agent.provider)
+    return backend if isinstance(backend, AudioTranscriber) else None
+
+
 def _transcribes(agent: AgentConfig) -> bool:
-    return agent.transcribe_audio and agent.provider == "openai"
+    return _transcriber(agent) is not None
 
 
 def _text_for_agent(
@@ -120,11 +128,10 @@ def _text_for_agent(
     limit = min(DOCUMENT_TEXT_MAX_CHARS, agent.history_max_chars)
     if message_type == Message.Type.DOCUMENT:
         return asset.text[:limit]
-    if message_type == Message.Type.AUDIO and _transcribes(agent) and data is not None:
-        from conversations.agents.openai_agent import transcribe_audio  # the SDK loads only where it is used
-
+    transcriber = _transcriber(agent) if message_type == Message.Type.AUDIO else None
+    if transcriber is not None and data is not None:
         _connection_release()  # the provider may take seconds
-        return transcribe_audio(agent=agent, data=data, filename=filename, mime_type=asset.mime_type)[:limit]
+        return transcriber.transcribe(agent=agent, data=data, filename=filename, mime_type=asset.mime_type)[:limit]
     return ""
 
 

@@ -56,7 +56,7 @@ def asset(workspace, data: bytes, *, expires_at, url: str = "https://cdn.example
 
 
 def conversation_of(workspace) -> Conversation:
-    channel = ChannelFactory(workspace=workspace)
+    channel = ChannelFactory.create(workspace=workspace)
     contact = Contact.objects.create(workspace=workspace, identifier=f"c-{channel.pk}@example.com")
     return Conversation.objects.create(workspace=workspace, channel=channel, contact=contact, agent=channel.agent)
 

@@ -20,7 +20,6 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Channel, Workspace
 from contacts.models import Contact
 from conversations.agents import openai_agent
-from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Conversation, Message
 from tests.conftest import SEED_TEXT, Api, error_of
 from tests.factories import AIAgentFactory, ChannelFactory, api_key_for
@@ -30,17 +29,11 @@ OTHER_TEXT = {**SEED_TEXT, "content": {"text": {"body": "Can I get a refund?"}}}
 
 
 @pytest.fixture
-def agent_calls(monkeypatch):
-    """Counts the built-in agent's calls (the agent is the external boundary of a request)."""
-    calls = []
-    original = BuiltinAgent.reply
-
-    def counting(self, **kwargs):
-        calls.append(kwargs["history"][-1].content)
-        return original(self, **kwargs)
-
-    monkeypatch.setattr(BuiltinAgent, "reply", counting)
-    return calls
+def agent_calls(scripted_agent, channel):
+    """The calls to the channel's agent (the agent is the external boundary of a request): the scripted
+    backend, answering as the built-in agent would."""
+    scripted_agent.take_over(channel.agent)
+    return scripted_agent.calls
 
 
 def inbound_count() -> int:
@@ -142,9 +135,10 @@ def test_same_key_with_a_different_request_is_422(api, channel, agent_calls, cha
     assert len(agent_calls) == 1 and inbound_count() == 1 and charges() == [-1]
 
 
-def test_same_key_in_two_workspaces_is_two_independent_requests(api, client, workspace, agent_calls):
+def test_same_key_in_two_workspaces_is_two_independent_requests(api, client, workspace, scripted_agent, agent_calls):
     # given: another workspace, its channel and key
     other_channel = ChannelFactory()
+    scripted_agent.take_over(other_channel.agent)
     credits_grant(workspace=other_channel.workspace, amount=10)
     other = Api(client, other_channel, api_key_for(other_channel.workspace)[1])
 
@@ -244,19 +238,16 @@ def test_refused_request_does_not_burn_the_key(api, workspace, channel, agent_ca
 # --- in progress, and a dead request's key ---------------------------------------------------------------
 
 
-def test_same_key_while_the_first_is_in_flight_is_409_with_retry_after(api, channel, api_key, monkeypatch):
+def test_same_key_while_the_first_is_in_flight_is_409_with_retry_after(api, channel, api_key, scripted_agent):
     # given: the agent, while answering the first request, sees a second request with the same key arrive
     seen = {}
-    original = BuiltinAgent.reply
     second = Api(Client(), channel, api_key)
 
-    def agent_meanwhile(self, **kwargs):
-        if not seen:
-            seen["same"] = second.post(idempotency_key=KEY)
-            seen["different"] = second.post(OTHER_TEXT, idempotency_key=KEY)
-        return original(self, **kwargs)
+    def agent_meanwhile(**kwargs):
+        seen["same"] = second.post(idempotency_key=KEY)
+        seen["different"] = second.post(OTHER_TEXT, idempotency_key=KEY)
 
-    monkeypatch.setattr(BuiltinAgent, "reply", agent_meanwhile)
+    scripted_agent.take_over(channel.agent).script(agent_meanwhile)
 
     # when
     first = api.post(idempotency_key=KEY)
@@ -279,18 +270,10 @@ class ProcessDied(BaseException):
     """Stands for the worker being killed mid-request: not an Exception, so no handler runs."""
 
 
-def test_a_dead_requests_key_is_taken_over_after_its_lock_expires(api, workspace, monkeypatch):
+def test_a_dead_requests_key_is_taken_over_after_its_lock_expires(api, workspace, channel, scripted_agent):
     # given: a first request that died while its agent was thinking
-    original = BuiltinAgent.reply
-    calls = []
-
-    def dies_once(self, **kwargs):
-        calls.append(kwargs)
-        if len(calls) == 1:
-            raise ProcessDied
-        return original(self, **kwargs)
-
-    monkeypatch.setattr(BuiltinAgent, "reply", dies_once)
+    scripted_agent.take_over(channel.agent).script(ProcessDied)
+    calls = scripted_agent.calls
     with pytest.raises(ProcessDied):
         api.post(idempotency_key=KEY)
     stored = Message.objects.get()
@@ -398,19 +381,13 @@ def test_retry_after_504_runs_the_agent_again_on_the_stored_message(
     assert len(calls) == 2
 
 
-def test_retry_after_502_reserves_credits_again_and_runs_the_agent(api, workspace, monkeypatch):
+def test_retry_after_502_reserves_credits_again_and_runs_the_agent(api, workspace, channel, scripted_agent):
     from conversations.agents.errors import AgentUnavailable
 
-    original = BuiltinAgent.reply
-    calls = []
-
-    def fails_once(self, **kwargs):
-        calls.append(kwargs)
-        if len(calls) == 1:
-            raise AgentUnavailable("The AI agent could not answer.", details={"reason": "test"})
-        return original(self, **kwargs)
-
-    monkeypatch.setattr(BuiltinAgent, "reply", fails_once)
+    scripted_agent.take_over(channel.agent).script(
+        AgentUnavailable("The AI agent could not answer.", details={"reason": "test"})
+    )
+    calls = scripted_agent.calls
 
     failed = api.post(idempotency_key=KEY)
     retried = api.post(idempotency_key=KEY)
@@ -451,23 +428,20 @@ def test_a_key_within_its_retention_is_still_replayed(api):
 
 
 def test_a_request_that_outlived_its_lock_does_not_record_over_the_one_that_took_over(
-    api, channel, api_key, workspace, monkeypatch
+    api, channel, api_key, workspace, scripted_agent
 ):
     # given: a first request still waiting for its agent when its lock expires; a retry takes the key
     # over and completes meanwhile (a request can outlive the lease: turn wait + media + agent retries)
-    original = BuiltinAgent.reply
     retry = Api(Client(), channel, api_key)
-    calls, seen = [], {}
+    seen = {}
     lease = timedelta(seconds=settings.PROCESSING_LEASE_SECONDS + 1)
 
-    def outlives_its_lock(self, **kwargs):
-        calls.append(kwargs)
-        if len(calls) == 1:
-            with time_machine.travel(timezone.now() + lease, tick=True):
-                seen["retry"] = retry.post(idempotency_key=KEY)
-        return original(self, **kwargs)
+    def outlives_its_lock(**kwargs):
+        with time_machine.travel(timezone.now() + lease, tick=True):
+            seen["retry"] = retry.post(idempotency_key=KEY)
 
-    monkeypatch.setattr(BuiltinAgent, "reply", outlives_its_lock)
+    scripted_agent.take_over(channel.agent).script(outlives_its_lock)
+    calls = scripted_agent.calls
 
     # when: the first request's agent answers at last
     late = api.post(idempotency_key=KEY)
@@ -487,21 +461,15 @@ def test_a_request_that_outlived_its_lock_does_not_record_over_the_one_that_took
 
 
 def test_retry_after_504_refused_for_credits_keeps_the_key_and_the_message_for_a_later_retry(
-    api, workspace, monkeypatch
+    api, workspace, channel, scripted_agent
 ):
     # given: a message stored by an attempt that timed out
     from conversations.agents.errors import AgentTimeout
 
-    original = BuiltinAgent.reply
-    calls = []
-
-    def times_out_once(self, **kwargs):
-        calls.append(kwargs)
-        if len(calls) == 1:
-            raise AgentTimeout("The AI agent did not answer in time.", details={"timeoutSeconds": 60})
-        return original(self, **kwargs)
-
-    monkeypatch.setattr(BuiltinAgent, "reply", times_out_once)
+    scripted_agent.take_over(channel.agent).script(
+        AgentTimeout("The AI agent did not answer in time.", details={"timeoutSeconds": 60})
+    )
+    calls = scripted_agent.calls
     assert api.post(idempotency_key=KEY).status_code == 504
     stored = Message.objects.get()
 

@@ -1,16 +1,22 @@
 import json
+import os
 import re
 
 import pytest
 from django.db import connection
 
+from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
 from channels_app.models import Channel, Workspace
 from contacts.models import Contact
-from conversations.agents.builtin import BuiltinAgent
 from conversations.models import Conversation, Message
 from tests.conftest import SEED_TEXT, Api, error_of
-from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
+from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+
+
+def on_postgresql_url() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -99,6 +105,24 @@ def test_knowledge_answer_and_greeting(api):
 
     assert answer["aiMessages"][0]["content"]["text"]["body"] == "Orders ship within 2 business days."
     assert greeting["aiMessages"][0]["content"]["text"]["body"] == "Hello! How can I help you today?"
+
+
+def test_a_knowledge_change_is_seen_at_the_next_message_without_saving_the_agent(api, channel):
+    # given: the agent's knowledge was read (and cached) by a first message
+    def answer_to(question: str) -> str:
+        body = api.post({**SEED_TEXT, "content": {"text": {"body": question}}}).json()
+        return body["aiMessages"][0]["content"]["text"]["body"]
+
+    assert answer_to("Do you have a warranty?") == channel.agent.fallback_text
+
+    # when / then: an entry is added, edited, deleted (as the admin's inline or a shell does), the agent untouched
+    entry = KnowledgeEntryFactory(agent=channel.agent, question="Is there a warranty?", answer="Two years.")
+    assert answer_to("Do you have a warranty?") == "Two years."
+    entry.answer = "Three years."
+    entry.save()
+    assert answer_to("Do you have a warranty?") == "Three years."
+    entry.delete()
+    assert answer_to("Do you have a warranty?") == channel.agent.fallback_text
 
 
 def test_long_answer_is_split_into_several_ai_messages_in_order(api, channel):
@@ -225,9 +249,8 @@ def test_oversized_body_is_413(api, settings):
     assert error_of(response)["code"] == "payload_too_large"
 
 
-def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, monkeypatch):
-    calls = []
-    monkeypatch.setattr(BuiltinAgent, "reply", lambda self, **kwargs: calls.append(kwargs))
+def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, channel, scripted_agent):
+    scripted_agent.take_over(channel.agent)
     Workspace.objects.filter(pk=workspace.pk).update(credit_balance=0)
 
     response = api.post()
@@ -236,7 +259,7 @@ def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, monkey
     error = error_of(response)
     assert error["code"] == "insufficient_credits"
     assert error["details"] == {"available": 0, "required": 1}
-    assert calls == []
+    assert scripted_agent.calls == []
     assert Message.objects.count() == 0
 
 
@@ -251,11 +274,8 @@ def test_free_agent_needs_no_credits(api, workspace, channel):
     assert not UsageLedgerEntry.objects.filter(kind="CHARGE").exists()
 
 
-def test_unexpected_error_is_500_without_trace_and_keeps_the_message(api, workspace, monkeypatch):
-    def broken(self, **kwargs):
-        raise RuntimeError("secret internals")
-
-    monkeypatch.setattr(BuiltinAgent, "reply", broken)
+def test_unexpected_error_is_500_without_trace_and_keeps_the_message(api, workspace, channel, scripted_agent):
+    scripted_agent.take_over(channel.agent).script(RuntimeError("secret internals"))
 
     response = api.post()
 
@@ -295,7 +315,7 @@ def test_new_contact_query_count_is_pinned(api, assert_statements):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monkeypatch):
+def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, scripted_agent):
     # given a real commit-per-transaction setup (not the test's wrapping transaction)
     channel = ChannelFactory(workspace=WorkspaceFactory(credit_balance=0))
     from billing.credits import credits_grant
@@ -303,15 +323,13 @@ def test_no_transaction_or_connection_is_held_while_the_agent_runs(client, monke
     credits_grant(workspace=channel.workspace, amount=10)
     api = Api(client, channel, api_key_for(channel.workspace)[1])
     seen = []
-    original = BuiltinAgent.reply
 
-    def spy(self, **kwargs):
+    def spy(**kwargs):
         seen.append(
             {"in_transaction": connection.in_atomic_block, "connection_open": connection.connection is not None}
         )
-        return original(self, **kwargs)
 
-    monkeypatch.setattr(BuiltinAgent, "reply", spy)
+    scripted_agent.take_over(channel.agent).script(spy)
 
     # when
     response = api.post()
@@ -335,7 +353,9 @@ def test_agent_config_change_is_seen_at_once(api, channel):
 
 
 @pytest.mark.parametrize("agent_fails", [False, True])
-def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api, workspace, monkeypatch, agent_fails):
+def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(
+    api, workspace, channel, scripted_agent, agent_fails
+):
     # given a request whose agent call outlives its lease, and a clean-up that judges it dead meanwhile
     from datetime import timedelta
 
@@ -344,15 +364,12 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api
     from api.cleanup import abandoned_messages_release
     from conversations.agents.errors import AgentUnavailable
 
-    original = BuiltinAgent.reply
-
-    def slow_agent(self, **kwargs):
+    def slow_agent(**kwargs):
         assert abandoned_messages_release(now=timezone.now() + timedelta(days=1)) == (1, 1)
         if agent_fails:
             raise AgentUnavailable()
-        return original(self, **kwargs)
 
-    monkeypatch.setattr(BuiltinAgent, "reply", slow_agent)
+    scripted_agent.take_over(channel.agent).script(slow_agent)
 
     # when
     response = api.post()
@@ -368,25 +385,39 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(api
         assert response.json()["usage"]["credits"] == 0
 
 
-def test_an_exhausted_connection_pool_is_503_service_busy(api, monkeypatch):
-    # given a process whose pool handed out every connection for longer than its timeout
-    from django.db.utils import OperationalError
+@pytest.mark.skipif(
+    not on_postgresql_url(), reason="needs PostgreSQL (set DATABASE_URL=postgres://...): the pool is psycopg's"
+)
+@pytest.mark.django_db(transaction=True)
+def test_an_exhausted_connection_pool_is_503_service_busy(client):
+    # given: a process whose pool has handed out every connection it may open (Django's psycopg pool,
+    # PostgreSQL only), and a pool timeout short enough for a test
     from psycopg_pool import PoolTimeout
 
-    from api import messaging
+    channel = ChannelFactory.create()
+    credits_grant(workspace=channel.workspace, amount=10)
+    api = Api(client, channel, api_key_for(channel.workspace)[1])
+    pool = connection.pool
+    sizes, timeout = (pool.min_size, pool.max_size), pool.timeout
+    connection.close()  # this thread's connection goes back to the pool
+    held = []
+    try:
+        pool.resize(min_size=1, max_size=1)  # opens no new connection past the one...
+        pool.timeout = 0.5
+        with pytest.raises(PoolTimeout):
+            for _ in range(sizes[1] + 1):  # ...and this takes every idle one (at most the old maximum)
+                held.append(pool.getconn(timeout=0.2))
 
-    def exhausted(**kwargs):
-        try:
-            raise PoolTimeout("couldn't get a connection after 10.00 sec")
-        except PoolTimeout as cause:
-            raise OperationalError(str(cause)) from cause
+        # when
+        response = api.post()
+    finally:
+        for held_connection in held:
+            pool.putconn(held_connection)
+        pool.timeout = timeout
+        pool.resize(*sizes)
 
-    monkeypatch.setattr(messaging, "_accept", exhausted)
-
-    # when
-    response = api.post()
-
-    # then
-    assert response.status_code == 503 and response["Retry-After"] == "2"
+    # then: the request waited DB_POOL_TIMEOUT for a connection and was told to come back
+    assert response.status_code == 503 and response["Retry-After"] == "2", response.content
     error = error_of(response)
     assert error["code"] == "service_busy" and error["details"] == {"reason": "database_pool_exhausted"}
+    assert Message.objects.count() == 0

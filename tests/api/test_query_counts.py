@@ -19,7 +19,6 @@ import json
 import pytest
 from pytest_httpserver import HTTPServer
 
-from channels_app.models import AIAgent
 from tests.conftest import SEED_TEXT, Api
 from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory
 
@@ -52,12 +51,12 @@ def agent_api(request, client, workspace, api_key) -> Api:
         httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(_completion())
         agent = AIAgentFactory(
             workspace=workspace,
-            provider=AIAgent.Provider.OPENAI,
+            provider="openai",
             base_url=httpserver.url_for("/v1"),
             model="test-model",
         )
     else:
-        agent = AIAgentFactory(workspace=workspace, provider=AIAgent.Provider.BUILTIN)
+        agent = AIAgentFactory(workspace=workspace, provider="builtin")
         KnowledgeEntryFactory(
             agent=agent, question="How long does shipping take?", answer="Orders ship within 2 business days."
         )

@@ -1,6 +1,6 @@
-"""`manage.py apikey create|list|rotate|revoke` (CONTRACT.md), what a caller of the messages API sees with a
-rotated, expired or revoked key, and the exit status of every management command (`credits grant` too; its
-output is in tests/billing/test_credits_command.py)."""
+"""`manage.py apikey create|list|rotate|revoke` (README.md, "Management commands"), what a caller of the
+messages API sees with a rotated, expired or revoked key, and the exit status of every management command
+(`credits grant` too; its output is in tests/billing/test_credits_command.py)."""
 
 from datetime import timedelta
 
@@ -11,6 +11,7 @@ from django.db import connections
 from django.utils import timezone
 
 from channels_app.models import WorkspaceApiKey
+from tests.conftest import error_of
 from tests.factories import WorkspaceFactory, api_key_for
 
 
@@ -34,11 +35,6 @@ def manage_py(monkeypatch):
         return 0
 
     return run_command
-
-
-def error_of(response) -> dict:
-    assert response.status_code == 401, response.content
-    return response.json()["error"]
 
 
 # --- apikey create ----------------------------------------------------------------------------------------
@@ -146,7 +142,7 @@ def test_apikey_rotate_without_grace_ends_the_old_key_at_once(capsys, api, api_k
     new_key = out.strip()
     assert out == f"{new_key}\n" and new_key != api_key
     assert "fails with 401 from now on" in err
-    error = error_of(api.post(key=api_key))
+    error = error_of(api.post(key=api_key), status=401)
     assert error["code"] == "invalid_api_key" and error["details"]["reason"] == "expired"
     assert api.post(key=new_key).status_code == 200
     rotated = WorkspaceApiKey.objects.get(prefix=prefix)
@@ -170,7 +166,7 @@ def test_apikey_rotate_default_grace_keeps_the_old_key_for_24_hours(capsys, api,
         assert api.post(key=new_key).status_code == 200
     # ... then only the new one does
     with time_machine.travel(start + timedelta(hours=24, seconds=1), tick=False):
-        error = error_of(api.post(key=api_key))
+        error = error_of(api.post(key=api_key), status=401)
         assert error["code"] == "invalid_api_key" and error["details"]["reason"] == "expired"
         assert "expired" in error["message"]
         assert api.post(key=new_key).status_code == 200
@@ -241,7 +237,7 @@ def test_apikey_revoke_is_immediate(capsys, api, api_key):
 
     # then
     assert f"Revoked API key {prefix}" in out
-    error = error_of(api.post(key=api_key))
+    error = error_of(api.post(key=api_key), status=401)
     assert error["code"] == "invalid_api_key" and error["details"]["reason"] == "revoked"
     assert "revoked" in error["message"]
 
@@ -260,9 +256,9 @@ def test_only_the_key_holder_learns_why_a_key_stopped_working(api, api_key):
     prefix = api_key.split(".")[0]
     call_command("apikey", "revoke", prefix)
     for guess in (f"{prefix}.{'x' * 32}", f"zzzzzzzz.{'x' * 32}"):
-        error = error_of(api.post(key=guess))
+        error = error_of(api.post(key=guess), status=401)
         assert error["code"] == "invalid_api_key" and "reason" not in error["details"]
-    assert error_of(api.post(key=api_key))["details"]["reason"] == "revoked"
+    assert error_of(api.post(key=api_key), status=401)["details"]["reason"] == "revoked"
 
 
 # --- exit codes, as the shell sees them -------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Helpers for the race tests: threads started together, each with its own client and connection."""
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,8 +9,6 @@ from django.db import connection
 from django.test import Client
 
 from billing.credits import credits_grant
-from conversations.agents.base import HistoryItem
-from conversations.agents.builtin import BuiltinAgent
 from tests.conftest import Api
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 
@@ -57,38 +54,20 @@ def run_together(count: int, request: Callable[[int, Api], Any], *, channel, key
     return results
 
 
-class AgentCalls:
-    """A thread-safe count of the built-in agent's calls, with an optional delay inside each call so that
-    concurrent requests overlap while the agent thinks."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float = 0.0):
-        self.count = 0
-        self.histories: list[list[HistoryItem]] = []
-        self._lock = threading.Lock()
-        original = BuiltinAgent.reply
-
-        def counting(agent_self, **kwargs):
-            with self._lock:
-                self.count += 1
-                self.histories.append(kwargs["history"])
-            if delay:
-                time.sleep(delay)
-            return original(agent_self, **kwargs)
-
-        monkeypatch.setattr(BuiltinAgent, "reply", counting)
-
-
 @pytest.fixture
-def race_channel_factory(transactional_db):
-    """Makes a workspace with `credits`, an API channel with a built-in agent (1 credit a reply) and a key."""
+def race_channel_factory(transactional_db, scripted_agent):
+    """Makes a workspace with `credits`, an API channel and a key. The channel's agent (1 credit a reply) is
+    the scripted one (tests/agents.py), answering as the built-in agent unless the test scripts it; its
+    `delay` makes concurrent requests overlap while it thinks."""
 
     def make(*, credits: int):
-        workspace = WorkspaceFactory()
+        workspace = WorkspaceFactory.create()
         credits_grant(workspace=workspace, amount=credits, note="race test credits")
         channel = ChannelFactory(workspace=workspace)
         KnowledgeEntryFactory(
             agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
         )
+        scripted_agent.take_over(channel.agent)
         return channel, api_key_for(workspace)[1]
 
     return make

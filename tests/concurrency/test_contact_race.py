@@ -7,7 +7,7 @@ from api import messaging
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Conversation, Message
-from tests.concurrency.conftest import AgentCalls, run_together
+from tests.concurrency.conftest import run_together
 from tests.conftest import SEED_TEXT, requires_postgresql
 
 pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
@@ -19,11 +19,12 @@ def body(index: int) -> dict:
     return {**SEED_TEXT, "content": {"text": {"body": f"Question number {index}"}}}
 
 
-def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversation(race_channel_factory, monkeypatch):
+def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversation(
+    race_channel_factory, scripted_agent, monkeypatch
+):
     # given: a contact the workspace has never seen, and a fast agent (the conversation's messages are
     # answered one after another, so a slow agent would only multiply the test's time)
     channel, key = race_channel_factory(credits=100)
-    agent = AgentCalls(monkeypatch)
     # A waiting message looks for its turn at most every 0.5 s in production; fifty in a row would spend
     # ~20 s just between looks. Looking more often changes no outcome (only when a waiter notices its turn).
     monkeypatch.setattr(messaging, "_TURN_POLL_MAX", 0.05)
@@ -54,8 +55,8 @@ def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversa
     assert sorted(replies.values_list("seq", "part", "reply_to_id")) == [(m.seq, 1, m.pk) for m in inbound]
 
     # and answered in order: each message's agent call saw the message before it and that one's reply
-    assert agent.count == REQUESTS
-    history_of = {h[-1].content["text"]["body"]: h for h in agent.histories}
+    assert scripted_agent.count == REQUESTS
+    history_of = {call.content["text"]["body"]: call.history for call in scripted_agent.calls}
     for earlier, later in zip(inbound, inbound[1:], strict=False):
         history = history_of[later.content["text"]["body"]]
         assert history[-3].role == "user" and history[-3].content == earlier.content, later.seq

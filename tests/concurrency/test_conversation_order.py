@@ -18,7 +18,6 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from billing.credits import credits_grant
-from channels_app.models import AIAgent
 from conversations.models import Message
 from tests.concurrency.conftest import run_together
 from tests.conftest import SEED_TEXT, Api, requires_postgresql
@@ -105,7 +104,7 @@ def setup(llm_server):
     credits_grant(workspace=workspace, amount=100)
     agent = AIAgentFactory(
         workspace=workspace,
-        provider=AIAgent.Provider.OPENAI,
+        provider="openai",
         base_url=llm_server.url_for("/v1"),
         model="stand-in",
         api_key_env_var=KEY_VAR,

@@ -6,7 +6,7 @@ import pytest
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Message
-from tests.concurrency.conftest import AgentCalls, run_together
+from tests.concurrency.conftest import run_together
 from tests.conftest import SEED_TEXT, requires_postgresql
 
 pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
@@ -15,11 +15,11 @@ REQUESTS = 100
 CREDITS = 40
 
 
-def test_hundred_messages_with_credits_for_forty_charge_exactly_forty(race_channel_factory, monkeypatch):
+def test_hundred_messages_with_credits_for_forty_charge_exactly_forty(race_channel_factory, scripted_agent):
     # given: credits for 40 one-credit replies; 100 different contacts, so no message waits for another's
     # turn in a conversation and they all compete for the credits at once
     channel, key = race_channel_factory(credits=CREDITS)
-    agent = AgentCalls(monkeypatch, delay=0.05)
+    scripted_agent.delay = 0.05
 
     # when
     def post(index, api):
@@ -32,7 +32,7 @@ def test_hundred_messages_with_credits_for_forty_charge_exactly_forty(race_chann
     assert (statuses.count(200), statuses.count(402)) == (CREDITS, REQUESTS - CREDITS), sorted(set(statuses))
     assert all(r.json()["error"]["code"] == "insufficient_credits" for r in responses if r.status_code == 402)
     answered = {r.json()["messageId"] for r in responses if r.status_code == 200}
-    assert agent.count == CREDITS
+    assert scripted_agent.count == CREDITS
     inbound = Message.objects.filter(direction="INBOUND")
     assert set(inbound.values_list("pk", flat=True)) == answered
     assert set(inbound.values_list("status", flat=True)) == {"ANSWERED"}

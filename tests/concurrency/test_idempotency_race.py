@@ -16,10 +16,9 @@ from django.utils import timezone
 
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
-from conversations.agents.builtin import BuiltinAgent
 from conversations.agents.errors import AgentTimeout
 from conversations.models import Message
-from tests.concurrency.conftest import AgentCalls, run_together
+from tests.concurrency.conftest import run_together
 from tests.conftest import Api, requires_postgresql
 
 pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
@@ -28,10 +27,10 @@ KEY = "race-6f1c2a0e-5d0b-4c61-9a57-2f0e3f1d9b11"
 REQUESTS = 50
 
 
-def test_fifty_posts_with_one_key_make_one_message_one_agent_call_one_charge(race_channel_factory, monkeypatch):
+def test_fifty_posts_with_one_key_make_one_message_one_agent_call_one_charge(race_channel_factory, scripted_agent):
     # given: an agent slow enough (0.2 s) that the requests overlap while it thinks
     channel, key = race_channel_factory(credits=100)
-    agent = AgentCalls(monkeypatch, delay=0.2)
+    scripted_agent.delay = 0.2
 
     # when: fifty identical posts with one key start together
     responses = run_together(REQUESTS, lambda index, api: api.post(idempotency_key=KEY), channel=channel, key=key)
@@ -51,7 +50,7 @@ def test_fifty_posts_with_one_key_make_one_message_one_agent_call_one_charge(rac
     assert in_progress, "the requests did not overlap: the test proved nothing about the in-progress case"
 
     # and the database holds one of everything
-    assert agent.count == 1
+    assert scripted_agent.count == 1
     inbound = Message.objects.get(direction=Message.Direction.INBOUND)
     assert (inbound.pk, inbound.status) == (first.json()["messageId"], "ANSWERED")
     record = IdempotencyRecord.objects.get()
@@ -65,24 +64,22 @@ def test_fifty_posts_with_one_key_make_one_message_one_agent_call_one_charge(rac
 
 
 def test_a_request_that_outlived_its_lock_records_nothing_while_the_retry_that_took_over_completes(
-    race_channel_factory, monkeypatch
+    race_channel_factory, scripted_agent
 ):
     # given: a first request whose agent is still thinking when its lock expires, and a retry that takes
     # the key over and is itself thinking when the first one's agent answers
     channel, key = race_channel_factory(credits=100)
     first_thinking, first_answers = threading.Event(), threading.Event()
     retry_thinking, retry_answers = threading.Event(), threading.Event()
-    original = BuiltinAgent.reply
-    calls = []
 
-    def agent(self, **kwargs):
-        calls.append(kwargs)
-        thinking, answers = (first_thinking, first_answers) if len(calls) == 1 else (retry_thinking, retry_answers)
-        thinking.set()
-        answers.wait(timeout=10)
-        return original(self, **kwargs)
+    def thinks_until(thinking: threading.Event, answers: threading.Event):
+        def step(**kwargs):
+            thinking.set()
+            answers.wait(timeout=10)
 
-    monkeypatch.setattr(BuiltinAgent, "reply", agent)
+        return step
+
+    scripted_agent.script(thinks_until(first_thinking, first_answers), thinks_until(retry_thinking, retry_answers))
     responses = {}
 
     def post(name: str) -> None:
@@ -130,33 +127,27 @@ class ProcessDied(BaseException):
     """Stands for the worker being killed mid-request: not an Exception, so no handler runs."""
 
 
-def _agent_times_out(self, **kwargs):
-    raise AgentTimeout("The AI agent did not answer in time.", details={"timeoutSeconds": 60})
-
-
-def _process_dies(self, **kwargs):
-    raise ProcessDied
-
-
 @pytest.mark.parametrize(
     ("first_attempt", "later"),
-    [(_agent_times_out, timedelta(0)), (_process_dies, timedelta(seconds=settings.PROCESSING_LEASE_SECONDS + 1))],
+    [
+        (AgentTimeout("The AI agent did not answer in time.", details={"timeoutSeconds": 60}), timedelta(0)),
+        (ProcessDied(), timedelta(seconds=settings.PROCESSING_LEASE_SECONDS + 1)),
+    ],
     ids=["after-504", "after-lock-expiry"],
 )
 def test_concurrent_retries_of_a_failed_or_dead_request_run_the_agent_once(
-    race_channel_factory, monkeypatch, first_attempt, later
+    race_channel_factory, scripted_agent, first_attempt, later
 ):
     # given: a first attempt that stored the message and then timed out (504), or died holding the key
     channel, key = race_channel_factory(credits=100)
-    with monkeypatch.context() as patch:
-        patch.setattr(BuiltinAgent, "reply", first_attempt)
-        try:
-            failed = Api(Client(), channel, key).post(idempotency_key=KEY)
-            assert failed.status_code == 504
-        except ProcessDied:
-            pass
+    scripted_agent.script(first_attempt)
+    try:
+        failed = Api(Client(), channel, key).post(idempotency_key=KEY)
+        assert failed.status_code == 504
+    except ProcessDied:
+        pass
     stored = Message.objects.get()
-    agent = AgentCalls(monkeypatch, delay=0.2)
+    scripted_agent.delay = 0.2
 
     # when: twenty retries with the key start together (after the dead one's lock expired)
     with time_machine.travel(timezone.now() + later, tick=True):
@@ -167,7 +158,7 @@ def test_concurrent_retries_of_a_failed_or_dead_request_run_the_agent_once(
     assert len(fresh) == 1, [r.status_code for r in responses]
     assert fresh[0].json()["messageId"] == stored.pk
     assert all(r.status_code == 409 or r.content == fresh[0].content for r in responses)
-    assert agent.count == 1
+    assert scripted_agent.count == 2  # the first attempt, then one of the twenty retries
     assert Message.objects.filter(direction=Message.Direction.INBOUND).count() == 1
     assert list(UsageLedgerEntry.objects.filter(kind="CHARGE").values_list("message_id", flat=True)) == [stored.pk]
     workspace = channel.workspace

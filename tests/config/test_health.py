@@ -1,4 +1,4 @@
-"""/healthz and /readyz (CONTRACT.md): liveness touches nothing; readiness needs the database and, where
+"""/healthz and /readyz (README.md, "Production"): liveness touches nothing; readiness needs the database and, where
 REDIS_URL is set, Redis."""
 
 from contextlib import contextmanager

@@ -99,13 +99,8 @@ def test_an_error_line_names_its_code(api, log_lines):
     assert (done["code"], done["error_code"]) == (404, "channel_not_found")
 
 
-def test_an_unexpected_error_is_logged_with_the_request_id(api, monkeypatch, log_lines):
-    from conversations.agents.builtin import BuiltinAgent
-
-    def broken(self, **kwargs):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(BuiltinAgent, "reply", broken)
+def test_an_unexpected_error_is_logged_with_the_request_id(api, channel, scripted_agent, log_lines):
+    scripted_agent.take_over(channel.agent).script(RuntimeError("boom"))
 
     response = api.post(SEED_TEXT, HTTP_X_REQUEST_ID="req-500")
 
@@ -134,9 +129,9 @@ def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(
 ):
     # given: a channel whose agent is an OpenAI-compatible LLM on loopback, keyed from the environment
     monkeypatch.setenv(PROVIDER_KEY_VAR, PROVIDER_KEY)
-    channel = ChannelFactory()
+    channel = ChannelFactory.create()
     AIAgent.objects.filter(pk=channel.agent_id).update(
-        provider=AIAgent.Provider.OPENAI,
+        provider="openai",
         base_url=httpserver.url_for("/v1"),
         model="test-model",
         api_key_env_var=PROVIDER_KEY_VAR,

@@ -73,3 +73,30 @@ def test_metrics_endpoint_exposes_django_and_our_metrics(api, client):
         ("channels_media_download_seconds", "histogram"),
     ):
         assert f"# TYPE {name} {kind}" in text, name
+
+
+def series_count() -> int:
+    return sum(len(family.samples) for family in REGISTRY.collect())
+
+
+def test_made_up_methods_and_types_leave_the_number_of_series_bounded(api, client):
+    """Each label takes a bounded set of values: a method or a message type a client makes up is counted
+    under one fixed word, so no request adds a series of its own (each lives as long as the process)."""
+
+    def made_up(index: int):
+        # a method gunicorn passes on (an upper-case token) to the API, the admin and an unknown URL
+        for path in (f"/api/v1/channels/{api.channel.pk}/messages", "/admin/", "/nowhere"):
+            assert client.generic(f"MADEUP{index}", path).status_code < 500
+        assert api.post({**SEED_TEXT, "type": f"TYPE{index}"}).status_code == 400
+        assert api.post({**SEED_TEXT, "type": {"nested": index}}).status_code == 400
+
+    for index in range(3):  # the first of each kind adds its series once
+        made_up(index)
+    before = series_count()
+
+    for index in range(3, 40):
+        made_up(index)
+
+    assert series_count() == before
+    assert sample("django_http_requests_latency_seconds_by_view_method_count", view="<unnamed view>", method="other")
+    assert sample("django_http_requests_total_by_method_total", method="other") >= 40 * 3

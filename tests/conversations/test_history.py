@@ -28,7 +28,7 @@ def body(text: str) -> dict:
 def conversation_with(turns: int, *, identifier: str = "user@example.com") -> tuple[Conversation, Message]:
     """A conversation of `turns` answered questions (question n: "q0000n", answer n: "a0000n", 6 characters
     each), created with bulk_create, and its next inbound message ("new message", 11 characters), pending."""
-    channel = ChannelFactory()
+    channel = ChannelFactory.create()
     contact = Contact.objects.create(workspace=channel.workspace, identifier=identifier)
     conversation = Conversation.objects.create(
         workspace=channel.workspace,

@@ -85,9 +85,9 @@ def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def agent(workspace, httpserver: HTTPServer) -> AIAgent:
-    return AIAgentFactory(
+    return AIAgentFactory.create(
         workspace=workspace,
-        provider=AIAgent.Provider.OPENAI,
+        provider="openai",
         base_url=httpserver.url_for("/v1"),
         model="test-model",
         api_key_env_var=KEY_VAR,

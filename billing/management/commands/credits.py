@@ -1,4 +1,4 @@
-"""`manage.py credits grant --workspace W --amount N` (CONTRACT.md, management commands).
+"""`manage.py credits grant --workspace W --amount N` (README.md, "Management commands").
 
 The new balance is the only thing printed on stdout, so a script can take it with `$(...)`.
 """

@@ -1,4 +1,4 @@
-"""`manage.py apikey create|list|rotate|revoke` (CONTRACT.md, management commands).
+"""`manage.py apikey create|list|rotate|revoke` (README.md, "Management commands").
 
 A new key is the only thing `create` and `rotate` print on stdout, so a script can take it with `$(...)`;
 what happened is told on stderr.
