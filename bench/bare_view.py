@@ -1,8 +1,8 @@
 """The benchmark's reference: a bare DRF view that returns a constant JSON.
 
-Mounted at /api/bench/bare only when BENCH_BARE_VIEW is set (config/urls.py), on the same server, settings
-and middleware as the messages endpoint, so scenario 1's ratio is "what the platform costs per message over
-what Django + DRF cost per request".
+Mounted at /api/bench/bare by the bench's own URLconf (bench/urls.py, chosen by bench/settings.py), on the
+same server, settings and middleware as the messages endpoint, so scenario 1's ratio is "what the platform
+costs per message over what Django + DRF cost per request".
 """
 
 from rest_framework.response import Response

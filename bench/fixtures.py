@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
 import django
 
@@ -27,7 +27,7 @@ django.setup()
 from django.db import connection  # noqa: E402
 from django.db.models import DateTimeField  # noqa: E402
 
-from channels_app.credits import credits_grant  # noqa: E402
+from billing.credits import credits_grant  # noqa: E402
 from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace  # noqa: E402
 from channels_app.services import apikey_create  # noqa: E402
 from contacts.models import Contact  # noqa: E402

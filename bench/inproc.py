@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
 import django
 
@@ -99,23 +99,23 @@ _AREAS = [  # (label, substrings of the code's file path), first match wins
     ("json", ("json/",)),
     ("Django request, middleware, test client (django/ other)", ("django/",)),
     (
-        "the apps (channels_app, conversations, contacts, config)",
-        ("channels_app/", "conversations/", "contacts/", "config/"),
+        "the apps (api, billing, conversations, contacts, channels_app, config)",
+        ("api/", "billing/", "conversations/", "contacts/", "channels_app/", "config/"),
     ),
     ("sockets, ssl, selectors", ("socket", "ssl", "selectors")),
 ]
 _FUNCTIONS = [  # (label, file substring, function name): cumulative time of interesting frames
-    ("view: ChannelMessageCreateApi.post", "channels_app/views.py", "post"),
+    ("view: ChannelMessageCreateApi.post", "api/views.py", "post"),
     ("auth: apikey_authenticate", "channels_app/authentication.py", "apikey_authenticate"),
     ("auth: key hash check (is_valid)", "rest_framework_api_key", "is_valid"),
     ("serializer: is_valid", "rest_framework/serializers.py", "is_valid"),
-    ("idempotency: request_fingerprint", "channels_app/idempotency.py", "request_fingerprint"),
-    ("pipeline: message_post", "channels_app/messaging.py", "message_post"),
-    ("pipeline: _accept (phase 1)", "channels_app/messaging.py", "_accept"),
-    ("pipeline: _history", "channels_app/messaging.py", "_history"),
+    ("idempotency: request_fingerprint", "api/idempotency.py", "request_fingerprint"),
+    ("pipeline: message_post", "api/messaging.py", "message_post"),
+    ("pipeline: _accept (phase 1)", "api/messaging.py", "_accept"),
+    ("pipeline: _history", "api/messaging.py", "_history"),
     ("pipeline: agent reply (phase 2 call)", "conversations/agents/openai_agent.py", "reply"),
-    ("pipeline: _record (phase 3)", "channels_app/messaging.py", "_record"),
-    ("pipeline: connection_release", "channels_app/messaging.py", "connection_release"),
+    ("pipeline: _record (phase 3)", "api/messaging.py", "_record"),
+    ("pipeline: connection_release", "config/db.py", "connection_release"),
     ("openai: _client_for", "conversations/agents/openai_agent.py", "_client_for"),
     ("logging: Logger.info", "logging/__init__.py", "info"),
     ("logging: Handler.handle", "logging/__init__.py", "handle"),

@@ -7,7 +7,8 @@
 What it does: creates its own PostgreSQL database (dropped at the end unless --keep-db), uses Redis db 8,
 migrates, makes the data through the apps' services (bench/fixtures.py), starts the stand-in LLM
 (bench/llm_stub.py) and gunicorn exactly as `make serve` does (config/gunicorn.py, gevent worker) with
-BENCH_BARE_VIEW=1, runs the scenarios and stops every process it started, also on failure or Ctrl-C.
+the bench's settings (bench/settings.py: production's plus the bare view's URL), runs the scenarios and stops
+every process it started, also on failure or Ctrl-C.
 
 Every load is bounded in requests and in time. Traffic goes to 127.0.0.1 only.
 """
@@ -297,8 +298,7 @@ class Bench:
             {
                 "DATABASE_URL": self.database_url,
                 "REDIS_URL": self.redis_url,
-                "DJANGO_SETTINGS_MODULE": "config.settings.base",
-                "BENCH_BARE_VIEW": "1",
+                "DJANGO_SETTINGS_MODULE": "bench.settings",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -1,5 +1,6 @@
-"""The operators' back office for the workspace's configuration (editable) and its ledger and idempotency
-records (read-only history, like the conversations; see config.admin_base)."""
+"""The operators' back office for the workspace's configuration: workspaces, channels, AI agents with their
+knowledge, API keys (all editable). The history is read-only, in the admin of the app that owns it
+(contacts, conversations, billing, api; see config.admin_base)."""
 
 import json
 
@@ -7,30 +8,22 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.admin.options import get_content_type_for_model
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.http import Http404, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
-from channels_app.credits import credits_grant
 from channels_app.models import (
     AIAgent,
     Channel,
-    IdempotencyRecord,
     KnowledgeEntry,
-    UsageLedgerEntry,
     Workspace,
     WorkspaceApiKey,
 )
-from channels_app.services import CREDITS_GRANT_MAX
-from config.admin_base import HistoryAdmin
-from config.errors import InsufficientCredits
 
 admin.site.site_header = "Channels API back office"
 admin.site.site_title = "Channels API"
@@ -42,29 +35,13 @@ if admin.site.is_registered(APIKey):
     admin.site.unregister(APIKey)
 
 
-def _changelist_link(model: type[models.Model], label: str, **filters: str) -> str:
+def changelist_link(model: type[models.Model], label: str, **filters: str) -> str:
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     query = "&".join(f"{key}={quote(value)}" for key, value in filters.items())
     return format_html('<a href="{}?{}">{}</a>', url, query, label)
 
 
 # --- configuration ----------------------------------------------------------------------------------------
-
-
-class CreditsGrantForm(forms.Form):
-    amount = forms.IntegerField(
-        min_value=-CREDITS_GRANT_MAX,
-        max_value=CREDITS_GRANT_MAX,
-        help_text="Credits to add. A negative number removes credits (recorded as an adjustment); the balance "
-        "cannot drop below what messages in flight have reserved.",
-    )
-    note = forms.CharField(max_length=150, required=False, help_text="Why, for the ledger (optional).")
-
-    def clean_amount(self) -> int:
-        amount = self.cleaned_data["amount"]
-        if amount == 0:
-            raise forms.ValidationError("Enter a number of credits other than 0.")
-        return amount
 
 
 @admin.register(Workspace)
@@ -88,65 +65,19 @@ class WorkspaceAdmin(admin.ModelAdmin):
         # Deleting a workspace would take its history with it; the ledger's PROTECT would refuse it anyway.
         return False
 
-    def get_urls(self):
-        return [
-            path(
-                "<path:object_id>/grant-credits/",
-                self.admin_site.admin_view(self.grant_credits_view),
-                name=f"{self.opts.app_label}_{self.opts.model_name}_grant_credits",
-            ),
-            *super().get_urls(),
-        ]
-
     @admin.display(description="related")
     def related(self, obj: Workspace) -> str:
         if obj.pk is None:
             return "-"
-        links = [
-            _changelist_link(UsageLedgerEntry, "Ledger", workspace__id__exact=obj.pk),
-            _changelist_link(WorkspaceApiKey, "API keys", workspace__id__exact=obj.pk),
-            _changelist_link(Channel, "Channels", workspace__id__exact=obj.pk),
-            _changelist_link(AIAgent, "AI agents", workspace__id__exact=obj.pk),
-        ]
-        return format_html_join(" \u00b7 ", "{}", ((link,) for link in links))
+        return format_html_join(" \u00b7 ", "{}", ((link,) for link in self.related_links(obj)))
 
-    def grant_credits_view(self, request, object_id):
-        """Credits change only through a ledger entry (channels_app.credits.credits_grant), never by editing
-        the balance."""
-        workspace = self.get_object(request, unquote(object_id))
-        if workspace is None:
-            raise Http404("No such workspace.")
-        if not self.has_change_permission(request, workspace):
-            raise PermissionDenied
-        form = CreditsGrantForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            amount = form.cleaned_data["amount"]
-            note = form.cleaned_data["note"] or "granted in the admin"
-            try:
-                entry = credits_grant(
-                    workspace=workspace,
-                    amount=amount,
-                    note=f"{note} (by {request.user.get_username()})",
-                    kind=UsageLedgerEntry.Kind.GRANT if amount > 0 else UsageLedgerEntry.Kind.ADJUSTMENT,
-                )
-            except InsufficientCredits as error:
-                form.add_error("amount", error.message)
-            else:
-                self.log_change(request, workspace, f"Credits {amount:+d} (ledger entry {entry.pk}).")
-                self.message_user(
-                    request,
-                    f"{amount:+d} credits for {workspace}: the balance is now {entry.balance_after}.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(reverse("admin:channels_app_workspace_change", args=[quote(workspace.pk)]))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Grant credits to {workspace}",
-            "opts": self.opts,
-            "original": workspace,
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/channels_app/workspace/grant_credits.html", context)
+    def related_links(self, obj: Workspace) -> list[str]:
+        """Links to the workspace's rows in other lists (billing.admin's WorkspaceAdmin adds the ledger)."""
+        return [
+            changelist_link(WorkspaceApiKey, "API keys", workspace__id__exact=obj.pk),
+            changelist_link(Channel, "Channels", workspace__id__exact=obj.pk),
+            changelist_link(AIAgent, "AI agents", workspace__id__exact=obj.pk),
+        ]
 
 
 class ChannelAdminForm(forms.ModelForm):
@@ -326,92 +257,4 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
             object_repr=str(obj)[:200],
             action_flag=action_flag,
             change_message=message if isinstance(message, str) else json.dumps(message),
-        )
-
-
-# --- history ------------------------------------------------------------------------------------------------
-
-
-def _message_link(message_id: str | None) -> str:
-    """A link to the message's read-only page, or "-"."""
-    if not message_id:
-        return "-"
-    url = reverse("admin:conversations_message_change", args=[quote(message_id)])
-    return format_html('<a href="{}">{}</a>', url, message_id)
-
-
-@admin.register(UsageLedgerEntry)
-class UsageLedgerEntryAdmin(HistoryAdmin):
-    list_display = [
-        "created_at",
-        "workspace",
-        "kind",
-        "delta",
-        "balance_after",
-        "message_link",
-        "input_tokens",
-        "output_tokens",
-        "note",
-    ]
-    list_select_related = ["workspace"]
-    list_filter = ["kind", "workspace", "created_at"]
-    search_fields = ["=id", "=message__id", "note"]
-    fields = readonly_fields = (
-        "id",
-        "workspace",
-        "kind",
-        "delta",
-        "balance_after",
-        "message_link",
-        "input_tokens",
-        "output_tokens",
-        "note",
-        "created_at",
-    )
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("workspace")
-
-    @admin.display(description="message")
-    def message_link(self, obj: UsageLedgerEntry) -> str:
-        return _message_link(obj.message_id)
-
-
-@admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(HistoryAdmin):
-    list_display = ["key", "workspace", "state", "response_status", "created_at", "expires_at"]
-    list_select_related = ["workspace"]
-    list_filter = ["state", "workspace", "created_at"]
-    search_fields = ["=key", "=id", "=message__id"]
-    # Ids are ULIDs, so the primary key's index gives creation order without sorting the table.
-    ordering = ["-id"]
-    fields = readonly_fields = (
-        "id",
-        "workspace",
-        "key",
-        "fingerprint",
-        "state",
-        "owner",
-        "locked_until",
-        "expires_at",
-        "message_link",
-        "response_status",
-        "response",
-        "created_at",
-        "updated_at",
-    )
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("workspace")
-
-    @admin.display(description="message")
-    def message_link(self, obj: IdempotencyRecord) -> str:
-        return _message_link(obj.message_id)
-
-    @admin.display(description="response body")
-    def response(self, obj: IdempotencyRecord) -> str:
-        if obj.response_body is None:
-            return "-"
-        return format_html(
-            '<pre style="white-space: pre-wrap">{}</pre>', bytes(obj.response_body).decode("utf-8", errors="replace")
         )

@@ -8,9 +8,22 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
-from channels_app.messaging import connection_release
 from channels_app.models import WorkspaceApiKey
-from config.errors import InvalidApiKey, MissingApiKey
+from config.db import connection_release
+from config.errors import ApplicationError
+
+
+class MissingApiKey(ApplicationError):
+    code = "missing_api_key"
+    status_code = 401
+    default_message = "Send your workspace API key in the X-API-Key header."
+
+
+class InvalidApiKey(ApplicationError):
+    code = "invalid_api_key"
+    status_code = 401
+    default_message = "The API key is not valid. Check the X-API-Key header, or create a new key."
+
 
 _INVALID = "The API key is not valid. Check the X-API-Key header, or create a key with `manage.py apikey create`."
 

@@ -8,8 +8,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework_api_key.models import AbstractAPIKey
 
+from channels_app.validators import API_KEY_ENV_VAR_PATTERN
 from config import ids
-from conversations.agents.base import API_KEY_ENV_VAR_PATTERN
 
 
 class Workspace(models.Model):
@@ -147,7 +147,7 @@ class KnowledgeEntry(models.Model):
 @receiver([post_save, post_delete], sender=KnowledgeEntry)
 def knowledge_entry_changed(sender: type[KnowledgeEntry], instance: KnowledgeEntry, **kwargs: object) -> None:
     """Move the agent's `updated_at` on every save or delete of one of its entries: each process caches an
-    agent's knowledge under (agent id, updated_at) (channels_app/selectors.py), so the next message on any
+    agent's knowledge under (agent id, updated_at) (conversations/selectors.py), so the next message on any
     node reads the entries again. Queryset `update()` and raw SQL send no signal: save the agent after those."""
     AIAgent.objects.filter(pk=instance.agent_id).update(updated_at=timezone.now())
 
@@ -172,75 +172,3 @@ class Channel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"
-
-
-class UsageLedgerEntry(models.Model):
-    """One credit movement. The workspace's balance is the sum of its entries' `delta`."""
-
-    class Kind(models.TextChoices):
-        GRANT = "GRANT", "Grant"
-        CHARGE = "CHARGE", "Charge"
-        ADJUSTMENT = "ADJUSTMENT", "Adjustment"
-
-    id = models.CharField(primary_key=True, max_length=40, default=ids.ledger_id, editable=False)
-    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="ledger")
-    kind = models.CharField(max_length=20, choices=Kind.choices)
-    delta = models.BigIntegerField()
-    balance_after = models.BigIntegerField()
-    message = models.ForeignKey(
-        "conversations.Message",
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="ledger_entries",
-        help_text="The inbound message whose reply this charge paid for.",
-    )
-    input_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    note = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        verbose_name = "usage ledger entry"
-        verbose_name_plural = "usage ledger"
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["workspace", "-created_at"], name="ledger_ws_created")]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.delta:+d}"
-
-
-class IdempotencyRecord(models.Model):
-    """A claimed `X-Idempotency-Key`, scoped to one workspace.
-
-    IN_PROGRESS with `locked_until` in the future: a request owns it. RELEASED: the last attempt failed
-    with a 5xx and a retry may run again, reusing `message`. COMPLETED: `response_body` replays byte for byte.
-    """
-
-    class State(models.TextChoices):
-        IN_PROGRESS = "IN_PROGRESS", "In progress"
-        RELEASED = "RELEASED", "Released after a failure"
-        COMPLETED = "COMPLETED", "Completed"
-
-    id = models.CharField(primary_key=True, max_length=40, default=ids.idempotency_id, editable=False)
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="idempotency_records")
-    key = models.CharField(max_length=255)
-    fingerprint = models.CharField(max_length=64)
-    state = models.CharField(max_length=20, choices=State.choices, default=State.IN_PROGRESS)
-    owner = models.CharField(max_length=40, blank=True, help_text="The attempt that holds the lock.")
-    locked_until = models.DateTimeField(null=True, blank=True)
-    expires_at = models.DateTimeField(db_index=True)
-    message = models.ForeignKey(
-        "conversations.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.BinaryField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="idempotency_unique_key")]
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return self.key

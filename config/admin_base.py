@@ -1,5 +1,5 @@
-"""Shared admin building blocks. They live in `config` (like the error tree) because every app's admin uses
-them and imports point one way between the apps."""
+"""Shared admin building blocks. They live in `config` (like the error tree's base class) because the admin of
+every app that keeps history uses them, and an app imports only from the layers before it (README "Layout")."""
 
 from django.contrib import admin
 

@@ -8,7 +8,7 @@ from config.health import healthz, readyz
 urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("api/", include("channels_app.urls")),
+    path("api/", include("api.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
@@ -20,13 +20,5 @@ urlpatterns = [
     re_path(r"^static/(?P<path>.+)$", static_serve, {"insecure": True}),
 ]
 # An unknown URL or a failure outside DRF answers the contract's JSON error body too, not an HTML page.
-handler404 = "channels_app.errors.not_found_view"
-handler500 = "channels_app.errors.server_error_view"
-
-# --- benchmarks (bench/): the bare view of scenario 1, only when BENCH_BARE_VIEW is set -----------------
-from django.conf import settings as _settings  # noqa: E402
-
-if getattr(_settings, "BENCH_BARE_VIEW", False):
-    from bench.bare_view import BenchBareApi
-
-    urlpatterns.append(path("api/bench/bare", BenchBareApi.as_view()))
+handler404 = "config.exception_handler.not_found_view"
+handler500 = "config.exception_handler.server_error_view"

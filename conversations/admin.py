@@ -97,6 +97,14 @@ def transcript_entries(
     return entries, truncated
 
 
+def message_admin_link(message_id: str | None) -> str:
+    """A link to the message's read-only page, or "-" (for the ledger's and idempotency records' pages)."""
+    if not message_id:
+        return "-"
+    url = reverse("admin:conversations_message_change", args=[quote(message_id)])
+    return format_html('<a href="{}">{}</a>', url, message_id)
+
+
 @admin.register(Conversation)
 class ConversationAdmin(HistoryAdmin):
     list_display = ["id", "contact", "channel", "workspace", "agent", "status", "last_message_at", "created_at"]

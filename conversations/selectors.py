@@ -1,9 +1,12 @@
+import threading
 from datetime import datetime
 from typing import Any
 
 from django.db.models import F, FilteredRelation, Q, QuerySet
 
+from channels_app.models import AIAgent, KnowledgeEntry
 from contacts.models import Contact
+from conversations.agents.base import AgentConfig, provider_uses_knowledge
 from conversations.models import Conversation, Message
 
 
@@ -76,4 +79,49 @@ def earlier_message_pending(*, window: list[dict[str, Any]], seq: int, now: date
         and row["lease_until"] is not None
         and row["lease_until"] > now
         for row in window
+    )
+
+
+# Knowledge entries per (agent, updated_at), per process: the built-in agent reads them on every message. Saving
+# the agent, or saving or deleting any of its entries (channels_app/models.py, knowledge_entry_changed), moves
+# `updated_at`, which the channel query reads with the agent, so a change is seen at the next message on
+# every node without a query of its own.
+_knowledge_cache: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+_knowledge_lock = threading.Lock()
+_KNOWLEDGE_CACHE_MAX = 256
+
+
+def _knowledge(agent: AIAgent) -> tuple[tuple[str, str], ...]:
+    key = (agent.pk, agent.updated_at.isoformat())
+    cached = _knowledge_cache.get(key)
+    if cached is None:
+        cached = tuple(KnowledgeEntry.objects.filter(agent=agent).values_list("question", "answer"))
+        with _knowledge_lock:
+            if len(_knowledge_cache) >= _KNOWLEDGE_CACHE_MAX:
+                _knowledge_cache.clear()
+            _knowledge_cache[key] = cached
+    return cached
+
+
+def agent_config(*, agent: AIAgent) -> AgentConfig:
+    return AgentConfig(
+        id=agent.pk,
+        name=agent.name,
+        instructions=agent.instructions,
+        provider=agent.provider,
+        model=agent.model,
+        base_url=agent.base_url,
+        api_key_env_var=agent.api_key_env_var,
+        temperature=agent.temperature,
+        max_output_tokens=agent.max_output_tokens,
+        timeout_seconds=agent.timeout_seconds,
+        transcribe_audio=agent.transcribe_audio,
+        greeting_text=agent.greeting_text,
+        fallback_text=agent.fallback_text,
+        split_threshold_chars=agent.split_threshold_chars,
+        history_max_messages=agent.history_max_messages,
+        history_max_chars=agent.history_max_chars,
+        credit_cost_per_reply=agent.credit_cost_per_reply,
+        credit_cost_per_1k_tokens=agent.credit_cost_per_1k_tokens,
+        knowledge=_knowledge(agent) if provider_uses_knowledge(agent.provider) else (),
     )

@@ -224,7 +224,7 @@ def inbound_message_fail(*, message_id: str, error_code: str, reserved: int) -> 
 
 
 def inbound_message_lease_extend(*, message_id: str, lease_until: datetime) -> None:
-    """Move a pending message's lease to `lease_until` (channels_app.messaging._lease_keep): its request is
+    """Move a pending message's lease to `lease_until` (api.messaging._lease_keep): its request is
     alive, so later messages of the conversation keep waiting for it. An answered or failed message has no
     lease to keep."""
     Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(lease_until=lease_until)

@@ -4,7 +4,7 @@ import os
 import pytest
 from django.db import connection
 
-from channels_app.credits import credits_grant
+from billing.credits import credits_grant
 from conversations.agents.base import get_backend
 from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for

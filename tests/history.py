@@ -7,7 +7,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from channels_app.models import Channel, IdempotencyRecord, UsageLedgerEntry
+from api.models import IdempotencyRecord
+from billing.models import UsageLedgerEntry
+from channels_app.models import Channel
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
 

@@ -13,15 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework_api_key.models import APIKey
 
-from channels_app.models import (
-    AIAgent,
-    Channel,
-    IdempotencyRecord,
-    KnowledgeEntry,
-    UsageLedgerEntry,
-    Workspace,
-    WorkspaceApiKey,
-)
+from api.models import IdempotencyRecord
+from billing.models import UsageLedgerEntry
+from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
 from tests.conftest import error_of
@@ -321,6 +315,19 @@ def test_workspace_balance_is_read_only_and_changes_only_through_the_ledger(admi
     assert response.status_code == 302
     workspace.refresh_from_db()
     assert (workspace.name, workspace.credit_balance) == ("Renamed", 100)
+
+
+def test_workspace_page_links_to_its_ledger_keys_channels_and_agents(admin_client, workspace):
+    # the ledger's link comes from billing's admin, which extends channels_app's workspace page
+    page = admin_client.get(admin_url(Workspace, "change", workspace.pk)).content.decode()
+    links = re.findall(r'<a href="([^"?]+)\?workspace__id__exact=([^"]+)">([^<]+)</a>', page)
+    assert [(url, label) for url, _, label in links] == [
+        (admin_url(UsageLedgerEntry, "changelist"), "Ledger"),
+        (admin_url(WorkspaceApiKey, "changelist"), "API keys"),
+        (admin_url(Channel, "changelist"), "Channels"),
+        (admin_url(AIAgent, "changelist"), "AI agents"),
+    ]
+    assert {ref for _, ref, _ in links} == {quote(workspace.pk)}
 
 
 def test_grant_credits_form_adds_a_ledger_entry(admin_client, admin_user, workspace):

@@ -43,25 +43,6 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.CreateModel(
-            name='IdempotencyRecord',
-            fields=[
-                ('id', models.CharField(default=config.ids.idempotency_id, editable=False, max_length=40, primary_key=True, serialize=False)),
-                ('key', models.CharField(max_length=255)),
-                ('fingerprint', models.CharField(max_length=64)),
-                ('state', models.CharField(choices=[('IN_PROGRESS', 'In progress'), ('RELEASED', 'Released after a failure'), ('COMPLETED', 'Completed')], default='IN_PROGRESS', max_length=20)),
-                ('owner', models.CharField(blank=True, help_text='The attempt that holds the lock.', max_length=40)),
-                ('locked_until', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(db_index=True)),
-                ('response_status', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('response_body', models.BinaryField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-            ],
-            options={
-                'ordering': ['-created_at'],
-            },
-        ),
-        migrations.CreateModel(
             name='KnowledgeEntry',
             fields=[
                 ('id', models.CharField(default=config.ids.knowledge_id, editable=False, max_length=40, primary_key=True, serialize=False)),
@@ -72,24 +53,6 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name_plural': 'knowledge entries',
                 'ordering': ['created_at', 'id'],
-            },
-        ),
-        migrations.CreateModel(
-            name='UsageLedgerEntry',
-            fields=[
-                ('id', models.CharField(default=config.ids.ledger_id, editable=False, max_length=40, primary_key=True, serialize=False)),
-                ('kind', models.CharField(choices=[('GRANT', 'Grant'), ('CHARGE', 'Charge'), ('ADJUSTMENT', 'Adjustment')], max_length=20)),
-                ('delta', models.BigIntegerField()),
-                ('balance_after', models.BigIntegerField()),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('note', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-            ],
-            options={
-                'verbose_name': 'usage ledger entry',
-                'verbose_name_plural': 'usage ledger',
-                'ordering': ['-created_at'],
             },
         ),
         migrations.CreateModel(

@@ -10,24 +10,13 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('channels_app', '0001_initial'),
-        ('conversations', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='idempotencyrecord',
-            name='message',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='conversations.message'),
-        ),
-        migrations.AddField(
             model_name='knowledgeentry',
             name='agent',
             field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='knowledge', to='channels_app.aiagent'),
-        ),
-        migrations.AddField(
-            model_name='usageledgerentry',
-            name='message',
-            field=models.ForeignKey(blank=True, help_text='The inbound message whose reply this charge paid for.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ledger_entries', to='conversations.message'),
         ),
         migrations.AddConstraint(
             model_name='workspace',
@@ -36,16 +25,6 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='workspace',
             constraint=models.CheckConstraint(condition=models.Q(('credit_reserved__gte', 0)), name='workspace_reserved_not_negative'),
-        ),
-        migrations.AddField(
-            model_name='usageledgerentry',
-            name='workspace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='ledger', to='channels_app.workspace'),
-        ),
-        migrations.AddField(
-            model_name='idempotencyrecord',
-            name='workspace',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='idempotency_records', to='channels_app.workspace'),
         ),
         migrations.AddField(
             model_name='channel',
@@ -61,13 +40,5 @@ class Migration(migrations.Migration):
             model_name='workspaceapikey',
             name='workspace',
             field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to='channels_app.workspace'),
-        ),
-        migrations.AddIndex(
-            model_name='usageledgerentry',
-            index=models.Index(fields=['workspace', '-created_at'], name='ledger_ws_created'),
-        ),
-        migrations.AddConstraint(
-            model_name='idempotencyrecord',
-            constraint=models.UniqueConstraint(fields=('workspace', 'key'), name='idempotency_unique_key'),
         ),
     ]

@@ -30,9 +30,13 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served by us (no CDN)
     "django_structlog",
     "django_prometheus",
+    # Our apps, lowest layer first: each one's imports, foreign keys and migrations point only at itself and
+    # the apps listed before it (README "Layout"; tests/test_architecture.py checks it).
     "channels_app",
     "contacts",
     "conversations",
+    "billing",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -46,7 +50,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "channels_app.errors.NulInputMiddleware",  # a NUL from the URL or a form is a 400 (the admin's views)
+    "config.exception_handler.NulInputMiddleware",  # a NUL from the URL or a form is a 400 (the admin's views)
     "config.metrics.PrometheusAfterMiddleware",  # last; django-prometheus's with bounded labels
 ]
 
@@ -146,7 +150,7 @@ MEDIA_HISTORY_IMAGE_BYTES = 4 * 1024 * 1024
 # The shortest lease on a request's idempotency key and on its message's turn in the conversation: how long
 # they stay locked after the request was last heard of, should it die. A live request renews its lease
 # while it waits for its turn, and an agent whose timeout needs more gets more (media download + the agent's
-# timeout + 30 s; channels_app.messaging.lease_seconds), so only a dead request is ever skipped.
+# timeout + 30 s; api.messaging.lease_seconds), so only a dead request is ever skipped.
 PROCESSING_LEASE_SECONDS = env.int("PROCESSING_LEASE_SECONDS", default=150)
 IDEMPOTENCY_RETENTION_SECONDS = env.int("IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
 # A request waiting for an earlier message of its conversation to be answered gives up after this long.
@@ -181,8 +185,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Runs after authentication (DRF's order), so it counts per API key; anonymous requests are not counted.
-    "DEFAULT_THROTTLE_CLASSES": ["channels_app.throttling.ApiKeyRateThrottle"],
-    "EXCEPTION_HANDLER": "channels_app.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
+    "EXCEPTION_HANDLER": "config.exception_handler.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -210,7 +214,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "channels_app.schema.require_request_bodies",
+        "api.schema.require_request_bodies",
     ],
 }
 
@@ -229,15 +233,12 @@ from config.logs import logging_config, structlog_configure  # noqa: E402
 LOGGING = logging_config(level=LOG_LEVEL, renderer=LOG_FORMAT)
 structlog_configure()
 
-# --- benchmarks (bench/) ---------------------------------------------------------------------------------
-# Mounts a bare DRF view at /api/bench/bare for the ceiling's reference (scenario 1); off in production.
-BENCH_BARE_VIEW = env.bool("BENCH_BARE_VIEW", default=False)
-
 # --- periodic clean-ups (Celery beat) ----------------------------------------------------------------------
 # A static schedule (no database scheduler): `celery -A config worker --beat`. `manage.py cleanup` runs the
 # same code synchronously.
 CELERY_BEAT_SCHEDULE = {
     "cleanup": {
+        # api.tasks.cleanup_task, by the name it kept from before it moved there (api/tasks.py says why).
         "task": "channels_app.tasks.cleanup_task",
         # Expired rows only cost space until the next run, and each run is batched and short.
         "schedule": 10 * 60,

@@ -5,7 +5,8 @@ from .base import DATABASES, logging_config
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # admin logins in tests only
-# Production's logger levels, nothing written: a test that reads logs attaches its own handler (tests/test_logging.py).
+# Production's logger levels, nothing written: a test that reads logs attaches its own handler
+# (tests/config/test_logging.py).
 LOGGING = logging_config(level="WARNING", renderer="json")
 LOGGING["handlers"] = {"console": {"class": "logging.NullHandler"}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -2,7 +2,8 @@
 registry that finds an agent's backend by its provider.
 
 A backend runs in the request's "think" phase: it must not touch the database (the runtime has released
-its connection) and must raise `AgentTimeout` / `AgentUnavailable` (config.errors) for provider failures.
+its connection) and must raise `AgentTimeout` / `AgentUnavailable` (conversations/agents/errors.py) for provider
+failures.
 
 `settings.AGENT_BACKENDS` (Django's EMAIL_BACKEND pattern) is the one list of providers: it maps each
 provider name an agent may have to the dotted path of its backend class. The AIAgent model's choices
@@ -18,12 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from config.errors import AgentUnavailable
+from channels_app.validators import API_KEY_ENV_VAR_PATTERN
+from conversations.agents.errors import AgentUnavailable
 
-# The names an agent may give for the environment variable that holds its provider key. The key is sent as
-# a bearer token to the agent's base_url, which an operator chooses: any name would let the agent send
-# SECRET_KEY or DATABASE_URL there. LLM_API_KEY (the platform's own) matches too.
-API_KEY_ENV_VAR_PATTERN = r"^[A-Z][A-Z0-9_]*_API_KEY\Z"  # \Z, not $: "$" also matches before a final newline
 _API_KEY_ENV_VAR = re.compile(API_KEY_ENV_VAR_PATTERN)
 
 

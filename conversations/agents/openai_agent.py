@@ -25,8 +25,8 @@ import openai
 from django.conf import settings
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 
-from config.errors import AgentTimeout, AgentUnavailable
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, api_key_env_var_allowed, split_reply
+from conversations.agents.errors import AgentTimeout, AgentUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -113,8 +113,8 @@ def test_operator_reads_a_transcript_and_cannot_change_history(live_server, chro
             f"{admin}/contacts/contact/",
             f"{admin}/contacts/contact/{quote(contact_id)}/change/",
             f"{admin}/conversations/mediaasset/",
-            f"{admin}/channels_app/usageledgerentry/",
-            f"{admin}/channels_app/idempotencyrecord/",
+            f"{admin}/billing/usageledgerentry/",
+            f"{admin}/api/idempotencyrecord/",
         ):
             page.goto(url)
             page.wait_for_selector("#content-main")

@@ -1,5 +1,6 @@
-"""`manage.py apikey create|list|rotate|revoke` and `manage.py credits grant` (README.md, "Management
-commands"), and what a caller of the messages API sees with a rotated, expired or revoked key."""
+"""`manage.py apikey create|list|rotate|revoke` (README.md, "Management commands"), what a caller of the
+messages API sees with a rotated, expired or revoked key, and the exit status of every management command
+(`credits grant` too; its output is in tests/billing/test_credits_command.py)."""
 
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ from django.core.management import CommandError, call_command, execute_from_comm
 from django.db import connections
 from django.utils import timezone
 
-from channels_app.models import UsageLedgerEntry, WorkspaceApiKey
+from channels_app.models import WorkspaceApiKey
 from tests.conftest import error_of
 from tests.factories import WorkspaceFactory, api_key_for
 
@@ -258,44 +259,6 @@ def test_only_the_key_holder_learns_why_a_key_stopped_working(api, api_key):
         error = error_of(api.post(key=guess), status=401)
         assert error["code"] == "invalid_api_key" and "reason" not in error["details"]
     assert error_of(api.post(key=api_key), status=401)["details"]["reason"] == "revoked"
-
-
-# --- credits grant ----------------------------------------------------------------------------------------
-
-
-def test_credits_grant_adds_a_ledger_entry_and_prints_the_balance(capsys, workspace):
-    # given: the fixture granted 100
-    # when
-    out, err = run(capsys, "credits", "grant", "--workspace", workspace.slug, "--amount", "250")
-
-    # then
-    assert out == "350\n"
-    assert "Granted 250 credits" in err
-    workspace.refresh_from_db()
-    assert workspace.credit_balance == 350
-    entry = UsageLedgerEntry.objects.filter(workspace=workspace).order_by("-created_at", "-id").first()
-    assert (entry.kind, entry.delta, entry.balance_after) == ("GRANT", 250, 350)
-    assert sum(UsageLedgerEntry.objects.filter(workspace=workspace).values_list("delta", flat=True)) == 350
-
-
-def test_credits_grant_by_workspace_id(capsys, workspace):
-    out, _ = run(capsys, "credits", "grant", "--workspace", workspace.pk, "--amount", "1")
-    assert out == "101\n"
-
-
-@pytest.mark.parametrize("amount", ["0", "-5", "ten", "1.5", "", "1000000000001"])
-def test_credits_grant_refuses_a_bad_amount(workspace, amount):
-    with pytest.raises(CommandError, match="--amount"):
-        call_command("credits", "grant", "--workspace", workspace.slug, "--amount", amount)
-    workspace.refresh_from_db()
-    assert workspace.credit_balance == 100
-    assert UsageLedgerEntry.objects.filter(workspace=workspace).count() == 1
-
-
-def test_credits_grant_unknown_workspace(db):
-    with pytest.raises(CommandError, match="No workspace with id or slug 'nope'"):
-        call_command("credits", "grant", "--workspace", "nope", "--amount", "5")
-    assert not UsageLedgerEntry.objects.exists()
 
 
 # --- exit codes, as the shell sees them -------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from channels_app.credits import credits_grant
+from billing.credits import credits_grant
 from tests.conftest import Api
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 

@@ -3,8 +3,8 @@ message kept at its own position and answered in order."""
 
 import pytest
 
-from channels_app import messaging
-from channels_app.models import UsageLedgerEntry
+from api import messaging
+from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Conversation, Message
 from tests.concurrency.conftest import run_together

@@ -18,7 +18,7 @@ from django.test import Client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from channels_app.credits import credits_grant
+from billing.credits import credits_grant
 from channels_app.models import AIAgent
 from conversations.models import Message
 from tests.concurrency.conftest import run_together
@@ -197,7 +197,7 @@ QUEUE_LENGTH = 7  # about 3.5 s at the agent, one after the other
 
 @pytest.fixture
 def short_lease(settings, monkeypatch, setup):
-    from channels_app import messaging
+    from api import messaging
 
     settings.PROCESSING_LEASE_SECONDS = 1
     settings.MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 0.1

@@ -3,7 +3,7 @@ and the balance is always the sum of the ledger."""
 
 import pytest
 
-from channels_app.models import UsageLedgerEntry
+from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Message
 from tests.concurrency.conftest import run_together

@@ -14,8 +14,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from channels_app.models import IdempotencyRecord, UsageLedgerEntry
-from config.errors import AgentTimeout
+from api.models import IdempotencyRecord
+from billing.models import UsageLedgerEntry
+from conversations.agents.errors import AgentTimeout
 from conversations.models import Message
 from tests.concurrency.conftest import run_together
 from tests.conftest import Api, requires_postgresql

@@ -5,7 +5,8 @@ import pytest
 from django.core import checks
 from django.core.exceptions import ValidationError
 
-from channels_app.models import AIAgent, UsageLedgerEntry, agent_provider_choices
+from billing.models import UsageLedgerEntry
+from channels_app.models import AIAgent, agent_provider_choices
 from conversations.agents.base import get_backend
 from conversations.agents.builtin import BuiltinAgent
 from conversations.agents.checks import agent_backends_check

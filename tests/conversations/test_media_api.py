@@ -17,7 +17,8 @@ from django.db import connection
 from django.utils import timezone
 from werkzeug import Response
 
-from channels_app.models import IdempotencyRecord, UsageLedgerEntry
+from api.models import IdempotencyRecord
+from billing.models import UsageLedgerEntry
 from conversations.agents import openai_agent
 from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline
@@ -617,7 +618,7 @@ def test_a_missing_cached_file_is_downloaded_again(api, httpserver):
 @pytest.mark.django_db(transaction=True)
 def test_no_transaction_or_connection_is_held_during_the_download(client, httpserver, monkeypatch):
     # given a real commit-per-transaction setup (not the test's wrapping transaction)
-    from channels_app.credits import credits_grant
+    from billing.credits import credits_grant
 
     channel = ChannelFactory(workspace=WorkspaceFactory(credit_balance=0))
     credits_grant(workspace=channel.workspace, amount=10)

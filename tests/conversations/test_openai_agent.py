@@ -16,9 +16,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from config.errors import AgentTimeout, AgentUnavailable, ApplicationError
+from config.errors import ApplicationError
 from conversations.agents import openai_agent
 from conversations.agents.base import AgentConfig, HistoryItem, MediaPart
+from conversations.agents.errors import AgentTimeout, AgentUnavailable
 from conversations.agents.openai_agent import OpenAICompatibleAgent, transcribe_audio
 
 KEY_VAR = "TEST_AGENT_LLM_API_KEY"

@@ -14,8 +14,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from channels_app.models import UsageLedgerEntry
-from config.errors import AgentUnavailable
+from billing.models import UsageLedgerEntry
+from conversations.agents.errors import AgentUnavailable
 from conversations.agents.openai_agent import OpenAICompatibleAgent, transcribe_audio
 from conversations.models import Message
 from tests.conftest import Api, error_of

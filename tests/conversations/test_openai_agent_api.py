@@ -13,7 +13,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from channels_app.models import AIAgent, UsageLedgerEntry
+from billing.models import UsageLedgerEntry
+from channels_app.models import AIAgent
 from conversations.agents import openai_agent
 from conversations.models import Message
 from tests.conftest import SEED_TEXT, Api

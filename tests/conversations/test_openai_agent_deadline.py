@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import AgentTimeout
+from conversations.agents.errors import AgentTimeout
 from conversations.agents.openai_agent import OpenAICompatibleAgent, transcribe_audio
 from conversations.models import Message
 from tests.conftest import Api, error_of
@@ -238,7 +238,7 @@ GEVENT_CALL = textwrap.dedent(
     import django
 
     django.setup()
-    from config.errors import AgentTimeout
+    from conversations.agents.errors import AgentTimeout
     from conversations.agents.openai_agent import OpenAICompatibleAgent
     from tests.conversations.test_openai_agent import make_agent, text
 

@@ -1,0 +1,110 @@
+"""The periodic clean-ups. Celery beat runs `cleanup_task` (api.tasks); `manage.py cleanup` runs
+the same `cleanup_run` synchronously.
+
+Everything goes in batches, each in its own short transaction, so a day's backlog never holds a lock or a
+long transaction, and a run that overlaps another (a slow worker, a manual run) only finds less to do.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from api.models import IdempotencyRecord
+from billing.credits import credits_release
+from conversations.media.cache import media_assets_purge
+from conversations.models import Message
+
+IDEMPOTENCY_PURGE_BATCH_SIZE = 1000  # rows per DELETE: no cascade, a stored response is at most ~64 KiB
+ABANDONED_BATCH_SIZE = 100  # message rows locked per transaction
+# An inbound message still PENDING this long after its lease ran out lost its request: the process died
+# between accept and record. A live request never lets its lease run out: the lease covers its media step
+# and its agent call, and it is renewed while the request waits for its turn
+# (api.messaging.lease_seconds); the margin covers clocks of different machines and a request
+# that a stalled process finishes late, which would otherwise release the same reservation a second time.
+ABANDONED_MARGIN_SECONDS = 600
+ABANDONED_ERROR_CODE = "abandoned"
+
+
+@dataclass
+class CleanupResult:
+    idempotency_records: int = 0
+    media_assets: int = 0
+    media_files: int = 0
+    abandoned_messages: int = 0
+    abandoned_credits: int = 0
+
+
+def cleanup_run(*, now: datetime | None = None) -> CleanupResult:
+    """All clean-ups, as of `now` (default: the current time)."""
+    now = now or timezone.now()
+    result = CleanupResult()
+    result.idempotency_records = idempotency_records_purge(now=now)
+    media = media_assets_purge(now=now)
+    result.media_assets, result.media_files = media.assets, media.files
+    result.abandoned_messages, result.abandoned_credits = abandoned_messages_release(now=now)
+    return result
+
+
+def idempotency_records_purge(*, now: datetime, batch_size: int = IDEMPOTENCY_PURGE_BATCH_SIZE) -> int:
+    """Delete the idempotency records past their retention (`expires_at`). A key past its retention is
+    already treated as unknown by idempotency_claim; this only frees the space. Returns the count."""
+    deleted = 0
+    while True:
+        ids = list(
+            IdempotencyRecord.objects.filter(expires_at__lte=now)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        count, _ = IdempotencyRecord.objects.filter(pk__in=ids, expires_at__lte=now).delete()
+        deleted += count
+        if len(ids) < batch_size:
+            return deleted
+
+
+def abandoned_messages_release(*, now: datetime, batch_size: int = ABANDONED_BATCH_SIZE) -> tuple[int, int]:
+    """Give back the credits still reserved by inbound messages whose request died.
+
+    Such a message is PENDING with `credits_reserved` > 0 and a lease that ran out more than
+    ABANDONED_MARGIN_SECONDS ago. It becomes FAILED with error_code "abandoned" (kept in its conversation,
+    like any failed message; a retry with its idempotency key takes it up again and reserves anew), and its
+    workspace's `credit_reserved` drops by what it held. Each batch is one transaction that locks the
+    message rows in primary-key order, then the workspace rows in primary-key order: the requests take
+    the same two kinds of lock in the same order (message, then workspace). Returns (messages, credits).
+    """
+    cutoff = now - timedelta(seconds=ABANDONED_MARGIN_SECONDS)
+    messages = credits = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                Message.objects.select_for_update(no_key=True, of=("self",))
+                .filter(
+                    direction=Message.Direction.INBOUND,
+                    status=Message.Status.PENDING,
+                    credits_reserved__gt=0,
+                    lease_until__lt=cutoff,
+                )
+                .order_by("pk")
+                .values_list("pk", "credits_reserved", "conversation__workspace_id")[:batch_size]
+            )
+            if not rows:
+                return messages, credits
+            Message.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+                status=Message.Status.FAILED,
+                error_code=ABANDONED_ERROR_CODE,
+                lease_until=None,
+                credits_reserved=0,
+            )
+            held: dict[str, int] = defaultdict(int)
+            for _, amount, workspace_id in rows:
+                held[workspace_id] += amount
+            for workspace_id in sorted(held):
+                credits_release(workspace_id=workspace_id, amount=held[workspace_id])
+        messages += len(rows)
+        credits += sum(held.values())
+        if len(rows) < batch_size:
+            return messages, credits

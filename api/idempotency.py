@@ -1,0 +1,196 @@
+"""Idempotency keys, scoped per workspace (Stripe's model and the IETF Idempotency-Key draft).
+
+A key is claimed inside the accept transaction. Its record says who holds it (`owner`, until
+`locked_until`), keeps the inbound message once stored, and, when the request completes, the exact response
+bytes to replay. After a 5xx the key is RELEASED: a retry runs the agent again on the stored message.
+"""
+
+import hashlib
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from api.models import IdempotencyRecord
+from config.errors import ApplicationError
+
+
+class IdempotencyInProgress(ApplicationError):
+    code = "idempotency_in_progress"
+    status_code = 409
+    default_message = (
+        "A request with this idempotency key is still being processed. Retry after the time given in Retry-After."
+    )
+
+
+class InvalidIdempotencyKey(ApplicationError):
+    code = "invalid_idempotency_key"
+    status_code = 400
+    default_message = "The idempotency key must be 1 to 255 printable ASCII characters."
+
+
+class IdempotencyKeyReused(ApplicationError):
+    code = "idempotency_key_reused"
+    status_code = 422
+    default_message = "This idempotency key was already used for a different request. Use a new key for a new request."
+
+
+MAX_KEY_LENGTH = 255
+
+
+def idempotency_key_validate(key: str) -> str:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(32 <= ord(char) < 127 for char in key):
+        raise InvalidIdempotencyKey(
+            "The idempotency key must be 1 to 255 printable ASCII characters; a UUID is a good choice.",
+            details={"header": "X-Idempotency-Key", "length": len(key)},
+        )
+    return key
+
+
+def request_fingerprint(*, method: str, path: str, channel_id: str, body: Any) -> str:
+    """SHA-256 of what makes two requests the same: method, path, channel and the body's JSON value
+    (canonical: key order and whitespace do not matter). Any JSON value hashes: the view refuses bodies
+    with lone surrogates, and `surrogatepass` keeps one that got here anyway from becoming a 500."""
+    canonical = json.dumps(
+        {"method": method, "path": path, "channel": channel_id, "body": body},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class Claim:
+    record_id: str
+    owner: str
+    message_id: str | None  # the inbound message stored by an earlier attempt, to reuse
+
+
+@dataclass
+class Replay:
+    status: int
+    body: bytes
+
+
+def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: datetime) -> Claim | Replay:
+    """Claim `key` for this request, or return the stored response to replay.
+
+    Runs inside the accept transaction. Two first requests racing on one key both INSERT; the unique
+    constraint makes the second wait for the first's commit and then raise IntegrityError, and the caller's
+    retry of the transaction finds the record IN_PROGRESS (409).
+    """
+    # The caller sets the request's own lease once it knows the channel's agent (idempotency_attach_message).
+    lock_until = now + timedelta(seconds=settings.PROCESSING_LEASE_SECONDS)
+    owner = secrets.token_hex(8)
+    record = (
+        IdempotencyRecord.objects.filter(workspace_id=workspace_id, key=key)
+        .values(
+            "id", "fingerprint", "state", "locked_until", "expires_at", "message_id", "response_status", "response_body"
+        )
+        .first()
+    )
+    if record is not None and record["expires_at"] <= now:
+        # Past its retention the key is forgotten, as if the clean-up had already deleted it.
+        IdempotencyRecord.objects.filter(pk=record["id"]).delete()
+        record = None
+    if record is None:
+        created = IdempotencyRecord.objects.create(
+            workspace_id=workspace_id,
+            key=key,
+            fingerprint=fingerprint,
+            owner=owner,
+            locked_until=lock_until,
+            expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_RETENTION_SECONDS),
+        )
+        return Claim(record_id=created.id, owner=owner, message_id=None)
+    if record["fingerprint"] != fingerprint:
+        raise IdempotencyKeyReused(
+            "This idempotency key was already used with a different request. "
+            "Send a new key for a new message, or repeat the original request exactly.",
+            details={"header": "X-Idempotency-Key"},
+        )
+    if record["state"] == IdempotencyRecord.State.COMPLETED:
+        status, body = record["response_status"], record["response_body"]
+        # idempotency_complete writes the state, the status and the body in one UPDATE
+        assert status is not None and body is not None, "a COMPLETED record always has its response"
+        return Replay(status=status, body=bytes(body))
+    taken = (
+        IdempotencyRecord.objects.filter(pk=record["id"])
+        .filter(Q(state=IdempotencyRecord.State.RELEASED) | Q(locked_until__lt=now))
+        .update(state=IdempotencyRecord.State.IN_PROGRESS, owner=owner, locked_until=lock_until)
+    )
+    if not taken:
+        # The lock read above is stale when a concurrent retry took the key between the read and the UPDATE
+        # (it was RELEASED, no lock at all, or expired): then the new holder has only just started.
+        locked_until = record["locked_until"]
+        remaining = (locked_until - now).total_seconds() if locked_until is not None else 0
+        retry_after = max(1, math.ceil(min(remaining, 5)))
+        raise IdempotencyInProgress(
+            "A request with this idempotency key is still being processed. "
+            f"Retry in {retry_after} seconds to get its response.",
+            details={"header": "X-Idempotency-Key", "retryAfterSeconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+    return Claim(record_id=record["id"], owner=owner, message_id=record["message_id"])
+
+
+def idempotency_attach_message(*, claim: Claim, message_id: str, locked_until: datetime) -> None:
+    """Keep the inbound message with the key, and lock the key for the request's lease (known only once
+    the channel's agent is loaded, after the claim; see api.messaging.lease_seconds)."""
+    IdempotencyRecord.objects.filter(pk=claim.record_id).update(message_id=message_id, locked_until=locked_until)
+
+
+def idempotency_lock_extend(*, claim: Claim, locked_until: datetime) -> None:
+    """Keep the key locked until `locked_until` while its request is alive (it renews its lease while it
+    waits for its conversation's turn). Only the owner may: a key another attempt took over is not ours."""
+    IdempotencyRecord.objects.filter(
+        pk=claim.record_id, owner=claim.owner, state=IdempotencyRecord.State.IN_PROGRESS
+    ).update(locked_until=locked_until)
+
+
+def idempotency_hold(*, claim: Claim) -> None:
+    """Check that this attempt still owns the key, and keep it: the record's row stays locked until the
+    caller's transaction ends, so no retry can take the key over before this attempt's result is stored.
+
+    A live attempt renews its lock while it waits for its turn, and the lock covers its media step and its
+    agent call (api.messaging.lease_seconds); it can still outlive it when its process stalls
+    (CPU starved, paused). A retry that took the key over adopted its inbound message and credit
+    reservation, so the late attempt must store and settle nothing. Raises IdempotencyInProgress for it:
+    the key's response is the new owner's, which the client gets by retrying.
+    """
+    if (
+        not IdempotencyRecord.objects.select_for_update(no_key=True)
+        .filter(pk=claim.record_id, owner=claim.owner)
+        .exists()
+    ):
+        raise IdempotencyInProgress(
+            "This request took longer than its idempotency lock and a retry with the same key took it over. "
+            "Retry with the same key to get that retry's response.",
+            details={"header": "X-Idempotency-Key", "retryAfterSeconds": 1},
+            headers={"Retry-After": "1"},
+        )
+
+
+def idempotency_complete(*, claim: Claim, status: int, body: bytes) -> None:
+    """Store the response for replay. Only the owner may complete: a request that lost its lock (it ran
+    past `locked_until` and another took over) must not overwrite the new owner's result."""
+    IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
+        state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=body, locked_until=None
+    )
+
+
+def idempotency_release(*, claim: Claim) -> bool:
+    """Free the key after a failure the client may retry; the stored inbound message stays attached.
+    Returns False when this attempt no longer owns the key (a retry took it over): the inbound message and
+    its credit reservation are the new owner's then, and the caller must leave them alone."""
+    return bool(
+        IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
+            state=IdempotencyRecord.State.RELEASED, locked_until=None
+        )
+    )

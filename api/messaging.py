@@ -1,0 +1,422 @@
+"""The messages endpoint's service: a contact's message in, the agent's replies out, in three phases.
+
+1. Accept (one short transaction): claim the idempotency key, load the channel, store the inbound message,
+   reserve the credits. Commit and give the connection back to the pool.
+2. Think (no transaction, no connection held): fetch and check the message's media, wait for the
+   conversation's turn, build the history, call the agent.
+3. Record (one short transaction): store the replies, settle the credits, store the idempotent response.
+A failed agent call keeps the inbound message, releases the credits and frees the idempotency key.
+"""
+
+import json
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from api.idempotency import (
+    Claim,
+    Replay,
+    idempotency_attach_message,
+    idempotency_claim,
+    idempotency_complete,
+    idempotency_hold,
+    idempotency_lock_extend,
+    idempotency_release,
+)
+from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
+from channels_app.models import Workspace
+from channels_app.selectors import channel_get_for_workspace
+from config.db import connection_release
+from config.errors import ApplicationError
+from config.logs import log_bind
+from config.metrics import agent_latency_observe, credits_spent_observe
+from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
+from conversations.media.pipeline import history_media_load, media_prepare
+from conversations.models import Message
+from conversations.selectors import agent_config
+from conversations.services import (
+    TurnNotReady,
+    history_build,
+    inbound_message_answer,
+    inbound_message_fail,
+    inbound_message_lease_extend,
+    inbound_message_resume,
+    inbound_message_store,
+    replies_store,
+)
+
+
+class ConversationBusy(ApplicationError):
+    code = "conversation_busy"
+    status_code = 409
+    default_message = (
+        "An earlier message of this conversation is still being answered. Retry after the time given in Retry-After."
+    )
+
+
+logger = structlog.get_logger(__name__)
+
+_ACCEPT_ATTEMPTS = 3  # a creation race loses at most once per unique row (contact, conversation, key)
+# What a lease holds beyond the media download and the agent's deadline: a wait for a pooled connection
+# (up to DB_POOL_TIMEOUT, 10 s), storing the media file, the record phase, and clocks of different machines
+# a little apart; LEASE_RENEW_SECONDS of it may already be used when the agent is called (`_lease_keep`).
+LEASE_MARGIN_SECONDS = 30.0
+# A request waiting for its turn renews its lease once this much of it is used: at most two UPDATEs (the
+# message, the idempotency key) per waiting request per 10 s, none on a request that does not wait.
+LEASE_RENEW_SECONDS = 10.0
+# Seconds between looks at an earlier message's progress: a waiting message costs one indexed query per look,
+# and a burst of N messages to one conversation is answered in about N x (agent time + this pause).
+_TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.2
+
+
+@dataclass
+class PostResult:
+    status: int
+    body: bytes
+    replayed: bool = False
+
+
+@dataclass
+class Accepted:
+    workspace_id: str
+    channel_id: str
+    agent: AgentConfig
+    contact_id: str
+    conversation_id: str
+    conversation_created_at: datetime
+    conversation_status: str
+    message: Message
+    reserved: int
+    claim: Claim | None
+    lease_seconds: float  # see `lease_seconds`
+    lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def lease_seconds(*, agent: AgentConfig) -> float:
+    """How long a request's lease lasts: its conversation turn (`Message.lease_until`, which later messages
+    of the conversation wait on) and its idempotency key (`IdempotencyRecord.locked_until`).
+
+    A live request must never lose its lease: a later message would take it for dead, skip it and be
+    answered before it, without its reply in the history. A dead one (its process killed) must not block
+    its conversation and key for long. So the lease covers the longest stretch a request spends without
+    coming back to the database, and the request renews it whenever it is back there anyway (`_lease_keep`):
+
+    - accept to the first look at the turn: the media download (MEDIA_DOWNLOAD_TIMEOUT_SECONDS, a deadline
+      for the whole download), a document's text (MEDIA_EXTRACT_TIMEOUT_SECONDS) or an audio's
+      transcription (the agent's `timeout_seconds`, a deadline for the whole call, see
+      conversations/agents/openai_agent.py);
+    - the wait for the turn: as long as the earlier messages take (up to CONVERSATION_TURN_WAIT_SECONDS);
+      renewed at the looks, every LEASE_RENEW_SECONDS;
+    - the last look to the record phase: the agent call (its `timeout_seconds` again).
+
+    Hence media download + text extraction + the agent's timeout + LEASE_MARGIN_SECONDS, and never less than
+    PROCESSING_LEASE_SECONDS. Not renewed during the media step and the agent call: that would take a
+    timer and a database connection for each request in flight, and both steps end at their deadlines.
+    A lease that also covered the turn wait would need no renewal at all, but would keep a dead request's
+    conversation blocked for the turn wait as well (and the turn wait is per message, so a queue of them
+    could outlast even that). The clean-up (api/cleanup.py) takes a message as abandoned only well
+    after its lease ran out, so it never touches a live request either.
+    """
+    return max(
+        float(settings.PROCESSING_LEASE_SECONDS),
+        float(settings.MEDIA_DOWNLOAD_TIMEOUT_SECONDS)
+        + float(settings.MEDIA_EXTRACT_TIMEOUT_SECONDS)
+        + agent.timeout_seconds
+        + LEASE_MARGIN_SECONDS,
+    )
+
+
+def message_post(
+    *,
+    workspace: Workspace,
+    channel_id: str,
+    contact_identifier: str,
+    contact_name: str,
+    type: str,
+    content: dict[str, Any],
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> PostResult:
+    accepted = _accept(
+        workspace=workspace,
+        channel_id=channel_id,
+        contact_identifier=contact_identifier,
+        contact_name=contact_name,
+        type=type,
+        content=content,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+    )
+    if isinstance(accepted, Replay):
+        return PostResult(status=accepted.status, body=accepted.body, replayed=True)
+    connection_release()
+    try:
+        return _record(accepted, _think(accepted))
+    except Exception as error:
+        _fail(accepted, error)
+        raise
+
+
+def _accept(
+    *,
+    workspace: Workspace,
+    channel_id: str,
+    contact_identifier: str,
+    contact_name: str,
+    type: str,
+    content: dict[str, Any],
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Accepted | Replay:
+    for attempt in range(1, _ACCEPT_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return _accept_once(
+                    workspace=workspace,
+                    channel_id=channel_id,
+                    contact_identifier=contact_identifier,
+                    contact_name=contact_name,
+                    type=type,
+                    content=content,
+                    idempotency_key=idempotency_key,
+                    fingerprint=fingerprint,
+                )
+        except IntegrityError:
+            # A concurrent request created the same contact, conversation or key first; now it is visible.
+            if attempt == _ACCEPT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _accept_once(
+    *,
+    workspace: Workspace,
+    channel_id: str,
+    contact_identifier: str,
+    contact_name: str,
+    type: str,
+    content: dict[str, Any],
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Accepted | Replay:
+    now = timezone.now()
+    claim = None
+    if idempotency_key is not None:
+        # Locked for PROCESSING_LEASE_SECONDS until the agent is known; then for the request's lease.
+        claimed = idempotency_claim(workspace_id=workspace.pk, key=idempotency_key, fingerprint=fingerprint, now=now)
+        if isinstance(claimed, Replay):
+            return claimed
+        claim = claimed
+    channel = channel_get_for_workspace(channel_id=channel_id, workspace_id=workspace.pk)
+    assert channel.agent is not None  # channel_get_for_workspace refuses a channel without an agent
+    agent = agent_config(agent=channel.agent)
+    lease = lease_seconds(agent=agent)
+    lease_until = now + timedelta(seconds=lease)
+    if claim is not None and claim.message_id is not None:
+        # An earlier attempt stored the message and failed (or died): answer that message, not a new one.
+        message = inbound_message_resume(message_id=claim.message_id, lease_until=lease_until)
+        if lease > settings.PROCESSING_LEASE_SECONDS:  # else the claim already locked the key until then
+            idempotency_attach_message(claim=claim, message_id=message.pk, locked_until=lease_until)
+        conversation = message.conversation
+        reserved = message.credits_reserved  # still held if the earlier attempt died mid-way
+        if reserved == 0:
+            reserved = credits_estimate(agent=agent)
+            credits_reserve(workspace_id=workspace.pk, amount=reserved)
+            Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
+            message.credits_reserved = reserved
+        return Accepted(
+            workspace_id=workspace.pk,
+            channel_id=channel.pk,
+            agent=agent,
+            contact_id=conversation.contact_id,
+            conversation_id=conversation.pk,
+            conversation_created_at=conversation.created_at,
+            conversation_status=conversation.status,
+            message=message,
+            reserved=reserved,
+            claim=claim,
+            lease_seconds=lease,
+            lease_until=lease_until,
+        )
+    reserved = credits_estimate(agent=agent)
+    stored = inbound_message_store(
+        workspace_id=workspace.pk,
+        channel_id=channel.pk,
+        agent_id=agent.id,
+        contact_identifier=contact_identifier,
+        contact_name=contact_name,
+        type=type,
+        content=content,
+        now=now,
+        lease_until=lease_until,
+        credits_reserved=reserved,
+    )
+    if claim is not None:
+        idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
+    # Last, so the workspace row's lock is held for the shortest time before commit.
+    credits_reserve(workspace_id=workspace.pk, amount=reserved)
+    return Accepted(
+        workspace_id=workspace.pk,
+        channel_id=channel.pk,
+        agent=agent,
+        contact_id=stored.contact_id,
+        conversation_id=stored.conversation_id,
+        conversation_created_at=stored.conversation_created_at,
+        conversation_status="OPEN",
+        message=stored.message,
+        reserved=reserved,
+        claim=claim,
+        lease_seconds=lease,
+        lease_until=lease_until,
+    )
+
+
+def _history(accepted: Accepted) -> list[HistoryItem]:
+    """Wait until every earlier message of the conversation is answered, then read the history. The
+    connection goes back to the pool between looks, so a waiting request holds none; each look keeps the
+    request's lease (`_lease_keep`), so that later messages keep waiting for this one."""
+    deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
+    pause = _TURN_POLL_FIRST
+    while True:
+        now = timezone.now()
+        try:
+            history = history_build(
+                message=accepted.message,
+                max_messages=accepted.agent.history_max_messages,
+                max_chars=accepted.agent.history_max_chars,
+                now=now,
+            )
+        except TurnNotReady:
+            _lease_keep(accepted, now=now)
+            connection_release()
+            if time.monotonic() + pause > deadline:
+                raise ConversationBusy(
+                    "An earlier message of this conversation is still being answered. Retry this message "
+                    "with the same idempotency key in a few seconds.",
+                    details={"conversationId": accepted.conversation_id},
+                    headers={"Retry-After": "5"},
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, _TURN_POLL_MAX)
+        else:
+            _lease_keep(accepted, now=now)  # the agent call ahead gets (nearly) a whole lease
+            return history
+
+
+def _lease_keep(accepted: Accepted, *, now: datetime) -> None:
+    """Renew the request's lease (the message's turn and its idempotency key) once LEASE_RENEW_SECONDS of
+    it are used; a request that does not wait for its turn never writes here. Conditional UPDATEs: a
+    message no longer pending, or a key another attempt took over, is left alone (the record phase then
+    finds out, in `idempotency_hold`)."""
+    if accepted.lease_until - now > timedelta(seconds=accepted.lease_seconds - LEASE_RENEW_SECONDS):
+        return
+    until = now + timedelta(seconds=accepted.lease_seconds)
+    inbound_message_lease_extend(message_id=accepted.message.pk, lease_until=until)
+    if accepted.claim is not None:
+        idempotency_lock_extend(claim=accepted.claim, locked_until=until)
+    accepted.lease_until = until
+
+
+def _think(accepted: Accepted) -> AgentReply:
+    # First: an agent whose provider is not configured fails before any download or wait.
+    backend = get_backend(accepted.agent.provider)
+    media = None
+    if accepted.message.type != Message.Type.TEXT:
+        # Before the turn's wait: a refused or unreachable file fails the message without waiting.
+        media = media_prepare(message=accepted.message, agent=accepted.agent, workspace_id=accepted.workspace_id)
+    history = _history(accepted)
+    if media is not None:
+        history[-1] = replace(history[-1], media=media)
+    connection_release()
+    history = history_media_load(history=history, agent=accepted.agent)
+    started = time.monotonic()
+    reply = backend.reply(agent=accepted.agent, history=history)
+    seconds = round(time.monotonic() - started, 3)
+    log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
+    agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)
+    logger.info("agent replied", agent_id=accepted.agent.id, parts=len(reply.texts))
+    return reply
+
+
+def _fail(accepted: Accepted, error: Exception) -> None:
+    code = error.code if isinstance(error, ApplicationError) else "internal_error"
+    with transaction.atomic():
+        if accepted.claim is not None and not idempotency_release(claim=accepted.claim):
+            return  # a retry took the key over, with the message and its reservation: they are not ours
+        released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
+        credits_release(workspace_id=accepted.workspace_id, amount=released)
+
+
+def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
+    now = timezone.now()
+    cost = credits_cost(agent=accepted.agent, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+    with transaction.atomic():
+        if accepted.claim is not None:
+            idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
+        reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
+        charge = min(cost, reserved)
+        replies = replies_store(
+            message=accepted.message,
+            texts=reply.texts,
+            credits=charge,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            now=now,
+        )
+        charged, balance = credits_settle(
+            workspace_id=accepted.workspace_id,
+            reserved=reserved,
+            cost=cost,
+            message_id=accepted.message.pk,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            now=now,
+        )
+        body = render(
+            {
+                "success": True,
+                "contactId": accepted.contact_id,
+                "conversationId": accepted.conversation_id,
+                "messageId": accepted.message.pk,
+                "conversation": {
+                    "id": accepted.conversation_id,
+                    "status": accepted.conversation_status,
+                    "channelId": accepted.channel_id,
+                    "contactId": accepted.contact_id,
+                    "assignee": {"type": "AI_AGENT", "id": accepted.agent.id, "name": accepted.agent.name},
+                    "createdAt": iso(accepted.conversation_created_at),
+                    "lastMessageAt": iso(now),
+                },
+                "aiMessages": [
+                    {"id": reply.pk, "type": reply.type, "content": reply.content, "createdAt": iso(reply.created_at)}
+                    for reply in replies
+                ],
+                "usage": {
+                    "credits": charged,
+                    "balance": balance,
+                    "inputTokens": reply.input_tokens,
+                    "outputTokens": reply.output_tokens,
+                },
+            }
+        )
+        if accepted.claim is not None:
+            idempotency_complete(claim=accepted.claim, status=200, body=body)
+    # Back to the pool now, not at the end of the request: rendering and logging need no connection, and
+    # under load every moment a waiting request holds one is a moment another request waits for it.
+    connection_release()
+    credits_spent_observe(charged)
+    return PostResult(status=200, body=body)

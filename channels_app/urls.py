@@ -1,7 +1,0 @@
-from django.urls import path
-
-from channels_app.views import ChannelMessageCreateApi
-
-urlpatterns = [
-    path("v1/channels/<str:channel_id>/messages", ChannelMessageCreateApi.as_view(), name="channel-message-create"),
-]

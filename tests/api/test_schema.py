@@ -1,0 +1,188 @@
+"""The OpenAPI document: valid, complete for the messages endpoint, and true to what the API answers."""
+
+import json
+import re
+
+import jsonschema
+import pytest
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.validation import validate_schema
+
+from api.schema import SPEC_EXAMPLES
+from tests.conftest import SEED_TEXT
+
+PATH = "/api/v1/channels/{channel_id}/messages"
+CONTRACT_STATUSES = {"200", "400", "401", "402", "404", "409", "413", "422", "429", "500", "502", "504"}
+TYPES = {"TEXT": "text", "IMAGE": "image", "AUDIO": "audio", "VIDEO": "video", "DOCUMENT": "document"}
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+@pytest.fixture(scope="module")
+def operation(schema):
+    return schema["paths"][PATH]["post"]
+
+
+def resolve(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def validator(schema: dict, component: str) -> jsonschema.Draft7Validator:
+    """A JSON Schema validator for one component; its `$ref`s resolve inside the document. (OpenAPI 3.0's
+    schema objects are a subset of JSON Schema as far as these components go: no `nullable`.)"""
+    root = {"$ref": f"#/components/schemas/{component}", "components": schema["components"]}
+    return jsonschema.Draft7Validator(root)
+
+
+def test_schema_is_valid_openapi_3(schema):
+    validate_schema(schema)  # raises on an invalid document
+    assert schema["openapi"].startswith("3.")
+
+
+def test_schema_endpoint_serves_the_document(client, db):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+
+    assert response.status_code == 200
+    served = json.loads(response.content)
+    validate_schema(served)
+    assert PATH in served["paths"]
+
+
+def test_docs_are_swagger_ui_from_our_own_static_files(client, db):
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "swagger-ui" in page
+    assert not re.search(r"cdn|unpkg|jsdelivr|cdnjs", page, re.IGNORECASE)
+    assets = re.findall(r'(?:src|href)="(/static/drf_spectacular_sidecar/[^"]+)"', page)
+    assert assets, page
+    for asset in assets:
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        b"".join(served.streaming_content)
+        served.close()
+
+
+def test_request_body_is_a_oneof_with_a_discriminator_per_type(schema, operation):
+    body = operation["requestBody"]
+    assert body["required"] is True
+    union = resolve(schema, body["content"]["application/json"]["schema"])
+
+    assert len(union["oneOf"]) == len(TYPES)
+    assert union["discriminator"]["propertyName"] == "type"
+    mapping = union["discriminator"]["mapping"]
+    assert set(mapping) == set(TYPES)
+    assert sorted(mapping.values()) == sorted(ref["$ref"] for ref in union["oneOf"])
+    for message_type, key in TYPES.items():
+        variant = resolve(schema, {"$ref": mapping[message_type]})
+        assert set(variant["required"]) == {"type", "contactIdentifier", "content"}
+        assert resolve(schema, variant["properties"]["type"]["allOf"][0])["enum"] == [message_type]
+        content = resolve(schema, variant["properties"]["content"])
+        assert content["required"] == [key] and list(content["properties"]) == [key]
+        assert content["additionalProperties"] is False
+        assert resolve(schema, content["properties"][key])["additionalProperties"] is False
+
+
+def test_request_examples_are_the_specs_and_match_their_type(schema, operation):
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    values = [example["value"] for example in examples.values()]
+    check = validator(schema, "InboundMessageRequest")
+
+    assert sorted(values, key=lambda v: v["type"]) == sorted(SPEC_EXAMPLES.values(), key=lambda v: v["type"])
+    for value in values:
+        check.validate(value)
+        # oneOf: exactly one variant takes it, the one its type names
+        matching = [
+            name for name in (f"{t.title()}MessageRequest" for t in TYPES) if validator(schema, name).is_valid(value)
+        ]
+        assert matching == [f"{value['type'].title()}MessageRequest"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"image": {"url": "https://example.com/a.jpg"}}},
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "hi", "bdy": "typo"}}},
+        {"type": "TEXT", "contactIdentifier": "", "content": {"text": {"body": "hi"}}},
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "   "}}},
+        {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "x" * 4097}}},
+        {"type": "STICKER", "contactIdentifier": "a@b.c", "content": {"text": {"body": "hi"}}},
+    ],
+)
+def test_schema_refuses_what_the_api_refuses(schema, bad):
+    assert not validator(schema, "InboundMessageRequest").is_valid(bad)
+
+
+def test_documented_limits_are_the_enforced_ones(schema):
+    components = schema["components"]["schemas"]
+    text = components["TextMessageRequest"]["properties"]
+    document = components["DocumentContentRequest"]["properties"]
+
+    assert (text["contactIdentifier"]["minLength"], text["contactIdentifier"]["maxLength"]) == (1, 320)
+    assert text["contactName"]["maxLength"] == 200
+    assert (
+        components["TextContentRequest"]["properties"]["body"]["minLength"],
+        components["TextContentRequest"]["properties"]["body"]["maxLength"],
+    ) == (1, 4096)
+    assert (document["url"]["maxLength"], document["filename"]["maxLength"], document["caption"]["maxLength"]) == (
+        2048,
+        255,
+        1024,
+    )
+    assert "64 KiB" in schema["paths"][PATH]["post"]["description"]
+
+
+def test_every_contract_status_is_documented_with_its_body(schema, operation):
+    responses = operation["responses"]
+
+    assert CONTRACT_STATUSES <= set(responses)
+    assert responses["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/MessageResult"}
+    for status in CONTRACT_STATUSES - {"200"}:
+        content = responses[status]["content"]["application/json"]
+        assert content["schema"] == {"$ref": "#/components/schemas/ErrorResult"}, status
+        for example in content["examples"].values():
+            validator(schema, "ErrorResult").validate(example["value"])
+    assert responses["429"]["headers"]["Retry-After"]["required"] is True
+    assert "Retry-After" in responses["409"]["headers"]
+    assert "Idempotent-Replayed" in responses["200"]["headers"]
+    assert all("X-Request-ID" in response["headers"] for response in responses.values())
+
+
+def test_api_key_security_scheme_and_idempotency_headers(schema, operation):
+    assert schema["components"]["securitySchemes"]["ApiKeyAuth"] == {
+        **schema["components"]["securitySchemes"]["ApiKeyAuth"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    assert operation["security"] == [{"ApiKeyAuth": []}]
+    headers = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+    for name in ("X-Idempotency-Key", "Idempotency-Key"):
+        assert headers[name]["schema"]["maxLength"] == 255
+        assert not headers[name].get("required", False)
+
+
+def test_real_responses_match_the_documented_bodies(api, schema):
+    ok = api.post(SEED_TEXT)
+    refused = api.post({**SEED_TEXT, "content": {"text": {"body": ""}}})
+    missing_key = api.post(SEED_TEXT, key="")
+
+    assert ok.status_code == 200
+    validator(schema, "MessageResult").validate(ok.json())
+    for response, status in ((refused, 400), (missing_key, 401)):
+        assert response.status_code == status
+        validator(schema, "ErrorResult").validate(response.json())
+
+
+def test_unknown_urls_answer_the_json_error_body(client, db):
+    response = client.get("/api/v1/nothing-here")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_found"

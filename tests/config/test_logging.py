@@ -1,0 +1,188 @@
+"""Logs: JSON lines with the request id (also returned as X-Request-ID), the workspace, channel, status and
+latencies, and never an API key, a provider key or a message body."""
+
+import io
+import json
+import logging
+import re
+import uuid
+
+import pytest
+import structlog
+from pytest_httpserver import HTTPServer
+
+from channels_app.models import AIAgent
+from config.logs import REDACTED, formatter
+from tests.conftest import SEED_TEXT, Api
+from tests.factories import ChannelFactory, api_key_for
+
+BODY = "My order 4411 never arrived, my phone is +1 555 0100"
+PROVIDER_KEY_VAR = "TEST_LOGS_PROVIDER_API_KEY"
+PROVIDER_KEY = "sk-test-Lg7Qw2never-in-logs-93xk"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+@pytest.fixture
+def log_lines():
+    """Everything logged at INFO and above, rendered exactly as production renders it (one JSON per line)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("json"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    lines.text = stream.getvalue  # type: ignore[attr-defined]
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def finished(lines: list[dict]) -> dict:
+    (line,) = [line for line in lines if line["event"] == "request_finished"]
+    return line
+
+
+# --- the request id ------------------------------------------------------------------------------------
+
+
+def test_a_sane_incoming_request_id_is_kept_and_returned(api):
+    response = api.post(SEED_TEXT, HTTP_X_REQUEST_ID="lb-7f3a.9:c_2")
+    assert response["X-Request-ID"] == "lb-7f3a.9:c_2"
+
+
+@pytest.mark.parametrize("incoming", [None, "", "has space", "x" * 129, '"><script>', "-leading-dash", "é"])
+def test_a_missing_or_odd_request_id_is_replaced_by_a_new_uuid(api, incoming):
+    headers = {} if incoming is None else {"HTTP_X_REQUEST_ID": incoming}
+    response = api.post(SEED_TEXT, **headers)
+    assert UUID.match(response["X-Request-ID"])
+
+
+def test_every_response_carries_a_request_id(client, db):
+    for response in (client.get("/healthz"), client.get("/nothing-here"), client.get("/api/schema/")):
+        assert UUID.match(response["X-Request-ID"])
+
+
+def test_request_ids_differ_between_requests(api):
+    assert api.post(SEED_TEXT)["X-Request-ID"] != api.post(SEED_TEXT)["X-Request-ID"]
+
+
+# --- what a request's lines say ------------------------------------------------------------------------
+
+
+def test_request_lines_are_json_with_id_workspace_channel_status_and_latencies(api, channel, workspace, log_lines):
+    # when
+    response = api.post(SEED_TEXT, HTTP_X_REQUEST_ID="req-42")
+
+    # then
+    assert response.status_code == 200
+    lines = log_lines()
+    assert lines and all(line["request_id"] == "req-42" for line in lines)
+    done = finished(lines)
+    assert done["code"] == 200
+    assert (done["workspace_id"], done["channel_id"]) == (workspace.pk, channel.pk)
+    assert done["api_key_prefix"] == api.key.split(".")[0]
+    assert done["latency_seconds"] >= done["agent_seconds"] >= 0
+    assert done["level"] == "info" and done["timestamp"]
+    (agent,) = [line for line in lines if line["event"] == "agent replied"]
+    assert agent["agent_id"] == channel.agent_id and agent["parts"] == 1
+
+
+def test_an_error_line_names_its_code(api, log_lines):
+    api.post(SEED_TEXT, channel_id="ch_doesnotexist")
+
+    done = finished(log_lines())
+    assert (done["code"], done["error_code"]) == (404, "channel_not_found")
+
+
+def test_an_unexpected_error_is_logged_with_the_request_id(api, channel, scripted_agent, log_lines):
+    scripted_agent.take_over(channel.agent).script(RuntimeError("boom"))
+
+    response = api.post(SEED_TEXT, HTTP_X_REQUEST_ID="req-500")
+
+    assert response.status_code == 500
+    errors = [line for line in log_lines() if line["level"] == "error"]
+    assert errors and all(line["request_id"] == "req-500" for line in errors)
+    assert any("RuntimeError: boom" in line.get("exception", "") for line in errors)
+
+
+# --- secrets -------------------------------------------------------------------------------------------
+
+
+def test_no_api_key_and_no_message_body_at_info(api, log_lines):
+    api.post({**SEED_TEXT, "content": {"text": {"body": BODY}}})
+    api.post({**SEED_TEXT, "content": {"text": {"body": BODY}}}, key=api.key.split(".")[0] + ".wrong-secret")
+    api.post({**SEED_TEXT, "content": {"text": {"body": ""}}})  # a validation error quotes no body either
+
+    text = log_lines.text()
+    assert text
+    assert api.key not in text and api.key.split(".")[1] not in text
+    assert BODY not in text and "4411" not in text and "User Name" not in text
+
+
+def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(
+    client, db, monkeypatch, log_lines, httpserver: HTTPServer
+):
+    # given: a channel whose agent is an OpenAI-compatible LLM on loopback, keyed from the environment
+    monkeypatch.setenv(PROVIDER_KEY_VAR, PROVIDER_KEY)
+    channel = ChannelFactory.create()
+    AIAgent.objects.filter(pk=channel.agent_id).update(
+        provider="openai",
+        base_url=httpserver.url_for("/v1"),
+        model="test-model",
+        api_key_env_var=PROVIDER_KEY_VAR,
+        timeout_seconds=5,
+    )
+    from billing.credits import credits_grant
+
+    credits_grant(workspace=channel.workspace, amount=10, note="test")
+    api = Api(client, channel, api_key_for(channel.workspace)[1])
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "test-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "On its way."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+    }
+    httpserver.expect_ordered_request("/v1/chat/completions", method="POST").respond_with_json(answer)
+    httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(
+        {"error": {"message": f"bad key {PROVIDER_KEY}"}}, status=401
+    )
+
+    # when
+    ok = api.post({**SEED_TEXT, "content": {"text": {"body": BODY}}})
+    failed = api.post({**SEED_TEXT, "content": {"text": {"body": BODY}}})
+
+    # then
+    assert ok.status_code == 200, ok.content
+    assert failed.status_code in (502, 504), failed.content
+    assert httpserver.log[0][0].headers["Authorization"] == f"Bearer {PROVIDER_KEY}"
+    text = log_lines.text()
+    assert "agent replied" in text
+    assert PROVIDER_KEY not in text and BODY not in text and api.key not in text
+
+
+def test_redact_drops_secret_fields_and_masks_key_shaped_values(log_lines):
+    logger = structlog.get_logger("tests.redact")
+    key = "AbCd1234." + "z" * 32
+
+    logger.info(
+        "calling with %s",
+        key,
+        api_key=key,
+        text="hello there",
+        note=f"Bearer {uuid.uuid4().hex}",
+        provider="sk-abcdefghijklmnopqrstu",
+    )
+    logging.getLogger("tests.stdlib").info("stdlib says %s", key, extra={"body": "a message"})
+
+    first, second = log_lines()
+    assert first["event"] == f"calling with {REDACTED}"
+    assert (first["api_key"], first["text"], first["note"], first["provider"]) == (REDACTED,) * 4
+    assert second["event"] == f"stdlib says {REDACTED}" and second["body"] == REDACTED
+    assert key not in log_lines.text()
