@@ -7,6 +7,7 @@ production process has, with connections idle between requests."""
 
 import http.client
 import json
+import os
 import threading
 import time
 
@@ -16,11 +17,16 @@ from django.test import Client
 
 from channels_app.credits import credits_grant
 from channels_app.models import Workspace
-from tests.conftest import SEED_TEXT, error_of, requires_postgresql
+from tests.conftest import SEED_TEXT, error_of
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 from tests.live_gunicorn import database_url_for_servers, gunicorn
 from tests.test_health import database_down
 
+requires_postgresql = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): a restart is simulated by terminating the test "
+    "database's backends, and only PostgreSQL has a connection pool",
+)
 WAIT_SECONDS = 30  # bound on every wait for the server or the database; none is a timing assertion
 
 

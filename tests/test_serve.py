@@ -15,11 +15,15 @@ import pytest
 from django.core.checks import run_checks
 from django.db import connection
 
-from tests.conftest import requires_postgresql
 from tests.live_gunicorn import BASE_DIR, BIN, free_port, gunicorn, server_env, stop, wait_until_up
 
 RUN_TIMEOUT_SECONDS = 120  # a start-up or a migrate on a busy machine; a bound, not a measurement
 
+requires_postgresql = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): the race is between two migrates of one "
+    "PostgreSQL database, and the lock is PostgreSQL's (on SQLite migrate_locked is plain migrate)",
+)
 requires_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
@@ -34,6 +38,19 @@ def make_serve(env: dict[str, str], **popen) -> subprocess.Popen:
     )
 
 
+def end_group(process: subprocess.Popen) -> None:
+    """Stop the process group `make_serve` started (make, its gunicorn and the workers), by its id."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 # --- the development SECRET_KEY -----------------------------------------------------------------------------
 
 
@@ -44,7 +61,10 @@ def test_make_serve_refuses_the_development_secret_key_before_migrating(tmp_path
     del env["SECRET_KEY"]
 
     process = make_serve(env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    try:
+        out, err = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        end_group(process)  # should it have started a server after all
 
     assert process.returncode != 0
     assert "SECRET_KEY is the public development key" in err and "secrets.token_urlsafe(50)" in err
@@ -79,9 +99,7 @@ def test_make_serve_starts_with_the_development_key_when_debug_is_on(tmp_path):
     try:
         wait_until_up(f"http://127.0.0.1:{port}", process, log_path)  # migrated (migrate_locked), then served
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # the group make_serve started: make and its gunicorn
-        process.wait(timeout=60)
+        end_group(process)
 
 
 def test_check_deploy_reports_the_development_secret_key(settings):
@@ -128,7 +146,13 @@ def test_nodes_running_the_serve_time_migrate_at_once_on_a_fresh_database_all_su
         )
         for _ in range(3)
     ]
-    outputs = [node.communicate(timeout=RUN_TIMEOUT_SECONDS)[0] for node in nodes]
+    try:
+        outputs = [node.communicate(timeout=RUN_TIMEOUT_SECONDS)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait(timeout=10)
 
     assert [node.returncode for node in nodes] == [0, 0, 0], outputs
     with psycopg.connect(fresh_database.replace("postgres://", "postgresql://", 1)) as conn:
