@@ -14,9 +14,10 @@ import time
 import pytest
 from django.db import connection, transaction
 from django.test import Client
+from werkzeug import Response
 
 from channels_app.credits import credits_grant
-from channels_app.models import Workspace
+from channels_app.models import AIAgent, Workspace
 from tests.conftest import SEED_TEXT, error_of
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 from tests.live_gunicorn import database_url_for_servers, gunicorn
@@ -27,6 +28,14 @@ requires_postgresql = pytest.mark.skipif(
     reason="needs PostgreSQL (set DATABASE_URL=postgres://...): a restart is simulated by terminating the test "
     "database's backends, and only PostgreSQL has a connection pool",
 )
+LLM_ANSWER = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "test-model",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "On its way."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+}
 WAIT_SECONDS = 30  # bound on every wait for the server or the database; none is a timing assertion
 
 
@@ -66,16 +75,16 @@ def live_channel(transactional_db):
     return channel, api_key_for(workspace)[1]
 
 
-def post(server, channel, key: str, identifier: str) -> tuple[int, dict[str, str], dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS)
+def post(
+    server, channel, key: str, identifier: str, idempotency_key: str | None = None
+) -> tuple[int, dict[str, str], dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS * 2)
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    if idempotency_key:
+        headers["X-Idempotency-Key"] = idempotency_key
     try:
         body = json.dumps({**SEED_TEXT, "contactIdentifier": identifier})
-        conn.request(
-            "POST",
-            f"/api/v1/channels/{channel.pk}/messages",
-            body,
-            {"X-API-Key": key, "Content-Type": "application/json"},
-        )
+        conn.request("POST", f"/api/v1/channels/{channel.pk}/messages", body, headers)
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), json.loads(response.read())
     finally:
@@ -175,3 +184,49 @@ def test_requests_inside_a_statement_at_a_restart_get_503_and_later_ones_succeed
     warnings = [line for line in lines if line["event"].startswith("database unavailable")]
     assert len(warnings) == 5 and all("sqlstate=57P01" in line["event"] for line in warnings)  # admin shutdown
     assert not [line for line in lines if line["event"].startswith("unhandled error")]
+
+
+@requires_postgresql
+def test_a_restart_while_the_reply_is_recorded_frees_the_idempotency_key_for_the_retry(
+    live_channel, tmp_path, httpserver
+):
+    """The record phase's transaction breaks: the request gets 503, and its key, message and credits are
+    released on a new connection (Django drops a connection whose rollback failed), so the retry with the
+    same key is answered, not refused with 409 until the processing lease ends."""
+    channel, key = live_channel
+    AIAgent.objects.filter(pk=channel.agent_id).update(
+        provider=AIAgent.Provider.OPENAI, base_url=httpserver.url_for("/v1"), model="test-model", timeout_seconds=30
+    )
+    asked, go = threading.Event(), threading.Event()
+
+    def agent(request):  # answers once the test says so
+        asked.set()
+        go.wait(WAIT_SECONDS)
+        return Response(json.dumps(LLM_ANSWER), content_type="application/json")
+
+    httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_handler(agent)
+    with gunicorn(tmp_path / "server.log", DATABASE_URL=database_url_for_servers()) as server:
+        results: list = []
+        request = threading.Thread(target=lambda: results.append(post(server, channel, key, "r@example.com", "k-1")))
+        request.start()
+        assert asked.wait(WAIT_SECONDS), "the agent was not called"
+
+        # given: the reply is being recorded, waiting for the workspace row this test holds
+        with transaction.atomic():
+            Workspace.objects.select_for_update().get(pk=channel.workspace_id)
+            go.set()
+            deadline = time.monotonic() + WAIT_SECONDS
+            while not other_backends(" AND wait_event_type = 'Lock'"):
+                assert time.monotonic() < deadline, "the request did not reach the locked row"
+                time.sleep(0.05)
+
+            # when: PostgreSQL "restarts"
+            terminate_backends()
+        request.join(WAIT_SECONDS * 2)
+
+        # then: 503, and the retry with the same key is answered
+        ((status, _, body),) = results
+        assert (status, body["error"]["code"]) == (503, "database_unavailable")
+        status, _, body = post(server, channel, key, "r@example.com", "k-1")
+        assert status == 200, body
+        assert body["messageId"] and len(body["aiMessages"]) == 1
