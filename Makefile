@@ -36,8 +36,11 @@ check: $(VENV)/.synced
 	@$(VENV)/bin/ruff format --check --quiet .
 	@$(VENV)/bin/mypy --no-error-summary .
 
+# Refuses to start with the development SECRET_KEY unless DEBUG is true (config/checks.py), before migrating.
+# migrate_locked: nodes starting at once on one database migrate one after the other (an advisory lock).
 serve: $(VENV)/.synced
-	@$(VENV)/bin/python manage.py migrate --verbosity 0
+	@$(VENV)/bin/python manage.py check --deploy --tag production --fail-level ERROR >/dev/null
+	@$(VENV)/bin/python manage.py migrate_locked --verbosity 0
 	@$(VENV)/bin/gunicorn config.wsgi:application --config config/gunicorn.py --bind $(BIND)
 
 # Fuzzing (tests/fuzz/run): schemathesis against a live gunicorn on loopback, the messages endpoint, a fixed

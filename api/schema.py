@@ -388,11 +388,15 @@ RESPONSES = {
     ),
     503: _error(
         503,
-        "Overloaded: every database connection of the server stayed busy; retry after `Retry-After` seconds.",
+        "Overloaded, or the database went away; retry after `Retry-After` seconds.",
         {
             "service_busy": (
                 "The service is too busy to take this request now.",
                 {"reason": "database_pool_exhausted"},
+            ),
+            "database_unavailable": (
+                "The database connection broke during the request (a database restart or failover).",
+                {},
             ),
         },
     ),

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -302,6 +303,8 @@ class Bench:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # config/gunicorn.py refuses the development key with DEBUG off: a throwaway key for this run.
+        env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
         self.env = env
 
     def want(self, name: str) -> bool:

@@ -53,3 +53,12 @@ class ServiceBusy(ApplicationError):
         "The service is too busy to take this request now. Retry after the time given in "
         "Retry-After; with the same idempotency key a retry is safe."
     )
+
+
+class DatabaseUnavailable(ApplicationError):
+    code = "database_unavailable"
+    status_code = 503
+    default_message = (
+        "The database did not answer this request (it may be restarting). Retry after the time given in "
+        "Retry-After; with the same idempotency key a retry is safe."
+    )

@@ -5,16 +5,25 @@
 
 import json
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpResponse
+from gunicorn.http.errors import ParseException
 from psycopg_pool import PoolTimeout
 from rest_framework import exceptions
 
-from config.errors import ApplicationError, InvalidRequest, PayloadTooLarge, RateLimited, ServiceBusy
-from config.logs import log_bind
+from config.errors import (
+    ApplicationError,
+    DatabaseUnavailable,
+    InvalidRequest,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceBusy,
+)
+from config.logs import exception_summary, log_bind
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +74,11 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
     if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout):  # Django wraps driver errors
         # Every database connection of this process stayed busy for DB_POOL_TIMEOUT: overload, not a bug.
         return ServiceBusy(details={"reason": "database_pool_exhausted"}, headers={"Retry-After": "2"})
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The connection broke or the server refused the statement (a restart, a terminated backend, a
+        # failover; a deadlock or a cancelled statement too): nothing about the request was wrong, and a
+        # retry on a fresh connection works (pooled connections are checked before use, config/postgresql/).
+        return DatabaseUnavailable(headers={"Retry-After": "2"})
     if isinstance(exc, exceptions.ValidationError):
         details = flatten_errors(exc.detail)
         fields = ", ".join(sorted(details))
@@ -77,6 +91,13 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
         return InvalidRequest(
             "Send the body as JSON with the header Content-Type: application/json.",
             details={"Content-Type": str(exc.detail)},
+        )
+    if isinstance(exc, ParseException):
+        # gunicorn decodes a chunked body while the view reads it: a malformed one is the client's error.
+        return InvalidRequest(
+            "The request body's chunked encoding is malformed. Send the body with a Content-Length, or as "
+            "well-formed chunks.",
+            details={"body": "malformed chunked encoding"},
         )
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge()
@@ -108,9 +129,13 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     error = to_application_error(exc)
+    view = context.get("view").__class__.__name__
     if error is None:
-        logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+        logger.exception("unhandled error in %s", view)
         error = ApplicationError()
+    elif isinstance(error, DatabaseUnavailable):
+        # Not a bug, but an operator wants to know: the class and SQLSTATE only (config/logs.py: never the text).
+        logger.warning("database unavailable in %s: %s", view, exception_summary(exc))
     log_bind(error_code=error.code)
     return error_response(error)
 
@@ -128,7 +153,11 @@ def not_found_view(request, exception=None) -> HttpResponse:
 
 
 def server_error_view(request) -> HttpResponse:
-    return error_response(ApplicationError())
+    """Django calls this while it handles the exception, so the exception is still at hand: a database
+    outage outside a DRF view (a middleware's query) is a 503 there too."""
+    exc = sys.exc_info()[1]
+    error = to_application_error(exc) if isinstance(exc, Exception) else None
+    return error_response(error or ApplicationError())
 
 
 class NulInputMiddleware:

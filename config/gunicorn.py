@@ -7,8 +7,30 @@ short transactions, so DB_POOL_MAX_SIZE (default 20) per process is enough for h
 
 import multiprocessing
 import os
+import sys
 
-worker_class = "gevent"
+
+def _refuse_development_secret_key() -> None:
+    """No production server with the public development SECRET_KEY (unless DEBUG is on): anyone could sign
+    sessions and admin logins with it. Reads only the settings module: this runs in gunicorn's master, before
+    the workers' gevent patching, and `django.db` imported here would break every worker's connections."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    from django.conf import settings
+
+    from config.checks import SECRET_KEY_HINT, secret_key_problem
+
+    problem = secret_key_problem(settings)
+    if problem:
+        print(f"Refusing to start: {problem} {SECRET_KEY_HINT}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+_refuse_development_secret_key()
+
+# gunicorn's gevent worker and logger, answering malformed HTTP with our JSON error body and logging JSON
+# lines like the application (config/gunicorn_json.py).
+worker_class = "config.gunicorn_json.JsonErrorsGeventWorker"
+logger_class = "config.gunicorn_json.JsonLogger"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Longer than the slowest request: media (30 s), a document's text (10 s), the agent's timeout (60 s by

@@ -7,6 +7,10 @@
   `channel_id` and `api_key_prefix`, the messages service `agent_seconds`, the error handler `error_code`.
 - `redact` runs last on every line, ours and the standard library's: it drops the values of keys that
   name secrets or message content and masks anything shaped like an API key or a bearer token.
+- `format_exc_info` renders a logged exception as its traceback (files, lines, functions, code) and, for
+  each exception of the chain, its class and, for a database error, its SQLSTATE and the constraint, table
+  and column it names, never its text: exception messages quote data (PostgreSQL's "Failing row contains
+  (...)" holds a whole message, its body included), and no pattern can tell which text is content.
 
 Imported by the settings module, so it must not touch `django.conf.settings` at import time.
 """
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
+import traceback
 import uuid
 from collections.abc import MutableMapping
 from typing import Any
@@ -71,6 +77,81 @@ def redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) 
     return event_dict
 
 
+# What a database error may say in a log line: identifiers and codes, never values. psycopg puts them on the
+# error's `diag` (PostgreSQL's error fields); Django's wrapped error has the driver's error as its cause.
+_DIAG_NAMES = ("constraint_name", "table_name", "column_name", "schema_name")
+
+
+def _describe(exc: BaseException) -> str:
+    """`module.Class [sqlstate=23502 table=...]`: what an exception is, without what it says."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    fields = []
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        fields.append(f"sqlstate={sqlstate}")
+    diag = getattr(exc, "diag", None)
+    for field in _DIAG_NAMES if diag is not None else ():
+        value = getattr(diag, field, None)
+        if isinstance(value, str) and value:
+            fields.append(f"{field.removesuffix('_name')}={value}")
+    return f"{name} [{' '.join(fields)}]" if fields else name
+
+
+def _chain(exc: BaseException) -> list[tuple[BaseException, str]]:
+    """The exception and those it came from, innermost first, each with the sentence Python prints after it."""
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    link = ""
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, "The above exception was the direct cause of the following exception:"
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, "During handling of the above exception, another exception occurred:"
+        else:
+            current = None
+    return chain[::-1]
+
+
+def exception_summary(exc: BaseException) -> str:
+    """One line for a log: the classes of the chain (outermost first) with their SQLSTATEs, no text."""
+    return " <- ".join(_describe(item) for item, _ in reversed(_chain(exc)))
+
+
+def exception_text(exc: BaseException) -> str:
+    """The traceback Python would print, every exception's message replaced by its class and SQLSTATE."""
+    parts: list[str] = []
+    chain = _chain(exc)
+    for index, (item, _) in enumerate(chain):
+        if index:
+            parts.append(f"\n{chain[index - 1][1]}\n\n")
+        if item.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            parts.extend(traceback.format_list(traceback.extract_tb(item.__traceback__)))
+        parts.append(f"{_describe(item)}: [message not logged]\n")
+    return "".join(parts).rstrip("\n")
+
+
+def format_exc_info(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor in place of structlog's own `format_exc_info`: `exc_info` (True, an exception
+    or a `sys.exc_info()` tuple) becomes the `exception` field, rendered by `exception_text`."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc = exc_info
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc = exc_info[1]
+    else:
+        exc = None
+    if exc is not None:
+        event_dict["exception"] = exception_text(exc)
+    return event_dict
+
+
 def _pre_chain() -> list:
     """Processors for lines from the standard library's loggers (Django, gunicorn, requests, ours)."""
     return [
@@ -91,7 +172,7 @@ def formatter(renderer: str = "json") -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
+            format_exc_info,  # ours: never an exception's text
             redact,
             final,
         ],

@@ -13,8 +13,10 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-# The development key is refused in production by `manage.py check --deploy`; set SECRET_KEY there.
-SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-channels-api-secret-key-change-me-0123456789")
+# Public (it is in the repository), so nothing signed with it can be trusted. With DEBUG off, `make serve` and
+# gunicorn (config/gunicorn.py) refuse to start with it, `manage.py check --deploy` reports it (config/checks.py).
+DEVELOPMENT_SECRET_KEY = "dev-insecure-channels-api-secret-key-change-me-0123456789"
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
@@ -84,6 +86,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
+    # Django's backend, plus a check of each pooled connection before use, so that connections that died
+    # while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the single writer; the timeout makes a writer wait for the lock
     # instead of failing at once with "database is locked".

@@ -4,16 +4,18 @@ latencies, and never an API key, a provider key or a message body."""
 import io
 import json
 import logging
+import os
 import re
 import uuid
 
 import pytest
 import structlog
+from django.db import DatabaseError, connection, transaction
 from pytest_httpserver import HTTPServer
 
 from channels_app.models import AIAgent
 from config.logs import REDACTED, formatter
-from tests.conftest import SEED_TEXT, Api
+from tests.conftest import SEED_TEXT, Api, on_postgresql
 from tests.factories import ChannelFactory, api_key_for
 
 BODY = "My order 4411 never arrived, my phone is +1 555 0100"
@@ -100,14 +102,19 @@ def test_an_error_line_names_its_code(api, log_lines):
 
 
 def test_an_unexpected_error_is_logged_with_the_request_id(api, channel, scripted_agent, log_lines):
-    scripted_agent.take_over(channel.agent).script(RuntimeError("boom"))
+    def broken(*, agent, history):
+        raise RuntimeError(f"boom while answering {history[-1].content}")  # quotes the contact's words
+
+    scripted_agent.take_over(channel.agent).script(broken)
 
     response = api.post(SEED_TEXT, HTTP_X_REQUEST_ID="req-500")
 
     assert response.status_code == 500
     errors = [line for line in log_lines() if line["level"] == "error"]
     assert errors and all(line["request_id"] == "req-500" for line in errors)
-    assert any("RuntimeError: boom" in line.get("exception", "") for line in errors)
+    # the class and where it was raised, not what it says (exception texts quote data: see below)
+    assert any("RuntimeError" in line.get("exception", "") and ", in broken" in line["exception"] for line in errors)
+    assert SEED_TEXT["content"]["text"]["body"] not in log_lines.text()
 
 
 # --- secrets -------------------------------------------------------------------------------------------
@@ -186,3 +193,73 @@ def test_redact_drops_secret_fields_and_masks_key_shaped_values(log_lines):
     assert (first["api_key"], first["text"], first["note"], first["provider"]) == (REDACTED,) * 4
     assert second["event"] == f"stdlib says {REDACTED}" and second["body"] == REDACTED
     assert key not in log_lines.text()
+
+
+# --- exceptions: their class, SQLSTATE and frames, never their text ------------------------------------
+
+SECRET_BODY = "Order 9931 was for my sister, her address is 12 Hidden Lane"
+
+
+def test_a_database_error_quoting_a_message_body_never_reaches_the_log(api, monkeypatch, log_lines):
+    """PostgreSQL's error for a row it refuses quotes the row ("Failing row contains (...)"), the message's
+    content column included; psycopg puts that in the exception's text, which a traceback prints."""
+    from conversations.agents.builtin import BuiltinAgent
+    from conversations.models import Message
+
+    def storing_a_bad_row(self, **kwargs):  # a bug: a reply row without its conversation
+        content = {"text": {"body": SECRET_BODY}}
+        with transaction.atomic():
+            Message.objects.create(conversation=None, seq=1, direction="OUTBOUND", type="TEXT", content=content)
+
+    monkeypatch.setattr(BuiltinAgent, "reply", storing_a_bad_row)
+
+    response = api.post({**SEED_TEXT, "content": {"text": {"body": SECRET_BODY}}}, HTTP_X_REQUEST_ID="req-db")
+
+    assert response.status_code == 500
+    (error,) = [line for line in log_lines() if line["event"].startswith("unhandled error")]
+    assert error["request_id"] == "req-db"
+    assert "IntegrityError" in error["exception"] and ", in storing_a_bad_row" in error["exception"]
+    if on_postgresql():
+        assert "sqlstate=23502" in error["exception"] and "column=conversation_id" in error["exception"]
+    text = log_lines.text()
+    assert "9931" not in text and "Hidden Lane" not in text
+
+
+def test_a_logged_exception_chain_keeps_classes_and_frames_but_not_texts(log_lines):
+    secret = f"contact-said-{uuid.uuid4().hex}"
+
+    def parse(value):
+        try:
+            return {}[value]
+        except KeyError as error:
+            raise ValueError(value) from error
+
+    try:
+        parse(secret)
+    except ValueError as error:
+        logging.getLogger("tests.stdlib").exception("stdlib logs it")
+        structlog.get_logger("tests.structlog").error("structlog logs it", exc_info=error)
+
+    first, second = log_lines()
+    for line in (first, second):
+        assert "KeyError" in line["exception"] and "ValueError" in line["exception"]
+        assert "The above exception was the direct cause of the following exception:" in line["exception"]
+        assert ", in parse" in line["exception"]
+    assert secret not in log_lines.text()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite casts any text to an integer without an error",
+)
+def test_a_logged_database_error_names_its_sqlstate_but_not_the_value_it_quotes(db, log_lines):
+    secret = f"contact-said-{uuid.uuid4().hex}"
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT CAST(%s AS integer)", [secret])  # invalid input syntax for type integer: "..."
+    except DatabaseError:
+        logging.getLogger("tests.db").exception("query failed")
+
+    (line,) = log_lines()
+    assert "DataError" in line["exception"] and "sqlstate=22P02" in line["exception"]
+    assert secret not in log_lines.text()

@@ -1,0 +1,37 @@
+"""Deployment checks of our own (`manage.py check --deploy`), and the one `make serve` cannot start without.
+
+Django's own check (security.W009) only flags keys that are short or start with "django-insecure-", so it
+does not see our development key; it is refused here by name.
+
+config/gunicorn.py imports this module in gunicorn's master, before the workers' gevent patching: so nothing
+here imports `django.db` at import time (not even through `django.core.checks`). A `django.db` loaded there
+makes the workers' greenlets share one database connection, and every request fails.
+"""
+
+SECRET_KEY_HINT = (
+    "Set SECRET_KEY to a long random value, for example the output of "
+    "`python -c 'import secrets; print(secrets.token_urlsafe(50))'` (README \"Production\"), "
+    "or set DEBUG=true for a development server."
+)
+
+
+def secret_key_problem(settings) -> str | None:
+    """Why `settings` may not serve production traffic, or None. Reads settings only (no app registry)."""
+    if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY and not settings.DEBUG:
+        return "SECRET_KEY is the public development key, and DEBUG is off."
+    return None
+
+
+def development_secret_key_check(app_configs, **kwargs):
+    from django.conf import settings
+    from django.core import checks
+
+    problem = secret_key_problem(settings)
+    return [checks.Error(problem, hint=SECRET_KEY_HINT, id="channels.E001")] if problem else []
+
+
+def checks_register() -> None:
+    """Called from channels_app's AppConfig.ready()."""
+    from django.core import checks
+
+    checks.register(development_secret_key_check, checks.Tags.security, "production", deploy=True)
