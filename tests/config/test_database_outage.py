@@ -12,16 +12,16 @@ import threading
 import time
 
 import pytest
-from billing.credits import credits_grant
 from django.db import connection, transaction
 from django.test import Client
 from werkzeug import Response
 
+from billing.credits import credits_grant
 from channels_app.models import AIAgent, Workspace
+from tests.config.test_health import database_down
 from tests.conftest import SEED_TEXT, error_of
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 from tests.live_gunicorn import database_url_for_servers, gunicorn
-from tests.config.test_health import database_down
 
 requires_postgresql = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
