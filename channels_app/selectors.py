@@ -6,9 +6,9 @@ from conversations.agents.base import AgentConfig
 
 
 def channel_get_for_workspace(*, channel_id: str, workspace_id: str) -> Channel:
-    """The workspace's channel with its agent. Another workspace's channel is "not found", never
-    "forbidden": its existence is not confirmed."""
-    channel = Channel.objects.select_related("agent").filter(pk=channel_id, workspace_id=workspace_id).first()
+    """The workspace's channel with its agent and team (one query). Another workspace's channel is "not
+    found", never "forbidden": its existence is not confirmed."""
+    channel = Channel.objects.select_related("agent", "team").filter(pk=channel_id, workspace_id=workspace_id).first()
     if channel is None:
         raise ChannelNotFound(
             "No channel with this id exists in your workspace. Check the channelId in the URL "

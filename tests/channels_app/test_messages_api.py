@@ -25,17 +25,27 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
     assert body["success"] is True
     assert all(isinstance(body[key], str) and body[key] for key in ("contactId", "conversationId", "messageId"))
     conversation = body["conversation"]
-    assert set(conversation) == {"id", "status", "channelId", "contactId", "assignee", "createdAt", "lastMessageAt"}
+    assert list(conversation) == [
+        # Blubash's fields, then ours
+        *("status", "assignedToHuman", "aiAgentId", "aiAgentName", "teamId", "teamName"),
+        *("id", "channelId", "contactId", "assignee", "createdAt", "lastMessageAt", "closedAt", "closeReason"),
+    ]
     assert conversation["id"] == body["conversationId"]
-    assert conversation["status"] == "OPEN"
+    assert (conversation["status"], conversation["assignedToHuman"]) == ("ACTIVE", False)
+    assert (conversation["aiAgentId"], conversation["aiAgentName"]) == (channel.agent.pk, channel.agent.name)
+    assert (conversation["teamId"], conversation["teamName"]) == (None, None)  # the channel has no team
     assert conversation["channelId"] == channel.pk
     assert conversation["contactId"] == body["contactId"]
     assert conversation["assignee"] == {"type": "AI_AGENT", "id": channel.agent.pk, "name": channel.agent.name}
     assert ISO.match(conversation["createdAt"]) and ISO.match(conversation["lastMessageAt"])
+    assert (conversation["closedAt"], conversation["closeReason"]) == (None, None)
     assert len(body["aiMessages"]) == 1
     reply = body["aiMessages"][0]
-    assert set(reply) == {"id", "type", "content", "createdAt"}
-    assert reply["type"] == "TEXT" and reply["content"]["text"]["body"]
+    assert list(reply) == ["type", "content", "sender_type", "sender_name", "channel_message_id", "id", "createdAt"]
+    assert reply["type"] == "TEXT"
+    assert reply["content"] == {"text": {"body": reply["content"]["text"]["body"]}, "type": "text"}
+    assert reply["content"]["text"]["body"]
+    assert (reply["sender_type"], reply["sender_name"], reply["channel_message_id"]) == ("AI", channel.agent.name, None)
     assert ISO.match(reply["createdAt"])
     assert body["usage"] == {
         "credits": 1,

@@ -38,7 +38,7 @@ def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversa
     bodies = [r.json() for r in responses]
     contact = Contact.objects.get()
     conversation = Conversation.objects.get()
-    assert (conversation.status, conversation.contact_id, conversation.last_seq) == ("OPEN", contact.pk, REQUESTS)
+    assert (conversation.status, conversation.contact_id, conversation.last_seq) == ("ACTIVE", contact.pk, REQUESTS)
     assert {b["contactId"] for b in bodies} == {contact.pk}
     assert {b["conversationId"] for b in bodies} == {conversation.pk}
 

@@ -275,7 +275,7 @@ def test_a_pdf_text_reaches_the_agent(llm_api, httpserver):
 
     # then
     assert response.status_code == 200, response.content
-    assert response.json()["aiMessages"][0]["content"] == {"text": {"body": "Your invoice is paid."}}
+    assert response.json()["aiMessages"][0]["content"] == {"text": {"body": "Your invoice is paid."}, "type": "text"}
     [sent] = chat_requests(httpserver)
     last = sent["messages"][-1]
     assert last["role"] == "user"

@@ -130,7 +130,7 @@ def test_provider_gets_key_model_system_prompt_and_the_conversation_newest_last(
         user("Can I get a refund?"),
     ]
     assert requests[0].get_json()["messages"] == [SYSTEM, user("Hi")]
-    assert bodies[-1].json()["aiMessages"][0]["content"] == {"text": {"body": "Yes, within 30 days."}}
+    assert bodies[-1].json()["aiMessages"][0]["content"] == {"text": {"body": "Yes, within 30 days."}, "type": "text"}
 
 
 def test_agent_temperature_and_max_output_tokens_are_sent(api, agent, httpserver):
