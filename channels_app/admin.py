@@ -24,6 +24,7 @@ from channels_app.models import (
     Channel,
     IdempotencyRecord,
     KnowledgeEntry,
+    Team,
     UsageLedgerEntry,
     Workspace,
     WorkspaceApiKey,
@@ -106,6 +107,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
             _changelist_link(UsageLedgerEntry, "Ledger", workspace__id__exact=obj.pk),
             _changelist_link(WorkspaceApiKey, "API keys", workspace__id__exact=obj.pk),
             _changelist_link(Channel, "Channels", workspace__id__exact=obj.pk),
+            _changelist_link(Team, "Teams", workspace__id__exact=obj.pk),
             _changelist_link(AIAgent, "AI agents", workspace__id__exact=obj.pk),
         ]
         return format_html_join(" \u00b7 ", "{}", ((link,) for link in links))
@@ -150,26 +152,38 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
 
 class ChannelAdminForm(forms.ModelForm):
+    """The agent and the team must be the channel's workspace's: Channel.clean checks both."""
+
     class Meta:
         model = Channel
-        fields = ["workspace", "name", "type", "is_active", "agent"]
+        fields = ["workspace", "name", "type", "is_active", "agent", "team"]
 
-    def clean(self):
-        cleaned = super().clean()
-        workspace = cleaned.get("workspace") or (self.instance.workspace if self.instance.workspace_id else None)
-        agent = cleaned.get("agent")
-        if agent is not None and workspace is not None and agent.workspace_id != workspace.pk:
-            # Another workspace's agent would answer with that workspace's instructions and knowledge.
-            self.add_error("agent", f"Choose an AI agent of the workspace \u201c{workspace}\u201d.")
-        return cleaned
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "workspace", "id", "created_at"]
+    list_select_related = ["workspace"]
+    list_filter = ["workspace"]
+    search_fields = ["=id", "name"]
+    readonly_fields = ["id", "channels_link", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A team stays in its workspace: its channels belong there.
+        return [*self.readonly_fields, "workspace"] if obj is not None else self.readonly_fields
+
+    @admin.display(description="channels")
+    def channels_link(self, obj: Team) -> str:
+        if obj.pk is None:
+            return "-"
+        return _changelist_link(Channel, "The team\u2019s channels", team__id__exact=obj.pk)
 
 
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelAdminForm
-    list_display = ["name", "type", "is_active", "workspace", "agent", "id", "created_at"]
-    list_select_related = ["workspace", "agent"]
-    list_filter = ["type", "is_active", "workspace"]
+    list_display = ["name", "type", "is_active", "workspace", "agent", "team", "id", "created_at"]
+    list_select_related = ["workspace", "agent", "team"]
+    list_filter = ["type", "is_active", "workspace", "team"]
     search_fields = ["=id", "name"]
     readonly_fields = ["id", "created_at", "updated_at"]
 
@@ -183,11 +197,12 @@ class ChannelAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
-        agent_field = form.base_fields.get("agent")
-        if agent_field is not None:
-            queryset = AIAgent.objects.select_related("workspace")
-            agent_field.queryset = queryset.filter(workspace=obj.workspace_id) if obj is not None else queryset
-            agent_field.label_from_instance = lambda agent: f"{agent.name} ({agent.workspace.name})"
+        for name, model in (("agent", AIAgent), ("team", Team)):
+            choice = form.base_fields.get(name)
+            if choice is not None:
+                queryset = model.objects.select_related("workspace")
+                choice.queryset = queryset.filter(workspace=obj.workspace_id) if obj is not None else queryset
+                choice.label_from_instance = lambda row: f"{row.name} ({row.workspace.name})"
         return form
 
 

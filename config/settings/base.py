@@ -39,6 +39,9 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first: times the whole stack
     "config.logs.RequestIdMiddleware",  # before django-structlog, which logs the id this one settles
     "django_structlog.middlewares.RequestMiddleware",
+    # Before anything calls request.get_host(): health probes answer whatever the Host; an unknown Host gets
+    # the JSON error body (config/hosts.py).
+    "config.hosts.HostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
