@@ -222,3 +222,8 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat keeps its last-run times in a file; under var/ (git-ignored), not in the folder Celery was started in.
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULER = "config.celery.Scheduler"  # creates var/ first
+# Logs go through Django's LOGGING (config/celery.py connects setup_logging), JSON lines like the web's.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
