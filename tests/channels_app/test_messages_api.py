@@ -110,6 +110,11 @@ def test_knowledge_answer_and_greeting(api):
     assert greeting["aiMessages"][0]["content"]["text"]["body"] == "Hello! How can I help you today?"
 
 
+def test_the_specs_example_text_is_greeted(api):
+    body = api.post(SEED_TEXT).json()  # "Hello, how can I help you?"
+    assert body["aiMessages"][0]["content"]["text"]["body"] == "Hello! How can I help you today?"
+
+
 def test_long_answer_is_split_into_several_ai_messages_in_order(api, channel):
     paragraphs = [f"Paragraph {n}: " + "word " * 30 for n in range(3)]
     channel.agent.knowledge.create(question="Tell me about the warranty", answer="\n\n".join(paragraphs))
@@ -245,6 +250,7 @@ def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, monkey
     error = error_of(response)
     assert error["code"] == "insufficient_credits"
     assert error["details"] == {"available": 0, "required": 1}
+    assert error["message"].startswith("The workspace has 0 credits available and this message needs 1 credit. ")
     assert calls == []
     assert Message.objects.count() == 0
 

@@ -96,7 +96,7 @@ def llm_api(client, workspace, api_key, httpserver):
             pdf_bytes(PDF_TEXT),
             {"filename": "invoice.pdf", "caption": "My invoice"},
             "application/pdf",
-            'Thanks, I received your document "invoice.pdf": \u201cMy invoice\u201d.',
+            "Thanks, I received your document \u201cinvoice.pdf\u201d: \u201cMy invoice\u201d.",
             id="pdf",
         ),
     ],
