@@ -2,6 +2,7 @@
 records (read-only history, like the conversations; see config.admin_base)."""
 
 import json
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -44,9 +45,10 @@ if admin.site.is_registered(APIKey):
 
 
 def _changelist_link(model: type[models.Model], label: str, **filters: str) -> str:
+    # A query string, URL-encoded: the admin's quote() is for primary keys in paths ("_" becomes "_5F"), and
+    # a filter value quoted that way matches nothing.
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
-    query = "&".join(f"{key}={quote(value)}" for key, value in filters.items())
-    return format_html('<a href="{}?{}">{}</a>', url, query, label)
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode(filters), label)
 
 
 # --- configuration ----------------------------------------------------------------------------------------

@@ -68,6 +68,18 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
     assert (charge.delta, charge.balance_after, charge.message_id) == (-1, 99, inbound.pk)
 
 
+def test_the_channels_team_is_named_in_the_conversation(api, channel):
+    from channels_app.models import Team
+
+    channel.team = Team.objects.create(workspace=channel.workspace, name="Suporte T\u00e9cnico")
+    channel.save()
+
+    conversation = api.post().json()["conversation"]
+
+    assert (conversation["teamId"], conversation["teamName"]) == (channel.team.pk, "Suporte T\u00e9cnico")
+    assert conversation["teamId"].startswith("team_")
+
+
 def test_same_contact_lands_in_same_contact_and_conversation(api):
     first = api.post(SEED_TEXT).json()
     second = api.post({**SEED_TEXT, "contactName": "Another Name"}).json()
