@@ -54,8 +54,8 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 class StringFieldSchema(OpenApiSerializerFieldExtension):
-    """A JSON string (numbers and booleans are refused). A required one must hold more than whitespace:
-    the server trims it first. Null characters are refused anywhere."""
+    """A JSON string (numbers and booleans are refused). A required one must hold more than whitespace
+    (a text body is kept as sent, other strings are trimmed). Null characters are refused anywhere."""
 
     target_class = "channels_app.serializers._StringField"
     match_subclasses = True
@@ -263,7 +263,7 @@ RESPONSES = {
         {
             "invalid_request": (
                 "Bad JSON, wrong Content-Type, an unknown type, content not matching the type, "
-                "empty or too long fields.",
+                "empty or too long fields, an unknown field, bad metadata.",
                 {"content.text.body": "This field may not be blank."},
             ),
             "channel_unavailable": (
@@ -273,6 +273,10 @@ RESPONSES = {
             "invalid_idempotency_key": (
                 "The idempotency key is not 1-255 printable ASCII characters.",
                 {"header": "X-Idempotency-Key", "length": 0},
+            ),
+            "invalid_host": (
+                "The Host header is not one of the service's host names (ALLOWED_HOSTS).",
+                {"header": "Host", "host": "attacker.example"},
             ),
             "media_url_not_allowed": (
                 "The media URL is refused (scheme, credentials, non-public address).",
