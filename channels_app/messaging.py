@@ -80,6 +80,8 @@ class Accepted:
     conversation_id: str
     conversation_created_at: datetime
     conversation_status: str
+    conversation_closed_at: datetime | None
+    conversation_close_reason: str | None
     message: Message
     reserved: int
     claim: Claim | None
@@ -206,6 +208,8 @@ def _accept_once(
             conversation_id=conversation.pk,
             conversation_created_at=conversation.created_at,
             conversation_status=conversation.status,
+            conversation_closed_at=conversation.closed_at,
+            conversation_close_reason=conversation.close_reason or None,
             message=message,
             reserved=reserved,
             claim=claim,
@@ -238,6 +242,8 @@ def _accept_once(
         conversation_id=stored.conversation_id,
         conversation_created_at=stored.conversation_created_at,
         conversation_status=Conversation.Status.ACTIVE,
+        conversation_closed_at=None,
+        conversation_close_reason=None,
         message=stored.message,
         reserved=reserved,
         claim=claim,
@@ -337,6 +343,8 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
                 team_name=accepted.team_name,
                 created_at=accepted.conversation_created_at,
                 last_message_at=now,
+                closed_at=accepted.conversation_closed_at,
+                close_reason=accepted.conversation_close_reason,
             ),
             ai_messages=[
                 AiMessageView(
