@@ -5,7 +5,9 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 VENV := .venv
-BIND ?= 127.0.0.1:8000
+# Where `make run` and `make serve` listen: BIND=host:port, or only PORT=8080 on loopback.
+PORT ?= 8000
+BIND ?= 127.0.0.1:$(PORT)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
@@ -22,9 +24,9 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 run: $(VENV)/.synced
 	@$(VENV)/bin/python manage.py migrate --verbosity 0
-	@$(VENV)/bin/python manage.py bootstrap_demo
-	@echo "Serving on http://127.0.0.1:8000 (Ctrl-C stops)."
-	@$(VENV)/bin/python manage.py runserver 127.0.0.1:8000 --verbosity 0
+	@$(VENV)/bin/python manage.py bootstrap_demo --bind "$(BIND)"
+	@echo "Serving on http://$(BIND) (Ctrl-C stops)."
+	@$(VENV)/bin/python manage.py runserver "$(BIND)" --verbosity 0
 
 test: $(VENV)/.synced
 	@$(VENV)/bin/pytest

@@ -1,8 +1,10 @@
 """`manage.py bootstrap_demo`'s service: a demo workspace with everything a first request needs, across the
 apps (channels_app's workspace, agent, channel and key; billing's credits)."""
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -68,6 +70,28 @@ def demo_bootstrap(*, key_file: Path) -> dict[str, str]:
         credits_grant(workspace=workspace, amount=DEMO_CREDITS, note="demo credits")
     api_key = _demo_key(workspace=workspace, key_file=key_file)
     return {"workspaceId": workspace.pk, "channelId": channel.pk, "apiKey": api_key}
+
+
+def demo_key_file(*, base_dir: Path, database: dict[str, Any]) -> Path:
+    """Where `bootstrap_demo` keeps the demo key of one database: var/demo-key-<hash>.json, the hash taken
+    of the engine, host, port and name (never the password). One file per database, so pointing
+    DATABASE_URL at another database and back finds the first one's key again instead of minting a new key
+    over a shared file."""
+    identity = "|".join(str(database.get(part) or "") for part in ("ENGINE", "HOST", "PORT", "NAME"))
+    return base_dir / "var" / f"demo-key-{hashlib.sha256(identity.encode()).hexdigest()[:12]}.json"
+
+
+def demo_base_url(*, bind: str) -> str:
+    """The URL a local client reaches a server bound to `bind` (`host:port` or a port) at: a wildcard
+    address becomes loopback."""
+    host, colon, port = bind.rpartition(":")
+    if not colon:
+        host, port = "", bind
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "[::1]"
+    return f"http://{host}:{port}"
 
 
 def _demo_key(*, workspace: Workspace, key_file: Path) -> str:

@@ -52,12 +52,21 @@ def idempotency_key_validate(key: str) -> str:
     return key
 
 
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
 def request_fingerprint(*, method: str, path: str, channel_id: str, body: Any) -> str:
-    """SHA-256 of what makes two requests the same: method, path, channel and the body's JSON value
-    (canonical: key order and whitespace do not matter). Any JSON value hashes: the view refuses bodies
-    with lone surrogates, and `surrogatepass` keeps one that got here anyway from becoming a 500."""
+    """SHA-256 of what makes two requests the same: method, path, channel and the body's JSON value, all of
+    it (`metadata` included), canonical: key order and whitespace do not matter, and neither does a `null`
+    field against a missing one (null means absent, README "Request body"). Any JSON value hashes: the view
+    refuses bodies with lone surrogates, and `surrogatepass` keeps one that got here anyway from being a 500."""
     canonical = json.dumps(
-        {"method": method, "path": path, "channel": channel_id, "body": body},
+        {"method": method, "path": path, "channel": channel_id, "body": _without_nulls(body)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -11,7 +11,7 @@ A failed agent call keeps the inbound message, releases the credits and frees th
 import json
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -29,6 +29,13 @@ from api.idempotency import (
     idempotency_lock_extend,
     idempotency_release,
 )
+from api.serializers import (
+    AiMessageView,
+    ConversationView,
+    MessageResult,
+    MessageResultSerializer,
+    UsageView,
+)
 from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
 from channels_app.models import Workspace
 from channels_app.selectors import channel_get_for_workspace
@@ -38,7 +45,7 @@ from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
 from conversations.media.pipeline import history_media_load, media_prepare
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from conversations.selectors import agent_config
 from conversations.services import (
     TurnNotReady,
@@ -86,20 +93,20 @@ class PostResult:
 class Accepted:
     workspace_id: str
     channel_id: str
+    team_id: str | None
+    team_name: str | None
     agent: AgentConfig
     contact_id: str
     conversation_id: str
     conversation_created_at: datetime
     conversation_status: str
+    conversation_closed_at: datetime | None
+    conversation_close_reason: str | None
     message: Message
     reserved: int
     claim: Claim | None
     lease_seconds: float  # see `lease_seconds`
     lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -148,9 +155,12 @@ def message_post(
     contact_name: str,
     type: str,
     content: dict[str, Any],
+    metadata: dict[str, str],
     idempotency_key: str | None,
     fingerprint: str,
 ) -> PostResult:
+    """Accept, think, record (the module's docstring). `contact_name` is "" when none was sent; `metadata`
+    is {} when none was sent."""
     accepted = _accept(
         workspace=workspace,
         channel_id=channel_id,
@@ -158,6 +168,7 @@ def message_post(
         contact_name=contact_name,
         type=type,
         content=content,
+        metadata=metadata,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
     )
@@ -179,6 +190,7 @@ def _accept(
     contact_name: str,
     type: str,
     content: dict[str, Any],
+    metadata: dict[str, str],
     idempotency_key: str | None,
     fingerprint: str,
 ) -> Accepted | Replay:
@@ -192,6 +204,7 @@ def _accept(
                     contact_name=contact_name,
                     type=type,
                     content=content,
+                    metadata=metadata,
                     idempotency_key=idempotency_key,
                     fingerprint=fingerprint,
                 )
@@ -210,6 +223,7 @@ def _accept_once(
     contact_name: str,
     type: str,
     content: dict[str, Any],
+    metadata: dict[str, str],
     idempotency_key: str | None,
     fingerprint: str,
 ) -> Accepted | Replay:
@@ -241,11 +255,15 @@ def _accept_once(
         return Accepted(
             workspace_id=workspace.pk,
             channel_id=channel.pk,
+            team_id=channel.team_id,
+            team_name=channel.team.name if channel.team is not None else None,
             agent=agent,
             contact_id=conversation.contact_id,
             conversation_id=conversation.pk,
             conversation_created_at=conversation.created_at,
             conversation_status=conversation.status,
+            conversation_closed_at=conversation.closed_at,
+            conversation_close_reason=conversation.close_reason or None,
             message=message,
             reserved=reserved,
             claim=claim,
@@ -261,6 +279,7 @@ def _accept_once(
         contact_name=contact_name,
         type=type,
         content=content,
+        metadata=metadata,
         now=now,
         lease_until=lease_until,
         credits_reserved=reserved,
@@ -272,11 +291,15 @@ def _accept_once(
     return Accepted(
         workspace_id=workspace.pk,
         channel_id=channel.pk,
+        team_id=channel.team_id,
+        team_name=channel.team.name if channel.team is not None else None,
         agent=agent,
         contact_id=stored.contact_id,
         conversation_id=stored.conversation_id,
         conversation_created_at=stored.conversation_created_at,
-        conversation_status="OPEN",
+        conversation_status=Conversation.Status.ACTIVE,
+        conversation_closed_at=None,
+        conversation_close_reason=None,
         message=stored.message,
         reserved=reserved,
         claim=claim,
@@ -386,33 +409,43 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
             output_tokens=reply.output_tokens,
             now=now,
         )
-        body = render(
-            {
-                "success": True,
-                "contactId": accepted.contact_id,
-                "conversationId": accepted.conversation_id,
-                "messageId": accepted.message.pk,
-                "conversation": {
-                    "id": accepted.conversation_id,
-                    "status": accepted.conversation_status,
-                    "channelId": accepted.channel_id,
-                    "contactId": accepted.contact_id,
-                    "assignee": {"type": "AI_AGENT", "id": accepted.agent.id, "name": accepted.agent.name},
-                    "createdAt": iso(accepted.conversation_created_at),
-                    "lastMessageAt": iso(now),
-                },
-                "aiMessages": [
-                    {"id": reply.pk, "type": reply.type, "content": reply.content, "createdAt": iso(reply.created_at)}
-                    for reply in replies
-                ],
-                "usage": {
-                    "credits": charged,
-                    "balance": balance,
-                    "inputTokens": reply.input_tokens,
-                    "outputTokens": reply.output_tokens,
-                },
-            }
+        result = MessageResult(
+            contact_id=accepted.contact_id,
+            conversation_id=accepted.conversation_id,
+            message_id=accepted.message.pk,
+            conversation=ConversationView(
+                id=accepted.conversation_id,
+                status=accepted.conversation_status,
+                channel_id=accepted.channel_id,
+                contact_id=accepted.contact_id,
+                agent_id=accepted.agent.id,
+                agent_name=accepted.agent.name,
+                team_id=accepted.team_id,
+                team_name=accepted.team_name,
+                created_at=accepted.conversation_created_at,
+                last_message_at=now,
+                closed_at=accepted.conversation_closed_at,
+                close_reason=accepted.conversation_close_reason,
+            ),
+            ai_messages=[
+                AiMessageView(
+                    id=stored.pk,
+                    type=stored.type,
+                    content=stored.content,
+                    sender_name=accepted.agent.name,
+                    created_at=stored.created_at,
+                )
+                for stored in replies
+            ],
+            usage=UsageView(
+                credits=charged,
+                balance=balance,
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+            ),
         )
+        # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
+        body = render(MessageResultSerializer(result).data)
         if accepted.claim is not None:
             idempotency_complete(claim=accepted.claim, status=200, body=body)
     # Back to the pool now, not at the end of the request: rendering and logging need no connection, and

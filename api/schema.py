@@ -2,8 +2,9 @@
 
 The view parses its JSON itself (views._json_body), so the request is declared here: a `oneOf` of one
 schema per message type, told apart by `type` (the discriminator), built from the same content serializers
-that validate requests, so the documented limits are the enforced ones. The responses are the contract's:
-the success body (README.md, "Example") and, for every error status, the error body with the codes it can carry.
+that validate requests, so the documented limits are the enforced ones. The responses: the success body is
+api.serializers.MessageResultSerializer (the one that renders it), and every error status has the
+error body with the codes it can carry.
 """
 
 from drf_spectacular.extensions import (
@@ -24,12 +25,15 @@ from rest_framework import serializers
 
 from api.idempotency import MAX_KEY_LENGTH
 from api.serializers import (
-    CONTACT_IDENTIFIER_MAX,
-    CONTACT_NAME_MAX,
     CONTENT_SERIALIZERS,
     MESSAGE_TYPES,
+    METADATA_MAX_KEYS,
+    METADATA_VALUE_MAX,
+    MessageResultSerializer,
     _StrictObject,
-    _text,
+    contact_identifier_field,
+    contact_name_field,
+    metadata_field,
 )
 
 # --- how our own field and serializer classes look in the schema --------------------------------------
@@ -50,8 +54,8 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 class StringFieldSchema(OpenApiSerializerFieldExtension):
-    """A JSON string (numbers and booleans are refused). A required one must hold more than whitespace:
-    the server trims it first. Null characters are refused anywhere."""
+    """A JSON string (numbers and booleans are refused). A required one must hold more than whitespace
+    (a text body is kept as sent, other strings are trimmed). Null characters are refused anywhere."""
 
     target_class = "api.serializers._StringField"
     match_subclasses = True
@@ -142,24 +146,20 @@ def _content_wrapper(message_type: str) -> type[_StrictObject]:
 CONTENT_WRAPPERS = {message_type: _content_wrapper(message_type) for message_type in MESSAGE_TYPES}
 
 
-def _message_request(message_type: str) -> type[serializers.Serializer]:
-    """`{"type": T, "contactIdentifier", "contactName", "content": {"<t>": {...}}}` for one type T."""
-    identifier = _text(CONTACT_IDENTIFIER_MAX)
-    identifier.help_text = (
-        "Identifies the contact across requests (an e-mail address is recommended). The "
-        "same value always reaches the same contact and its open conversation."
-    )
-    name = _text(CONTACT_NAME_MAX, required=False)
-    name.help_text = "Display name, used when the contact is created."
+def _message_request(message_type: str) -> type[_StrictObject]:
+    """`{"type": T, "contactIdentifier", "contactName", "content": {"<t>": {...}}, "metadata"}` for one
+    type T, with the fields of InboundMessageSerializer (which validates every type)."""
     return type(
         f"{message_type.title()}Message",
-        (serializers.Serializer,),
+        (_StrictObject,),
         {
-            "__doc__": f"A message of type {message_type} from a contact.",
+            "__doc__": f"A message of type {message_type} from a contact. Unknown fields are refused; null for "
+            "an optional field is the field left out.",
             "type": serializers.ChoiceField(choices=[message_type], help_text="The message type."),
-            "contactIdentifier": identifier,
-            "contactName": name,
+            "contactIdentifier": contact_identifier_field(),
+            "contactName": contact_name_field(),
             "content": CONTENT_WRAPPERS[message_type](),
+            "metadata": metadata_field(),
         },
     )
 
@@ -172,28 +172,12 @@ InboundMessageRequest = PolymorphicProxySerializer(
     resource_type_field_name="type",
 )
 
-# --- the responses ---------------------------------------------------------------------------------------
-
-
-class Assignee(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["AI_AGENT"])
-    id = serializers.CharField()
-    name = serializers.CharField()
-
-
-class ConversationSummary(serializers.Serializer):
-    id = serializers.CharField()
-    status = serializers.ChoiceField(choices=["OPEN", "CLOSED"])
-    channelId = serializers.CharField()  # camelCase: the wire names
-    contactId = serializers.CharField()
-    assignee = Assignee()
-    createdAt = serializers.DateTimeField()
-    lastMessageAt = serializers.DateTimeField()
+# --- the responses: the 200 body is api.serializers.MessageResultSerializer ---------------------
 
 
 def _reply_content(message_type: str) -> type[serializers.Serializer]:
-    """A reply's content, shaped like a request's, without the request's limits (an agent's paragraph can
-    be longer than a contact may send) and open to keys added later."""
+    """A reply's content, shaped like a request's plus Blubash's lower-case `type`, without the request's
+    limits (an agent's paragraph can be longer than a contact may send) and open to keys added later."""
     key, content_class = CONTENT_SERIALIZERS[message_type]
     inner = type(
         f"Reply{message_type.title()}",
@@ -204,43 +188,38 @@ def _reply_content(message_type: str) -> type[serializers.Serializer]:
         f"Reply{message_type.title()}Content",
         (serializers.Serializer,),
         {
-            "__doc__": f'The content of a reply of type {message_type}: one key, "{key}".',
+            "__doc__": f'The content of a reply of type {message_type}: the key "{key}" and `type` "{key}".',
             key: inner(),
+            "type": serializers.ChoiceField(choices=[key], help_text="The message type in lower case."),
         },
     )
 
 
-MessageContent = PolymorphicProxySerializer(
+ReplyContent = PolymorphicProxySerializer(
     component_name="ReplyContent",
     serializers=[_reply_content(message_type) for message_type in MESSAGE_TYPES],
     resource_type_field_name=None,
 )
 
 
-class AiMessage(serializers.Serializer):
-    id = serializers.CharField()
-    type = serializers.ChoiceField(choices=list(MESSAGE_TYPES))
-    content = MessageContent
-    createdAt = serializers.DateTimeField()
+class ReplyContentFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "api.serializers.ReplyContentField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        return auto_schema.resolve_serializer(ReplyContent, direction).ref
 
 
-class Usage(serializers.Serializer):
-    credits = serializers.IntegerField(min_value=0, help_text="Credits this message spent.")
-    balance = serializers.IntegerField(min_value=0, help_text="The workspace's credits left.")
-    inputTokens = serializers.IntegerField(min_value=0)
-    outputTokens = serializers.IntegerField(min_value=0)
+class MetadataFieldSchema(OpenApiSerializerFieldExtension):
+    """What JSON Schema in OpenAPI 3.0 can say of `metadata`; the key length (1-64) is in the description."""
 
+    target_class = "api.serializers._MetadataField"
 
-class MessageResult(serializers.Serializer):
-    """The agent's reply to the contact's message."""
-
-    success = serializers.BooleanField()
-    contactId = serializers.CharField()
-    conversationId = serializers.CharField()
-    messageId = serializers.CharField()
-    conversation = ConversationSummary()
-    aiMessages = AiMessage(many=True, help_text="The agent's messages, earliest first.")
-    usage = Usage()
+    def map_serializer_field(self, auto_schema, direction):
+        return {
+            "type": "object",
+            "maxProperties": METADATA_MAX_KEYS,
+            "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX, "pattern": r"^[^\u0000]*$"},
+        }
 
 
 class ErrorDetail(serializers.Serializer):
@@ -275,14 +254,16 @@ def _error(status: int, summary: str, codes: dict[str, tuple[str, dict]]) -> Ope
 
 
 RESPONSES = {
-    200: OpenApiResponse(response=MessageResult, description="The message was stored and the agent answered."),
+    200: OpenApiResponse(
+        response=MessageResultSerializer, description="The message was stored and the agent answered."
+    ),
     400: _error(
         400,
         "The request cannot be processed as sent.",
         {
             "invalid_request": (
                 "Bad JSON, wrong Content-Type, an unknown type, content not matching the type, "
-                "empty or too long fields.",
+                "empty or too long fields, an unknown field, bad metadata.",
                 {"content.text.body": "This field may not be blank."},
             ),
             "channel_unavailable": (
@@ -292,6 +273,10 @@ RESPONSES = {
             "invalid_idempotency_key": (
                 "The idempotency key is not 1-255 printable ASCII characters.",
                 {"header": "X-Idempotency-Key", "length": 0},
+            ),
+            "invalid_host": (
+                "The Host header is not one of the service's host names (ALLOWED_HOSTS).",
+                {"header": "Host", "host": "attacker.example"},
             ),
             "media_url_not_allowed": (
                 "The media URL is refused (scheme, credentials, non-public address).",
@@ -414,7 +399,7 @@ _REQUEST_ID_SCHEMA = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-
 
 PARAMETERS = [
     OpenApiParameter(
-        "channel_id",
+        "channelId",
         OpenApiTypes.STR,
         OpenApiParameter.PATH,
         description="The id of an API channel of your workspace (`ch_…`).",
@@ -475,16 +460,56 @@ PARAMETERS = [
     ),
 ]
 
+# The README's example response (README "Example"); tests/test_schema.py checks it has a real response's fields.
+REPLY_EXAMPLE = {
+    "success": True,
+    "contactId": "ct_01m8a0z0svjtnbznghw1rmd1t3",
+    "conversationId": "cv_01m8a0z0swmvbrf7kdwdttser7",
+    "messageId": "msg_01m8a0z0sxadfn7gzazsxz5znw",
+    "conversation": {
+        "status": "ACTIVE",
+        "assignedToHuman": False,
+        "aiAgentId": "ag_01m8a0tew84ky5vn4web71wcec",
+        "aiAgentName": "Demo agent",
+        "teamId": None,
+        "teamName": None,
+        "id": "cv_01m8a0z0swmvbrf7kdwdttser7",
+        "channelId": "ch_01m8a0tewa493xysacwf74zzk6",
+        "contactId": "ct_01m8a0z0svjtnbznghw1rmd1t3",
+        "assignee": {"type": "AI_AGENT", "id": "ag_01m8a0tew84ky5vn4web71wcec", "name": "Demo agent"},
+        "createdAt": "2026-11-25T18:54:50.684Z",
+        "lastMessageAt": "2026-11-25T18:54:50.698Z",
+        "closedAt": None,
+        "closeReason": None,
+    },
+    "aiMessages": [
+        {
+            "type": "TEXT",
+            "content": {"text": {"body": "Yes. You can ask for a refund within 30 days of purchase."}, "type": "text"},
+            "sender_type": "AI",
+            "sender_name": "Demo agent",
+            "channel_message_id": None,
+            "id": "msg_01m8a0z0tcstnjcb0pdx5ewgmh",
+            "createdAt": "2026-11-25T18:54:50.700Z",
+        }
+    ],
+    "usage": {"credits": 1, "balance": 999, "inputTokens": 28, "outputTokens": 40},
+}
+
 message_create_schema = extend_schema(
     operation_id="channel_message_create",
     summary="Send a contact's message and get the AI agent's reply",
     description=(
-        "Finds or creates the contact by `contactIdentifier`, appends the message to the contact's open "
+        "Finds or creates the contact by `contactIdentifier`, appends the message to the contact's active "
         "conversation on the channel, asks the channel's AI agent and answers with its replies "
         "(`aiMessages`, earliest first) and the credits used.\n\n"
         "Limits: the body at most 64 KiB (`API_MAX_BODY_BYTES`); `contactIdentifier` 1-320 characters, "
         "`contactName` 200, text `body` 1-4096, `caption` 1024, `filename` 255, media `url` 2048 (http or "
-        "https; the file at most 10 MB, downloaded within 30 s). Unknown keys inside `content` are refused. "
+        "https; the file at most 10 MB, downloaded within 30 s); `metadata` at most 16 keys of 1-64 "
+        "characters, each value a string of at most 512. Unknown fields, at the top and inside `content`, are "
+        "refused; `null` for an optional field is the field left out. A text `body` is kept as sent, leading "
+        "and trailing whitespace included; `contactIdentifier` is trimmed, an e-mail address matched "
+        "case-insensitively and a `+` phone number by its digits. "
         "Requests per minute per API key are limited (429 with `Retry-After`)."
     ),
     tags=["messages"],
@@ -500,30 +525,7 @@ message_create_schema = extend_schema(
             "Reply",
             response_only=True,
             status_codes=[200],
-            value={
-                "success": True,
-                "contactId": "ct_01m8a0z0svjtnbznghw1rmd1t3",
-                "conversationId": "cv_01m8a0z0swmvbrf7kdwdttser7",
-                "messageId": "msg_01m8a0z0sxadfn7gzazsxz5znw",
-                "conversation": {
-                    "id": "cv_01m8a0z0swmvbrf7kdwdttser7",
-                    "status": "OPEN",
-                    "channelId": "ch_01m8a0tewa493xysacwf74zzk6",
-                    "contactId": "ct_01m8a0z0svjtnbznghw1rmd1t3",
-                    "assignee": {"type": "AI_AGENT", "id": "ag_01m8a0tew84ky5vn4web71wcec", "name": "Demo agent"},
-                    "createdAt": "2026-11-25T18:54:50.684Z",
-                    "lastMessageAt": "2026-11-25T18:54:50.698Z",
-                },
-                "aiMessages": [
-                    {
-                        "id": "msg_01m8a0z0tcstnjcb0pdx5ewgmh",
-                        "type": "TEXT",
-                        "content": {"text": {"body": "Yes. You can ask for a refund within 30 days of purchase."}},
-                        "createdAt": "2026-11-25T18:54:50.700Z",
-                    }
-                ],
-                "usage": {"credits": 1, "balance": 999, "inputTokens": 28, "outputTokens": 40},
-            },
+            value=REPLY_EXAMPLE,
         ),
     ],
 )

@@ -1,4 +1,14 @@
-"""The messages endpoint's request body. JSON is camelCase on the wire; `source=` maps it to snake_case."""
+"""The messages endpoint's request body and its 200 body. JSON is camelCase on the wire (the spec's), with
+Blubash's snake_case names where its clients read them; `source=` maps both to Python's snake_case.
+
+The 200 body has one definition: the output serializers below. `api.messaging` renders them from
+the plain dataclasses (once: the same bytes are stored for idempotent replays), and drf-spectacular
+documents them (api.schema), so the OpenAPI document cannot drift from what is sent.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from django.core.validators import URLValidator
 from rest_framework import serializers
@@ -11,10 +21,16 @@ TEXT_BODY_MAX = 4096  # WhatsApp's limit for a text message; long enough for any
 CAPTION_MAX = 1024
 FILENAME_MAX = 255
 URL_MAX = 2048
+# `metadata`: small enough to travel with every message into the agent's prompt, large enough for ids,
+# a plan name, a page URL or a locale.
+METADATA_MAX_KEYS = 16
+METADATA_KEY_MAX = 64
+METADATA_VALUE_MAX = 512
 
 
 class _StrictObject(serializers.Serializer):
-    """Refuses keys it does not know, so a typo ("caption " or "bdy") is an error and not silently lost."""
+    """Refuses keys it does not know, so a typo ("caption " or "bdy") is an error and not silently lost.
+    `null` for an optional field is the field left out (README "Request body")."""
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -23,22 +39,33 @@ class _StrictObject(serializers.Serializer):
                 raise serializers.ValidationError(
                     {key: [f"Unknown field. Allowed: {', '.join(sorted(self.fields))}."] for key in unknown}
                 )
+            data = {key: value for key, value in data.items() if value is not None or self.fields[key].required}
         return super().to_internal_value(data)
 
 
 class _StringField(serializers.CharField):
-    """A JSON string, nothing else: DRF's CharField would turn 42 or true into "42" and "True"."""
+    """A JSON string, nothing else: DRF's CharField would turn 42 or true into "42" and "True". A required
+    one must hold more than whitespace, also where it is kept as sent (`trim_whitespace=False`)."""
 
     default_error_messages = {"not_a_string": "Send a string."}
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("not_a_string")
-        return super().to_internal_value(data)
+        value = super().to_internal_value(data)
+        if not self.allow_blank and not value.strip():
+            self.fail("blank")
+        return value
 
 
-def _text(max_length: int, *, required: bool = True) -> serializers.CharField:
-    return _StringField(max_length=max_length, required=required, allow_blank=not required, trim_whitespace=True)
+def _text(max_length: int, *, required: bool = True, trim: bool = True) -> serializers.CharField:
+    return _StringField(
+        max_length=max_length,
+        required=required,
+        allow_blank=not required,
+        allow_null=not required,  # null = absent (_StrictObject drops it)
+        trim_whitespace=trim,
+    )
 
 
 class _PublicUrlField(_StringField):
@@ -56,8 +83,48 @@ class _PublicUrlField(_StringField):
         return value
 
 
+class _MetadataField(serializers.Field):
+    """A flat JSON object: at most METADATA_MAX_KEYS keys of 1 to METADATA_KEY_MAX characters, each value a
+    string of at most METADATA_VALUE_MAX characters. Errors name the key. Null characters are refused like
+    everywhere else (PostgreSQL's JSON cannot store them)."""
+
+    default_error_messages = {
+        "not_an_object": 'Send a flat JSON object of string values, e.g. {{"orderId": "A-1001"}}.',
+        "too_many": f"Send at most {METADATA_MAX_KEYS} keys; this object has {{count}}.",
+        "empty_key": f"A key is empty. Send keys of 1 to {METADATA_KEY_MAX} characters.",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("not_an_object")
+        if len(data) > METADATA_MAX_KEYS:
+            self.fail("too_many", count=len(data))
+        if "" in data:
+            self.fail("empty_key")
+        errors = {}
+        for key, value in data.items():
+            if len(key) > METADATA_KEY_MAX:
+                errors[key] = f"The key is {len(key)} characters long. Send keys of 1 to {METADATA_KEY_MAX} characters."
+            elif not isinstance(value, str):
+                errors[key] = (
+                    f"Send a string of at most {METADATA_VALUE_MAX} characters; numbers, booleans, null, objects "
+                    "and lists are not accepted."
+                )
+            elif len(value) > METADATA_VALUE_MAX:
+                errors[key] = f"The value is {len(value)} characters long. Send at most {METADATA_VALUE_MAX}."
+            elif "\x00" in key or "\x00" in value:
+                errors[key] = "Null characters are not allowed."
+        if errors:
+            raise serializers.ValidationError(errors)
+        return dict(data)
+
+    def to_representation(self, value):
+        return value
+
+
 class TextContent(_StrictObject):
-    body = _text(TEXT_BODY_MAX)
+    # Kept as sent, leading and trailing whitespace included (indentation, a signature's line breaks).
+    body = _text(TEXT_BODY_MAX, trim=False)
 
 
 class ImageContent(_StrictObject):
@@ -89,13 +156,40 @@ CONTENT_SERIALIZERS = {
 }
 
 
-class InboundMessageSerializer(serializers.Serializer):
+def contact_identifier_field() -> serializers.CharField:
+    identifier = _text(CONTACT_IDENTIFIER_MAX)
+    identifier.help_text = (
+        "Identifies the contact across requests (an e-mail address is recommended). Trimmed; an e-mail "
+        "address is matched case-insensitively and a phone number starting with + by its digits, so "
+        "every spelling reaches the same contact and its active conversation."
+    )
+    return identifier
+
+
+def contact_name_field() -> serializers.CharField:
+    name = _text(CONTACT_NAME_MAX, required=False)
+    name.help_text = "Display name: used when the contact is created, or while the contact has no name yet."
+    return name
+
+
+def metadata_field() -> _MetadataField:
+    return _MetadataField(
+        required=False,
+        allow_null=True,
+        help_text=f"Optional context for the agent, stored with the message: a flat object of at most "
+        f"{METADATA_MAX_KEYS} keys (1-{METADATA_KEY_MAX} characters each) with string values of at most "
+        f"{METADATA_VALUE_MAX} characters.",
+    )
+
+
+class InboundMessageSerializer(_StrictObject):
     type = serializers.ChoiceField(
         choices=MESSAGE_TYPES, error_messages={"invalid_choice": "Use one of TEXT, IMAGE, AUDIO, VIDEO, DOCUMENT."}
     )
-    contactIdentifier = _text(CONTACT_IDENTIFIER_MAX)  # camelCase: the wire name
-    contactName = _text(CONTACT_NAME_MAX, required=False)
+    contactIdentifier = contact_identifier_field()  # camelCase: the wire name
+    contactName = contact_name_field()
     content = serializers.DictField(error_messages={"not_a_dict": 'Send an object, e.g. {{"text": {{"body": "Hi"}}}}.'})
+    metadata = metadata_field()
 
     def validate(self, attrs):
         key, serializer_class = CONTENT_SERIALIZERS[attrs["type"]]
@@ -114,5 +208,150 @@ class InboundMessageSerializer(serializers.Serializer):
         if not inner.is_valid():
             raise serializers.ValidationError({"content": {key: inner.errors}})
         # Keep only what was sent, in the request's own shape (empty optional strings dropped).
-        attrs["content"] = {key: {k: v for k, v in inner.validated_data.items() if v != ""}}
+        attrs["content"] = {key: {k: v for k, v in inner.validated_data.items() if v not in ("", None)}}
         return attrs
+
+
+# --- the 200 body ----------------------------------------------------------------------------------------
+
+
+def iso(value: datetime) -> str:
+    """UTC with milliseconds and a Z: `2026-11-25T18:54:50.684Z`."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """A conversation as the API shows it (`conversation` in the 200 body)."""
+
+    id: str
+    status: str
+    channel_id: str
+    contact_id: str
+    agent_id: str
+    agent_name: str
+    team_id: str | None
+    team_name: str | None
+    created_at: datetime
+    last_message_at: datetime
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+    assigned_to_human: bool = False  # AI agents only: there is no human handoff
+
+    @property
+    def assignee(self) -> dict[str, str]:
+        return {"type": "AI_AGENT", "id": self.agent_id, "name": self.agent_name}
+
+
+@dataclass(frozen=True)
+class AiMessageView:
+    """One agent message. `content` is as stored, in the request's shape, e.g. {"text": {"body": "..."}}."""
+
+    id: str
+    type: str
+    content: dict[str, Any]
+    sender_name: str
+    created_at: datetime
+    sender_type: str = "AI"
+    channel_message_id: str | None = None  # an API channel has no provider-side message id
+
+    @property
+    def wire_content(self) -> dict[str, Any]:
+        # Blubash's shape: the content object plus its type's key in lower case, {"text": {...}, "type": "text"}.
+        return {**self.content, "type": self.type.lower()}
+
+
+@dataclass(frozen=True)
+class UsageView:
+    credits: int
+    balance: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class MessageResult:
+    contact_id: str
+    conversation_id: str
+    message_id: str
+    conversation: ConversationView
+    ai_messages: list[AiMessageView]
+    usage: UsageView
+    success: bool = True
+
+
+class IsoDateTimeField(serializers.DateTimeField):
+    """Renders `iso()`: always UTC, milliseconds, `Z`."""
+
+    def to_representation(self, value):
+        return iso(value)
+
+
+class ReplyContentField(serializers.DictField):
+    """A reply's content object; api.schema documents its shapes (`ReplyContent`)."""
+
+    def to_representation(self, value):
+        return value
+
+
+class AssigneeSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["AI_AGENT"])
+    id = serializers.CharField()
+    name = serializers.CharField()
+
+
+class ConversationSerializer(serializers.Serializer):
+    """The conversation and its assignment. Blubash's fields first, then ours."""
+
+    status = serializers.ChoiceField(choices=["ACTIVE", "CLOSED"])
+    assignedToHuman = serializers.BooleanField(
+        source="assigned_to_human", help_text="Always false: conversations of API channels are handled by AI agents."
+    )
+    aiAgentId = serializers.CharField(source="agent_id")
+    aiAgentName = serializers.CharField(source="agent_name")
+    teamId = serializers.CharField(source="team_id", allow_null=True, help_text="The channel's team, if any.")
+    teamName = serializers.CharField(source="team_name", allow_null=True)
+    id = serializers.CharField()
+    channelId = serializers.CharField(source="channel_id")
+    contactId = serializers.CharField(source="contact_id")
+    assignee = AssigneeSerializer()
+    createdAt = IsoDateTimeField(source="created_at")
+    lastMessageAt = IsoDateTimeField(source="last_message_at")
+    closedAt = IsoDateTimeField(source="closed_at", allow_null=True, help_text="Null while active.")
+    closeReason = serializers.ChoiceField(
+        source="close_reason",
+        choices=["inactivity", "api", "operator", "agent"],
+        allow_null=True,
+        help_text="Why the conversation was closed; null while active.",
+    )
+
+
+class AiMessageSerializer(serializers.Serializer):
+    """One of the agent's messages. Blubash's fields first, then ours."""
+
+    type = serializers.ChoiceField(choices=list(MESSAGE_TYPES))
+    content = ReplyContentField(source="wire_content")
+    sender_type = serializers.ChoiceField(choices=["AI"])
+    sender_name = serializers.CharField(help_text="The agent's name.")
+    channel_message_id = serializers.CharField(allow_null=True, help_text="Always null on an API channel.")
+    id = serializers.CharField()
+    createdAt = IsoDateTimeField(source="created_at")
+
+
+class UsageSerializer(serializers.Serializer):
+    credits = serializers.IntegerField(min_value=0, help_text="Credits this message spent.")
+    balance = serializers.IntegerField(min_value=0, help_text="The workspace's credits left.")
+    inputTokens = serializers.IntegerField(source="input_tokens", min_value=0)
+    outputTokens = serializers.IntegerField(source="output_tokens", min_value=0)
+
+
+class MessageResultSerializer(serializers.Serializer):
+    """The agent's reply to the contact's message."""
+
+    success = serializers.BooleanField()
+    contactId = serializers.CharField(source="contact_id")
+    conversationId = serializers.CharField(source="conversation_id")
+    messageId = serializers.CharField(source="message_id")
+    conversation = ConversationSerializer()
+    aiMessages = AiMessageSerializer(source="ai_messages", many=True, help_text="The agent's messages, earliest first.")
+    usage = UsageSerializer()

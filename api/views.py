@@ -152,7 +152,7 @@ class ChannelMessageCreateApi(APIView):
     permission_classes: list = []
 
     def initial(self, request, *args, **kwargs):
-        log_bind(channel_id=kwargs.get("channel_id"))
+        log_bind(channel_id=kwargs.get("channelId"))
         super().initial(request, *args, **kwargs)  # authenticates, then throttles
 
     def perform_authentication(self, request):
@@ -164,7 +164,8 @@ class ChannelMessageCreateApi(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
     @message_create_schema
-    def post(self, request, channel_id: str):
+    def post(self, request, channelId: str):
+        channel_id = channelId
         api_key = request.auth
         data = _json_body(request._request)
         request.message_type = data.get("type")
@@ -176,9 +177,10 @@ class ChannelMessageCreateApi(APIView):
             workspace=api_key.workspace,
             channel_id=channel_id,
             contact_identifier=values["contactIdentifier"],
-            contact_name=values.get("contactName", ""),
+            contact_name=values.get("contactName") or "",
             type=values["type"],
             content=values["content"],
+            metadata=values.get("metadata") or {},
             idempotency_key=idempotency_key,
             fingerprint=request_fingerprint(method="POST", path=request.path, channel_id=channel_id, body=data),
         )

@@ -31,6 +31,7 @@ from billing.credits import credits_grant  # noqa: E402
 from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace  # noqa: E402
 from channels_app.services import apikey_create  # noqa: E402
 from contacts.models import Contact  # noqa: E402
+from contacts.services import contact_create  # noqa: E402
 from conversations.models import Conversation, Message  # noqa: E402
 
 CREDITS = 10**12  # no scenario may run out: a 402 would be counted as an error
@@ -89,7 +90,7 @@ def base(args) -> dict:
 
 def _prefill_conversation(*, workspace: Workspace, channel: Channel, identifier: str, messages: int) -> str:
     """A conversation holding `messages` answered messages (inbound part 0, reply part 1 of each position)."""
-    contact = Contact.objects.create(workspace=workspace, identifier=identifier, name="Flat cost")
+    contact = contact_create(workspace_id=workspace.pk, identifier=identifier, name="Flat cost")
     last_seq = (messages + 1) // 2
     conversation = Conversation.objects.create(
         workspace=workspace, channel=channel, contact=contact, agent=channel.agent, last_seq=last_seq
@@ -132,6 +133,7 @@ def _bulk_contacts(*, workspace: Workspace, count: int, prefix: str) -> None:
             "id": ("'ct_b' || %s || '_' || g", [workspace.slug[-5:]]),
             "workspace_id": ("%s", [workspace.pk]),
             "identifier": ("%s || g || '@bench.example'", [prefix]),
+            "identifier_key": ("lower(%s || g || '@bench.example')", [prefix]),  # contacts.identity
             "name": ("'Contact ' || g", []),
         },
     )

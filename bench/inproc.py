@@ -203,7 +203,7 @@ def _timed(fn, *a, **kw) -> float:
 
 def cmd_flatsql(args, fixtures: dict) -> dict:
     """The two queries whose cost could grow with the data, timed alone, A and B interleaved."""
-    from conversations.selectors import contact_with_open_conversation, history_window
+    from conversations.selectors import contact_with_active_conversation, history_window
 
     flat = fixtures["flat"]
     rng = random.Random(8)
@@ -215,10 +215,10 @@ def cmd_flatsql(args, fixtures: dict) -> dict:
         for label in ("small", "large"):
             n = rng.randint(1, sets[label]["contacts"])
             seconds = _timed(
-                contact_with_open_conversation,
+                contact_with_active_conversation,
                 workspace_id=sets[label]["workspaceId"],
                 channel_id=channel_of[label],
-                identifier=f"c{n}@bench.example",
+                identifier_key=f"c{n}@bench.example",
             )
             if round_ >= args.warmup:
                 samples[label].append(seconds)
@@ -227,10 +227,10 @@ def cmd_flatsql(args, fixtures: dict) -> dict:
     for round_ in range(args.warmup + args.requests):
         for label in ("small", "large"):
             seconds = _timed(
-                contact_with_open_conversation,
+                contact_with_active_conversation,
                 workspace_id=sets[label]["workspaceId"],
                 channel_id=channel_of[label],
-                identifier=f"absent-{round_}@bench.example",
+                identifier_key=f"absent-{round_}@bench.example",
             )
             if round_ >= args.warmup:
                 samples[label].append(seconds)

@@ -60,11 +60,16 @@ def credits_reserve(*, workspace_id: str, amount: int) -> None:
             .values_list(F("credit_balance") - F("credit_reserved"), flat=True)
             .first()
         )
+        available = max(available or 0, 0)
         raise InsufficientCredits(
-            f"The workspace has {max(available or 0, 0)} credits available and this message needs {amount}. "
+            f"The workspace has {_credits(available)} available and this message needs {_credits(amount)}. "
             "Add credits to the workspace and send the message again.",
-            details={"available": max(available or 0, 0), "required": amount},
+            details={"available": available, "required": amount},
         )
+
+
+def _credits(count: int) -> str:
+    return f"{count} credit" if count == 1 else f"{count} credits"
 
 
 def credits_release(*, workspace_id: str, amount: int) -> None:
@@ -114,7 +119,7 @@ def credits_grant(
     workspace = Workspace.objects.select_for_update(no_key=True).get(pk=workspace.pk)
     if amount < 0 and workspace.credit_balance + amount < workspace.credit_reserved:
         raise InsufficientCredits(
-            "The workspace has not that many credits to remove.",
+            "The workspace does not have that many credits to remove.",
             details={"balance": workspace.credit_balance, "reserved": workspace.credit_reserved},
         )
     workspace.credit_balance += amount

@@ -3,6 +3,7 @@ knowledge, API keys (all editable). The history is read-only, in the admin of th
 (contacts, conversations, billing, api; see config.admin_base)."""
 
 import json
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -21,6 +22,7 @@ from channels_app.models import (
     AIAgent,
     Channel,
     KnowledgeEntry,
+    Team,
     Workspace,
     WorkspaceApiKey,
 )
@@ -36,9 +38,10 @@ if admin.site.is_registered(APIKey):
 
 
 def changelist_link(model: type[models.Model], label: str, **filters: str) -> str:
+    # A query string, URL-encoded: the admin's quote() is for primary keys in paths ("_" becomes "_5F"), and
+    # a filter value quoted that way matches nothing.
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
-    query = "&".join(f"{key}={quote(value)}" for key, value in filters.items())
-    return format_html('<a href="{}?{}">{}</a>', url, query, label)
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode(filters), label)
 
 
 # --- configuration ----------------------------------------------------------------------------------------
@@ -76,31 +79,44 @@ class WorkspaceAdmin(admin.ModelAdmin):
         return [
             changelist_link(WorkspaceApiKey, "API keys", workspace__id__exact=obj.pk),
             changelist_link(Channel, "Channels", workspace__id__exact=obj.pk),
+            changelist_link(Team, "Teams", workspace__id__exact=obj.pk),
             changelist_link(AIAgent, "AI agents", workspace__id__exact=obj.pk),
         ]
 
 
 class ChannelAdminForm(forms.ModelForm):
+    """The agent and the team must be the channel's workspace's: Channel.clean checks both."""
+
     class Meta:
         model = Channel
-        fields = ["workspace", "name", "type", "is_active", "agent"]
+        fields = ["workspace", "name", "type", "is_active", "agent", "team"]
 
-    def clean(self):
-        cleaned = super().clean()
-        workspace = cleaned.get("workspace") or (self.instance.workspace if self.instance.workspace_id else None)
-        agent = cleaned.get("agent")
-        if agent is not None and workspace is not None and agent.workspace_id != workspace.pk:
-            # Another workspace's agent would answer with that workspace's instructions and knowledge.
-            self.add_error("agent", f"Choose an AI agent of the workspace \u201c{workspace}\u201d.")
-        return cleaned
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "workspace", "id", "created_at"]
+    list_select_related = ["workspace"]
+    list_filter = ["workspace"]
+    search_fields = ["=id", "name"]
+    readonly_fields = ["id", "channels_link", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A team stays in its workspace: its channels belong there.
+        return [*self.readonly_fields, "workspace"] if obj is not None else self.readonly_fields
+
+    @admin.display(description="channels")
+    def channels_link(self, obj: Team) -> str:
+        if obj.pk is None:
+            return "-"
+        return changelist_link(Channel, "The team\u2019s channels", team__id__exact=obj.pk)
 
 
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelAdminForm
-    list_display = ["name", "type", "is_active", "workspace", "agent", "id", "created_at"]
-    list_select_related = ["workspace", "agent"]
-    list_filter = ["type", "is_active", "workspace"]
+    list_display = ["name", "type", "is_active", "workspace", "agent", "team", "id", "created_at"]
+    list_select_related = ["workspace", "agent", "team"]
+    list_filter = ["type", "is_active", "workspace", "team"]
     search_fields = ["=id", "name"]
     readonly_fields = ["id", "created_at", "updated_at"]
 
@@ -114,11 +130,12 @@ class ChannelAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
-        agent_field = form.base_fields.get("agent")
-        if agent_field is not None:
-            queryset = AIAgent.objects.select_related("workspace")
-            agent_field.queryset = queryset.filter(workspace=obj.workspace_id) if obj is not None else queryset
-            agent_field.label_from_instance = lambda agent: f"{agent.name} ({agent.workspace.name})"
+        for name, model in (("agent", AIAgent), ("team", Team)):
+            choice = form.base_fields.get(name)
+            if choice is not None:
+                queryset = model.objects.select_related("workspace")
+                choice.queryset = queryset.filter(workspace=obj.workspace_id) if obj is not None else queryset
+                choice.label_from_instance = lambda row: f"{row.name} ({row.workspace.name})"
         return form
 
 

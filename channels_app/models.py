@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -152,6 +153,23 @@ def knowledge_entry_changed(sender: type[KnowledgeEntry], instance: KnowledgeEnt
     AIAgent.objects.filter(pk=instance.agent_id).update(updated_at=timezone.now())
 
 
+class Team(models.Model):
+    """A group of a workspace's channels (support, sales, ...). The messages endpoint names a channel's team
+    in `conversation.teamId` / `teamName`, as Blubash's response does; it changes nothing else."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.team_id, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="teams")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Channel(models.Model):
     class Type(models.TextChoices):
         API = "API", "API"
@@ -164,6 +182,14 @@ class Channel(models.Model):
     type = models.CharField(max_length=20, choices=Type.choices, default=Type.API)
     is_active = models.BooleanField(default=True)
     agent = models.ForeignKey(AIAgent, on_delete=models.PROTECT, null=True, blank=True, related_name="channels")
+    team = models.ForeignKey(
+        Team,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="channels",
+        help_text="The team of the workspace the channel belongs to, if any.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -172,3 +198,17 @@ class Channel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"
+
+    def clean(self) -> None:
+        """A channel's agent and team belong to its own workspace: another workspace's agent would answer
+        with that workspace's instructions, and another's team would name it in every response."""
+        super().clean()
+        if not self.workspace_id:
+            return
+        errors = {}
+        if self.agent is not None and self.agent.workspace_id != self.workspace_id:
+            errors["agent"] = f"Choose an AI agent of the workspace \u201c{self.workspace}\u201d."
+        if self.team is not None and self.team.workspace_id != self.workspace_id:
+            errors["team"] = f"Choose a team of the workspace \u201c{self.workspace}\u201d."
+        if errors:
+            raise ValidationError(errors)

@@ -16,11 +16,11 @@ class ChannelUnavailable(ApplicationError):
 
 
 def channel_get_for_workspace(*, channel_id: str, workspace_id: str) -> Channel:
-    """The workspace's channel with its agent. Another workspace's channel is "not found", never
-    "forbidden": its existence is not confirmed. An id no column could hold (U+0000, which a percent-encoded
-    `%00` in the URL produces) names no channel either, and is never sent to the database."""
+    """The workspace's channel with its agent and team (one query). Another workspace's channel is "not
+    found", never "forbidden": its existence is not confirmed. An id no column could hold (U+0000, which a
+    percent-encoded `%00` in the URL produces) names no channel either, and is never sent to the database."""
     channel = (
-        Channel.objects.select_related("agent").filter(pk=channel_id, workspace_id=workspace_id).first()
+        Channel.objects.select_related("agent", "team").filter(pk=channel_id, workspace_id=workspace_id).first()
         if text_storable(channel_id)
         else None
     )

@@ -62,3 +62,12 @@ class DatabaseUnavailable(ApplicationError):
         "The database did not answer this request (it may be restarting). Retry after the time given in "
         "Retry-After; with the same idempotency key a retry is safe."
     )
+
+
+class InvalidHost(ApplicationError):
+    code = "invalid_host"
+    status_code = 400
+    default_message = (
+        "The Host header names a host this service does not answer to. Send the request to one of its host "
+        "names (the operators list them in ALLOWED_HOSTS)."
+    )

@@ -34,6 +34,10 @@ def channel_id() -> str:
     return new_id("ch")
 
 
+def team_id() -> str:
+    return new_id("team")
+
+
 def agent_id() -> str:
     return new_id("ag")
 

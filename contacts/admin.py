@@ -14,7 +14,16 @@ class ContactAdmin(HistoryAdmin):
     search_fields = ["=id", "identifier", "name"]
     # Ids are ULIDs, so the primary key's index gives creation order without sorting the table.
     ordering = ["-id"]
-    fields = readonly_fields = ("id", "workspace", "identifier", "name", "conversations", "created_at", "updated_at")
+    fields = readonly_fields = (
+        "id",
+        "workspace",
+        "identifier",
+        "identifier_key",
+        "name",
+        "conversations",
+        "created_at",
+        "updated_at",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("workspace")

@@ -1,14 +1,22 @@
 from django.db import models
 
 from config import ids
+from contacts.identity import KEY_MAX_LENGTH
 
 
 class Contact(models.Model):
-    """A person who writes to a workspace, named by the integrator's `contactIdentifier`."""
+    """A person who writes to a workspace, named by the integrator's `contactIdentifier`.
+
+    `identifier` is kept as first sent (for display); `identifier_key` (contacts.identity) is what requests
+    are matched by, unique per workspace, so two spellings of one address are one contact.
+    """
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.contact_id, editable=False)
     workspace = models.ForeignKey("channels_app.Workspace", on_delete=models.CASCADE, related_name="contacts")
     identifier = models.CharField(max_length=320)
+    identifier_key = models.CharField(
+        max_length=KEY_MAX_LENGTH, help_text="The identifier as matched: trimmed, e-mail lower-cased, phone digits."
+    )
     name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -16,7 +24,7 @@ class Contact(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["workspace", "identifier"], name="contact_unique_identifier"),
+            models.UniqueConstraint(fields=["workspace", "identifier_key"], name="contact_unique_identifier_key"),
         ]
 
     def __str__(self) -> str:

@@ -1,7 +1,19 @@
+from datetime import datetime
+
+from contacts.identity import identifier_key
 from contacts.models import Contact
 
 
 def contact_create(*, workspace_id: str, identifier: str, name: str) -> Contact:
-    """Insert a new contact. A concurrent creator of the same (workspace, identifier) makes this raise
-    IntegrityError through the unique constraint; the caller retries its transaction and then finds the row."""
-    return Contact.objects.create(workspace_id=workspace_id, identifier=identifier, name=name)
+    """Insert a new contact, keyed by its normalised identifier (contacts.identity). A concurrent creator of
+    the same (workspace, key), under any spelling, makes this raise IntegrityError through the unique
+    constraint; the caller retries its transaction and then finds the row."""
+    return Contact.objects.create(
+        workspace_id=workspace_id, identifier=identifier, identifier_key=identifier_key(identifier), name=name
+    )
+
+
+def contact_name_fill(*, contact_id: str, name: str, now: datetime) -> None:
+    """Give a contact that has no name the one just sent: one UPDATE, conditional on the name still being
+    empty, so of two concurrent first names the first to commit stays."""
+    Contact.objects.filter(pk=contact_id, name="").update(name=name, updated_at=now)

@@ -41,6 +41,7 @@ class TranscriptEntry:
     media: TranscriptMedia | None
     credits: int | None  # set on the first part of a reply: what answering the contact's message cost
     admin_url: str
+    metadata: list[tuple[str, str]]  # the integrator's `metadata` of an inbound message, as sent
 
 
 def _body(message: Message) -> dict[str, Any]:
@@ -68,6 +69,11 @@ def _media_of(message: Message) -> TranscriptMedia | None:
     )
 
 
+def _metadata_of(message: Message) -> list[tuple[str, str]]:
+    metadata = message.metadata if isinstance(message.metadata, dict) else {}
+    return [(str(key), str(value)) for key, value in metadata.items()]
+
+
 def transcript_entries(
     *, conversation: Conversation, limit: int = TRANSCRIPT_MAX_MESSAGES
 ) -> tuple[list[TranscriptEntry], bool]:
@@ -92,6 +98,7 @@ def transcript_entries(
                 media=_media_of(message),
                 credits=message.credits if is_first_reply_part or message.credits else None,
                 admin_url=reverse("admin:conversations_message_change", args=[quote(message.pk)]),
+                metadata=_metadata_of(message),
             )
         )
     return entries, truncated
@@ -121,6 +128,8 @@ class ConversationAdmin(HistoryAdmin):
         "last_seq",
         "created_at",
         "last_message_at",
+        "closed_at",
+        "close_reason",
         "messages_link",
     )
 
@@ -172,6 +181,7 @@ class MessageAdmin(HistoryAdmin):
         "direction",
         "type",
         "content",
+        "metadata",
         "media_asset",
         "media_mime_type",
         "media_size",

@@ -5,11 +5,17 @@ from config import ids
 
 
 class Conversation(models.Model):
-    """The thread of one contact on one channel. At most one OPEN conversation per channel and contact."""
+    """The thread of one contact on one channel. At most one ACTIVE conversation per channel and contact."""
 
     class Status(models.TextChoices):
-        OPEN = "OPEN", "Open"
+        ACTIVE = "ACTIVE", "Active"
         CLOSED = "CLOSED", "Closed"
+
+    class CloseReason(models.TextChoices):
+        INACTIVITY = "inactivity", "Inactivity"
+        API = "api", "Closed through the API"
+        OPERATOR = "operator", "Closed by an operator"
+        AGENT = "agent", "Closed by the agent"
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.conversation_id, editable=False)
     workspace = models.ForeignKey("channels_app.Workspace", on_delete=models.CASCADE, related_name="conversations")
@@ -22,19 +28,22 @@ class Conversation(models.Model):
         related_name="conversations",
         help_text="The AI agent assigned to the conversation.",
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     # The last `seq` given to an inbound message. It is taken under this row's lock, so a message's position
     # is fixed in commit order and a later message always sees the earlier one (docs/architecture.md, "Order
     # within a conversation").
     last_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Set when the conversation is closed (README "Example": `closedAt`, `closeReason`); null while active.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_reason = models.CharField(max_length=20, choices=CloseReason.choices, blank=True)
 
     class Meta:
         ordering = ["-last_message_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["channel", "contact"], condition=Q(status="OPEN"), name="conversation_one_open_per_contact"
+                fields=["channel", "contact"], condition=Q(status="ACTIVE"), name="conversation_one_active_per_contact"
             ),
         ]
 
@@ -74,6 +83,8 @@ class Message(models.Model):
     direction = models.CharField(max_length=10, choices=Direction.choices)
     type = models.CharField(max_length=10, choices=Type.choices)
     content = models.JSONField()
+    # Inbound only: the integrator's flat {key: string} object sent with the message (README "Request body").
+    metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices)
     reply_to = models.ForeignKey(
         "self",

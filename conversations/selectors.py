@@ -10,26 +10,29 @@ from conversations.agents.base import AgentConfig, provider_uses_knowledge
 from conversations.models import Conversation, Message
 
 
-def contact_with_open_conversation(*, workspace_id: str, channel_id: str, identifier: str) -> dict[str, Any] | None:
-    """The contact named `identifier` and its open conversation on the channel, in one indexed query.
+def contact_with_active_conversation(
+    *, workspace_id: str, channel_id: str, identifier_key: str
+) -> dict[str, Any] | None:
+    """The contact whose normalised identifier is `identifier_key` (contacts.identity) and its active
+    conversation on the channel, in one indexed query.
 
-    Returns None for an unknown contact; `conversation_id` is None when the contact has no open
+    Returns None for an unknown contact; `conversation_id` is None when the contact has no active
     conversation on this channel.
     """
     row = (
-        Contact.objects.filter(workspace_id=workspace_id, identifier=identifier)
+        Contact.objects.filter(workspace_id=workspace_id, identifier_key=identifier_key)
         .annotate(
-            open_conversation=FilteredRelation(
+            active_conversation=FilteredRelation(
                 "conversations",
-                condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.OPEN),
+                condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.ACTIVE),
             )
         )
         .values(
             "id",
             "name",
-            conversation_id=F("open_conversation__id"),
-            conversation_created_at=F("open_conversation__created_at"),
-            conversation_agent_id=F("open_conversation__agent_id"),
+            conversation_id=F("active_conversation__id"),
+            conversation_created_at=F("active_conversation__created_at"),
+            conversation_agent_id=F("active_conversation__agent_id"),
         )
         .first()
     )

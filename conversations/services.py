@@ -6,10 +6,11 @@ from typing import Any
 
 from django.db import connection
 
-from contacts.services import contact_create
+from contacts.identity import identifier_key
+from contacts.services import contact_create, contact_name_fill
 from conversations.agents.base import HistoryItem, MediaPart
 from conversations.models import Conversation, Message
-from conversations.selectors import contact_with_open_conversation, earlier_message_pending, history_window
+from conversations.selectors import contact_with_active_conversation, earlier_message_pending, history_window
 
 
 @dataclass
@@ -41,21 +42,26 @@ def inbound_message_store(
     contact_name: str,
     type: str,
     content: dict[str, Any],
+    metadata: dict[str, str],
     now: datetime,
     lease_until: datetime,
     credits_reserved: int,
 ) -> StoredInbound:
-    """Resolve the contact, open or reuse the conversation and append the contact's message.
+    """Resolve the contact (by its identifier's normalised key, contacts.identity), open or reuse its
+    active conversation and append the contact's message.
 
-    Must run inside a transaction. A concurrent first message of the same contact makes the contact or
-    conversation insert raise IntegrityError (unique constraints); the caller retries the transaction.
+    Must run inside a transaction. A concurrent first message of the same contact, under any spelling of
+    its identifier, makes the contact or conversation insert raise IntegrityError (unique constraints); the
+    caller retries the transaction. A known contact without a name takes `contact_name` when one is sent.
     """
-    row = contact_with_open_conversation(
-        workspace_id=workspace_id, channel_id=channel_id, identifier=contact_identifier
+    row = contact_with_active_conversation(
+        workspace_id=workspace_id, channel_id=channel_id, identifier_key=identifier_key(contact_identifier)
     )
     if row is None:
         contact_id = contact_create(workspace_id=workspace_id, identifier=contact_identifier, name=contact_name).id
         row = {"id": contact_id, "conversation_id": None}
+    elif contact_name and not row["name"]:
+        contact_name_fill(contact_id=row["id"], name=contact_name, now=now)
     if row["conversation_id"] is None:
         conversation = Conversation.objects.create(
             workspace_id=workspace_id,
@@ -70,7 +76,7 @@ def inbound_message_store(
         conversation_id, created_at = row["conversation_id"], row["conversation_created_at"]
         seq = _seq_take(conversation_id=conversation_id, now=now)
         if row["conversation_agent_id"] != agent_id:
-            # The channel was given another agent: its open conversations follow it.
+            # The channel was given another agent: its active conversations follow it.
             Conversation.objects.filter(pk=conversation_id).update(agent_id=agent_id)
     message = Message.objects.create(
         conversation_id=conversation_id,
@@ -79,6 +85,7 @@ def inbound_message_store(
         direction=Message.Direction.INBOUND,
         type=type,
         content=content,
+        metadata=metadata,
         status=Message.Status.PENDING,
         lease_until=lease_until,
         credits_reserved=credits_reserved,
@@ -144,7 +151,7 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
         )
         for row in earlier
     ]
-    items.append(HistoryItem(role="user", type=message.type, content=message.content))
+    items.append(HistoryItem(role="user", type=message.type, content=message.content, metadata=message.metadata))
     return items
 
 

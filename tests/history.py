@@ -11,6 +11,7 @@ from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
 from channels_app.models import Channel
 from contacts.models import Contact
+from contacts.services import contact_create
 from conversations.models import Conversation, MediaAsset, Message
 
 IMAGE_URL = "https://cdn.example.com/uploads/receipt-42.png"
@@ -27,7 +28,7 @@ class History:
 
 def conversation_with_exchanges(*, channel: Channel, identifier: str = "ada@example.com") -> History:
     workspace = channel.workspace
-    contact = Contact.objects.create(workspace=workspace, identifier=identifier, name="Ada Lovelace")
+    contact = contact_create(workspace_id=workspace.pk, identifier=identifier, name="Ada Lovelace")
     conversation = Conversation.objects.create(
         workspace=workspace,
         channel=channel,

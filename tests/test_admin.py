@@ -15,7 +15,7 @@ from rest_framework_api_key.models import APIKey
 
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
-from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
+from channels_app.models import AIAgent, Channel, KnowledgeEntry, Team, Workspace, WorkspaceApiKey
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
 from tests.conftest import error_of
@@ -175,6 +175,29 @@ def test_conversation_page_shows_the_transcript_like_a_chat(admin_client, histor
     assert admin_url(Message, "change", history.messages[3].pk) in transcript
 
 
+def test_transcript_shows_a_messages_metadata_escaped(admin_client, history):
+    Message.objects.create(
+        conversation=history.conversation,
+        seq=4,
+        part=0,
+        direction="INBOUND",
+        type="TEXT",
+        content={"text": {"body": "Where is my order?"}},
+        metadata={"orderId": "A-1001", "page": "<script>alert(3)</script>"},
+        status="ANSWERED",
+    )
+
+    transcript = admin_client.get(admin_url(Conversation, "change", history.conversation.pk)).content.decode()
+    transcript = transcript.split('id="transcript"')[1]
+
+    assert transcript.count('class="message-metadata"') == 1  # only the message that has metadata
+    assert "<dt>orderId</dt><dd>A-1001</dd>" in transcript
+    assert "<dd>&lt;script&gt;alert(3)&lt;/script&gt;</dd>" in transcript and "<script>alert(3)" not in transcript
+    # and the message's own page shows it too
+    message = Message.objects.get(seq=4)
+    assert "A-1001" in admin_client.get(admin_url(Message, "change", message.pk)).content.decode()
+
+
 def test_transcript_escapes_content_and_links_only_http_urls(admin_client, history):
     conversation = history.conversation
     Message.objects.create(
@@ -325,9 +348,10 @@ def test_workspace_page_links_to_its_ledger_keys_channels_and_agents(admin_clien
         (admin_url(UsageLedgerEntry, "changelist"), "Ledger"),
         (admin_url(WorkspaceApiKey, "changelist"), "API keys"),
         (admin_url(Channel, "changelist"), "Channels"),
+        (admin_url(Team, "changelist"), "Teams"),
         (admin_url(AIAgent, "changelist"), "AI agents"),
     ]
-    assert {ref for _, ref, _ in links} == {quote(workspace.pk)}
+    assert {ref for _, ref, _ in links} == {workspace.pk}  # a query value, URL-encoded (not admin-quoted)
 
 
 def test_grant_credits_form_adds_a_ledger_entry(admin_client, admin_user, workspace):
@@ -354,7 +378,7 @@ def test_grant_credits_form_removes_credits_as_an_adjustment_but_not_below_the_r
 
     Workspace.objects.filter(pk=workspace.pk).update(credit_reserved=50)
     response = admin_client.post(url, {"amount": "-30"})
-    assert response.status_code == 200 and "not that many credits" in response.content.decode()
+    assert response.status_code == 200 and "does not have that many credits" in response.content.decode()
     for bad in ("0", "abc", "", str(10**13)):
         assert admin_client.post(url, {"amount": bad}).status_code == 200  # the form again, with the error
     workspace.refresh_from_db()
@@ -392,6 +416,62 @@ def test_channel_refuses_an_agent_of_another_workspace(admin_client, workspace):
     page = admin_client.get(admin_url(Channel, "change", channel.pk)).content.decode()
     assert 'name="workspace"' not in page and own_agent.pk in page and foreign_agent.pk not in page
     assert admin_client.post(admin_url(Channel, "delete", channel.pk), {"post": "yes"}).status_code == 403
+
+
+def test_teams_are_added_and_a_channel_takes_only_a_team_of_its_workspace(admin_client, workspace, channel):
+    # a team is added in the admin, with an id like the others
+    added = admin_client.post(admin_url(Team, "add"), {"workspace": workspace.pk, "name": "Support"})
+    assert added.status_code == 302
+    team = Team.objects.get(name="Support")
+    assert team.pk.startswith("team_") and team.workspace == workspace
+    foreign = Team.objects.create(workspace=WorkspaceFactory(), name="Elsewhere")
+
+    # the channel's page offers its workspace's teams only, and refuses another workspace's
+    url = admin_url(Channel, "change", channel.pk)
+    page = admin_client.get(url).content.decode()
+    assert team.pk in page and foreign.pk not in page
+    data = {"name": channel.name, "type": "API", "is_active": "on", "agent": channel.agent_id}
+    assert admin_client.post(url, {**data, "team": foreign.pk}).status_code == 200  # the form again
+    assert Channel.objects.get(pk=channel.pk).team is None
+    assert admin_client.post(url, {**data, "team": team.pk}).status_code == 302
+    assert Channel.objects.get(pk=channel.pk).team == team
+
+    # an add form that mixes workspaces is refused by the model's own check
+    refused = admin_client.post(
+        admin_url(Channel, "add"),
+        {"workspace": workspace.pk, "name": "Mixed", "type": "API", "is_active": "on", "team": foreign.pk},
+    )
+    assert refused.status_code == 200 and "Choose a team of the workspace" in refused.content.decode()
+    assert not Channel.objects.filter(name="Mixed").exists()
+
+    # the team's page links to its channels; on the change page the workspace is fixed
+    team_page = admin_client.get(admin_url(Team, "change", team.pk)).content.decode()
+    assert f"team__id__exact={team.pk}" in team_page and 'name="workspace"' not in team_page
+
+
+def test_a_workspaces_related_links_filter_by_its_id(admin_client, workspace, channel):
+    other = ChannelFactory()
+    page = admin_client.get(admin_url(Workspace, "change", workspace.pk)).content.decode()
+    link = re.search(r'href="([^"]+)">Channels</a>', main_content(page))[1].replace("&amp;", "&")
+
+    listing = admin_client.get(link).content.decode()
+
+    assert admin_url(Channel, "change", channel.pk) in listing
+    assert admin_url(Channel, "change", other.pk) not in listing
+
+
+def test_a_channels_team_and_agent_are_checked_by_the_model(workspace):
+    from django.core.exceptions import ValidationError
+
+    channel = Channel(
+        workspace=workspace,
+        name="x",
+        agent=AIAgentFactory(workspace=WorkspaceFactory()),
+        team=Team.objects.create(workspace=WorkspaceFactory(), name="t"),
+    )
+    with pytest.raises(ValidationError) as caught:
+        channel.full_clean()
+    assert set(caught.value.message_dict) == {"agent", "team"}
 
 
 def test_agent_is_edited_with_its_knowledge_entries(admin_client, channel):

@@ -45,6 +45,9 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first: times the whole stack
     "config.logs.RequestIdMiddleware",  # before django-structlog, which logs the id this one settles
     "django_structlog.middlewares.RequestMiddleware",
+    # Before anything calls request.get_host(): health probes answer whatever the Host; an unknown Host gets
+    # the JSON error body (config/hosts.py).
+    "config.hosts.HostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -252,3 +255,8 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat keeps its last-run times in a file; under var/ (git-ignored), not in the folder Celery was started in.
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULER = "config.celery.Scheduler"  # creates var/ first
+# Logs go through Django's LOGGING (config/celery.py connects setup_logging), JSON lines like the web's.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

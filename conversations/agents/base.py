@@ -79,6 +79,9 @@ class HistoryItem:
     type: str  # TEXT, IMAGE, AUDIO, VIDEO, DOCUMENT
     content: dict[str, Any]  # shaped like the API's content object, e.g. {"text": {"body": "hi"}}
     media: MediaPart | None = None
+    # The integrator's `metadata` of the contact's new message (the last item only): context, not the
+    # contact's words. Earlier messages' metadata is not sent: it described their moment, not this one.
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

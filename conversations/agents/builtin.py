@@ -22,6 +22,13 @@ _STOPWORDS = frozenset(
 _GREETINGS = frozenset(
     "hi hello hey hiya howdy greetings yo ola oi hallo bonjour hola ciao good morning afternoon evening there".split()
 )
+# What people add to a greeting without asking anything: "Hello, how can I help you?" (the spec's own
+# example), "hi, how are you", "good morning everyone". A greeting followed only by these words is greeted.
+_PLEASANTRIES = frozenset(
+    "help assist today doing going everyone everybody all folks team friend friends nice meet again "
+    "thanks thank dear sir madam".split()
+)
+_GREETING_MAX_WORDS = 8
 _BM25_K1 = 1.5
 _BM25_B = 0.75
 # Below this score the best entry shares too little with the message to be an answer: say the fallback.
@@ -42,8 +49,15 @@ def _stem(word: str) -> str:
 
 
 def _is_greeting(text: str) -> bool:
+    """A short message that starts with a greeting and asks nothing else: every other word is a greeting,
+    a word without a topic (_STOPWORDS) or a pleasantry."""
     words = _WORD.findall(unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower())
-    return bool(words) and len(words) <= 4 and all(word in _GREETINGS for word in words)
+    return (
+        bool(words)
+        and len(words) <= _GREETING_MAX_WORDS
+        and words[0] in _GREETINGS
+        and all(word in _GREETINGS or word in _STOPWORDS or word in _PLEASANTRIES for word in words)
+    )
 
 
 def rank_knowledge(query: str, knowledge: tuple[tuple[str, str], ...]) -> list[tuple[float, int]]:
@@ -81,7 +95,7 @@ def _describe_media(item: HistoryItem) -> str:
     body = item.content.get(kind, {}) if isinstance(item.content, dict) else {}
     caption = (body.get("caption") or "").strip()
     filename = (body.get("filename") or "").strip()
-    label = f'{kind} "{filename}"' if filename else kind
+    label = f"{kind} \u201c{filename}\u201d" if filename else kind
     if caption:
         return f"Thanks, I received your {label}: \u201c{caption}\u201d."
     return f"Thanks, I received your {label}."

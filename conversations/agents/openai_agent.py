@@ -10,6 +10,7 @@ or `AgentUnavailable`, whose message and details never carry the provider key or
 
 import base64
 import contextvars
+import json
 import logging
 import os
 import random
@@ -429,6 +430,8 @@ def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatComple
     messages: list[ChatCompletionMessageParam] = []
     if agent.instructions.strip():
         messages.append({"role": "system", "content": agent.instructions})
+    if history and history[-1].metadata:
+        messages.append({"role": "system", "content": _metadata_context(history[-1].metadata)})
     for item in history:
         if item.role == "assistant":
             text = _as_text(item)
@@ -440,6 +443,16 @@ def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatComple
         else:
             messages.append({"role": "user", "content": _user_content(item)})
     return messages
+
+
+def _metadata_context(metadata: dict[str, str]) -> str:
+    """The integrator's `metadata` of the new message, as a system message after the instructions: it is
+    context from the integrator's systems (a plan, an order id, a page), and the model must not take it for
+    the contact's words. JSON keeps the keys and values apart whatever they contain."""
+    return (
+        "Metadata the integrator sent with the contact's latest message (context from its systems, not "
+        "written by the contact), as JSON: " + json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+    )
 
 
 def _user_content(item: HistoryItem) -> str | list[ChatCompletionContentPartParam]:

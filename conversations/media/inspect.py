@@ -184,7 +184,7 @@ def media_check_type(*, declared_type: str, mime_type: str, filename: str = "", 
         None,
     )
     message = (
-        f"The file is {detected}, which is not accepted for a {declared_type} message. "
+        f"The file is {detected}, which is not accepted for {_article(declared_type)} {declared_type} message. "
         f"Send {_WHAT_TO_SEND[declared_type]}"
     )
     message += f", or set type to {suggestion}." if suggestion else "."
@@ -305,3 +305,8 @@ def _allowed(declared_type: str) -> list[str]:
     if declared_type == "VIDEO":
         return [VIDEO_MIME_PREFIX + "*", *sorted(VIDEO_EXTRA_MIME_TYPES)]
     return sorted(DOCUMENT_MIME_TYPES)
+
+
+def _article(word: str) -> str:
+    """ "an IMAGE message", "an AUDIO message", "a VIDEO message": the article goes by the vowel sound."""
+    return "an" if word[:1].upper() in "AEIOU" else "a"

@@ -17,7 +17,7 @@ from api.models import IdempotencyRecord
 from api.tasks import cleanup_task
 from channels_app.models import Workspace
 from config import celery_app
-from contacts.models import Contact
+from contacts.services import contact_create
 from conversations.media.cache import media_assets_purge, media_file_name
 from conversations.models import Conversation, MediaAsset, Message
 from tests.conftest import requires_redis
@@ -57,7 +57,7 @@ def asset(workspace, data: bytes, *, expires_at, url: str = "https://cdn.example
 
 def conversation_of(workspace) -> Conversation:
     channel = ChannelFactory.create(workspace=workspace)
-    contact = Contact.objects.create(workspace=workspace, identifier=f"c-{channel.pk}@example.com")
+    contact = contact_create(workspace_id=workspace.pk, identifier=f"c-{channel.pk}@example.com", name="")
     return Conversation.objects.create(workspace=workspace, channel=channel, contact=contact, agent=channel.agent)
 
 

@@ -370,7 +370,7 @@ def test_retry_after_504_runs_the_agent_again_on_the_stored_message(
     assert "Idempotent-Replayed" not in retried
     body = retried.json()
     assert body["messageId"] == stored.pk
-    assert body["aiMessages"][0]["content"] == {"text": {"body": "Refunds take 5 days."}}
+    assert body["aiMessages"][0]["content"] == {"text": {"body": "Refunds take 5 days."}, "type": "text"}
     assert len(calls) == 2
     assert calls[1]["messages"][-1] == calls[0]["messages"][-1]  # the same question, not a duplicate in history
     assert inbound_count() == 1 and Message.objects.get(pk=stored.pk).status == "ANSWERED"

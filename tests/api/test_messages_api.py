@@ -32,17 +32,27 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
     assert body["success"] is True
     assert all(isinstance(body[key], str) and body[key] for key in ("contactId", "conversationId", "messageId"))
     conversation = body["conversation"]
-    assert set(conversation) == {"id", "status", "channelId", "contactId", "assignee", "createdAt", "lastMessageAt"}
+    assert list(conversation) == [
+        # Blubash's fields, then ours
+        *("status", "assignedToHuman", "aiAgentId", "aiAgentName", "teamId", "teamName"),
+        *("id", "channelId", "contactId", "assignee", "createdAt", "lastMessageAt", "closedAt", "closeReason"),
+    ]
     assert conversation["id"] == body["conversationId"]
-    assert conversation["status"] == "OPEN"
+    assert (conversation["status"], conversation["assignedToHuman"]) == ("ACTIVE", False)
+    assert (conversation["aiAgentId"], conversation["aiAgentName"]) == (channel.agent.pk, channel.agent.name)
+    assert (conversation["teamId"], conversation["teamName"]) == (None, None)  # the channel has no team
     assert conversation["channelId"] == channel.pk
     assert conversation["contactId"] == body["contactId"]
     assert conversation["assignee"] == {"type": "AI_AGENT", "id": channel.agent.pk, "name": channel.agent.name}
     assert ISO.match(conversation["createdAt"]) and ISO.match(conversation["lastMessageAt"])
+    assert (conversation["closedAt"], conversation["closeReason"]) == (None, None)
     assert len(body["aiMessages"]) == 1
     reply = body["aiMessages"][0]
-    assert set(reply) == {"id", "type", "content", "createdAt"}
-    assert reply["type"] == "TEXT" and reply["content"]["text"]["body"]
+    assert list(reply) == ["type", "content", "sender_type", "sender_name", "channel_message_id", "id", "createdAt"]
+    assert reply["type"] == "TEXT"
+    assert reply["content"] == {"text": {"body": reply["content"]["text"]["body"]}, "type": "text"}
+    assert reply["content"]["text"]["body"]
+    assert (reply["sender_type"], reply["sender_name"], reply["channel_message_id"]) == ("AI", channel.agent.name, None)
     assert ISO.match(reply["createdAt"])
     assert body["usage"] == {
         "credits": 1,
@@ -63,6 +73,18 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
     assert (workspace.credit_balance, workspace.credit_reserved) == (99, 0)
     charge = UsageLedgerEntry.objects.get(workspace=workspace, kind="CHARGE")
     assert (charge.delta, charge.balance_after, charge.message_id) == (-1, 99, inbound.pk)
+
+
+def test_the_channels_team_is_named_in_the_conversation(api, channel):
+    from channels_app.models import Team
+
+    channel.team = Team.objects.create(workspace=channel.workspace, name="Suporte T\u00e9cnico")
+    channel.save()
+
+    conversation = api.post().json()["conversation"]
+
+    assert (conversation["teamId"], conversation["teamName"]) == (channel.team.pk, "Suporte T\u00e9cnico")
+    assert conversation["teamId"].startswith("team_")
 
 
 def test_same_contact_lands_in_same_contact_and_conversation(api):
@@ -123,6 +145,11 @@ def test_a_knowledge_change_is_seen_at_the_next_message_without_saving_the_agent
     assert answer_to("Do you have a warranty?") == "Three years."
     entry.delete()
     assert answer_to("Do you have a warranty?") == channel.agent.fallback_text
+
+
+def test_the_specs_example_text_is_greeted(api):
+    body = api.post(SEED_TEXT).json()  # "Hello, how can I help you?"
+    assert body["aiMessages"][0]["content"]["text"]["body"] == "Hello! How can I help you today?"
 
 
 def test_long_answer_is_split_into_several_ai_messages_in_order(api, channel):
@@ -259,6 +286,7 @@ def test_insufficient_credits_is_402_and_agent_not_called(api, workspace, channe
     error = error_of(response)
     assert error["code"] == "insufficient_credits"
     assert error["details"] == {"available": 0, "required": 1}
+    assert error["message"].startswith("The workspace has 0 credits available and this message needs 1 credit. ")
     assert scripted_agent.calls == []
     assert Message.objects.count() == 0
 

@@ -1,5 +1,6 @@
 """The OpenAPI document: valid, complete for the messages endpoint, and true to what the API answers."""
 
+import copy
 import json
 import re
 
@@ -8,10 +9,11 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
-from api.schema import SPEC_EXAMPLES
+from api.schema import REPLY_EXAMPLE, SPEC_EXAMPLES
+from channels_app.models import Team
 from tests.conftest import SEED_TEXT
 
-PATH = "/api/v1/channels/{channel_id}/messages"
+PATH = "/api/v1/channels/{channelId}/messages"
 CONTRACT_STATUSES = {"200", "400", "401", "402", "404", "409", "413", "422", "429", "500", "502", "504"}
 TYPES = {"TEXT": "text", "IMAGE": "image", "AUDIO": "audio", "VIDEO": "video", "DOCUMENT": "document"}
 
@@ -32,10 +34,26 @@ def resolve(schema: dict, node: dict) -> dict:
     return node
 
 
-def validator(schema: dict, component: str) -> jsonschema.Draft7Validator:
-    """A JSON Schema validator for one component; its `$ref`s resolve inside the document. (OpenAPI 3.0's
-    schema objects are a subset of JSON Schema as far as these components go: no `nullable`.)"""
-    root = {"$ref": f"#/components/schemas/{component}", "components": schema["components"]}
+def _as_json_schema(node, *, strict: bool):
+    """OpenAPI 3.0's schema objects as JSON Schema: `nullable: true` becomes "or null". With `strict`, an
+    object schema that does not say otherwise takes no properties besides its own, so a field the
+    document does not name fails validation."""
+    if isinstance(node, list):
+        return [_as_json_schema(item, strict=strict) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _as_json_schema(value, strict=strict) for key, value in node.items()}
+    if strict and "properties" in node and "additionalProperties" not in node:
+        node["additionalProperties"] = False
+    if node.pop("nullable", False):
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+def validator(schema: dict, component: str, *, strict: bool = False) -> jsonschema.Draft7Validator:
+    """A JSON Schema validator for one component; its `$ref`s resolve inside the document."""
+    components = _as_json_schema(copy.deepcopy(schema["components"]), strict=strict)
+    root = {"$ref": f"#/components/schemas/{component}", "components": components}
     return jsonschema.Draft7Validator(root)
 
 
@@ -113,10 +131,39 @@ def test_request_examples_are_the_specs_and_match_their_type(schema, operation):
         {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "   "}}},
         {"type": "TEXT", "contactIdentifier": "a@b.c", "content": {"text": {"body": "x" * 4097}}},
         {"type": "STICKER", "contactIdentifier": "a@b.c", "content": {"text": {"body": "hi"}}},
+        {**SEED_TEXT, "contactId": "ct_1"},  # an unknown top-level field
+        {**SEED_TEXT, "metadata": {f"k{n}": "v" for n in range(17)}},
+        {**SEED_TEXT, "metadata": {"plan": 3}},
+        {**SEED_TEXT, "metadata": {"plan": {"nested": "x"}}},
+        {**SEED_TEXT, "metadata": {"plan": "x" * 513}},
+        {**SEED_TEXT, "metadata": ["plan"]},
+        {**SEED_TEXT, "contactIdentifier": None},
     ],
 )
-def test_schema_refuses_what_the_api_refuses(schema, bad):
+def test_schema_refuses_what_the_api_refuses(schema, api, bad):
     assert not validator(schema, "InboundMessageRequest").is_valid(bad)
+    assert api.post(bad).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        {**SEED_TEXT, "contactName": None, "metadata": None},
+        {**SEED_TEXT, "metadata": {f"k{n}": "v" * 512 for n in range(16)}},
+        {**SEED_TEXT, "content": {"text": {"body": "  indented\n"}}},
+        {
+            "type": "DOCUMENT",
+            "contactIdentifier": "a@b.c",
+            "content": {"document": {"url": "https://a.example/d.pdf", "filename": None, "caption": None}},
+        },
+    ],
+)
+def test_schema_accepts_nulls_metadata_and_whitespace_as_the_api_does(schema, good):
+    assert validator(schema, "InboundMessageRequest").is_valid(good)
+
+
+def test_the_path_parameter_is_the_specs_channel_id(operation):
+    assert [p["name"] for p in operation["parameters"] if p["in"] == "path"] == ["channelId"]
 
 
 def test_documented_limits_are_the_enforced_ones(schema):
@@ -168,13 +215,19 @@ def test_api_key_security_scheme_and_idempotency_headers(schema, operation):
         assert not headers[name].get("required", False)
 
 
-def test_real_responses_match_the_documented_bodies(api, schema):
+def test_real_responses_match_the_documented_bodies(api, channel, schema):
     ok = api.post(SEED_TEXT)
+    channel.team = Team.objects.create(workspace=channel.workspace, name="Support")
+    channel.save()
+    with_team = api.post({**SEED_TEXT, "metadata": {"plan": "gold"}})
     refused = api.post({**SEED_TEXT, "content": {"text": {"body": ""}}})
     missing_key = api.post(SEED_TEXT, key="")
 
-    assert ok.status_code == 200
-    validator(schema, "MessageResult").validate(ok.json())
+    assert ok.status_code == with_team.status_code == 200
+    # strict: every field of the real body is one the document names, with the documented type
+    validator(schema, "MessageResult", strict=True).validate(ok.json())
+    validator(schema, "MessageResult", strict=True).validate(with_team.json())
+    assert with_team.json()["conversation"]["teamName"] == "Support"
     for response, status in ((refused, 400), (missing_key, 401)):
         assert response.status_code == status
         validator(schema, "ErrorResult").validate(response.json())
@@ -186,3 +239,58 @@ def test_unknown_urls_answer_the_json_error_body(client, db):
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"]["code"] == "not_found"
+
+
+def _fields(value, path=""):
+    """Every field path of a JSON value, list items as `[]`: {"a": {"b": 1}, "c": [{"d": 2}]} -> a, a.b, c, c[].d."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path}.{key}" if path else key
+            yield from _fields(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _fields(item, f"{path}[]")
+
+
+def _documented(schema: dict, node: dict, path: str = "") -> set[str]:
+    """Every field path the document gives a response component, following $ref, allOf, anyOf and oneOf."""
+    node = resolve(schema, node)
+    paths: set[str] = set()
+    for combined in ("allOf", "anyOf", "oneOf"):
+        for part in node.get(combined, []):
+            paths |= _documented(schema, part, path)
+    if node.get("type") == "array":
+        paths |= _documented(schema, node["items"], f"{path}[]")
+    for key, child in node.get("properties", {}).items():
+        name = f"{path}.{key}" if path else key
+        paths.add(name)
+        paths |= _documented(schema, child, name)
+    return paths
+
+
+def _may_be_null(node: dict) -> bool:
+    return node.get("nullable", False) or any("NullEnum" in str(part) for part in node.get("oneOf", []))
+
+
+def test_every_field_of_a_real_success_body_is_in_the_schema_and_required(api, schema):
+    body = api.post({**SEED_TEXT, "metadata": {"plan": "gold"}}).json()
+
+    documented = _documented(schema, {"$ref": "#/components/schemas/MessageResult"})
+
+    assert set(_fields(body)) <= documented, set(_fields(body)) - documented
+    # and each is always sent: required (nullable where it may be null)
+    components = schema["components"]["schemas"]
+    for name in ("MessageResult", "Conversation", "Assignee", "AiMessage", "Usage"):
+        assert set(components[name]["required"]) == set(components[name]["properties"]), name
+    nullable = {"teamId", "teamName", "closedAt", "closeReason"}
+    assert {key for key, value in components["Conversation"]["properties"].items() if _may_be_null(value)} == nullable
+    assert _may_be_null(components["AiMessage"]["properties"]["channel_message_id"])
+
+
+def test_the_documented_example_reply_has_a_real_responses_fields(api, schema, operation):
+    body = api.post(SEED_TEXT).json()
+    examples = operation["responses"]["200"]["content"]["application/json"]["examples"]
+
+    assert [example["value"] for example in examples.values()] == [REPLY_EXAMPLE]
+    assert sorted(_fields(REPLY_EXAMPLE)) == sorted(_fields(body))
+    validator(schema, "MessageResult", strict=True).validate(REPLY_EXAMPLE)

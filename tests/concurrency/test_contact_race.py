@@ -39,7 +39,7 @@ def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversa
     bodies = [r.json() for r in responses]
     contact = Contact.objects.get()
     conversation = Conversation.objects.get()
-    assert (conversation.status, conversation.contact_id, conversation.last_seq) == ("OPEN", contact.pk, REQUESTS)
+    assert (conversation.status, conversation.contact_id, conversation.last_seq) == ("ACTIVE", contact.pk, REQUESTS)
     assert {b["contactId"] for b in bodies} == {contact.pk}
     assert {b["conversationId"] for b in bodies} == {conversation.pk}
 
@@ -67,3 +67,40 @@ def test_fifty_first_messages_of_a_new_contact_make_one_contact_and_one_conversa
     workspace.refresh_from_db()
     ledger = sum(UsageLedgerEntry.objects.filter(workspace=workspace).values_list("delta", flat=True))
     assert (workspace.credit_balance, workspace.credit_reserved, ledger) == (50, 0, 50)
+
+
+SPELLINGS = ["Jane.Doe@Example.com", "jane.doe@example.com", " JANE.DOE@example.COM", "+1 (555) 010-0", "+15550100"]
+
+
+def test_first_messages_of_one_contact_under_several_spellings_make_one_contact_and_one_conversation(
+    race_channel_factory, scripted_agent, monkeypatch
+):
+    # given: a contact the workspace has never seen, written two ways (and a phone contact, two ways)
+    channel, key = race_channel_factory(credits=100)
+    scripted_agent.take_over(channel.agent)
+    monkeypatch.setattr(messaging, "_TURN_POLL_MAX", 0.05)
+    count = 20
+
+    # when: their first messages start together, each spelling several times
+    responses = run_together(
+        count,
+        lambda index, api: api.post(
+            {**body(index), "contactIdentifier": SPELLINGS[index % len(SPELLINGS)], "contactName": f"Name {index}"}
+        ),
+        channel=channel,
+        key=key,
+    )
+
+    # then: every message was answered, and each person is one contact with one conversation
+    assert [r.status_code for r in responses] == [200] * count, [r.content for r in responses if r.status_code != 200]
+    contacts = {contact.identifier_key: contact for contact in Contact.objects.all()}
+    assert set(contacts) == {"jane.doe@example.com", "+15550100"}
+    assert Conversation.objects.count() == 2
+    for index, response in enumerate(responses):
+        identifier = SPELLINGS[index % len(SPELLINGS)]
+        owner = contacts["+15550100" if identifier.strip().startswith("+") else "jane.doe@example.com"]
+        assert response.json()["contactId"] == owner.pk
+    # the contact keeps one of the spellings it was first sent with
+    assert contacts["jane.doe@example.com"].identifier in {s.strip() for s in SPELLINGS[:3]}
+    assert contacts["+15550100"].identifier in SPELLINGS[3:]
+    assert Message.objects.filter(direction="INBOUND").count() == count

@@ -86,3 +86,34 @@ def test_the_api_still_serves_with_redis_down(api, redis_down):
 def test_probes_take_no_api_key_and_only_read(client, db):
     assert client.post("/readyz").status_code == 405
     assert client.get("/readyz", HTTP_X_API_KEY="nonsense").status_code == 200
+
+
+# --- the Host header -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+@pytest.mark.parametrize("host", ["10.1.2.3", "10.1.2.3:8000", "[fd00::1]:8000", "lb.internal"])
+def test_probes_answer_whatever_the_host(client, db, path, host):
+    """Load balancers probe by IP address, which is not in ALLOWED_HOSTS."""
+    response = client.get(path, HTTP_HOST=host)
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/channels/ch_x/messages", "/admin/", "/api/schema/", "/nothing"])
+def test_an_unknown_host_gets_the_json_error_body(client, db, path):
+    from tests.conftest import error_of
+
+    response = client.get(path, HTTP_HOST="attacker.example")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    error = error_of(response)
+    assert error["code"] == "invalid_host"
+    assert error["details"] == {"header": "Host", "host": "attacker.example"}
+    assert response["X-Request-ID"]
+
+
+def test_an_unknown_host_is_refused_before_the_api_looks_at_the_request(api):
+    response = api.post(HTTP_HOST="attacker.example")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_host"

@@ -54,6 +54,12 @@ def test_ranking_is_deterministic_and_best_first():
 def test_greets_and_falls_back():
     assert answer(AGENT, text("Hello!")) == ["Hello! How can I help?"]
     assert answer(AGENT, text("good morning")) == ["Hello! How can I help?"]
+    # the spec's own example text, and greetings people write with a pleasantry
+    for greeting in ("Hello, how can I help you?", "Hi, how are you?", "Good morning everyone!", "hey there"):
+        assert answer(AGENT, text(greeting)) == ["Hello! How can I help?"], greeting
+    # a greeting with a question about something is not only a greeting
+    assert answer(AGENT, text("Hello, where is my parcel?")) == ["Sorry, I don't know."]
+    assert answer(AGENT, text("Hi, how long does shipping take?")) == ["Two days."]
     assert answer(AGENT, text("Tell me about quantum chromodynamics")) == ["Sorry, I don't know."]
     assert answer(replace(AGENT, knowledge=()), text("password")) == ["Sorry, I don't know."]
 
@@ -72,7 +78,7 @@ def test_media_is_acknowledged_by_type_and_caption():
         )
     ]
     assert answer(AGENT, image) == ["Thanks, I received your image: \u201cmy receipt\u201d."]
-    assert answer(AGENT, document) == ['Thanks, I received your document "a.pdf".']
+    assert answer(AGENT, document) == ["Thanks, I received your document \u201ca.pdf\u201d."]
 
 
 def test_usage_is_never_zero():

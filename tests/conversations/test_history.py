@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from contacts.models import Contact
+from contacts.services import contact_create
 from conversations.models import Conversation, Message
 from conversations.selectors import history_window_queryset
 from conversations.services import TurnNotReady, history_build, text_chars
@@ -29,7 +29,7 @@ def conversation_with(turns: int, *, identifier: str = "user@example.com") -> tu
     """A conversation of `turns` answered questions (question n: "q0000n", answer n: "a0000n", 6 characters
     each), created with bulk_create, and its next inbound message ("new message", 11 characters), pending."""
     channel = ChannelFactory.create()
-    contact = Contact.objects.create(workspace=channel.workspace, identifier=identifier)
+    contact = contact_create(workspace_id=channel.workspace_id, identifier=identifier, name="")
     conversation = Conversation.objects.create(
         workspace=channel.workspace,
         channel=channel,

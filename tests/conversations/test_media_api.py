@@ -106,7 +106,7 @@ def llm_api(client, workspace, api_key, httpserver):
             pdf_bytes(PDF_TEXT),
             {"filename": "invoice.pdf", "caption": "My invoice"},
             "application/pdf",
-            'Thanks, I received your document "invoice.pdf": \u201cMy invoice\u201d.',
+            "Thanks, I received your document \u201cinvoice.pdf\u201d: \u201cMy invoice\u201d.",
             id="pdf",
         ),
     ],
@@ -285,7 +285,7 @@ def test_a_pdf_text_reaches_the_agent(llm_api, httpserver):
 
     # then
     assert response.status_code == 200, response.content
-    assert response.json()["aiMessages"][0]["content"] == {"text": {"body": "Your invoice is paid."}}
+    assert response.json()["aiMessages"][0]["content"] == {"text": {"body": "Your invoice is paid."}, "type": "text"}
     [sent] = chat_requests(httpserver)
     last = sent["messages"][-1]
     assert last["role"] == "user"
@@ -414,9 +414,15 @@ def test_earlier_images_go_to_the_provider_as_bytes_never_by_their_url(llm_api, 
     # given
     url = _image_then_text(llm_api, httpserver)
 
-    # when: the next message; its think phase runs the one history query, as for a text-only conversation
+    # when: the next message (no contactName: naming the contact is a statement of its own); its think phase
+    # runs the one history query, as for a text-only conversation
+    body = {
+        "type": "TEXT",
+        "contactIdentifier": SEED_TEXT["contactIdentifier"],
+        "content": {"text": {"body": "Is it paid?"}},
+    }
     with assert_statements(12):
-        assert llm_api.post({**SEED_TEXT, "content": {"text": {"body": "Is it paid?"}}}).status_code == 200
+        assert llm_api.post(body).status_code == 200
 
     # then: the earlier image went again as its cached bytes, from storage (not downloaded again)
     assert hits(httpserver, "/img/receipt.png") == 1

@@ -278,6 +278,17 @@ def test_a_text_file_declared_as_image_is_refused():
     assert caught.value.details["detectedMimeType"] == "text/plain"
     assert caught.value.details["field"] == "type"
     assert "image/png" in caught.value.details["allowed"]
+    assert "not accepted for an IMAGE message" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("declared_type", "phrase"),
+    [("IMAGE", "an IMAGE"), ("AUDIO", "an AUDIO"), ("VIDEO", "a VIDEO"), ("DOCUMENT", "a DOCUMENT")],
+)
+def test_the_refusal_reads_as_english(declared_type, phrase):
+    with pytest.raises(MediaTypeMismatch) as caught:
+        media_check_type(declared_type=declared_type, mime_type="application/x-executable")
+    assert f"not accepted for {phrase} message." in caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,7 @@ def test_a_paired_surrogate_is_an_ordinary_character(api, httpserver):
     response = api.post()
 
     assert response.status_code == 200, response.content
-    assert response.json()["aiMessages"][0]["content"] == {"text": {"body": "Thanks \U0001f600"}}
+    assert response.json()["aiMessages"][0]["content"] == {"text": {"body": "Thanks \U0001f600"}, "type": "text"}
 
 
 @pytest.mark.parametrize("transcript", ["Where\u0000 is it?", "\ud800"], ids=["nul", "lone-surrogate"])

@@ -131,7 +131,29 @@ def test_provider_gets_key_model_system_prompt_and_the_conversation_newest_last(
         user("Can I get a refund?"),
     ]
     assert requests[0].get_json()["messages"] == [SYSTEM, user("Hi")]
-    assert bodies[-1].json()["aiMessages"][0]["content"] == {"text": {"body": "Yes, within 30 days."}}
+    assert bodies[-1].json()["aiMessages"][0]["content"] == {"text": {"body": "Yes, within 30 days."}, "type": "text"}
+
+
+def test_the_messages_metadata_reaches_the_model_as_a_system_message_after_the_instructions(api, httpserver):
+    # given
+    answer_with(httpserver, "Hello, gold member!", "Sure.")
+    metadata = {"plan": "gold", "page": "https://shop.example/checkout", "locale": "pt-BR"}
+
+    # when: a message with metadata, then one without
+    first = api.post({**say("Hi"), "metadata": metadata})
+    second = api.post(say("Thanks"))
+
+    # then: the model sees the current message's metadata, as context, right after the instructions
+    assert first.status_code == second.status_code == 200
+    sent = [request.get_json()["messages"] for request in chat_requests(httpserver)]
+    context = sent[0][1]
+    assert sent[0][0] == SYSTEM and sent[0][2:] == [user("Hi")]
+    assert context["role"] == "system"
+    assert "not written by the contact" in context["content"]
+    assert json.loads(context["content"].split("as JSON: ", 1)[1]) == metadata
+    # an earlier message's metadata described that moment, not this one
+    assert sent[1] == [SYSTEM, user("Hi"), assistant("Hello, gold member!"), user("Thanks")]
+    assert Message.objects.get(pk=first.json()["messageId"]).metadata == metadata
 
 
 def test_agent_temperature_and_max_output_tokens_are_sent(api, agent, httpserver):

@@ -1,9 +1,12 @@
 import json
+import os
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from api.demo import demo_bootstrap
+from api.demo import demo_base_url, demo_bootstrap, demo_key_file
+
+DEFAULT_BIND = "127.0.0.1:8000"
 
 
 class Command(BaseCommand):
@@ -13,12 +16,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="Print one JSON object: workspaceId, channelId, apiKey."
         )
+        parser.add_argument(
+            "--bind",
+            default=None,
+            help=f"The address the server listens on, for the printed curl line (default: $BIND, else {DEFAULT_BIND}).",
+        )
 
     def handle(self, *args, **options):
-        demo = demo_bootstrap(key_file=settings.BASE_DIR / "var" / "demo-key.json")
+        key_file = demo_key_file(base_dir=settings.BASE_DIR, database=settings.DATABASES["default"])
+        demo = demo_bootstrap(key_file=key_file)
         if options["json"]:
             self.stdout.write(json.dumps(demo))
             return
+        base_url = demo_base_url(bind=options["bind"] or os.environ.get("BIND") or DEFAULT_BIND)
         body = json.dumps(
             {
                 "type": "TEXT",
@@ -31,7 +41,7 @@ class Command(BaseCommand):
             f"Channel id: {demo['channelId']}\n"
             f"API key:    {demo['apiKey']}\n\n"
             "Try it:\n"
-            f"curl -s -X POST http://127.0.0.1:8000/api/v1/channels/{demo['channelId']}/messages \\\n"
+            f"curl -s -X POST {base_url}/api/v1/channels/{demo['channelId']}/messages \\\n"
             f"  -H 'X-API-Key: {demo['apiKey']}' -H 'Content-Type: application/json' \\\n"
             f"  -d '{body}'\n"
         )
