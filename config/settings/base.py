@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "channels_app",
     "contacts",
     "conversations",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -121,6 +122,18 @@ MEDIA_ALLOW_PRIVATE_HOSTS = env.list("MEDIA_ALLOW_PRIVATE_HOSTS", default=[])
 MEDIA_MAX_BYTES = 10 * 1024 * 1024  # the spec's per-file limit
 MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 30.0  # the spec's download timeout, for the whole download
 MEDIA_CACHE_SECONDS = env.int("MEDIA_CACHE_SECONDS", default=24 * 3600)
+
+# --- webhooks (README "Webhooks") -----------------------------------------------------------------------
+# Hosts or CIDRs webhook URLs may reach although they are not public (tests, development); the only
+# exception to the media download's address rules, which webhook URLs share.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env.list("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = 15.0  # no 2xx within this (connection to answer, all together): a failed attempt
+# How often due deliveries (retries, and any the commit-time hand-over missed) are queued: Celery beat's
+# webhooks-sweep, or the local sender's sweep without a broker. Each retry waits up to this much longer.
+WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=10)
+# Without a broker: threads of each web process that send webhooks (a slow receiver holds one, never a
+# request).
+WEBHOOK_LOCAL_WORKERS = env.int("WEBHOOK_LOCAL_WORKERS", default=4)
 
 # --- the messages pipeline -------------------------------------------------------------------------------
 # How long a claimed idempotency key (and an inbound message's turn in its conversation) stays locked when
@@ -221,6 +234,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 10 * 60,
         # A run that no worker picked up before the next one is due is dropped, not piled up.
         "options": {"expires": 9 * 60},
+    },
+    "webhooks-sweep": {
+        "task": "webhooks.tasks.webhooks_sweep_task",
+        "schedule": WEBHOOK_SWEEP_SECONDS,
+        # A sweep nobody ran before the next one is due adds nothing the next one does not do.
+        "options": {"expires": WEBHOOK_SWEEP_SECONDS},
     },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
