@@ -30,7 +30,8 @@ def deliveries_dispatch(*, claims: Claims) -> None:
     if not claims:
         return
     if current_app.conf.task_always_eager:
-        _local.submit(claims)
+        if settings.WEBHOOK_LOCAL_SENDER:
+            _local.submit(claims)
         return
     from webhooks.tasks import webhook_deliver_task
 
@@ -54,7 +55,8 @@ class _LocalSender:
     send the webhook itself: a receiver that takes 15 s would hold it that long. Instead this process
     keeps WEBHOOK_LOCAL_WORKERS daemon threads (greenlets under gevent) that take deliveries from a queue,
     and one that sweeps every WEBHOOK_SWEEP_SECONDS (the retries) while any delivery is pending, then
-    stops until the next dispatch. They start with the first event of the process.
+    stops until the next dispatch. They start with the first event of the process. WEBHOOK_LOCAL_SENDER
+    false turns them off (then only `manage.py webhook deliver` sends).
 
     Daemon threads die with the process: an attempt cut short leaves a lease that runs out, and the
     delivery waits in the database for the next sweep, of this process after a restart (at its first
@@ -95,6 +97,9 @@ class _LocalSender:
             time.sleep(float(settings.WEBHOOK_SWEEP_SECONDS))
             with self._lock:
                 seen = self._submitted
+                if not settings.WEBHOOK_LOCAL_SENDER:
+                    self._sweeping = False
+                    return
             try:
                 for claim in deliveries_due_claim():
                     self._queue.put(claim)

@@ -131,8 +131,9 @@ WEBHOOK_TIMEOUT_SECONDS = 15.0  # no 2xx within this (connection to answer, all 
 # How often due deliveries (retries, and any the commit-time hand-over missed) are queued: Celery beat's
 # webhooks-sweep, or the local sender's sweep without a broker. Each retry waits up to this much longer.
 WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=10)
-# Without a broker: threads of each web process that send webhooks (a slow receiver holds one, never a
-# request).
+# Without a broker: threads of each web process send webhooks (a slow receiver holds one of them, never a
+# request); false leaves the deliveries to `manage.py webhook deliver`.
+WEBHOOK_LOCAL_SENDER = env.bool("WEBHOOK_LOCAL_SENDER", default=True)
 WEBHOOK_LOCAL_WORKERS = env.int("WEBHOOK_LOCAL_WORKERS", default=4)
 
 # --- the messages pipeline -------------------------------------------------------------------------------
