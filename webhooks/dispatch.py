@@ -65,24 +65,32 @@ class _LocalSender:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        # Made at the first submit, not at import: under gevent the queue's locks must be the patched ones.
+        self._queue: queue.Queue[tuple[str, str]] | None = None
         self._workers = 0
         self._sweeping = False
         self._submitted = 0  # counts submissions, so the sweeper never stops just after one it did not see
 
     def submit(self, claims: Claims) -> None:
-        for claim in claims:
-            self._queue.put(claim)
-        with self._lock:
+        starting: list[threading.Thread] = []
+        with self._lock:  # held for bookkeeping only: threads start after it is released
+            if self._queue is None:
+                self._queue = queue.Queue()
+            for claim in claims:
+                self._queue.put(claim)
             self._submitted += 1
             while self._workers < max(1, int(settings.WEBHOOK_LOCAL_WORKERS)):
                 self._workers += 1
-                threading.Thread(target=self._work, name=f"webhook-sender-{self._workers}", daemon=True).start()
+                starting.append(threading.Thread(target=self._work, name=f"webhook-sender-{self._workers}"))
             if not self._sweeping:
                 self._sweeping = True
-                threading.Thread(target=self._sweep, name="webhook-sweep", daemon=True).start()
+                starting.append(threading.Thread(target=self._sweep, name="webhook-sweep"))
+        for thread in starting:
+            thread.daemon = True
+            thread.start()
 
     def _work(self) -> None:
+        assert self._queue is not None
         while True:
             delivery_id, token = self._queue.get()
             try:
@@ -93,6 +101,7 @@ class _LocalSender:
                 connections.close_all()
 
     def _sweep(self) -> None:
+        assert self._queue is not None
         while True:
             time.sleep(float(settings.WEBHOOK_SWEEP_SECONDS))
             with self._lock:
