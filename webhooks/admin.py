@@ -70,8 +70,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 class WebhookAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = WebhookAttempt
     extra = 0
-    fields = ["number", "started_at", "duration_ms", "status_code", "outcome", "url", "response_excerpt"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "outcome",
+        "url",
+        "response_excerpt",
+    )
 
 
 @admin.register(WebhookEvent)
@@ -81,8 +88,7 @@ class WebhookEventAdmin(HistoryAdmin):
     list_filter = ["type", "created_at"]
     search_fields = ["=id", "=contact_id", "=channel__id"]
     date_hierarchy = None
-    fields = ["id", "type", "channel", "contact_id", "created_at", "deliveries", "body"]
-    readonly_fields = fields
+    fields = readonly_fields = ("id", "type", "channel", "contact_id", "created_at", "deliveries", "body")
 
     @admin.display(description="deliveries")
     def deliveries(self, obj: WebhookEvent) -> str:
@@ -117,7 +123,7 @@ class WebhookDeliveryAdmin(HistoryAdmin):
     list_select_related = ["event"]
     list_filter = ["status", "event__type", "last_outcome"]
     search_fields = ["=id", "=event__id", "=event__channel__id"]
-    fields = [
+    fields = readonly_fields = (
         "id",
         "event_link",
         "event_type",
@@ -128,8 +134,7 @@ class WebhookDeliveryAdmin(HistoryAdmin):
         "last_outcome",
         "delivered_at",
         "created_at",
-    ]
-    readonly_fields = fields
+    )
     actions = ["redeliver"]
 
     @admin.display(description="event")

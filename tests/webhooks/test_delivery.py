@@ -290,3 +290,21 @@ def test_a_removed_webhook_fails_its_pending_deliveries(hooked, receiver):
     delivery.refresh_from_db()
     assert (delivery.status, delivery.next_attempt_at) == ("FAILED", None)
     assert receiver.requests == []
+
+
+def test_the_signature_matches_the_standard_webhooks_specifications_example():
+    """The specification's own test vector: the headers are signed exactly as it says."""
+    from datetime import UTC, datetime
+
+    from webhooks.delivery import attempt_headers
+
+    headers = attempt_headers(
+        event_id="msg_p5jXN8AQM9LWM0D4loKWxJek",
+        payload='{"test": 2432232314}',
+        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        at=datetime.fromtimestamp(1614265330, UTC),
+    )
+
+    assert headers["webhook-id"] == "msg_p5jXN8AQM9LWM0D4loKWxJek"
+    assert headers["webhook-timestamp"] == "1614265330"
+    assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
