@@ -57,6 +57,7 @@ from conversations.services import (
     inbound_message_store,
     replies_store,
 )
+from webhooks.services import message_failed_emit, message_replied_emit
 
 
 class ConversationBusy(ApplicationError):
@@ -382,6 +383,13 @@ def _fail(accepted: Accepted, error: Exception) -> None:
             return  # a retry took the key over, with the message and its reservation: they are not ours
         released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
         credits_release(workspace_id=accepted.workspace_id, amount=released)
+        message_failed_emit(
+            channel_id=accepted.channel_id,
+            contact_id=accepted.contact_id,
+            conversation_id=accepted.conversation_id,
+            message_id=accepted.message.pk,
+            error=error,
+        )
 
 
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
@@ -448,6 +456,7 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
         body = render(MessageResultSerializer(result).data)
         if accepted.claim is not None:
             idempotency_complete(claim=accepted.claim, status=200, body=body)
+        message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
     # Back to the pool now, not at the end of the request: rendering and logging need no connection, and
     # under load every moment a waiting request holds one is a moment another request waits for it.
     connection_release()

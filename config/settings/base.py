@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "contacts",
     "conversations",
     "billing",
+    "webhooks",
     "api",
 ]
 
@@ -154,6 +155,19 @@ MEDIA_EXTRACT_CONCURRENCY = 2  # children per process at once: a worker's bombs 
 # JSON) while the request waits: two phone photos, or a dozen screenshots.
 MEDIA_HISTORY_IMAGE_BYTES = 4 * 1024 * 1024
 
+# --- webhooks (README "Webhooks") -----------------------------------------------------------------------
+# Hosts or CIDRs webhook URLs may reach although they are not public (tests, development); the only
+# exception to the media download's address rules, which webhook URLs share.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env.list("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = 15.0  # no 2xx within this (connection to answer, all together): a failed attempt
+# How often due deliveries (retries, and any the commit-time hand-over missed) are queued: Celery beat's
+# webhooks-sweep, or the local sender's sweep without a broker. Each retry waits up to this much longer.
+WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=10)
+# Without a broker: threads of each web process send webhooks (a slow receiver holds one of them, never a
+# request); false leaves the deliveries to `manage.py webhook deliver`.
+WEBHOOK_LOCAL_SENDER = env.bool("WEBHOOK_LOCAL_SENDER", default=True)
+WEBHOOK_LOCAL_WORKERS = env.int("WEBHOOK_LOCAL_WORKERS", default=4)
+
 # --- the messages pipeline -------------------------------------------------------------------------------
 # The shortest lease on a request's idempotency key and on its message's turn in the conversation: how long
 # they stay locked after the request was last heard of, should it die. A live request renews its lease
@@ -252,6 +266,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 10 * 60,
         # A run that no worker picked up before the next one is due is dropped, not piled up.
         "options": {"expires": 9 * 60},
+    },
+    "webhooks-sweep": {
+        "task": "webhooks.tasks.webhooks_sweep_task",
+        "schedule": WEBHOOK_SWEEP_SECONDS,
+        # A sweep nobody ran before the next one is due adds nothing the next one does not do.
+        "options": {"expires": WEBHOOK_SWEEP_SECONDS},
     },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -13,3 +13,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].pop("init_command", None)
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
 CELERY_TASK_ALWAYS_EAGER = True
+# Nothing sends webhooks in the background unless a test asks for it (tests/webhooks/test_dispatch.py): a
+# test drives each attempt itself, and no thread of an earlier test touches a later test's rows.
+WEBHOOK_LOCAL_SENDER = False

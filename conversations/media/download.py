@@ -5,8 +5,10 @@ resolves to, then connects to the checked address (the Host header, TLS SNI and 
 the name), so a DNS answer that changes between the check and the connection (rebinding) cannot move it.
 Redirects are followed here, one hop at a time, each through the same checks.
 
-No database access: the caller runs it outside any transaction (docs/architecture.md, "The three phases":
-Think).
+Webhook deliveries (webhooks/delivery.py) go through the same checks and session, with their own allow
+list (`allow_setting="WEBHOOK_ALLOW_PRIVATE_HOSTS"`) and no redirects at all.
+
+No database access: the caller runs it outside any transaction (docs/architecture.md, "The three phases": Think).
 """
 
 from __future__ import annotations
@@ -115,9 +117,13 @@ class _AllowList:
     networks: tuple[IPNetwork, ...]
 
 
-def _allow_list() -> _AllowList:
-    """settings.MEDIA_ALLOW_PRIVATE_HOSTS: host names (matched exactly) or addresses/CIDRs."""
-    entries = getattr(settings, "MEDIA_ALLOW_PRIVATE_HOSTS", None) or []
+MEDIA_ALLOW_SETTING = "MEDIA_ALLOW_PRIVATE_HOSTS"
+
+
+def _allow_list(setting: str = MEDIA_ALLOW_SETTING) -> _AllowList:
+    """settings.<setting> (MEDIA_ALLOW_PRIVATE_HOSTS by default): host names (matched exactly) or
+    addresses/CIDRs."""
+    entries = getattr(settings, setting, None) or []
     if isinstance(entries, str):
         entries = entries.split(",")
     hostnames: set[str] = set()
@@ -147,14 +153,15 @@ def _plain(address: IPAddress) -> IPAddress:
     return address
 
 
-def host_resolve_checked(*, host: str, port: int) -> str:
+def host_resolve_checked(*, host: str, port: int, allow_setting: str = MEDIA_ALLOW_SETTING) -> str:
     """Resolve `host` once and return the address to connect to (IPv6 in brackets).
 
-    Every address the name resolves to must be public, or covered by MEDIA_ALLOW_PRIVATE_HOSTS (the host
-    name itself, or a network holding the address). Cloud metadata addresses never pass. Raises
-    _AddressRefused or _NameNotResolved (requests exceptions, so they leave the adapter unwrapped).
+    Every address the name resolves to must be public, or covered by the allow list in `allow_setting`
+    (MEDIA_ALLOW_PRIVATE_HOSTS by default: the host name itself, or a network holding the address). Cloud
+    metadata addresses never pass. Raises _AddressRefused or _NameNotResolved (requests exceptions, so they
+    leave the adapter unwrapped).
     """
-    allow = _allow_list()
+    allow = _allow_list(allow_setting)
     name = host.lower().rstrip(".")
     try:
         infos = socket.getaddrinfo(host, port, family=allowed_gai_family(), type=socket.SOCK_STREAM)
@@ -169,7 +176,7 @@ def host_resolve_checked(*, host: str, port: int) -> str:
             address_is_public(plain) or name in allow.hostnames or any(plain in network for network in allow.networks)
         )
         if not allowed:
-            logger.warning("media download refused: %s resolves to %s", host, address)
+            logger.warning("outbound request refused (%s): %s resolves to %s", allow_setting, host, address)
             raise _AddressRefused(f"{host} resolves to a non-public address")
     chosen = addresses[0]
     return f"[{chosen}]" if chosen.version == 6 else str(chosen)
@@ -273,9 +280,14 @@ class _CheckedAddressAdapter(IPFilterAdapter):
     """requests-hardened's IPFilterAdapter with our address policy and guarded connections.
 
     Its own filter checks only the first resolved address and knows only "allow loopback"; ours checks
-    all of them and honours MEDIA_ALLOW_PRIVATE_HOSTS (names and CIDRs). The rest is the same: the pool
-    connects to the checked address while the Host header, SNI and certificate check use the name.
+    all of them and honours MEDIA_ALLOW_PRIVATE_HOSTS (names and CIDRs; another setting's list with
+    `allow_setting`). The rest is the same: the pool connects to the checked address while the Host header,
+    SNI and certificate check use the name.
     """
+
+    def __init__(self, *args: Any, allow_setting: str = MEDIA_ALLOW_SETTING, **kwargs: Any) -> None:
+        self.allow_setting = allow_setting
+        super().__init__(*args, **kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -302,23 +314,25 @@ class _CheckedAddressAdapter(IPFilterAdapter):
         if self._is_https_proto:
             pool_kwargs["assert_hostname"] = hostname
             pool_kwargs["server_hostname"] = hostname
-        host_params["host"] = host_resolve_checked(host=hostname, port=port or DEFAULT_PORTS[host_params["scheme"]])
+        host_params["host"] = host_resolve_checked(
+            host=hostname, port=port or DEFAULT_PORTS[host_params["scheme"]], allow_setting=self.allow_setting
+        )
         return host_params, pool_kwargs
 
 
-def _session(*, timeout: float) -> HTTPSession:
+def _session(*, timeout: float, allow_setting: str = MEDIA_ALLOW_SETTING, user_agent: str = USER_AGENT) -> HTTPSession:
     session = HTTPSession(
         Config(
             ip_filter_enable=False,  # replaced by _CheckedAddressAdapter, mounted below
             ip_filter_allow_loopback_ips=False,
             never_redirect=True,  # redirects are followed by media_download, hop by hop
             default_timeout=(timeout, timeout),
-            user_agent_override=USER_AGENT,
+            user_agent_override=user_agent,
         )
     )
     session.trust_env = False  # no proxy, .netrc or CA bundle from the environment
-    session.mount("http://", _CheckedAddressAdapter(is_https_proto=False))
-    session.mount("https://", _CheckedAddressAdapter(is_https_proto=True))
+    session.mount("http://", _CheckedAddressAdapter(is_https_proto=False, allow_setting=allow_setting))
+    session.mount("https://", _CheckedAddressAdapter(is_https_proto=True, allow_setting=allow_setting))
     return session
 
 
