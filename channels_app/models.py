@@ -190,6 +190,13 @@ class Channel(models.Model):
         related_name="channels",
         help_text="The team of the workspace the channel belongs to, if any.",
     )
+    # A day: a contact who comes back the next day starts afresh, while a conversation paused for lunch
+    # goes on (README "Conversations").
+    inactivity_timeout_seconds = models.PositiveIntegerField(
+        default=86400,
+        help_text="An active conversation whose last message is older than this is closed (reason "
+        "inactivity); the contact's next message opens a new one. 0: never.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

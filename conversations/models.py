@@ -46,6 +46,12 @@ class Conversation(models.Model):
                 fields=["channel", "contact"], condition=Q(status="ACTIVE"), name="conversation_one_active_per_contact"
             ),
         ]
+        # Closing is the one change an operator makes to a conversation (the admin's "Close" action).
+        permissions = [("close_conversation", "Can close conversations")]
+        indexes = [
+            # The inactivity clean-up (api/cleanup.py) reads the oldest active conversations only.
+            models.Index(fields=["last_message_at"], condition=Q(status="ACTIVE"), name="conversation_active_idle"),
+        ]
 
     def __str__(self) -> str:
         return self.id
