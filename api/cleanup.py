@@ -1,5 +1,5 @@
-"""The periodic clean-ups. Celery beat runs `cleanup_task` (api.tasks); `manage.py cleanup` runs
-the same `cleanup_run` synchronously.
+"""The periodic clean-ups, the inactivity close of conversations among them. Celery beat runs `cleanup_task`
+(api.tasks); `manage.py cleanup` runs the same `cleanup_run` synchronously.
 
 Everything goes in batches, each in its own short transaction, so a day's backlog never holds a lock or a
 long transaction, and a run that overlaps another (a slow worker, a manual run) only finds less to do.
@@ -12,13 +12,19 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from api.conversations import conversations_closed_announce
 from api.models import IdempotencyRecord
 from billing.credits import credits_release
+from channels_app.models import Channel
 from conversations.media.cache import media_assets_purge
-from conversations.models import Message
+from conversations.models import Conversation, Message
+from conversations.services import conversations_close_idle
 
 IDEMPOTENCY_PURGE_BATCH_SIZE = 1000  # rows per DELETE: no cascade, a stored response is at most ~64 KiB
 ABANDONED_BATCH_SIZE = 100  # message rows locked per transaction
+# Conversations closed per transaction: each close writes its webhook event and delivery in the same
+# transaction, so a batch is a few hundred short inserts and its row locks are held for milliseconds.
+IDLE_CLOSE_BATCH_SIZE = 100
 # An inbound message still PENDING this long after its lease ran out lost its request: the process died
 # between accept and record. A live request never lets its lease run out: the lease covers its media step
 # and its agent call, and it is renewed while the request waits for its turn
@@ -35,6 +41,7 @@ class CleanupResult:
     media_files: int = 0
     abandoned_messages: int = 0
     abandoned_credits: int = 0
+    idle_conversations: int = 0
 
 
 def cleanup_run(*, now: datetime | None = None) -> CleanupResult:
@@ -45,7 +52,49 @@ def cleanup_run(*, now: datetime | None = None) -> CleanupResult:
     media = media_assets_purge(now=now)
     result.media_assets, result.media_files = media.assets, media.files
     result.abandoned_messages, result.abandoned_credits = abandoned_messages_release(now=now)
+    result.idle_conversations = idle_conversations_close(now=now)
     return result
+
+
+def idle_conversations_close(*, now: datetime, batch_size: int = IDLE_CLOSE_BATCH_SIZE) -> int:
+    """Close the active conversations whose last message is older than their channel's
+    `inactivity_timeout_seconds` (0: never), reason `inactivity`, each with its `conversation.closed`
+    event in the batch's transaction. Returns how many were closed.
+
+    The clean-up only tidies up: a message to a timed-out conversation closes it itself at once
+    (conversations.services.inbound_message_store). The channels are taken by timeout, and there are few
+    distinct timeouts; each batch reads the oldest active conversations through their partial index
+    (`conversation_active_idle`). The close re-checks the conditions on each locked row, so a message
+    that arrives in between keeps its conversation open.
+    """
+    timeouts = sorted(
+        set(
+            Channel.objects.filter(inactivity_timeout_seconds__gt=0)
+            .order_by()
+            .values_list("inactivity_timeout_seconds", flat=True)
+            .distinct()
+        )
+    )
+    closed = 0
+    for timeout in timeouts:
+        idle_before = now - timedelta(seconds=timeout)
+        while True:
+            with transaction.atomic():
+                ids = list(
+                    Conversation.objects.filter(
+                        status=Conversation.Status.ACTIVE,
+                        last_message_at__lt=idle_before,
+                        channel__inactivity_timeout_seconds=timeout,
+                    )
+                    .order_by("last_message_at")
+                    .values_list("pk", flat=True)[:batch_size]
+                )
+                done = conversations_close_idle(conversation_ids=ids, idle_before=idle_before, now=now)
+                conversations_closed_announce(conversation_ids=done)
+            closed += len(done)
+            if len(ids) < batch_size:
+                break
+    return closed
 
 
 def idempotency_records_purge(*, now: datetime, batch_size: int = IDEMPOTENCY_PURGE_BATCH_SIZE) -> int:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from api.conversations import conversations_closed_announce
 from api.idempotency import (
     Claim,
     Replay,
@@ -276,6 +277,7 @@ def _accept_once(
         workspace_id=workspace.pk,
         channel_id=channel.pk,
         agent_id=agent.id,
+        inactivity_timeout_seconds=channel.inactivity_timeout_seconds,
         contact_identifier=contact_identifier,
         contact_name=contact_name,
         type=type,
@@ -285,6 +287,9 @@ def _accept_once(
         lease_until=lease_until,
         credits_reserved=reserved,
     )
+    if stored.closed_idle_id is not None:
+        # The contact's conversation had timed out: closed now, with its event, in this transaction.
+        conversations_closed_announce(conversation_ids=[stored.closed_idle_id])
     if claim is not None:
         idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
     # Last, so the workspace row's lock is held for the shortest time before commit.
@@ -400,7 +405,7 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
             idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
         reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
         charge = min(cost, reserved)
-        replies = replies_store(
+        stored = replies_store(
             message=accepted.message,
             texts=reply.texts,
             credits=charge,
@@ -423,7 +428,7 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
             message_id=accepted.message.pk,
             conversation=ConversationView(
                 id=accepted.conversation_id,
-                status=accepted.conversation_status,
+                status=stored.status,
                 channel_id=accepted.channel_id,
                 contact_id=accepted.contact_id,
                 agent_id=accepted.agent.id,
@@ -432,18 +437,18 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
                 team_name=accepted.team_name,
                 created_at=accepted.conversation_created_at,
                 last_message_at=now,
-                closed_at=accepted.conversation_closed_at,
-                close_reason=accepted.conversation_close_reason,
+                closed_at=stored.closed_at,
+                close_reason=stored.close_reason,
             ),
             ai_messages=[
                 AiMessageView(
-                    id=stored.pk,
-                    type=stored.type,
-                    content=stored.content,
+                    id=reply.pk,
+                    type=reply.type,
+                    content=reply.content,
                     sender_name=accepted.agent.name,
-                    created_at=stored.created_at,
+                    created_at=reply.created_at,
                 )
-                for stored in replies
+                for reply in stored.messages
             ],
             usage=UsageView(
                 credits=charged,

@@ -1,4 +1,5 @@
-"""The OpenAPI description of the messages endpoint (drf-spectacular), kept out of the view.
+"""The OpenAPI description of the messages endpoint and the conversation close (drf-spectacular), kept out of
+the views.
 
 The view parses its JSON itself (views._json_body), so the request is declared here: a `oneOf` of one
 schema per message type, told apart by `type` (the discriminator), built from the same content serializers
@@ -6,6 +7,8 @@ that validate requests, so the documented limits are the enforced ones. The resp
 api.serializers.MessageResultSerializer (the one that renders it), and every error status has the
 error body with the codes it can carry.
 """
+
+from typing import Any
 
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
@@ -29,6 +32,7 @@ from api.serializers import (
     MESSAGE_TYPES,
     METADATA_MAX_KEYS,
     METADATA_VALUE_MAX,
+    ConversationSerializer,
     MessageResultSerializer,
     _StrictObject,
     contact_identifier_field,
@@ -538,3 +542,70 @@ def require_request_bodies(result, generator, request, public):
             if isinstance(operation, dict) and "requestBody" in operation:
                 operation["requestBody"]["required"] = True
     return result
+
+
+# --- POST /api/v1/conversations/{conversationId}/close -------------------------------------------------
+
+
+class ConversationCloseResult(serializers.Serializer):
+    """The closed conversation: the same object as the messages endpoint's `conversation`."""
+
+    success = serializers.BooleanField()
+    conversation = ConversationSerializer()
+
+
+_REPLY_CONVERSATION: dict[str, Any] = REPLY_EXAMPLE["conversation"]  # type: ignore[assignment]
+CLOSE_EXAMPLE = {
+    "success": True,
+    "conversation": {
+        **_REPLY_CONVERSATION,
+        "status": "CLOSED",
+        "closedAt": "2026-11-25T19:02:11.031Z",
+        "closeReason": "api",
+    },
+}
+
+conversation_close_schema = extend_schema(
+    operation_id="conversation_close",
+    summary="Close a conversation",
+    description=(
+        'Closes the conversation (`closeReason: "api"`) and answers it. Idempotent: closing a closed '
+        "conversation answers it unchanged, whatever closed it. The contact's next message on the channel "
+        "opens a new conversation, whose history starts empty. A message of the conversation still being "
+        "answered is answered, in this conversation, which stays closed. A channel with a webhook gets a "
+        "`conversation.closed` event, once per close. Requests per minute per API key are limited (429 with "
+        "`Retry-After`)."
+    ),
+    tags=["conversations"],
+    request=None,
+    parameters=[
+        OpenApiParameter(
+            "conversationId",
+            OpenApiTypes.STR,
+            OpenApiParameter.PATH,
+            description="The id of a conversation of your workspace (`cv_…`), as the messages endpoint answered it.",
+        ),
+        *(parameter for parameter in PARAMETERS if parameter.name in {"X-Request-ID", "Retry-After"}),
+    ],
+    responses={
+        200: OpenApiResponse(
+            response=ConversationCloseResult,
+            description="The conversation is closed (now, or it already was).",
+            examples=[OpenApiExample("Closed", value=CLOSE_EXAMPLE, status_codes=[200], response_only=True)],
+        ),
+        401: RESPONSES[401],
+        404: _error(
+            404,
+            "No such conversation in the key's workspace.",
+            {
+                "conversation_not_found": (
+                    "No conversation with this id in your workspace (another workspace's are not found either).",
+                    {"conversationId": "cv_doesnotexist"},
+                ),
+            },
+        ),
+        429: RESPONSES[429],
+        500: RESPONSES[500],
+        503: RESPONSES[503],
+    },
+)

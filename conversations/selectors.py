@@ -33,6 +33,7 @@ def contact_with_active_conversation(
             conversation_id=F("active_conversation__id"),
             conversation_created_at=F("active_conversation__created_at"),
             conversation_agent_id=F("active_conversation__agent_id"),
+            conversation_last_message_at=F("active_conversation__last_message_at"),
         )
         .first()
     )

@@ -1,7 +1,7 @@
 """The conversation runtime's writes. Each function runs inside the caller's short transaction."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
@@ -19,18 +19,61 @@ class StoredInbound:
     conversation_id: str
     conversation_created_at: datetime
     message: Message
+    # The id of the contact's earlier conversation when it was closed here for inactivity: the caller
+    # announces the close (its `conversation.closed` event) in the same transaction.
+    closed_idle_id: str | None = None
 
 
-def _seq_take(*, conversation_id: str, now: datetime) -> int:
-    """Take the conversation's next position. The UPDATE holds the conversation row's lock until commit,
-    so a second message of the same conversation gets the next position only after this one is visible."""
+def _close(*, where: str, params: list[Any], reason: str, now: datetime) -> list[str]:
+    """Close the ACTIVE conversations `where` selects, in one conditional UPDATE, and return the ids of those
+    it closed. The status condition is checked again on the locked row: of two closes racing, and of a
+    close racing a message's `_seq_take`, each row is closed once, and never under a message still being
+    accepted (the close waits for that transaction's row lock, then sees the row as it committed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET status = %s, closed_at = %s, close_reason = %s "
+            f"WHERE status = %s AND {where} RETURNING id",
+            [Conversation.Status.CLOSED, now, reason, Conversation.Status.ACTIVE, *params],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def conversation_close(*, conversation_id: str, workspace_id: str, reason: str, now: datetime) -> bool:
+    """Close the workspace's conversation if it is active. False when it was already closed or is not the
+    workspace's (the caller tells these apart). Run it inside the transaction that announces the close
+    (its `conversation.closed` event), so that a close is announced exactly once."""
+    return bool(
+        _close(where="id = %s AND workspace_id = %s", params=[conversation_id, workspace_id], reason=reason, now=now)
+    )
+
+
+def conversations_close_idle(*, conversation_ids: list[str], idle_before: datetime, now: datetime) -> list[str]:
+    """Close, for inactivity, those of the conversations that are still active and whose last message is
+    older than `idle_before`; returns their ids. A message that arrived since the caller looked keeps its
+    conversation open."""
+    if not conversation_ids:
+        return []
+    marks = ", ".join(["%s"] * len(conversation_ids))
+    return _close(
+        where=f"id IN ({marks}) AND last_message_at < %s",
+        params=[*conversation_ids, idle_before],
+        reason=Conversation.CloseReason.INACTIVITY,
+        now=now,
+    )
+
+
+def _seq_take(*, conversation_id: str, now: datetime) -> int | None:
+    """Take the active conversation's next position; None when it is closed (then the message opens a new
+    one). The UPDATE holds the conversation row's lock until commit, so a second message of the same
+    conversation gets the next position only after this one is visible, and a close waits for it too."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, last_message_at = %s "
-            "WHERE id = %s RETURNING last_seq",
-            [now, conversation_id],
+            "WHERE id = %s AND status = %s RETURNING last_seq",
+            [now, conversation_id, Conversation.Status.ACTIVE],
         )
-        return cursor.fetchone()[0]
+        row = cursor.fetchone()
+        return None if row is None else row[0]
 
 
 def inbound_message_store(
@@ -38,6 +81,7 @@ def inbound_message_store(
     workspace_id: str,
     channel_id: str,
     agent_id: str,
+    inactivity_timeout_seconds: int,
     contact_identifier: str,
     contact_name: str,
     type: str,
@@ -53,6 +97,11 @@ def inbound_message_store(
     Must run inside a transaction. A concurrent first message of the same contact, under any spelling of
     its identifier, makes the contact or conversation insert raise IntegrityError (unique constraints); the
     caller retries the transaction. A known contact without a name takes `contact_name` when one is sent.
+
+    An active conversation idle for longer than the channel's `inactivity_timeout_seconds` (0: never) is
+    closed here, for inactivity, whether or not the clean-up got to it yet (`closed_idle_id` says so), and
+    one closed meanwhile (through the API, by an operator) is found by `_seq_take`: either way the message
+    opens a new conversation, whose history starts empty.
     """
     row = contact_with_active_conversation(
         workspace_id=workspace_id, channel_id=channel_id, identifier_key=identifier_key(contact_identifier)
@@ -62,7 +111,21 @@ def inbound_message_store(
         row = {"id": contact_id, "conversation_id": None}
     elif contact_name and not row["name"]:
         contact_name_fill(contact_id=row["id"], name=contact_name, now=now)
-    if row["conversation_id"] is None:
+    closed_idle_id = None
+    seq = None
+    if row["conversation_id"] is not None:
+        last = row["conversation_last_message_at"]
+        if inactivity_timeout_seconds and last is not None:
+            idle_before = now - timedelta(seconds=inactivity_timeout_seconds)
+            if last < idle_before:
+                closed = conversations_close_idle(
+                    conversation_ids=[row["conversation_id"]], idle_before=idle_before, now=now
+                )
+                closed_idle_id = closed[0] if closed else None
+        if closed_idle_id is None:
+            seq = _seq_take(conversation_id=row["conversation_id"], now=now)
+    if seq is None:
+        # No active conversation, or it was closed (here, or by a close that committed first).
         conversation = Conversation.objects.create(
             workspace_id=workspace_id,
             channel_id=channel_id,
@@ -74,7 +137,6 @@ def inbound_message_store(
         conversation_id, created_at, seq = conversation.id, conversation.created_at, 1
     else:
         conversation_id, created_at = row["conversation_id"], row["conversation_created_at"]
-        seq = _seq_take(conversation_id=conversation_id, now=now)
         if row["conversation_agent_id"] != agent_id:
             # The channel was given another agent: its active conversations follow it.
             Conversation.objects.filter(pk=conversation_id).update(agent_id=agent_id)
@@ -91,7 +153,11 @@ def inbound_message_store(
         credits_reserved=credits_reserved,
     )
     return StoredInbound(
-        contact_id=row["id"], conversation_id=conversation_id, conversation_created_at=created_at, message=message
+        contact_id=row["id"],
+        conversation_id=conversation_id,
+        conversation_created_at=created_at,
+        message=message,
+        closed_idle_id=closed_idle_id,
     )
 
 
@@ -196,9 +262,10 @@ def replies_store(
     input_tokens: int,
     output_tokens: int,
     now: datetime,
-) -> list[Message]:
-    """Store the agent's replies after `message` (already marked answered). The first reply carries the
-    reply's credits and tokens (the transcript shows them there)."""
+) -> "StoredReplies":
+    """Store the agent's replies after `message` (already marked answered), in its own conversation even
+    when that was closed while the agent was thinking: the close stands, and the result says so. The first
+    reply carries the reply's credits and tokens (the transcript shows them there)."""
     replies = [
         Message(
             conversation_id=message.conversation_id,
@@ -216,8 +283,27 @@ def replies_store(
         for index, text in enumerate(texts, start=1)
     ]
     Message.objects.bulk_create(replies)
-    Conversation.objects.filter(pk=message.conversation_id).update(last_message_at=now)
-    return replies
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET last_message_at = %s WHERE id = %s RETURNING status",
+            [now, message.conversation_id],
+        )
+        status = cursor.fetchone()[0]
+    if status == Conversation.Status.ACTIVE:
+        return StoredReplies(messages=replies, status=status)
+    closed_at, close_reason = Conversation.objects.values_list("closed_at", "close_reason").get(
+        pk=message.conversation_id
+    )
+    return StoredReplies(messages=replies, status=status, closed_at=closed_at, close_reason=close_reason or None)
+
+
+@dataclass
+class StoredReplies:
+    messages: list[Message]
+    # The conversation as the replies left it: closed while the agent thought, it stays closed.
+    status: str
+    closed_at: datetime | None = None
+    close_reason: str | None = None
 
 
 def inbound_message_fail(*, message_id: str, error_code: str, reserved: int) -> int:

@@ -213,6 +213,7 @@ def test_manage_py_cleanup_runs_it_all_and_prints_the_counts(rich_workspace):
         "Media assets deleted: 1\n"
         "Media files deleted: 1\n"
         "Abandoned messages released: 1 (4 credits returned)\n"
+        "Idle conversations closed: 0\n"
     )
     assert_cleaned(seeded, rich_workspace)
 

@@ -6,7 +6,8 @@ from api.cleanup import cleanup_run
 class Command(BaseCommand):
     help = (
         "Run the periodic clean-up now (the same code as Celery beat's cleanup_task): delete expired "
-        "idempotency records and expired media (rows and files), release abandoned reservations."
+        "idempotency records and expired media (rows and files), release abandoned reservations, close "
+        "conversations idle for longer than their channel's inactivity timeout."
     )
 
     def handle(self, *args, **options):
@@ -17,4 +18,5 @@ class Command(BaseCommand):
             f"Media files deleted: {result.media_files}\n"
             f"Abandoned messages released: {result.abandoned_messages} "
             f"({result.abandoned_credits} credits returned)\n"
+            f"Idle conversations closed: {result.idle_conversations}\n"
         )
