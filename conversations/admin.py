@@ -114,9 +114,20 @@ def message_admin_link(message_id: str | None) -> str:
 
 @admin.register(Conversation)
 class ConversationAdmin(HistoryAdmin):
-    list_display = ["id", "contact", "channel", "workspace", "agent", "status", "last_message_at", "created_at"]
+    list_display = [
+        "id",
+        "contact",
+        "channel",
+        "workspace",
+        "agent",
+        "status",
+        "close_reason",
+        "last_message_at",
+        "closed_at",
+        "created_at",
+    ]
     list_select_related = ["contact", "channel", "workspace", "agent"]
-    list_filter = ["status", "workspace", "channel__type", "last_message_at"]
+    list_filter = ["status", "close_reason", "workspace", "channel__type", "last_message_at", "closed_at"]
     search_fields = ["=id", "=contact__id", "contact__identifier", "contact__name"]
     fields = readonly_fields = (
         "id",
