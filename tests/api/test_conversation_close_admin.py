@@ -1,0 +1,73 @@
+"""Operators close conversations in the admin (reason `operator`, announced like any close); the lists show and
+filter the status and the close reason."""
+
+import json
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+
+from conversations.models import Conversation
+from tests.history import conversation_with_exchanges
+from webhooks.models import WebhookEvent
+from webhooks.services import webhook_set
+
+CHANGELIST = "admin:conversations_conversation_changelist"
+
+
+@pytest.fixture
+def two(channel, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = ["127.0.0.1"]
+    webhook_set(channel_id=channel.pk, url="http://127.0.0.1:9/hook")
+    first = conversation_with_exchanges(channel=channel).conversation
+    second = conversation_with_exchanges(channel=channel, identifier="grace@example.com").conversation
+    return first, second
+
+
+def test_an_operator_closes_conversations_and_each_close_is_announced_once(admin_client, two):
+    first, second = two
+    Conversation.objects.filter(pk=second.pk).update(status="CLOSED", close_reason="api")
+
+    # when: both are selected, one of them already closed
+    response = admin_client.post(
+        reverse(CHANGELIST), {"action": "close", "_selected_action": [first.pk, second.pk]}, follow=True
+    )
+
+    # then
+    assert "1 conversations closed" in response.content.decode()
+    first.refresh_from_db()
+    assert (first.status, first.close_reason) == ("CLOSED", "operator") and first.closed_at is not None
+    assert Conversation.objects.get(pk=second.pk).close_reason == "api"
+    (event,) = [json.loads(p) for p in WebhookEvent.objects.values_list("payload", flat=True)]
+    assert event["type"] == "conversation.closed"
+    assert (event["data"]["conversation"]["id"], event["data"]["conversation"]["closeReason"]) == (first.pk, "operator")
+
+
+def test_the_list_shows_and_filters_the_status_and_close_reason(admin_client, two):
+    first, second = two
+    Conversation.objects.filter(pk=second.pk).update(status="CLOSED", close_reason="inactivity")
+
+    listing = admin_client.get(reverse(CHANGELIST)).content.decode()
+    by_reason = admin_client.get(reverse(CHANGELIST), {"close_reason__exact": "inactivity"}).content.decode()
+
+    assert "Close reason" in listing and "Closed at" in listing
+    assert "Inactivity" in listing
+    assert second.pk in by_reason and first.pk not in by_reason
+
+
+def test_closing_needs_the_close_permission(client, two):
+    first, _ = two
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+    client.force_login(viewer)
+
+    listing = client.get(reverse(CHANGELIST)).content.decode()
+    client.post(reverse(CHANGELIST), {"action": "close", "_selected_action": [first.pk]})
+
+    assert 'value="close"' not in listing
+    assert Conversation.objects.get(pk=first.pk).status == "ACTIVE"
+
+    # and with it, the action is there
+    viewer.user_permissions.add(Permission.objects.get(codename="close_conversation"))
+    client.post(reverse(CHANGELIST), {"action": "close", "_selected_action": [first.pk]})
+    assert Conversation.objects.get(pk=first.pk).status == "CLOSED"
