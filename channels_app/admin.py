@@ -87,9 +87,19 @@ class WorkspaceAdmin(admin.ModelAdmin):
 class ChannelAdminForm(forms.ModelForm):
     """The agent and the team must be the channel's workspace's: Channel.clean checks both."""
 
+    _timeout = Channel._meta.get_field("inactivity_timeout_seconds")
+    # Left empty, the default (a day): a form posted without the field keeps working.
+    inactivity_timeout_seconds = forms.IntegerField(
+        min_value=0, required=False, initial=_timeout.default, help_text=_timeout.help_text
+    )
+
     class Meta:
         model = Channel
-        fields = ["workspace", "name", "type", "is_active", "agent", "team"]
+        fields = ["workspace", "name", "type", "is_active", "agent", "team", "inactivity_timeout_seconds"]
+
+    def clean_inactivity_timeout_seconds(self) -> int:
+        value = self.cleaned_data.get("inactivity_timeout_seconds")
+        return self._timeout.default if value is None else value
 
 
 @admin.register(Team)

@@ -71,3 +71,17 @@ def test_closing_needs_the_close_permission(client, two):
     viewer.user_permissions.add(Permission.objects.get(codename="close_conversation"))
     client.post(reverse(CHANGELIST), {"action": "close", "_selected_action": [first.pk]})
     assert Conversation.objects.get(pk=first.pk).status == "CLOSED"
+
+
+def test_a_channel_s_inactivity_timeout_is_set_in_the_admin(admin_client, channel):
+    from channels_app.models import Channel
+
+    url = reverse("admin:channels_app_channel_change", args=[channel.pk])
+    data = {"name": channel.name, "type": "API", "is_active": "on", "agent": channel.agent_id}
+
+    assert "inactivity_timeout_seconds" in admin_client.get(url).content.decode()
+    assert admin_client.post(url, {**data, "inactivity_timeout_seconds": "0"}).status_code == 302
+    assert Channel.objects.get(pk=channel.pk).inactivity_timeout_seconds == 0
+    assert admin_client.post(url, {**data, "inactivity_timeout_seconds": "-1"}).status_code == 200  # refused
+    assert admin_client.post(url, data).status_code == 302  # left out: the default
+    assert Channel.objects.get(pk=channel.pk).inactivity_timeout_seconds == 86400
