@@ -9,7 +9,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
-from api.schema import REPLY_EXAMPLE, SPEC_EXAMPLES
+from api.schema import CLOSE_EXAMPLE, REPLY_EXAMPLE, SPEC_EXAMPLES
 from channels_app.models import Team
 from tests.conftest import SEED_TEXT
 
@@ -294,3 +294,41 @@ def test_the_documented_example_reply_has_a_real_responses_fields(api, schema, o
     assert [example["value"] for example in examples.values()] == [REPLY_EXAMPLE]
     assert sorted(_fields(REPLY_EXAMPLE)) == sorted(_fields(body))
     validator(schema, "MessageResult", strict=True).validate(REPLY_EXAMPLE)
+
+
+# --- POST /api/v1/conversations/{conversationId}/close ----------------------------------------------------
+
+CLOSE_PATH = "/api/v1/conversations/{conversationId}/close"
+
+
+def test_the_close_is_documented_with_its_example_and_errors(schema):
+    close = schema["paths"][CLOSE_PATH]["post"]
+
+    assert close["operationId"] == "conversation_close"
+    assert "requestBody" not in close
+    assert {"200", "401", "404", "429"} <= set(close["responses"])
+    assert close["security"] == schema["paths"][PATH]["post"]["security"]
+    (example,) = close["responses"]["200"]["content"]["application/json"]["examples"].values()
+    assert example["value"] == CLOSE_EXAMPLE
+    validator(schema, "ConversationCloseResult", strict=True).validate(CLOSE_EXAMPLE)
+    assert "conversation_not_found" in close["responses"]["404"]["description"]
+
+
+def test_a_real_close_matches_the_documented_body_and_example(api, client, api_key, schema):
+    conversation_id = api.post(SEED_TEXT).json()["conversationId"]
+
+    closed = client.post(f"/api/v1/conversations/{conversation_id}/close", HTTP_X_API_KEY=api_key)
+    missing = client.post("/api/v1/conversations/cv_nope/close", HTTP_X_API_KEY=api_key)
+
+    validator(schema, "ConversationCloseResult", strict=True).validate(closed.json())
+    assert sorted(_fields(CLOSE_EXAMPLE)) == sorted(_fields(closed.json()))
+    validator(schema, "ErrorResult").validate(missing.json())
+
+
+def test_the_readme_shows_the_documented_close_example():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Conversations", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+
+    assert json.loads(block) == CLOSE_EXAMPLE
