@@ -302,10 +302,16 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
             return
         key = WorkspaceApiKey.objects.assign_key(obj)
         obj.save()
+        # In monospace (I and l, 0 and O differ) and selected whole by one click; the key's change page
+        # adds a copy button (templates/admin/channels_app/workspaceapikey/change_form.html).
         self.message_user(
             request,
-            f"The new API key of {obj.workspace} is {key} \u2014 copy it now: it is shown only this once "
-            "and only its hash is stored.",
+            format_html(
+                'The new API key of {} is <code class="api-key-secret">{}</code> \u2014 copy it now: it is shown '
+                "only this once and only its hash is stored.",
+                obj.workspace,
+                key,
+            ),
             messages.WARNING,
         )
 
@@ -349,10 +355,8 @@ class UsageLedgerEntryAdmin(HistoryAdmin):
         "delta",
         "balance_after",
         "message_link",
-        "input_tokens",
-        "output_tokens",
         "note",
-    ]
+    ]  # the tokens are on the entry's page: with them the list is wider than 1400 px
     list_select_related = ["workspace"]
     list_filter = ["kind", "workspace", "created_at"]
     search_fields = ["=id", "=message__id", "note"]

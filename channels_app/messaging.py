@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from backoffice.stats import message_stats_answered, message_stats_failed
 from channels_app.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
 from channels_app.idempotency import (
     Claim,
@@ -74,6 +75,7 @@ class Accepted:
     message: Message
     reserved: int
     claim: Claim | None
+    agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
 
 
 def iso(value: datetime) -> str:
@@ -266,6 +268,7 @@ def _think(accepted: Accepted) -> AgentReply:
     reply = get_backend(accepted.agent.provider).reply(agent=accepted.agent, history=history)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
+    accepted.agent_seconds = seconds
     agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)
     logger.info("agent replied", agent_id=accepted.agent.id, parts=len(reply.texts))
     return reply
@@ -278,6 +281,7 @@ def _fail(accepted: Accepted, error: Exception) -> None:
             return  # a retry took the key over, with the message and its reservation: they are not ours
         released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
         credits_release(workspace_id=accepted.workspace_id, amount=released)
+        message_stats_failed(message_ids=[accepted.message.pk], error_code=code, at=timezone.now())
 
 
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
@@ -304,6 +308,16 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
             now=now,
+        )
+        message_stats_answered(
+            workspace_id=accepted.workspace_id,
+            channel_id=accepted.channel_id,
+            at=now,
+            replies=len(replies),
+            credits=charged,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            agent_seconds=accepted.agent_seconds,
         )
         body = render(
             {
