@@ -125,6 +125,9 @@ def credits_chart(dashboard: Dashboard) -> Chart:
     return Chart(_clean(chart.render(is_unicode=True), "Credits spent per day"))
 
 
+_LOG_STEPS = [scale * step for scale in (0.001, 0.01, 0.1, 1, 10) for step in (1, 2, 5)] + [100]
+
+
 def latency_chart(dashboard: Dashboard) -> Chart:
     """The agent's p50 and p95 latency per day, in seconds; a day without answers leaves a gap."""
     series = [("p50", ANSWERED_COLOUR), ("p95", FAILED_COLOUR)]
@@ -133,9 +136,22 @@ def latency_chart(dashboard: Dashboard) -> Chart:
             style=_style(*(colour for _, colour in series)),
             dots_size=3,
             allow_interruptions=True,
+            # Logarithmic: a built-in agent's milliseconds and a hosted model's seconds on one chart.
+            logarithmic=True,
+            margin_right=28,  # the last day's label is centred on the right edge
             **_day_axis(dashboard),
         )
     )
+    values = [
+        milliseconds / 1000
+        for day in dashboard.days
+        for milliseconds in (day.p50_ms, day.p95_ms)
+        if milliseconds is not None
+    ]
+    if values:
+        # 1-2-5 steps between the lowest and highest value: pygal's own logarithmic labels pile up.
+        low, high = min(values), max(values)
+        chart.y_labels = [step for step in _LOG_STEPS if low / 2.5 <= step <= high * 2.5]
     for name, _ in series:
         points = []
         for day in dashboard.days:

@@ -213,12 +213,12 @@ class ConversationAdmin(HistoryAdmin):
 @admin.register(Message)
 class MessageAdmin(HistoryAdmin):
     # What an operator reads first, fitting 1400 px: when, who (the contact's identifier), which way, the
-    # text, the outcome (a failure says what failed), the cost. Ids, seq and part are on the message's page.
+    # text (a media message's starts with its type), the outcome (a failure says what failed), the cost, the
+    # position in its conversation. Ids, seq and part are on the message's page; the type is a filter.
     list_display = [
         "created",
         "contact",
         "direction_display",
-        "type",
         "preview",
         "outcome",
         "credits",
@@ -276,7 +276,7 @@ class MessageAdmin(HistoryAdmin):
 
     @admin.display(description="from", ordering="direction")
     def direction_display(self, obj: Message) -> str:
-        return "contact" if obj.direction == Message.Direction.INBOUND else "AI agent"
+        return "contact" if obj.direction == Message.Direction.INBOUND else "agent"
 
     @admin.display(description="status", ordering="status")
     def outcome(self, obj: Message) -> str:
