@@ -83,6 +83,11 @@ def _day_axis(dashboard: Dashboard) -> dict:
     return {"x_labels": labels, "x_labels_major_every": every, "show_minor_x_labels": every == 1}
 
 
+def _counts_axis(largest: int) -> dict:
+    """Whole numbers on a count's axis: below ten pygal would label 0.1, 0.2, ... messages."""
+    return {"y_labels": list(range(0, max(largest, 1) + 1))} if largest < 10 else {}
+
+
 def _clean(svg: str, title: str) -> SafeString:
     svg = re.sub(r"<script\b[^>]*>.*?</script>", "", svg, flags=re.S)
     svg = svg.replace("<title>Pygal</title>", f"<title>{escape(title)}</title>", 1)
@@ -95,7 +100,11 @@ def messages_chart(dashboard: Dashboard) -> Chart:
     series = [("answered", ANSWERED_COLOUR), *((f"failed: {cause.label}", cause.colour) for cause in dashboard.causes)]
     chart = pygal.StackedBar(
         **_config(
-            style=_style(*(colour for _, colour in series)), width=_WIDE_WIDTH, height=320, **_day_axis(dashboard)
+            style=_style(*(colour for _, colour in series)),
+            width=_WIDE_WIDTH,
+            height=320,
+            **_day_axis(dashboard),
+            **_counts_axis(max((day.messages for day in dashboard.days), default=0)),
         )
     )
     chart.add(
@@ -117,7 +126,13 @@ def messages_chart(dashboard: Dashboard) -> Chart:
 
 
 def credits_chart(dashboard: Dashboard) -> Chart:
-    chart = pygal.Bar(**_config(style=_style(CREDITS_COLOUR), **_day_axis(dashboard)))
+    chart = pygal.Bar(
+        **_config(
+            style=_style(CREDITS_COLOUR),
+            **_day_axis(dashboard),
+            **_counts_axis(max((day.credits for day in dashboard.days), default=0)),
+        )
+    )
     chart.add(
         "credits",
         [{"value": day.credits, "tooltip": f"{day.day}: {day.credits} credits"} for day in dashboard.days],
@@ -174,6 +189,7 @@ def failures_chart(dashboard: Dashboard) -> Chart:
             style=_style(*(cause.colour for cause in CAUSES)),
             height=max(120, 40 + 34 * len(failures)),
             x_labels=[item.code for item in failures],
+            **_counts_axis(max((item.messages for item in failures), default=0)),
         )
     )
     chart.add(
@@ -199,6 +215,7 @@ def channels_chart(dashboard: Dashboard) -> Chart:
             style=_style(*(colour for _, colour in series)),
             height=max(120, 50 + 34 * len(channels)),
             x_labels=[f"{item.name} ({item.workspace_name})" for item in channels],
+            **_counts_axis(max((item.messages for item in channels), default=0)),
         )
     )
     chart.add(

@@ -17,6 +17,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Min, Sum
@@ -36,6 +37,7 @@ def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+@cache  # the statements are built once per process: the hot path only binds values
 def _upsert_tail() -> str:
     table = _q(MessageDay._meta.db_table)
     sets = ", ".join(f"{_q(column)} = {table}.{_q(column)} + EXCLUDED.{_q(column)}" for column in _SUMS)
@@ -71,13 +73,19 @@ def message_stats_answered(
         milliseconds = max(round(agent_seconds * 1000), 0)
         values["agent_ms"] = milliseconds
         values[LATENCY_FIELDS[latency_bucket(milliseconds)]] = 1
-    columns = (*_KEY, *_SUMS)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_q(MessageDay._meta.db_table)} ({', '.join(_q(c) for c in columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(columns))}) {_upsert_tail()}",
-            [workspace_id, outcome_day(at), channel_id, "", *(values[column] for column in _SUMS)],
+            _answered_sql(), [workspace_id, outcome_day(at), channel_id, "", *(values[column] for column in _SUMS)]
         )
+
+
+@cache
+def _answered_sql() -> str:
+    columns = (*_KEY, *_SUMS)
+    return (
+        f"INSERT INTO {_q(MessageDay._meta.db_table)} ({', '.join(_q(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) {_upsert_tail()}"
+    )
 
 
 def message_stats_failed(*, message_ids: Sequence[str], error_code: str, at: datetime) -> None:

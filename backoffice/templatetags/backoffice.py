@@ -17,11 +17,13 @@ def percent(value: float | None) -> str:
 
 @register.filter
 def seconds(milliseconds: float | None) -> str:
-    """A latency in seconds: milliseconds' precision under 10 s, tenths above."""
+    """A latency: whole milliseconds under a second, then seconds (two decimals under 10 s, one above)."""
     if milliseconds is None:
         return "-"
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
     value = milliseconds / 1000
-    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
 
 
 @register.filter
