@@ -8,7 +8,6 @@ from contextlib import contextmanager
 
 from django.db import connections
 
-
 # How often a waiting node asks for the lock again. It asks with pg_try_advisory_lock and sleeps between
 # tries rather than blocking in pg_advisory_lock: a session blocked in a statement holds a snapshot, and
 # CREATE INDEX CONCURRENTLY in the holder's migration waits for every such session, which would wait for the
