@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from api.conversations import conversations_closed_announce
 from api.models import IdempotencyRecord
+from backoffice.stats import message_stats_failed
 from billing.credits import credits_release
 from channels_app.models import Channel
 from conversations.media.cache import media_assets_purge
@@ -153,6 +154,7 @@ def abandoned_messages_release(*, now: datetime, batch_size: int = ABANDONED_BAT
                 held[workspace_id] += amount
             for workspace_id in sorted(held):
                 credits_release(workspace_id=workspace_id, amount=held[workspace_id])
+            message_stats_failed(message_ids=[pk for pk, _, _ in rows], error_code=ABANDONED_ERROR_CODE, at=now)
         messages += len(rows)
         credits += sum(held.values())
         if len(rows) < batch_size:
