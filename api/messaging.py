@@ -83,6 +83,22 @@ LEASE_RENEW_SECONDS = 10.0
 _TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.2
 
 
+@dataclass(frozen=True)
+class InboundRequest:
+    """A contact's message as the view validated it (api.serializers.InboundMessageSerializer's
+    `validated_data`), with the workspace of the request's key, its idempotency key and its fingerprint."""
+
+    workspace: Workspace
+    channel_id: str
+    contact_identifier: str
+    contact_name: str  # "" when none was sent
+    type: str
+    content: dict[str, Any]
+    metadata: dict[str, str]  # {} when none was sent
+    idempotency_key: str | None
+    fingerprint: str
+
+
 @dataclass
 class PostResult:
     status: int
@@ -148,31 +164,9 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     )
 
 
-def message_post(
-    *,
-    workspace: Workspace,
-    channel_id: str,
-    contact_identifier: str,
-    contact_name: str,
-    type: str,
-    content: dict[str, Any],
-    metadata: dict[str, str],
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> PostResult:
-    """Accept, think, record (the module's docstring). `contact_name` is "" when none was sent; `metadata`
-    is {} when none was sent."""
-    accepted = _accept(
-        workspace=workspace,
-        channel_id=channel_id,
-        contact_identifier=contact_identifier,
-        contact_name=contact_name,
-        type=type,
-        content=content,
-        metadata=metadata,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-    )
+def message_post(*, inbound: InboundRequest) -> PostResult:
+    """Accept, think, record (the module's docstring)."""
+    accepted = _accept(inbound)
     if isinstance(accepted, Replay):
         return PostResult(status=accepted.status, body=accepted.body, replayed=True)
     connection_release()
@@ -183,32 +177,11 @@ def message_post(
         raise
 
 
-def _accept(
-    *,
-    workspace: Workspace,
-    channel_id: str,
-    contact_identifier: str,
-    contact_name: str,
-    type: str,
-    content: dict[str, Any],
-    metadata: dict[str, str],
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> Accepted | Replay:
+def _accept(inbound: InboundRequest) -> Accepted | Replay:
     for attempt in range(1, _ACCEPT_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                return _accept_once(
-                    workspace=workspace,
-                    channel_id=channel_id,
-                    contact_identifier=contact_identifier,
-                    contact_name=contact_name,
-                    type=type,
-                    content=content,
-                    metadata=metadata,
-                    idempotency_key=idempotency_key,
-                    fingerprint=fingerprint,
-                )
+                return _accept_once(inbound)
         except IntegrityError:
             # A concurrent request created the same contact, conversation or key first; now it is visible.
             if attempt == _ACCEPT_ATTEMPTS:
@@ -216,27 +189,19 @@ def _accept(
     raise AssertionError("unreachable")
 
 
-def _accept_once(
-    *,
-    workspace: Workspace,
-    channel_id: str,
-    contact_identifier: str,
-    contact_name: str,
-    type: str,
-    content: dict[str, Any],
-    metadata: dict[str, str],
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> Accepted | Replay:
+def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
+    workspace = inbound.workspace
     now = timezone.now()
     claim = None
-    if idempotency_key is not None:
+    if inbound.idempotency_key is not None:
         # Locked for PROCESSING_LEASE_SECONDS until the agent is known; then for the request's lease.
-        claimed = idempotency_claim(workspace_id=workspace.pk, key=idempotency_key, fingerprint=fingerprint, now=now)
+        claimed = idempotency_claim(
+            workspace_id=workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint, now=now
+        )
         if isinstance(claimed, Replay):
             return claimed
         claim = claimed
-    channel = channel_get_for_workspace(channel_id=channel_id, workspace_id=workspace.pk)
+    channel = channel_get_for_workspace(channel_id=inbound.channel_id, workspace_id=workspace.pk)
     assert channel.agent is not None  # channel_get_for_workspace refuses a channel without an agent
     agent = agent_config(agent=channel.agent)
     lease = lease_seconds(agent=agent)
@@ -276,11 +241,11 @@ def _accept_once(
         workspace_id=workspace.pk,
         channel_id=channel.pk,
         agent_id=agent.id,
-        contact_identifier=contact_identifier,
-        contact_name=contact_name,
-        type=type,
-        content=content,
-        metadata=metadata,
+        contact_identifier=inbound.contact_identifier,
+        contact_name=inbound.contact_name,
+        type=inbound.type,
+        content=inbound.content,
+        metadata=inbound.metadata,
         now=now,
         lease_until=lease_until,
         credits_reserved=reserved,

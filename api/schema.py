@@ -1,6 +1,6 @@
 """The OpenAPI description of the messages endpoint (drf-spectacular), kept out of the view.
 
-The view parses its JSON itself (views._json_body), so the request is declared here: a `oneOf` of one
+The view parses its JSON itself (api/parsers.py), so the request is declared here: a `oneOf` of one
 schema per message type, told apart by `type` (the discriminator), built from the same content serializers
 that validate requests, so the documented limits are the enforced ones. The responses: the success body is
 api.serializers.MessageResultSerializer (the one that renders it), and every error status has the
