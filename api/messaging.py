@@ -36,7 +36,14 @@ from api.serializers import (
     MessageResultSerializer,
     UsageView,
 )
-from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
+from billing.credits import (
+    credits_charge,
+    credits_cost,
+    credits_estimate,
+    credits_release,
+    credits_reserve,
+    credits_settle,
+)
 from channels_app.models import Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
@@ -218,55 +225,51 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             credits_reserve(workspace_id=workspace.pk, amount=reserved)
             Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
             message.credits_reserved = reserved
-        return Accepted(
+        contact_id, conversation_id, conversation_created_at = (
+            conversation.contact_id,
+            conversation.pk,
+            conversation.created_at,
+        )
+        status, closed_at, close_reason = conversation.status, conversation.closed_at, conversation.close_reason or None
+    else:
+        reserved = credits_estimate(agent=agent)
+        stored = inbound_message_store(
             workspace_id=workspace.pk,
             channel_id=channel.pk,
-            team_id=channel.team_id,
-            team_name=channel.team.name if channel.team is not None else None,
-            agent=agent,
-            contact_id=conversation.contact_id,
-            conversation_id=conversation.pk,
-            conversation_created_at=conversation.created_at,
-            conversation_status=conversation.status,
-            conversation_closed_at=conversation.closed_at,
-            conversation_close_reason=conversation.close_reason or None,
-            message=message,
-            reserved=reserved,
-            claim=claim,
-            lease_seconds=lease,
+            agent_id=agent.id,
+            contact_identifier=inbound.contact_identifier,
+            contact_name=inbound.contact_name,
+            type=inbound.type,
+            content=inbound.content,
+            metadata=inbound.metadata,
+            now=now,
             lease_until=lease_until,
+            credits_reserved=reserved,
         )
-    reserved = credits_estimate(agent=agent)
-    stored = inbound_message_store(
-        workspace_id=workspace.pk,
-        channel_id=channel.pk,
-        agent_id=agent.id,
-        contact_identifier=inbound.contact_identifier,
-        contact_name=inbound.contact_name,
-        type=inbound.type,
-        content=inbound.content,
-        metadata=inbound.metadata,
-        now=now,
-        lease_until=lease_until,
-        credits_reserved=reserved,
-    )
-    if claim is not None:
-        idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
-    # Last, so the workspace row's lock is held for the shortest time before commit.
-    credits_reserve(workspace_id=workspace.pk, amount=reserved)
+        if claim is not None:
+            idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
+        # Last, so the workspace row's lock is held for the shortest time before commit.
+        credits_reserve(workspace_id=workspace.pk, amount=reserved)
+        message = stored.message
+        contact_id, conversation_id, conversation_created_at = (
+            stored.contact_id,
+            stored.conversation_id,
+            stored.conversation_created_at,
+        )
+        status, closed_at, close_reason = Conversation.Status.ACTIVE, None, None
     return Accepted(
         workspace_id=workspace.pk,
         channel_id=channel.pk,
         team_id=channel.team_id,
         team_name=channel.team.name if channel.team is not None else None,
         agent=agent,
-        contact_id=stored.contact_id,
-        conversation_id=stored.conversation_id,
-        conversation_created_at=stored.conversation_created_at,
-        conversation_status=Conversation.Status.ACTIVE,
-        conversation_closed_at=None,
-        conversation_close_reason=None,
-        message=stored.message,
+        contact_id=contact_id,
+        conversation_id=conversation_id,
+        conversation_created_at=conversation_created_at,
+        conversation_status=status,
+        conversation_closed_at=closed_at,
+        conversation_close_reason=close_reason,
+        message=message,
         reserved=reserved,
         claim=claim,
         lease_seconds=lease,
@@ -364,7 +367,7 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
         if accepted.claim is not None:
             idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
         reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
-        charge = min(cost, reserved)
+        charge = credits_charge(cost=cost, reserved=reserved)
         replies = replies_store(
             message=accepted.message,
             texts=reply.texts,
