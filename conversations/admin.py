@@ -6,7 +6,6 @@ media pipeline recorded on the message (they outlive the cached MediaAsset), and
 """
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
@@ -16,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from config.admin_base import HistoryAdmin
-from conversations.models import Conversation, MediaAsset, Message
+from conversations.models import Conversation, MediaAsset, Message, content_body
 
 TRANSCRIPT_MAX_MESSAGES = 200  # the page stays light for a long conversation; the messages list has them all
 _MEDIA_TYPES = {Message.Type.IMAGE, Message.Type.AUDIO, Message.Type.VIDEO, Message.Type.DOCUMENT}
@@ -44,15 +43,8 @@ class TranscriptEntry:
     metadata: list[tuple[str, str]]  # the integrator's `metadata` of an inbound message, as sent
 
 
-def _body(message: Message) -> dict[str, Any]:
-    """The type's object inside `content`, e.g. {"url": ..., "caption": ...} for an IMAGE."""
-    content = message.content if isinstance(message.content, dict) else {}
-    body = content.get(message.type.lower())
-    return body if isinstance(body, dict) else {}
-
-
 def _media_of(message: Message) -> TranscriptMedia | None:
-    body = _body(message)
+    body = content_body(message)
     url = body.get("url")
     if message.type not in _MEDIA_TYPES or not isinstance(url, str):
         return None
@@ -94,7 +86,7 @@ def transcript_entries(
             TranscriptEntry(
                 message=message,
                 from_contact=from_contact,
-                text=str(_body(message).get("body") or "") if message.type == Message.Type.TEXT else "",
+                text=str(content_body(message).get("body") or "") if message.type == Message.Type.TEXT else "",
                 media=_media_of(message),
                 credits=message.credits if is_first_reply_part or message.credits else None,
                 admin_url=reverse("admin:conversations_message_change", args=[quote(message.pk)]),
@@ -202,7 +194,7 @@ class MessageAdmin(HistoryAdmin):
     @admin.display(description="content")
     def preview(self, obj: Message) -> str:
         if obj.type == Message.Type.TEXT:
-            return Truncator(str(_body(obj).get("body") or "")).chars(80)
+            return Truncator(str(content_body(obj).get("body") or "")).chars(80)
         media = _media_of(obj)
         label = obj.get_type_display()
         if media is None:

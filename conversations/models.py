@@ -1,3 +1,5 @@
+from typing import Any, Protocol
+
 from django.db import models
 from django.db.models import Q
 
@@ -156,3 +158,21 @@ class MediaAsset(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class _Typed(Protocol):
+    """A Message, or a history item (conversations/agents/base.py HistoryItem)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def content(self) -> Any: ...
+
+
+def content_body(message: _Typed) -> dict[str, Any]:
+    """The type's object inside a message's `content`, e.g. {"url": ..., "caption": ...} for an IMAGE; {} when
+    the content holds none (the admin and the agents read stored messages of any age)."""
+    content = message.content
+    body = content.get(message.type.lower()) if isinstance(content, dict) else None
+    return body if isinstance(body, dict) else {}

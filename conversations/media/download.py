@@ -39,6 +39,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import parse_url
 from urllib3.util.connection import allowed_gai_family
 
+from config.text import human_size
+
 from .errors import MediaTooLarge, MediaUnreachable, MediaUrlNotAllowed
 
 logger = logging.getLogger(__name__)
@@ -473,7 +475,7 @@ def _read_body(*, response: requests.Response, deadline: float, max_bytes: int, 
 
 def _raise_too_large(*, max_bytes: int, field: str) -> NoReturn:
     raise MediaTooLarge(
-        f"The media file is larger than the limit of {_human_bytes(max_bytes)}. Send a smaller file.",
+        f"The media file is larger than the limit of {human_size(max_bytes)}. Send a smaller file.",
         details={"field": field, "limitBytes": max_bytes},
     )
 
@@ -525,9 +527,3 @@ def _raise_translated(exc: BaseException, *, field: str, timeout: float) -> NoRe
         "publicly accessible, then retry.",
         details={"field": field, "reason": "connection_failed"},
     ) from exc
-
-
-def _human_bytes(count: int) -> str:
-    if count >= 1024 * 1024 and count % (1024 * 1024) == 0:
-        return f"{count // (1024 * 1024)} MB"
-    return f"{count} bytes"
