@@ -4,7 +4,7 @@ Each attempt is three steps, like a message's three phases:
 1. Claim (one short transaction): a conditional UPDATE takes the delivery's lease and counts the attempt;
    only one worker can win it. The endpoint's URL and secret are read now, so a new secret signs at once.
 2. Send (no transaction, no connection held): through the media download's session and address checks
-   (conversations/media/download.py; WEBHOOK_ALLOW_PRIVATE_HOSTS instead of MEDIA_ALLOW_PRIVATE_HOSTS), no
+   (conversations/media/addresses.py; WEBHOOK_ALLOW_PRIVATE_HOSTS instead of MEDIA_ALLOW_PRIVATE_HOSTS), no
    redirect followed, the whole attempt cut at WEBHOOK_TIMEOUT_SECONDS.
 3. Record (one short transaction): the attempt row, and the delivery's next step on the retry schedule,
    written only by the lease's owner.
@@ -28,7 +28,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from conversations.media.download import _AddressRefused, _DeadlineGuard, _NameNotResolved, _session
+from conversations.media.addresses import _AddressRefused, _NameNotResolved
+from conversations.media.transport import _DeadlineGuard, _session
 from webhooks.address import ALLOW_SETTING, url_syntax_reason
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.secret import SecretUnreadable, secret_decrypt
