@@ -1,4 +1,4 @@
-from typing import Any, Protocol
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -160,19 +160,8 @@ class MediaAsset(models.Model):
         return self.id
 
 
-class _Typed(Protocol):
-    """A Message, or a history item (conversations/agents/base.py HistoryItem)."""
-
-    @property
-    def type(self) -> str: ...
-
-    @property
-    def content(self) -> Any: ...
-
-
-def content_body(message: _Typed) -> dict[str, Any]:
+def content_body(*, type: str, content: object) -> dict[str, Any]:
     """The type's object inside a message's `content`, e.g. {"url": ..., "caption": ...} for an IMAGE; {} when
-    the content holds none (the admin and the agents read stored messages of any age)."""
-    content = message.content
-    body = content.get(message.type.lower()) if isinstance(content, dict) else None
+    the content holds none (the admin, the exports and the agents read stored messages of any age)."""
+    body = content.get(type.lower()) if isinstance(content, dict) else None
     return body if isinstance(body, dict) else {}

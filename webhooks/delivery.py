@@ -23,11 +23,12 @@ import requests
 import structlog
 import urllib3
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from config.db import connection_release
 from conversations.media.addresses import _AddressRefused, _NameNotResolved
 from conversations.media.transport import _DeadlineGuard, _session
 from webhooks.address import ALLOW_SETTING, url_syntax_reason
@@ -121,8 +122,7 @@ def delivery_attempt(*, delivery_id: str, token: str = "") -> WebhookAttempt | N
     claimed = _claim(delivery_id=delivery_id, token=token, now=timezone.now())
     if claimed is None:
         return None
-    if not connection.in_atomic_block:
-        connection.close()  # back to the pool for the send: a slow receiver holds no database connection
+    connection_release()  # back to the pool for the send: a slow receiver holds no database connection
     started_at = timezone.now()
     started = time.monotonic()
     if claimed.secret is None:
@@ -298,8 +298,7 @@ def _record(*, claimed: _Claimed, answer: Answer, started_at: datetime, duration
             response_excerpt=answer.excerpt,
         )
         owned = WebhookDelivery.objects.filter(pk=claimed.delivery_id, lease_owner=claimed.token).update(**fields)
-    if not connection.in_atomic_block:
-        connection.close()
+    connection_release()
     log = logger.info if answer.outcome == Outcome.SUCCEEDED else logger.warning
     log(
         "webhook attempt",

@@ -466,7 +466,7 @@ def _user_content(item: HistoryItem) -> str | list[ChatCompletionContentPartPara
     if item.type != "IMAGE" or media is None or not media.data or not media.mime_type:
         return _as_text(item)
     url = f"data:{media.mime_type};base64,{base64.b64encode(media.data).decode('ascii')}"
-    caption = media.caption or str(content_body(item).get("caption") or "")
+    caption = media.caption or str(content_body(type=item.type, content=item.content).get("caption") or "")
     return [
         {"type": "text", "text": caption or "(image)"},
         {"type": "image_url", "image_url": {"url": url}},
@@ -475,7 +475,7 @@ def _user_content(item: HistoryItem) -> str | list[ChatCompletionContentPartPara
 
 def _as_text(item: HistoryItem) -> str:
     if item.type == "TEXT":
-        return str(content_body(item).get("body") or "")
+        return str(content_body(type=item.type, content=item.content).get("body") or "")
     return _describe(item)
 
 
@@ -485,7 +485,7 @@ def _describe(item: HistoryItem) -> str:
     media = item.media
     if item.type == "AUDIO" and media is not None and media.text:
         return f"[Audio transcription]: {media.text}"
-    body = content_body(item)
+    body = content_body(type=item.type, content=item.content)
     label = _MEDIA_LABELS.get(item.type, item.type.capitalize() or "Attachment")
     filename = (media.filename if media is not None else "") or str(body.get("filename") or "")
     if filename:
