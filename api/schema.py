@@ -338,6 +338,7 @@ RESPONSES = {
                 "An earlier message of the conversation is still unanswered.",
                 {"conversationId": "cv_01m8a0z0swmvbrf7kdwdttser7"},
             ),
+            "contact_erased": ("The contact was erased while the message was on its way; nothing was kept.", {}),
         },
     ),
     413: _error(

@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import time
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")  # no request lines in the timing loop's output
@@ -117,7 +118,7 @@ def main() -> None:
             response = client.get(url, {"cursor": cursor}, HTTP_X_API_KEY=key)
             samples[name].append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200 and len(response.json()["data"]) == 20
-    result = {
+    result: dict[str, Any] = {
         name: {
             "median_ms": round(statistics.median(values), 3),
             "p95_ms": round(statistics.quantiles(values, n=20)[-1], 3),
@@ -126,13 +127,13 @@ def main() -> None:
     }
     result["ratio_median"] = round(result["999960"]["median_ms"] / result["10"]["median_ms"], 3)
     result["plans"] = {"10": _plan(conversation_id, 5), "999960": _plan(conversation_id, MESSAGES // 2 - 20)}
-    with connection.cursor() as cursor:  # for contrast: what OFFSET paging would cost at the same depth
-        cursor.execute(
+    with connection.cursor() as plan_cursor:  # for contrast: what OFFSET paging would cost at the same depth
+        plan_cursor.execute(
             "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM conversations_message WHERE conversation_id = %s "
             "ORDER BY seq, part LIMIT 20 OFFSET 999960",
             [conversation_id],
         )
-        result["offset_999960_query_ms"] = round(cursor.fetchone()[0][0]["Execution Time"], 1)
+        result["offset_999960_query_ms"] = round(plan_cursor.fetchone()[0][0]["Execution Time"], 1)
     result["requests"] = args.requests
     print(json.dumps(result))
 

@@ -354,3 +354,28 @@ def test_statements_of_a_page_do_not_grow_with_its_length(client, api_key, answe
 
     with assert_statements(3):
         get(client, api_key, f"/api/v1/conversations/{conversation.pk}/messages", cursor=first["nextCursor"])
+
+
+READ_OPERATIONS = {
+    ("/api/v1/contacts/{contactId}", "get"): "ContactResult",
+    ("/api/v1/contacts/{contactId}", "delete"): "ErasureResult",
+    ("/api/v1/contacts", "get"): "ContactPage",
+    ("/api/v1/conversations", "get"): "ConversationPage",
+    ("/api/v1/conversations/{conversationId}", "get"): "ConversationResult",
+    ("/api/v1/conversations/{conversationId}/messages", "get"): "MessagePage",
+    ("/api/v1/messages/{messageId}", "get"): "MessageGet",
+    ("/api/v1/usage", "get"): "UsageResult",
+}
+
+
+@pytest.mark.parametrize(("path", "method"), list(READ_OPERATIONS))
+def test_each_read_operation_is_documented_with_a_valid_example_and_the_key(schema, path, method):
+    operation = schema["paths"][path][method]
+    component = READ_OPERATIONS[(path, method)]
+    ok = operation["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["$ref"].endswith(f"/{component}")
+    (example,) = ok["examples"].values()
+    check(schema, component, example["value"])
+    assert operation["security"] == [{"ApiKeyAuth": []}]  # Swagger's "Try it out" sends X-API-Key
+    for status in ("401", "429", *(("404",) if "{" in path else ())):
+        assert status in operation["responses"]
