@@ -15,7 +15,7 @@ from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
-from tests.conftest import SEED_TEXT, error_of, requires_postgresql
+from tests.conftest import SEED_TEXT, error_of
 from tests.conversations.test_media_inspect import png_bytes
 from tests.factories import ChannelFactory, WorkspaceFactory
 from webhooks.models import WebhookDelivery, WebhookEvent
@@ -183,7 +183,27 @@ def test_a_message_in_flight_during_the_erasure_records_nothing(api, workspace, 
     assert workspace.credit_reserved == 0
 
 
-@requires_postgresql
+requires_pg_dump = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): the dump is pg_dump's",
+)
+
+
+def test_statements_of_an_erasure(api, client, api_key, assert_statements):
+    # a contact with one conversation of two messages (no media, no webhook, no idempotency key)
+    contact_id = api.post().json()["contactId"]
+    client.get("/api/v1/usage", HTTP_X_API_KEY=api_key)  # the key's last_used_at is fresh
+
+    # the key; the contact's check; its identifier; its conversations closed, and marked erased; its
+    # idempotency records; its webhook deliveries, and events; its conversations' ids; per conversation one
+    # batch read and its UPDATE (a batch shorter than ERASE_BATCH_SIZE is the last)
+    with assert_statements(11):
+        response = client.delete(f"/api/v1/contacts/{contact_id}", HTTP_X_API_KEY=api_key)
+
+    assert response.json()["erased"] == {"messages": 2, "media": 0}
+
+
+@requires_pg_dump
 @pytest.mark.django_db(transaction=True)
 def test_pg_dump_of_the_database_holds_no_erased_string(client, settings, tmp_path):
     from billing.credits import credits_grant
