@@ -364,83 +364,112 @@ def _fail(accepted: Accepted, error: Exception) -> None:
         message_stats_failed(message_ids=[accepted.message.pk], error_code=code, at=timezone.now())
 
 
+_RESERVED_CONSTRAINT = "workspace_reserved_not_negative"  # channels_app.models.Workspace's check constraint
+
+
+class _ReservationGone(Exception):
+    """The clean-up released the message's reservation while the agent worked (api.messaging._record)."""
+
+
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     now = timezone.now()
     cost = credits_cost(agent=accepted.agent, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
-    with transaction.atomic():
-        if accepted.claim is not None:
-            idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
-        reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
-        charge = credits_charge(cost=cost, reserved=reserved)
-        replies = replies_store(
-            message=accepted.message,
-            texts=reply.texts,
-            credits=charge,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        charged, balance = credits_settle(
-            workspace_id=accepted.workspace_id,
-            reserved=reserved,
-            cost=cost,
-            message_id=accepted.message.pk,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        message_stats_answered(
-            workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            at=now,
-            replies=len(replies),
-            credits=charged,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
-        )
-        result = MessageResult(
-            contact_id=accepted.contact_id,
-            conversation_id=accepted.conversation_id,
-            message_id=accepted.message.pk,
-            conversation=ConversationView(
-                id=accepted.conversation_id,
-                status=accepted.conversation_status,
-                channel_id=accepted.channel_id,
-                contact_id=accepted.contact_id,
-                agent_id=accepted.agent.id,
-                agent_name=accepted.agent.name,
-                team_id=accepted.team_id,
-                team_name=accepted.team_name,
-                created_at=accepted.conversation_created_at,
-                last_message_at=now,
-                closed_at=accepted.conversation_closed_at,
-                close_reason=accepted.conversation_close_reason,
-            ),
-            ai_messages=[
-                AiMessageView(
-                    id=stored.pk,
-                    type=stored.type,
-                    content=stored.content,
-                    sender_name=accepted.agent.name,
-                    created_at=stored.created_at,
-                )
-                for stored in replies
-            ],
-            usage=UsageView(
-                credits=charged,
-                balance=balance,
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-            ),
-        )
-        # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
-        body = render(MessageResultSerializer(result).data)
-        if accepted.claim is not None:
-            idempotency_complete(claim=accepted.claim, status=200, body=body)
-        message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    try:
+        with transaction.atomic():
+            body, charged = _record_once(accepted, reply, now=now, cost=cost, reserved=accepted.reserved)
+    except (_ReservationGone, IntegrityError) as error:
+        # Rare: the clean-up judged this request dead and gave the reservation back. The settlement then
+        # took it a second time (the workspace's reserved credits went below zero: its check constraint) or
+        # the UPDATE that marks the message answered found the reservation gone. Either way the transaction
+        # rolled back; record again, from its start, as an answer that charges nothing.
+        if isinstance(error, IntegrityError) and _RESERVED_CONSTRAINT not in str(error):
+            raise
+        with transaction.atomic():
+            body, charged = _record_once(accepted, reply, now=now, cost=cost, reserved=0)
     # Back to the pool now, not at the end of the request: rendering and logging need no connection, and
     # under load every moment a waiting request holds one is a moment another request waits for it.
     connection_release()
     credits_spent_observe(charged)
     return PostResult(status=200, body=body)
+
+
+def _record_once(
+    accepted: Accepted, reply: AgentReply, *, now: datetime, cost: int, reserved: int
+) -> tuple[bytes, int]:
+    """The record phase's statements, in the caller's transaction; returns (the 200 body, credits charged).
+    The body is rendered before the UPDATE that marks the message answered, so that UPDATE stores it too
+    (`Message.result`, for GET /api/v1/messages/{id}) at no statement of its own: everything it shows is
+    known by then (reply ids and times are made in Python, the balance comes from the settlement)."""
+    if accepted.claim is not None:
+        idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
+    charge = credits_charge(cost=cost, reserved=reserved)
+    replies = replies_store(
+        message=accepted.message,
+        texts=reply.texts,
+        credits=charge,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        now=now,
+    )
+    charged, balance = credits_settle(
+        workspace_id=accepted.workspace_id,
+        reserved=reserved,
+        cost=cost,
+        message_id=accepted.message.pk,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        now=now,
+    )
+    message_stats_answered(
+        workspace_id=accepted.workspace_id,
+        channel_id=accepted.channel_id,
+        at=now,
+        replies=len(replies),
+        credits=charged,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        agent_seconds=accepted.agent_seconds,
+    )
+    result = MessageResult(
+        contact_id=accepted.contact_id,
+        conversation_id=accepted.conversation_id,
+        message_id=accepted.message.pk,
+        conversation=ConversationView(
+            id=accepted.conversation_id,
+            status=accepted.conversation_status,
+            channel_id=accepted.channel_id,
+            contact_id=accepted.contact_id,
+            agent_id=accepted.agent.id,
+            agent_name=accepted.agent.name,
+            team_id=accepted.team_id,
+            team_name=accepted.team_name,
+            created_at=accepted.conversation_created_at,
+            last_message_at=now,
+            closed_at=accepted.conversation_closed_at,
+            close_reason=accepted.conversation_close_reason,
+        ),
+        ai_messages=[
+            AiMessageView(
+                id=stored.pk,
+                type=stored.type,
+                content=stored.content,
+                sender_name=accepted.agent.name,
+                created_at=stored.created_at,
+            )
+            for stored in replies
+        ],
+        usage=UsageView(
+            credits=charged,
+            balance=balance,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+        ),
+    )
+    # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
+    body = render(MessageResultSerializer(result).data)
+    if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
+        raise _ReservationGone
+    if accepted.claim is not None:
+        idempotency_complete(claim=accepted.claim, status=200, body=body)
+    message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    return body, charged

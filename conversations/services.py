@@ -6,11 +6,24 @@ from typing import Any
 
 from django.db import connection
 
+from config.errors import ApplicationError
 from contacts.identity import identifier_key
 from contacts.services import contact_create, contact_name_fill
 from conversations.agents.base import HistoryItem, MediaPart
 from conversations.models import Conversation, Message
 from conversations.selectors import contact_with_active_conversation, earlier_message_pending, history_window
+
+
+class ContactErased(ApplicationError):
+    """The contact was erased (DELETE /api/v1/contacts/{id}) while this message was on its way: nothing of it
+    is recorded in the erased conversation."""
+
+    code = "contact_erased"
+    status_code = 409
+    default_message = (
+        "The contact was erased while this message was being answered, so nothing of it was kept. Send the "
+        "message again: it starts a new contact."
+    )
 
 
 @dataclass
@@ -27,10 +40,13 @@ def _seq_take(*, conversation_id: str, now: datetime) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, last_message_at = %s "
-            "WHERE id = %s RETURNING last_seq",
+            "WHERE id = %s AND erased_at IS NULL RETURNING last_seq",
             [now, conversation_id],
         )
-        return cursor.fetchone()[0]
+        row = cursor.fetchone()
+    if row is None:  # erased after the lookup (the erasure's UPDATE held the row until it committed)
+        raise ContactErased()
+    return row[0]
 
 
 def inbound_message_store(
@@ -174,18 +190,21 @@ def _history_media(row: dict[str, Any]) -> MediaPart | None:
     )
 
 
-def inbound_message_answer(*, message_id: str, reserved: int) -> int:
-    """Mark the message answered and take its credit reservation off it. Returns the reservation taken: the
-    caller settles exactly that. The reservation moves with the message row, so whoever clears it (this,
-    the failure path, or the clean-up of an abandoned message) is the only one to settle or release it."""
-    taken = Message.objects.filter(pk=message_id, credits_reserved=reserved).update(
-        status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code=""
+def inbound_message_answer(*, message_id: str, reserved: int, result: bytes) -> bool:
+    """Mark the message answered, take its credit reservation off it and store `result` (the 200 body's
+    bytes, for GET /api/v1/messages/{id}), in one UPDATE. With `reserved` > 0 only while the message still
+    holds exactly that reservation; False when it does not: the clean-up judged the request dead and already
+    gave the reservation back, and the caller records again with `reserved=0` (api.messaging._record).
+    The reservation moves with the message row, so whoever clears it (this, the failure path, or the
+    clean-up of an abandoned message) is the only one to settle or release it."""
+    messages = Message.objects.filter(pk=message_id)
+    if reserved > 0:
+        messages = messages.filter(credits_reserved=reserved)
+    return bool(
+        messages.update(
+            status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code="", result=result
+        )
     )
-    if taken:
-        return reserved
-    # The clean-up judged the request dead and already gave the reservation back: answer, charge nothing.
-    Message.objects.filter(pk=message_id).update(status=Message.Status.ANSWERED, lease_until=None, error_code="")
-    return 0
 
 
 def replies_store(
@@ -197,8 +216,13 @@ def replies_store(
     output_tokens: int,
     now: datetime,
 ) -> list[Message]:
-    """Store the agent's replies after `message` (already marked answered). The first reply carries the
-    reply's credits and tokens (the transcript shows them there)."""
+    """Store the agent's replies after `message` (marked answered later in the same transaction). The first
+    reply carries the reply's credits and tokens (the transcript shows them there).
+
+    Raises ContactErased when the conversation was erased meanwhile: the caller's transaction rolls back and
+    nothing of the reply is kept. The conversation's UPDATE is the check (its condition), so it costs no
+    statement of its own; under READ COMMITTED an erasure in progress holds the row and the UPDATE then
+    sees it erased."""
     replies = [
         Message(
             conversation_id=message.conversation_id,
@@ -216,7 +240,8 @@ def replies_store(
         for index, text in enumerate(texts, start=1)
     ]
     Message.objects.bulk_create(replies)
-    Conversation.objects.filter(pk=message.conversation_id).update(last_message_at=now)
+    if not Conversation.objects.filter(pk=message.conversation_id, erased_at__isnull=True).update(last_message_at=now):
+        raise ContactErased()
     return replies
 
 
