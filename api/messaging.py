@@ -10,7 +10,7 @@ A failed agent call keeps the inbound message, releases the credits and frees th
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,12 +21,14 @@ from django.utils import timezone
 
 from api.idempotency import (
     Claim,
+    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
     idempotency_complete,
     idempotency_hold,
     idempotency_lock_extend,
+    idempotency_message_id,
     idempotency_release,
 )
 from api.serializers import (
@@ -53,6 +55,7 @@ from conversations.services import (
     inbound_message_answer,
     inbound_message_fail,
     inbound_message_lease_extend,
+    inbound_message_lock_pending,
     inbound_message_resume,
     inbound_message_store,
     replies_store,
@@ -88,6 +91,12 @@ class PostResult:
     status: int
     body: bytes
     replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class AnsweredElsewhere(Exception):
+    """Another run of the same answer (a task delivered twice, or one that took over a dead worker's lease)
+    recorded or failed the message first: this run stores, settles and emits nothing."""
 
 
 @dataclass
@@ -108,6 +117,10 @@ class Accepted:
     claim: Claim | None
     lease_seconds: float  # see `lease_seconds`
     lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
+    # True for an answer run by a task (api/later.py): more than one run may hold the same message and key
+    # (a redelivered task carries the same claim), so the record and failure phases first check, under the
+    # message row's lock, that the message still waits for its answer.
+    exclusive: bool = False
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -159,28 +172,81 @@ def message_post(
     metadata: dict[str, str],
     idempotency_key: str | None,
     fingerprint: str,
+    respond_async: bool = False,
 ) -> PostResult:
     """Accept, think, record (the module's docstring). `contact_name` is "" when none was sent; `metadata`
-    is {} when none was sent."""
-    accepted = _accept(
-        workspace=workspace,
-        channel_id=channel_id,
-        contact_identifier=contact_identifier,
-        contact_name=contact_name,
-        type=type,
-        content=content,
-        metadata=metadata,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-    )
+    is {} when none was sent.
+
+    With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
+    message's ids, and think and record run later (api/later.py), in a Celery worker or, without a broker, in
+    a background thread of this process. A retry with the same key while that runs answers the same 202; once
+    answered, the stored 200 body."""
+    try:
+        accepted = _accept(
+            workspace=workspace,
+            channel_id=channel_id,
+            contact_identifier=contact_identifier,
+            contact_name=contact_name,
+            type=type,
+            content=content,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+    except IdempotencyInProgress:
+        message_id = (
+            idempotency_message_id(workspace_id=workspace.pk, key=idempotency_key, fingerprint=fingerprint)
+            if respond_async and idempotency_key is not None
+            else None
+        )
+        if message_id is None:
+            raise
+        return processing_result(message_id=message_id)
     if isinstance(accepted, Replay):
         return PostResult(status=accepted.status, body=accepted.body, replayed=True)
     connection_release()
+    if respond_async:
+        from api.later import message_answer_later  # it runs message_answer, from this module
+
+        message_answer_later(accepted)
+        return processing_result(
+            message_id=accepted.message.pk, contact_id=accepted.contact_id, conversation_id=accepted.conversation_id
+        )
+    return message_answer(accepted)
+
+
+def message_answer(accepted: Accepted) -> PostResult:
+    """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
+    one code path of both modes: the request's own (synchronous) and a task's (api/later.py)."""
     try:
         return _record(accepted, _think(accepted))
+    except AnsweredElsewhere:
+        raise
     except Exception as error:
         _fail(accepted, error)
         raise
+
+
+def processing_result(
+    *, message_id: str, contact_id: str | None = None, conversation_id: str | None = None
+) -> PostResult:
+    """The 202 of the asynchronous mode: the message's ids, where its result will be (`Location`)."""
+    if contact_id is None or conversation_id is None:
+        conversation_id, contact_id = (
+            Message.objects.filter(pk=message_id).values_list("conversation_id", "conversation__contact_id").get()
+        )
+    body = {
+        "success": True,
+        "status": "PROCESSING",
+        "contactId": contact_id,
+        "conversationId": conversation_id,
+        "messageId": message_id,
+    }
+    return PostResult(
+        status=202,
+        body=render(body),
+        headers={"Location": f"/api/v1/messages/{message_id}", "Preference-Applied": "respond-async"},
+    )
 
 
 def _accept(
@@ -379,6 +445,8 @@ def _think(accepted: Accepted) -> AgentReply:
 def _fail(accepted: Accepted, error: Exception) -> None:
     code = error.code if isinstance(error, ApplicationError) else "internal_error"
     with transaction.atomic():
+        if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+            return  # another run of this answer recorded or failed it first
         if accepted.claim is not None and not idempotency_release(claim=accepted.claim):
             return  # a retry took the key over, with the message and its reservation: they are not ours
         released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
@@ -398,6 +466,8 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     with transaction.atomic():
         if accepted.claim is not None:
             idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
+        if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+            raise AnsweredElsewhere
         reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
         charge = min(cost, reserved)
         replies = replies_store(

@@ -147,6 +147,14 @@ def _idempotency_key(request) -> str | None:
     return keys.pop() if keys else None
 
 
+def _prefers_async(request) -> bool:
+    """`Prefer: respond-async` (RFC 7240), among other preferences and with parameters or not."""
+    preferences = (
+        item.split(";")[0].split("=")[0].strip().lower() for item in request.META.get("HTTP_PREFER", "").split(",")
+    )
+    return "respond-async" in preferences
+
+
 class ChannelMessageCreateApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes: list = []
@@ -183,8 +191,11 @@ class ChannelMessageCreateApi(APIView):
             metadata=values.get("metadata") or {},
             idempotency_key=idempotency_key,
             fingerprint=request_fingerprint(method="POST", path=request.path, channel_id=channel_id, body=data),
+            respond_async=_prefers_async(request),
         )
         response = HttpResponse(result.body, status=result.status, content_type="application/json")
+        for name, value in result.headers.items():
+            response[name] = value
         if result.replayed:
             response["Idempotent-Replayed"] = "true"
         return response
