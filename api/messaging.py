@@ -10,6 +10,7 @@ A failed agent call keeps the inbound message, releases the credits and frees th
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,7 +46,7 @@ from config.db import connection_release
 from config.errors import ApplicationError
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
-from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
+from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
 from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
 from conversations.selectors import agent_config
@@ -92,6 +93,7 @@ class PostResult:
     body: bytes
     replayed: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/streaming.py)
 
 
 class AnsweredElsewhere(Exception):
@@ -173,6 +175,7 @@ def message_post(
     idempotency_key: str | None,
     fingerprint: str,
     respond_async: bool = False,
+    stream: bool = False,
 ) -> PostResult:
     """Accept, think, record (the module's docstring). `contact_name` is "" when none was sent; `metadata`
     is {} when none was sent.
@@ -180,7 +183,8 @@ def message_post(
     With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
     message's ids, and think and record run later (api/later.py), in a Celery worker or, without a broker, in
     a background thread of this process. A retry with the same key while that runs answers the same 202; once
-    answered, the stored 200 body."""
+    answered, the stored 200 body. With `stream` the answer's `events` stream it as the agent writes
+    (api/streaming.py)."""
     try:
         accepted = _accept(
             workspace=workspace,
@@ -212,14 +216,25 @@ def message_post(
         return processing_result(
             message_id=accepted.message.pk, contact_id=accepted.contact_id, conversation_id=accepted.conversation_id
         )
+    if stream:
+        from api.streaming import message_answer_streamed  # it runs message_answer, from this module
+
+        return message_answer_streamed(accepted)
     return message_answer(accepted)
 
 
-def message_answer(accepted: Accepted) -> PostResult:
+def message_answer(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> PostResult:
     """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
-    one code path of both modes: the request's own (synchronous) and a task's (api/later.py)."""
+    one code path of every mode: the request's own (synchronous), a task's (api/later.py) and a stream's
+    (api/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
+    before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
-        return _record(accepted, _think(accepted))
+        return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
     except AnsweredElsewhere:
         raise
     except Exception as error:
@@ -421,7 +436,12 @@ def _lease_keep(accepted: Accepted, *, now: datetime) -> None:
     accepted.lease_until = until
 
 
-def _think(accepted: Accepted) -> AgentReply:
+def _think(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> AgentReply:
     # First: an agent whose provider is not configured fails before any download or wait.
     backend = get_backend(accepted.agent.provider)
     media = None
@@ -433,8 +453,13 @@ def _think(accepted: Accepted) -> AgentReply:
         history[-1] = replace(history[-1], media=media)
     connection_release()
     history = history_media_load(history=history, agent=accepted.agent)
+    if on_agent_start is not None:
+        on_agent_start()
     started = time.monotonic()
-    reply = backend.reply(agent=accepted.agent, history=history)
+    if on_delta is None:
+        reply = backend.reply(agent=accepted.agent, history=history)
+    else:
+        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)

@@ -3,13 +3,15 @@ import re
 from itertools import accumulate
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from rest_framework.views import APIView
 
 from api.idempotency import InvalidIdempotencyKey, idempotency_key_validate, request_fingerprint
 from api.messaging import message_post
 from api.schema import message_create_schema
 from api.serializers import InboundMessageSerializer
+from api.streaming import CONTENT_TYPE as EVENT_STREAM
+from api.streaming import replay_events
 from channels_app.authentication import ApiKeyAuthentication
 from config.errors import InvalidRequest, PayloadTooLarge
 from config.logs import log_bind
@@ -155,6 +157,17 @@ def _prefers_async(request) -> bool:
     return "respond-async" in preferences
 
 
+def _wants_stream(request) -> bool:
+    """`Accept: text/event-stream` among the media ranges, with q > 0."""
+    for item in request.META.get("HTTP_ACCEPT", "").split(","):
+        media, *params = (part.strip().lower() for part in item.split(";"))
+        if media == EVENT_STREAM and not any(
+            param.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for param in params
+        ):
+            return True
+    return False
+
+
 class ChannelMessageCreateApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes: list = []
@@ -166,6 +179,10 @@ class ChannelMessageCreateApi(APIView):
     def perform_authentication(self, request):
         super().perform_authentication(request)
         log_bind(workspace_id=request.auth.workspace_id, api_key_prefix=request.auth.prefix)
+
+    def perform_content_negotiation(self, request, force=False):
+        # The JSON renderer for the errors of a request that asks for a stream, instead of 406.
+        return super().perform_content_negotiation(request, force=force or _wants_stream(request))
 
     def finalize_response(self, request, response, *args, **kwargs):
         message_observe(type=getattr(request, "message_type", None), status=response.status_code)
@@ -181,6 +198,8 @@ class ChannelMessageCreateApi(APIView):
         payload = InboundMessageSerializer(data=data)
         payload.is_valid(raise_exception=True)
         values = payload.validated_data
+        respond_async = _prefers_async(request)
+        stream = not respond_async and _wants_stream(request)  # respond-async wins: its answer is the 202
         result = message_post(
             workspace=api_key.workspace,
             channel_id=channel_id,
@@ -191,9 +210,16 @@ class ChannelMessageCreateApi(APIView):
             metadata=values.get("metadata") or {},
             idempotency_key=idempotency_key,
             fingerprint=request_fingerprint(method="POST", path=request.path, channel_id=channel_id, body=data),
-            respond_async=_prefers_async(request),
+            respond_async=respond_async,
+            stream=stream,
         )
-        response = HttpResponse(result.body, status=result.status, content_type="application/json")
+        response: HttpResponseBase
+        if stream and (result.events is not None or result.status == 200):
+            response = StreamingHttpResponse(result.events or replay_events(result.body), content_type=EVENT_STREAM)
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # a proxy (nginx) passes each event on at once
+        else:
+            response = HttpResponse(result.body, status=result.status, content_type="application/json")
         for name, value in result.headers.items():
             response[name] = value
         if result.replayed:

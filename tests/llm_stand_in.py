@@ -20,6 +20,8 @@ class Step:
     pieces: list[str] | None = None  # how a streamed answer is cut (default: into words)
     pause: float = 0.0  # before each streamed piece, or before a whole answer
     hold: threading.Event | None = None  # answer only once this is set
+    gate: threading.Event | None = None  # a streamed answer: the pieces after the first only once this is set
+    finished: threading.Event = field(default_factory=threading.Event)  # set once the whole answer went out
 
 
 @dataclass
@@ -58,6 +60,8 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             step = stand_in.steps.popleft() if stand_in.steps else Step("Hello from the stand-in.")
             if step.hold is not None:
                 step.hold.wait(120)
+            if step.gate is not None and not body.get("stream"):
+                step.gate.wait(60)  # a whole answer: held as a stream's rest would be
             try:
                 if body.get("stream"):
                     self._stream(step)
@@ -85,6 +89,7 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+            step.finished.set()
 
         def _stream(self, step: Step) -> None:
             self.send_response(200)
@@ -95,7 +100,9 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "m"}
             first = {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
             self._event(first)
-            for piece in pieces:
+            for index, piece in enumerate(pieces):
+                if index == 1 and step.gate is not None:
+                    step.gate.wait(60)
                 time.sleep(step.pause)
                 self._event({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
             self._event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
@@ -103,6 +110,7 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
             self.close_connection = True
+            step.finished.set()
 
         def _event(self, data: dict) -> None:
             self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
