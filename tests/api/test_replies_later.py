@@ -285,3 +285,21 @@ def test_a_run_that_finishes_after_another_took_over_stores_nothing(workspace, c
     record = IdempotencyRecord.objects.get()
     assert record.state == IdempotencyRecord.State.COMPLETED
     assert b"Taken over." in bytes(record.response_body)
+
+
+def test_the_openapi_document_has_the_202_and_the_event_stream(client):
+    document = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    operation = document["paths"]["/api/v1/channels/{channelId}/messages"]["post"]
+
+    assert list(operation["responses"]["200"]["content"]) == ["application/json", "text/event-stream"]
+    accepted = operation["responses"]["202"]
+    assert {"Location", "Preference-Applied"} <= set(accepted["headers"])
+    schema = accepted["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(document["components"]["schemas"][schema]["properties"]) == {
+        "success",
+        "status",
+        "contactId",
+        "conversationId",
+        "messageId",
+    }
+    assert {"Prefer", "Accept"} <= {parameter["name"] for parameter in operation["parameters"]}
