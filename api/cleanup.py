@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from api.models import IdempotencyRecord
+from backoffice.stats import message_stats_failed
 from billing.credits import credits_release
 from conversations.media.cache import media_assets_purge
 from conversations.models import Message
@@ -104,6 +105,7 @@ def abandoned_messages_release(*, now: datetime, batch_size: int = ABANDONED_BAT
                 held[workspace_id] += amount
             for workspace_id in sorted(held):
                 credits_release(workspace_id=workspace_id, amount=held[workspace_id])
+            message_stats_failed(message_ids=[pk for pk, _, _ in rows], error_code=ABANDONED_ERROR_CODE, at=now)
         messages += len(rows)
         credits += sum(held.values())
         if len(rows) < batch_size:

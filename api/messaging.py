@@ -39,6 +39,7 @@ from api.serializers import (
     MessageResultSerializer,
     UsageView,
 )
+from backoffice.stats import message_stats_answered, message_stats_failed
 from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
 from channels_app.models import Workspace
 from channels_app.selectors import channel_get_for_workspace
@@ -123,6 +124,7 @@ class Accepted:
     # (a redelivered task carries the same claim), so the record and failure phases first check, under the
     # message row's lock, that the message still waits for its answer.
     exclusive: bool = False
+    agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -462,6 +464,7 @@ def _think(
         reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
+    accepted.agent_seconds = seconds
     agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)
     logger.info("agent replied", agent_id=accepted.agent.id, parts=len(reply.texts))
     return reply
@@ -483,6 +486,7 @@ def _fail(accepted: Accepted, error: Exception) -> None:
             message_id=accepted.message.pk,
             error=error,
         )
+        message_stats_failed(message_ids=[accepted.message.pk], error_code=code, at=timezone.now())
 
 
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
@@ -511,6 +515,16 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
             now=now,
+        )
+        message_stats_answered(
+            workspace_id=accepted.workspace_id,
+            channel_id=accepted.channel_id,
+            at=now,
+            replies=len(replies),
+            credits=charged,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            agent_seconds=accepted.agent_seconds,
         )
         result = MessageResult(
             contact_id=accepted.contact_id,

@@ -105,10 +105,8 @@ class UsageLedgerEntryAdmin(HistoryAdmin):
         "delta",
         "balance_after",
         "message_link",
-        "input_tokens",
-        "output_tokens",
         "note",
-    ]
+    ]  # the tokens are on the entry's page: with them the list is wider than 1400 px
     list_select_related = ["workspace"]
     list_filter = ["kind", "workspace", "created_at"]
     search_fields = ["=id", "=message__id", "note"]

@@ -250,10 +250,16 @@ class WorkspaceApiKeyAdmin(APIKeyModelAdmin):
             return
         key = WorkspaceApiKey.objects.assign_key(obj)
         obj.save()
+        # In monospace (I and l, 0 and O differ) and selected whole by one click; the key's change page
+        # adds a copy button (templates/admin/channels_app/workspaceapikey/change_form.html).
         self.message_user(
             request,
-            f"The new API key of {obj.workspace} is {key} \u2014 copy it now: it is shown only this once "
-            "and only its hash is stored.",
+            format_html(
+                'The new API key of {} is <code class="api-key-secret">{}</code> \u2014 copy it now: it is shown '
+                "only this once and only its hash is stored.",
+                obj.workspace,
+                key,
+            ),
             messages.WARNING,
         )
 

@@ -25,3 +25,6 @@ class HistoryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Counting every row of a large table on each page load is a full scan; the filtered count is enough.
     show_full_result_count = False
     list_per_page = 50
+
+    class Media:
+        css = {"all": ["backoffice/lists.css"]}

@@ -2,10 +2,17 @@
 
 import hashlib
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import connections
+
+# How often a waiting node asks for the lock again. It asks with pg_try_advisory_lock and sleeps between
+# tries rather than blocking in pg_advisory_lock: a session blocked in a statement holds a snapshot, and
+# CREATE INDEX CONCURRENTLY in the holder's migration waits for every such session, which would wait for the
+# holder in turn (a deadlock no timeout breaks). Idle between tries, a waiter holds nothing.
+LOCK_POLL_SECONDS = 0.5
 
 
 def lock_key(name: str) -> int:
@@ -32,10 +39,15 @@ def database_lock(*, name: str, using: str = "default") -> Iterator[None]:
 
     key = lock_key(name)
     with psycopg.connect(**wrapper.get_connection_params(), autocommit=True) as lock_connection:
-        row = lock_connection.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
-        if not (row and row[0]):
-            print(f"Waiting for another node to release the lock {name!r}.", file=sys.stderr, flush=True)
-            lock_connection.execute("SELECT pg_advisory_lock(%s)", [key])
+        waiting = False
+        while True:
+            row = lock_connection.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+            if row and row[0]:
+                break
+            if not waiting:
+                print(f"Waiting for another node to release the lock {name!r}.", file=sys.stderr, flush=True)
+                waiting = True
+            time.sleep(LOCK_POLL_SECONDS)
         try:
             yield
         finally:

@@ -28,4 +28,5 @@ class Contact(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name or self.identifier
+        # The identifier first, wherever the admin names a contact: it is what operators search by.
+        return f"{self.identifier} ({self.name})" if self.name else self.identifier

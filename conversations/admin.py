@@ -16,7 +16,9 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from config.admin_base import HistoryAdmin
+from conversations.failures import CAUSES, OTHER, codes_of, failure_cause, known_codes
 from conversations.models import Conversation, MediaAsset, Message
+from conversations.search import SEARCH_MIN_CHARS, message_search_q
 
 TRANSCRIPT_MAX_MESSAGES = 200  # the page stays light for a long conversation; the messages list has them all
 _MEDIA_TYPES = {Message.Type.IMAGE, Message.Type.AUDIO, Message.Type.VIDEO, Message.Type.DOCUMENT}
@@ -112,9 +114,69 @@ def message_admin_link(message_id: str | None) -> str:
     return format_html('<a href="{}">{}</a>', url, message_id)
 
 
+def outcome_label(message: Message) -> str:
+    """A message's status as an operator reads it: a failure says what failed (conversations.failures)."""
+    if message.status == Message.Status.FAILED:
+        return f"Failed: {failure_cause(message.error_code).label}"
+    return message.get_status_display()
+
+
+class OutcomeFilter(admin.SimpleListFilter):
+    """Status, with failures split by what failed (the model's FAILED label says "Agent failed" for a
+    media failure too)."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("answered", "Answered"),
+            ("pending", "Waiting for the agent"),
+            ("failed", "Failed (any cause)"),
+            *((f"failed-{cause.key}", f"Failed: {cause.label}") for cause in CAUSES),
+            ("sent", "Sent by the AI agent"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        simple = {"answered": Message.Status.ANSWERED, "pending": Message.Status.PENDING, "sent": Message.Status.SENT}
+        if value in simple:
+            return queryset.filter(status=simple[value])
+        if value == "failed":
+            return queryset.filter(status=Message.Status.FAILED)
+        for cause in CAUSES:
+            if value == f"failed-{cause.key}":
+                failed = queryset.filter(status=Message.Status.FAILED)
+                if cause == OTHER:
+                    return failed.exclude(error_code__in=known_codes())
+                return failed.filter(error_code__in=codes_of(cause))
+        return queryset
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """A failed message's code (the dashboard's failures link here); the codes are a fixed list, so the
+    filter costs no query."""
+
+    title = "error code"
+    parameter_name = "error_code"
+
+    def lookups(self, request, model_admin):
+        return [(code, code) for code in known_codes()]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value:
+            return queryset.filter(status=Message.Status.FAILED, error_code=value)
+        return queryset
+
+
 @admin.register(Conversation)
 class ConversationAdmin(HistoryAdmin):
-    list_display = ["id", "contact", "channel", "workspace", "agent", "status", "last_message_at", "created_at"]
+    # The contact by identifier, and status and last message in the first columns: what operators read
+    # first and what must fit 1400 px. The id is on the page (and searchable); the close action and the
+    # life-cycle fields (closed at, reason) take their place beside status.
+    list_display = ["contact_display", "status", "last_message_at", "channel", "agent", "message_count"]
+    list_display_links = ["contact_display"]
     list_select_related = ["contact", "channel", "workspace", "agent"]
     list_filter = ["status", "workspace", "channel__type", "last_message_at"]
     search_fields = ["=id", "=contact__id", "contact__identifier", "contact__name"]
@@ -135,6 +197,15 @@ class ConversationAdmin(HistoryAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("contact", "channel", "workspace", "agent")
+
+    @admin.display(description="contact", ordering="contact__identifier")
+    def contact_display(self, obj: Conversation) -> str:
+        return str(obj.contact)
+
+    @admin.display(description="messages", ordering="last_seq")
+    def message_count(self, obj: Conversation) -> int:
+        # The contact's messages: `last_seq` is the last position given, one per inbound message.
+        return obj.last_seq
 
     @admin.display(description="messages")
     def messages_link(self, obj: Conversation) -> str:
@@ -158,24 +229,32 @@ class ConversationAdmin(HistoryAdmin):
 
 @admin.register(Message)
 class MessageAdmin(HistoryAdmin):
+    # What an operator reads first, fitting 1400 px: when, who (the contact's identifier), which way, the
+    # text (a media message's starts with its type), the outcome (a failure says what failed), the cost, the
+    # position in its conversation. Ids, seq and part are on the message's page; the type is a filter.
     list_display = [
-        "id",
-        "conversation",
-        "seq",
-        "part",
-        "direction",
-        "type",
+        "created",
+        "contact",
+        "direction_display",
         "preview",
-        "status",
+        "outcome",
         "credits",
-        "created_at",
+        "position",
     ]
-    list_select_related = ["conversation"]
-    list_filter = ["direction", "type", "status", "created_at"]
-    search_fields = ["=id", "=conversation__id", "=reply_to__id"]
+    list_display_links = ["created"]
+    list_select_related = ["conversation__contact"]
+    list_filter = ["direction", "type", OutcomeFilter, ErrorCodeFilter, "created_at"]
+    # Ids are ULIDs: the primary key's index gives newest first without sorting (or joining) the table.
+    ordering = ["-id"]
+    search_fields = ["=id"]  # shows the search box; get_search_results does the searching
+    search_help_text = (
+        "A message, conversation or reply id; words of a text message; or (part of) a contact's identifier. "
+        f"Under {SEARCH_MIN_CHARS} characters, an identifier must match exactly."
+    )
     fields = readonly_fields = (
         "id",
         "conversation",
+        "contact",
         "seq",
         "part",
         "direction",
@@ -185,7 +264,7 @@ class MessageAdmin(HistoryAdmin):
         "media_asset",
         "media_mime_type",
         "media_size",
-        "status",
+        "outcome",
         "reply_to",
         "credits",
         "credits_reserved",
@@ -197,7 +276,38 @@ class MessageAdmin(HistoryAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("conversation", "reply_to", "media_asset")
+        return super().get_queryset(request).select_related("conversation__contact", "reply_to", "media_asset")
+
+    def get_search_results(self, request, queryset, search_term):
+        """conversations.search: every branch on an index (trigram indexes on PostgreSQL)."""
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(message_search_q(term=search_term)), False
+
+    @admin.display(description="created", ordering="id")
+    def created(self, obj: Message) -> str:
+        return obj.created_at.strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="contact")
+    def contact(self, obj: Message) -> str:
+        return str(obj.conversation.contact)
+
+    @admin.display(description="from", ordering="direction")
+    def direction_display(self, obj: Message) -> str:
+        return "contact" if obj.direction == Message.Direction.INBOUND else "agent"
+
+    @admin.display(description="status", ordering="status")
+    def outcome(self, obj: Message) -> str:
+        if obj.status == Message.Status.FAILED:
+            return format_html(
+                '<span class="failed" title="{}">{}</span>', obj.error_code or "no code", outcome_label(obj)
+            )
+        return outcome_label(obj)
+
+    @admin.display(description="#")
+    def position(self, obj: Message) -> str:
+        url = reverse("admin:conversations_conversation_change", args=[quote(obj.conversation_id)])
+        return format_html('<a href="{}#transcript" title="The conversation">{}.{}</a>', url, obj.seq, obj.part)
 
     @admin.display(description="content")
     def preview(self, obj: Message) -> str:

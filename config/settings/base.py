@@ -20,7 +20,7 @@ SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "backoffice.admin_apps.BackofficeAdminConfig",  # django.contrib.admin with the back office's site (dashboard)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "conversations",
     "billing",
     "webhooks",
+    "backoffice",
     "api",
 ]
 
@@ -205,6 +206,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["backoffice.formats"]  # ISO-like dates and times in the admin (backoffice/formats/en)
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 

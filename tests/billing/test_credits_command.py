@@ -1,4 +1,4 @@
-"""`manage.py credits grant` (CONTRACT.md): a ledger entry, the new balance on stdout."""
+"""`manage.py credits grant` (README "Management commands"): a ledger entry, the new balance on stdout."""
 
 import pytest
 from django.core.management import CommandError, call_command

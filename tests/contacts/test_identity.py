@@ -123,12 +123,12 @@ def test_filling_the_name_costs_one_statement_and_only_when_needed(api, assert_s
     without = {key: value for key, value in SEED_TEXT.items() if key != "contactName"}
     api.post(without)  # a contact without a name; the key and the agent's knowledge are warm
     # as the pinned hot path (tests/channels_app/test_query_counts.py: 12), no name sent: nothing more
-    with assert_statements(13):
+    with assert_statements(14):
         api.post({**without, "content": {"text": {"body": "second"}}})
     # a name sent to a contact without one: one UPDATE more
-    with assert_statements(14) as queries:
+    with assert_statements(15) as queries:
         api.post({**without, "contactName": "Jane", "content": {"text": {"body": "third"}}})
     assert any(q["sql"].startswith('UPDATE "contacts_contact"') for q in queries.captured_queries)
     # a name sent to a contact that has one: nothing more
-    with assert_statements(13):
+    with assert_statements(14):
         api.post({**without, "contactName": "Other", "content": {"text": {"body": "fourth"}}})

@@ -17,7 +17,7 @@ def test_contact_create_stores_the_contact_of_the_workspace(db):
     stored = Contact.objects.get(pk=contact.pk)
     assert (stored.workspace_id, stored.identifier, stored.name) == (workspace.pk, "user@example.com", "User Name")
     assert stored.pk.startswith("ct_") and stored.created_at is not None
-    assert str(stored) == "User Name"
+    assert str(stored) == "user@example.com (User Name)"  # operators find a contact by its identifier
 
 
 def test_a_contact_without_a_name_is_shown_by_its_identifier(db):

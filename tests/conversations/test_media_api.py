@@ -421,7 +421,7 @@ def test_earlier_images_go_to_the_provider_as_bytes_never_by_their_url(llm_api, 
         "contactIdentifier": SEED_TEXT["contactIdentifier"],
         "content": {"text": {"body": "Is it paid?"}},
     }
-    with assert_statements(13):
+    with assert_statements(14):
         assert llm_api.post(body).status_code == 200
 
     # then: the earlier image went again as its cached bytes, from storage (not downloaded again)

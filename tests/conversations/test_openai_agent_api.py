@@ -242,8 +242,8 @@ def test_hot_path_query_count_with_an_openai_agent_is_pinned(api, httpserver, as
     api.post()  # the contact and the conversation exist
     # accept: auth 1, channel+agent 1, contact+open conversation 1, position 1, insert 1, reserve 1 |
     # think: history 1 | record: replies 1, mark answered 1, stamp conversation 1, settle 1, ledger 1,
-    # the channel's webhook (none) 1
-    with assert_statements(13):
+    # the channel's webhook (none) 1, the dashboard's daily rollup 1
+    with assert_statements(14):
         assert api.post(say("second")).status_code == 200
 
 
