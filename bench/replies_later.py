@@ -5,7 +5,8 @@
 Creates its own PostgreSQL database (`channels_bench_replies`, dropped at the end) on the server of
 DATABASE_URL, migrates, makes a demo channel whose OpenAI-compatible agent answers in 2 s (bench/llm_stub.py,
 `/lat/2000/v1`, streamed in 20 pieces), starts gunicorn as `make serve` does (config/gunicorn.py, gevent) with
-no broker, so the answers run in the server's own background greenlets, and measures:
+no broker, so the answers run in the server's own background greenlets (with `--broker REDIS_URL`: in a
+Celery worker), and measures:
 
 1. 202 latency: `--requests` POSTs with `Prefer: respond-async`, a new contact each, from `--clients`
    keep-alive connections; p50/p99 of the time to the 202, then how long until every message is answered.
@@ -19,22 +20,55 @@ import argparse
 import json
 import os
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from http.client import HTTPConnection
 from pathlib import Path
 
 import psycopg
 
-from bench.run import free_port, percentile, wait_http
-
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DB_NAME = "channels_bench_replies"
 BODY = {"type": "TEXT", "content": {"text": {"body": "How long does shipping take?"}}}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _count(db: psycopg.Connection, status: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM conversations_message WHERE direction = 'INBOUND' AND status = %s", [status]
+    ).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def _admin_url() -> str:
@@ -78,15 +112,11 @@ def bench_async(port: int, path: str, key: str, requests: int, clients: int, db_
     sent = time.monotonic() - started
     with psycopg.connect(db_url, autocommit=True) as db:
         while True:
-            pending = db.execute(
-                "SELECT count(*) FROM conversations_message WHERE direction = 'INBOUND' AND status = 'PENDING'"
-            ).fetchone()[0]
+            pending = _count(db, "PENDING")
             if not pending or time.monotonic() - started > 300:
                 break
             time.sleep(0.2)
-        answered = db.execute(
-            "SELECT count(*) FROM conversations_message WHERE direction = 'INBOUND' AND status = 'ANSWERED'"
-        ).fetchone()[0]
+        answered = _count(db, "ANSWERED")
     return {
         "requests": len(latencies),
         "status202": statuses.count(202),
@@ -155,6 +185,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--streams", default="50,200")
+    parser.add_argument(
+        "--broker",
+        default="",
+        help="a Redis URL: the answers go through it to a Celery worker (threads pool, 64) instead of the "
+        "server's own greenlets",
+    )
     args = parser.parse_args()
     admin = _admin_url()
     db_url = admin.rsplit("/", 1)[0] + f"/{DB_NAME}"
@@ -178,6 +214,8 @@ def main() -> int:
             "LLM_MODEL": "bench",
         }
     )
+    if args.broker:
+        env["REDIS_URL"] = args.broker
     processes: list[subprocess.Popen] = []
     try:
         manage = [sys.executable, "manage.py"]
@@ -206,6 +244,15 @@ def main() -> int:
                 env=env,
             )
         )
+        if args.broker:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads"]
+                    + ["--concurrency", "64", "--loglevel", "WARNING"],
+                    cwd=ROOT,
+                    env=env,
+                )
+            )
         wait_http(f"http://127.0.0.1:{stub_port}/healthz")
         wait_http(f"http://127.0.0.1:{web_port}/healthz")
         path = f"/api/v1/channels/{demo['channelId']}/messages"
