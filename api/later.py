@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from celery import current_app
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from api.idempotency import Claim, idempotency_lock_extend, idempotency_owned
@@ -53,7 +53,7 @@ def message_answer_later(accepted: Accepted) -> None:
         except Exception:
             logger.warning("message task not queued; answering in this process", message_id=accepted.message.pk)
     thread = threading.Thread(target=_run_here, args=args, name=f"answer-{accepted.message.pk}", daemon=True)
-    thread.start()
+    transaction.on_commit(thread.start)  # at once: the accept phase committed (unless a caller's block is open)
 
 
 def _run_here(message_id: str, lease_until: str, claim_record_id: str, claim_owner: str) -> None:

@@ -269,3 +269,16 @@ def test_over_gunicorn_a_client_gone_mid_stream_still_gets_its_message_answered_
     finally:
         conn.close()
     assert len(stand_in.requests) == 1
+
+
+@requires_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_respond_async_wins_over_a_stream(api, channel, scripted_agent):
+    scripted_agent.take_over(channel.agent)
+
+    response = api.post(SEED_TEXT, HTTP_PREFER="respond-async", HTTP_ACCEPT="text/event-stream")
+
+    assert response.status_code == 202, response.content
+    assert response["Content-Type"] == "application/json"
+    message_id = response.json()["messageId"]
+    wait_for(lambda: Message.objects.get(pk=message_id).status == Message.Status.ANSWERED)
