@@ -40,7 +40,14 @@ from api.serializers import (
     UsageView,
 )
 from backoffice.stats import message_stats_answered, message_stats_failed
-from billing.credits import credits_cost, credits_estimate, credits_release, credits_reserve, credits_settle
+from billing.credits import (
+    credits_charge,
+    credits_cost,
+    credits_estimate,
+    credits_release,
+    credits_reserve,
+    credits_settle,
+)
 from channels_app.models import Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
@@ -86,6 +93,22 @@ LEASE_RENEW_SECONDS = 10.0
 # Seconds between looks at an earlier message's progress: a waiting message costs one indexed query per look,
 # and a burst of N messages to one conversation is answered in about N x (agent time + this pause).
 _TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.2
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A contact's message as the view validated it (api.serializers.InboundMessageSerializer's
+    `validated_data`), with the workspace of the request's key, its idempotency key and its fingerprint."""
+
+    workspace: Workspace
+    channel_id: str
+    contact_identifier: str
+    contact_name: str  # "" when none was sent
+    type: str
+    content: dict[str, Any]
+    metadata: dict[str, str]  # {} when none was sent
+    idempotency_key: str | None
+    fingerprint: str
 
 
 @dataclass
@@ -165,22 +188,8 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     )
 
 
-def message_post(
-    *,
-    workspace: Workspace,
-    channel_id: str,
-    contact_identifier: str,
-    contact_name: str,
-    type: str,
-    content: dict[str, Any],
-    metadata: dict[str, str],
-    idempotency_key: str | None,
-    fingerprint: str,
-    respond_async: bool = False,
-    stream: bool = False,
-) -> PostResult:
-    """Accept, think, record (the module's docstring). `contact_name` is "" when none was sent; `metadata`
-    is {} when none was sent.
+def message_post(*, inbound: InboundRequest, respond_async: bool = False, stream: bool = False) -> PostResult:
+    """Accept, think, record (the module's docstring).
 
     With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
     message's ids, and think and record run later (api/later.py), in a Celery worker or, without a broker, in
@@ -188,21 +197,13 @@ def message_post(
     answered, the stored 200 body. With `stream` the answer's `events` stream it as the agent writes
     (api/streaming.py)."""
     try:
-        accepted = _accept(
-            workspace=workspace,
-            channel_id=channel_id,
-            contact_identifier=contact_identifier,
-            contact_name=contact_name,
-            type=type,
-            content=content,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-        )
+        accepted = _accept(inbound)
     except IdempotencyInProgress:
         message_id = (
-            idempotency_message_id(workspace_id=workspace.pk, key=idempotency_key, fingerprint=fingerprint)
-            if respond_async and idempotency_key is not None
+            idempotency_message_id(
+                workspace_id=inbound.workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint
+            )
+            if respond_async and inbound.idempotency_key is not None
             else None
         )
         if message_id is None:
@@ -266,32 +267,11 @@ def processing_result(
     )
 
 
-def _accept(
-    *,
-    workspace: Workspace,
-    channel_id: str,
-    contact_identifier: str,
-    contact_name: str,
-    type: str,
-    content: dict[str, Any],
-    metadata: dict[str, str],
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> Accepted | Replay:
+def _accept(inbound: InboundRequest) -> Accepted | Replay:
     for attempt in range(1, _ACCEPT_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                return _accept_once(
-                    workspace=workspace,
-                    channel_id=channel_id,
-                    contact_identifier=contact_identifier,
-                    contact_name=contact_name,
-                    type=type,
-                    content=content,
-                    metadata=metadata,
-                    idempotency_key=idempotency_key,
-                    fingerprint=fingerprint,
-                )
+                return _accept_once(inbound)
         except IntegrityError:
             # A concurrent request created the same contact, conversation or key first; now it is visible.
             if attempt == _ACCEPT_ATTEMPTS:
@@ -299,27 +279,19 @@ def _accept(
     raise AssertionError("unreachable")
 
 
-def _accept_once(
-    *,
-    workspace: Workspace,
-    channel_id: str,
-    contact_identifier: str,
-    contact_name: str,
-    type: str,
-    content: dict[str, Any],
-    metadata: dict[str, str],
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> Accepted | Replay:
+def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
+    workspace = inbound.workspace
     now = timezone.now()
     claim = None
-    if idempotency_key is not None:
+    if inbound.idempotency_key is not None:
         # Locked for PROCESSING_LEASE_SECONDS until the agent is known; then for the request's lease.
-        claimed = idempotency_claim(workspace_id=workspace.pk, key=idempotency_key, fingerprint=fingerprint, now=now)
+        claimed = idempotency_claim(
+            workspace_id=workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint, now=now
+        )
         if isinstance(claimed, Replay):
             return claimed
         claim = claimed
-    channel = channel_get_for_workspace(channel_id=channel_id, workspace_id=workspace.pk)
+    channel = channel_get_for_workspace(channel_id=inbound.channel_id, workspace_id=workspace.pk)
     assert channel.agent is not None  # channel_get_for_workspace refuses a channel without an agent
     agent = agent_config(agent=channel.agent)
     lease = lease_seconds(agent=agent)
@@ -336,55 +308,51 @@ def _accept_once(
             credits_reserve(workspace_id=workspace.pk, amount=reserved)
             Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
             message.credits_reserved = reserved
-        return Accepted(
+        contact_id, conversation_id, conversation_created_at = (
+            conversation.contact_id,
+            conversation.pk,
+            conversation.created_at,
+        )
+        status, closed_at, close_reason = conversation.status, conversation.closed_at, conversation.close_reason or None
+    else:
+        reserved = credits_estimate(agent=agent)
+        stored = inbound_message_store(
             workspace_id=workspace.pk,
             channel_id=channel.pk,
-            team_id=channel.team_id,
-            team_name=channel.team.name if channel.team is not None else None,
-            agent=agent,
-            contact_id=conversation.contact_id,
-            conversation_id=conversation.pk,
-            conversation_created_at=conversation.created_at,
-            conversation_status=conversation.status,
-            conversation_closed_at=conversation.closed_at,
-            conversation_close_reason=conversation.close_reason or None,
-            message=message,
-            reserved=reserved,
-            claim=claim,
-            lease_seconds=lease,
+            agent_id=agent.id,
+            contact_identifier=inbound.contact_identifier,
+            contact_name=inbound.contact_name,
+            type=inbound.type,
+            content=inbound.content,
+            metadata=inbound.metadata,
+            now=now,
             lease_until=lease_until,
+            credits_reserved=reserved,
         )
-    reserved = credits_estimate(agent=agent)
-    stored = inbound_message_store(
-        workspace_id=workspace.pk,
-        channel_id=channel.pk,
-        agent_id=agent.id,
-        contact_identifier=contact_identifier,
-        contact_name=contact_name,
-        type=type,
-        content=content,
-        metadata=metadata,
-        now=now,
-        lease_until=lease_until,
-        credits_reserved=reserved,
-    )
-    if claim is not None:
-        idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
-    # Last, so the workspace row's lock is held for the shortest time before commit.
-    credits_reserve(workspace_id=workspace.pk, amount=reserved)
+        if claim is not None:
+            idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
+        # Last, so the workspace row's lock is held for the shortest time before commit.
+        credits_reserve(workspace_id=workspace.pk, amount=reserved)
+        message = stored.message
+        contact_id, conversation_id, conversation_created_at = (
+            stored.contact_id,
+            stored.conversation_id,
+            stored.conversation_created_at,
+        )
+        status, closed_at, close_reason = Conversation.Status.ACTIVE, None, None
     return Accepted(
         workspace_id=workspace.pk,
         channel_id=channel.pk,
         team_id=channel.team_id,
         team_name=channel.team.name if channel.team is not None else None,
         agent=agent,
-        contact_id=stored.contact_id,
-        conversation_id=stored.conversation_id,
-        conversation_created_at=stored.conversation_created_at,
-        conversation_status=Conversation.Status.ACTIVE,
-        conversation_closed_at=None,
-        conversation_close_reason=None,
-        message=stored.message,
+        contact_id=contact_id,
+        conversation_id=conversation_id,
+        conversation_created_at=conversation_created_at,
+        conversation_status=status,
+        conversation_closed_at=closed_at,
+        conversation_close_reason=close_reason,
+        message=message,
         reserved=reserved,
         claim=claim,
         lease_seconds=lease,
@@ -498,7 +466,7 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
         if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
             raise AnsweredElsewhere
         reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
-        charge = min(cost, reserved)
+        charge = credits_charge(cost=cost, reserved=reserved)
         replies = replies_store(
             message=accepted.message,
             texts=reply.texts,

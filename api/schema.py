@@ -1,6 +1,6 @@
 """The OpenAPI description of the messages endpoint (drf-spectacular), kept out of the view.
 
-The view parses its JSON itself (views._json_body), so the request is declared here: a `oneOf` of one
+The view parses its JSON itself (api/parsers.py), so the request is declared here: a `oneOf` of one
 schema per message type, told apart by `type` (the discriminator), built from the same content serializers
 that validate requests, so the documented limits are the enforced ones. The responses: the success body is
 api.serializers.MessageResultSerializer (the one that renders it), and every error status has the
@@ -23,7 +23,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from api.idempotency import MAX_KEY_LENGTH
+from api.idempotency import MAX_KEY_LENGTH, IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
+from api.messaging import ConversationBusy
 from api.serializers import (
     CONTENT_SERIALIZERS,
     MESSAGE_TYPES,
@@ -35,6 +36,21 @@ from api.serializers import (
     contact_name_field,
     metadata_field,
 )
+from billing.credits import InsufficientCredits
+from channels_app.authentication import InvalidApiKey, MissingApiKey
+from channels_app.selectors import ChannelNotFound, ChannelUnavailable
+from config.errors import (
+    ApplicationError,
+    DatabaseUnavailable,
+    InvalidHost,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceBusy,
+)
+from conversations.agents.errors import AgentTimeout, AgentUnavailable
+from conversations.media.errors import MediaTooLarge, MediaTypeMismatch, MediaUnreachable, MediaUrlNotAllowed
 
 # --- how our own field and serializer classes look in the schema --------------------------------------
 
@@ -235,8 +251,11 @@ class ErrorResult(serializers.Serializer):
     error = ErrorDetail()
 
 
-def _error(status: int, summary: str, codes: dict[str, tuple[str, dict]]) -> OpenApiResponse:
-    """An error response: `codes` maps each code to (when it happens, an example's details)."""
+def _error(status: int, summary: str, errors: dict[type[ApplicationError], tuple[str, dict]]) -> OpenApiResponse:
+    """An error response: `errors` maps each error class that answers `status` to (when it happens, an
+    example's details). The codes are the classes' own, so the schema cannot name a code the code lacks."""
+    assert all(error.status_code == status for error in errors), f"an error class of {status} answers another status"
+    codes = {error.code: about for error, about in errors.items()}
     lines = "\n".join(f"- `{code}`: {when}" for code, (when, _) in codes.items())
     return OpenApiResponse(
         response=ErrorResult,
@@ -287,32 +306,32 @@ RESPONSES = {
         400,
         "The request cannot be processed as sent.",
         {
-            "invalid_request": (
+            InvalidRequest: (
                 "Bad JSON, wrong Content-Type, an unknown type, content not matching the type, "
                 "empty or too long fields, an unknown field, bad metadata.",
                 {"content.text.body": "This field may not be blank."},
             ),
-            "channel_unavailable": (
+            ChannelUnavailable: (
                 "The channel exists but is inactive, not an API channel, or has no agent.",
                 {"channelId": "ch_01m8a0tewa493xysacwf74zzk6", "reason": "inactive"},
             ),
-            "invalid_idempotency_key": (
+            InvalidIdempotencyKey: (
                 "The idempotency key is not 1-255 printable ASCII characters.",
                 {"header": "X-Idempotency-Key", "length": 0},
             ),
-            "invalid_host": (
+            InvalidHost: (
                 "The Host header is not one of the service's host names (ALLOWED_HOSTS).",
                 {"header": "Host", "host": "attacker.example"},
             ),
-            "media_url_not_allowed": (
+            MediaUrlNotAllowed: (
                 "The media URL is refused (scheme, credentials, non-public address).",
                 {"field": "content.image.url", "reason": "address"},
             ),
-            "media_unreachable": (
+            MediaUnreachable: (
                 "The media file could not be downloaded.",
                 {"field": "content.image.url", "reason": "timeout"},
             ),
-            "media_type_mismatch": (
+            MediaTypeMismatch: (
                 "The media file's content does not match the message type.",
                 {"field": "content.image.url", "detectedMimeType": "application/pdf"},
             ),
@@ -322,37 +341,37 @@ RESPONSES = {
         401,
         "No API key, or one that does not work.",
         {
-            "missing_api_key": ("The X-API-Key header is missing or empty.", {"header": "X-API-Key"}),
-            "invalid_api_key": ("The key is wrong, revoked or expired.", {"header": "X-API-Key"}),
+            MissingApiKey: ("The X-API-Key header is missing or empty.", {"header": "X-API-Key"}),
+            InvalidApiKey: ("The key is wrong, revoked or expired.", {"header": "X-API-Key"}),
         },
     ),
     402: _error(
         402,
         "The workspace cannot pay for the reply; nothing was stored.",
         {
-            "insufficient_credits": ("Not enough credits for the reply.", {"balance": 0, "required": 1}),
+            InsufficientCredits: ("Not enough credits for the reply.", {"balance": 0, "required": 1}),
         },
     ),
     404: _error(
         404,
         "No such channel in the key's workspace.",
         {
-            "channel_not_found": (
+            ChannelNotFound: (
                 "No channel with this id in your workspace (another workspace's channels are not found either).",
                 {"channelId": "ch_doesnotexist"},
             ),
-            "not_found": ("No such URL.", {}),
+            NotFound: ("No such URL.", {}),
         },
     ),
     409: _error(
         409,
         "Try again later, after `Retry-After` seconds.",
         {
-            "idempotency_in_progress": (
+            IdempotencyInProgress: (
                 "A request with the same idempotency key is still being processed.",
                 {"header": "X-Idempotency-Key"},
             ),
-            "conversation_busy": (
+            ConversationBusy: (
                 "An earlier message of the conversation is still unanswered.",
                 {"conversationId": "cv_01m8a0z0swmvbrf7kdwdttser7"},
             ),
@@ -362,8 +381,8 @@ RESPONSES = {
         413,
         "The body, or the media file, is too large.",
         {
-            "payload_too_large": ("The JSON body is over the limit (64 KiB by default).", {"limitBytes": 65536}),
-            "media_too_large": (
+            PayloadTooLarge: ("The JSON body is over the limit (64 KiB by default).", {"limitBytes": 65536}),
+            MediaTooLarge: (
                 "The media file is over 10 MB.",
                 {"field": "content.image.url", "limitBytes": 10485760},
             ),
@@ -373,39 +392,39 @@ RESPONSES = {
         422,
         "The idempotency key was used before for a different request.",
         {
-            "idempotency_key_reused": ("Same key, different request: use a new key.", {"header": "X-Idempotency-Key"}),
+            IdempotencyKeyReused: ("Same key, different request: use a new key.", {"header": "X-Idempotency-Key"}),
         },
     ),
     429: _error(
         429,
         "Too many requests for this API key; retry after `Retry-After` seconds.",
         {
-            "rate_limited": ("Over the key's requests per minute.", {"retryAfterSeconds": 12}),
+            RateLimited: ("Over the key's requests per minute.", {"retryAfterSeconds": 12}),
         },
     ),
     500: _error(
         500,
         "A bug on our side; the message is kept and the body carries no trace.",
         {
-            "internal_error": ("The server could not process the request. Try again later.", {}),
+            ApplicationError: ("The server could not process the request. Try again later.", {}),
         },
     ),
     502: _error(
         502,
         "The agent failed; the message is kept and no credits are charged.",
         {
-            "agent_unavailable": ("The AI agent could not answer; retry with the same idempotency key.", {}),
+            AgentUnavailable: ("The AI agent could not answer; retry with the same idempotency key.", {}),
         },
     ),
     503: _error(
         503,
         "Overloaded, or the database went away; retry after `Retry-After` seconds.",
         {
-            "service_busy": (
+            ServiceBusy: (
                 "The service is too busy to take this request now.",
                 {"reason": "database_pool_exhausted"},
             ),
-            "database_unavailable": (
+            DatabaseUnavailable: (
                 "The database connection broke during the request (a database restart or failover).",
                 {},
             ),
@@ -415,7 +434,7 @@ RESPONSES = {
         504,
         "The agent did not answer in time; the message is kept and no credits are charged.",
         {
-            "agent_timeout": ("The AI agent did not answer in time; retry with the same idempotency key.", {}),
+            AgentTimeout: ("The AI agent did not answer in time; retry with the same idempotency key.", {}),
         },
     ),
 }

@@ -13,7 +13,9 @@ from typing import Any
 from django.core.validators import URLValidator
 from rest_framework import serializers
 
-MESSAGE_TYPES = ("TEXT", "IMAGE", "AUDIO", "VIDEO", "DOCUMENT")
+from conversations.models import Message
+
+MESSAGE_TYPES = tuple(Message.Type.values)
 # Documented limits (README "Limits"). An e-mail address is at most 320 characters (RFC 3696 errata).
 CONTACT_IDENTIFIER_MAX = 320
 CONTACT_NAME_MAX = 200
@@ -58,13 +60,14 @@ class _StringField(serializers.CharField):
         return value
 
 
-def _text(max_length: int, *, required: bool = True, trim: bool = True) -> serializers.CharField:
+def _text(max_length: int, *, required: bool = True, trim: bool = True, **kwargs: Any) -> serializers.CharField:
     return _StringField(
         max_length=max_length,
         required=required,
         allow_blank=not required,
         allow_null=not required,  # null = absent (_StrictObject drops it)
         trim_whitespace=trim,
+        **kwargs,
     )
 
 
@@ -156,8 +159,8 @@ CONTENT_SERIALIZERS = {
 }
 
 
-def contact_identifier_field() -> serializers.CharField:
-    identifier = _text(CONTACT_IDENTIFIER_MAX)
+def contact_identifier_field(**kwargs: Any) -> serializers.CharField:
+    identifier = _text(CONTACT_IDENTIFIER_MAX, **kwargs)
     identifier.help_text = (
         "Identifies the contact across requests (an e-mail address is recommended). Trimmed; an e-mail "
         "address is matched case-insensitively and a phone number starting with + by its digits, so "
@@ -166,16 +169,17 @@ def contact_identifier_field() -> serializers.CharField:
     return identifier
 
 
-def contact_name_field() -> serializers.CharField:
-    name = _text(CONTACT_NAME_MAX, required=False)
+def contact_name_field(**kwargs: Any) -> serializers.CharField:
+    name = _text(CONTACT_NAME_MAX, required=False, **kwargs)
     name.help_text = "Display name: used when the contact is created, or while the contact has no name yet."
     return name
 
 
-def metadata_field() -> _MetadataField:
+def metadata_field(**kwargs: Any) -> _MetadataField:
     return _MetadataField(
         required=False,
         allow_null=True,
+        **kwargs,
         help_text=f"Optional context for the agent, stored with the message: a flat object of at most "
         f"{METADATA_MAX_KEYS} keys (1-{METADATA_KEY_MAX} characters each) with string values of at most "
         f"{METADATA_VALUE_MAX} characters.",
@@ -183,13 +187,24 @@ def metadata_field() -> _MetadataField:
 
 
 class InboundMessageSerializer(_StrictObject):
+    """A contact's message. `validated_data` holds exactly the keyword arguments of api.messaging's
+    InboundRequest that come from the body: snake_case, `contact_name` "" and `metadata` {} when not sent."""
+
     type = serializers.ChoiceField(
-        choices=MESSAGE_TYPES, error_messages={"invalid_choice": "Use one of TEXT, IMAGE, AUDIO, VIDEO, DOCUMENT."}
+        choices=MESSAGE_TYPES,
+        error_messages={"invalid_choice": f"Use one of {', '.join(MESSAGE_TYPES)}."},
     )
-    contactIdentifier = contact_identifier_field()  # camelCase: the wire name
-    contactName = contact_name_field()
+    contactIdentifier = contact_identifier_field(source="contact_identifier")  # camelCase: the wire name
+    contactName = contact_name_field(source="contact_name", default="")
     content = serializers.DictField(error_messages={"not_a_dict": 'Send an object, e.g. {{"text": {{"body": "Hi"}}}}.'})
-    metadata = metadata_field()
+    metadata = metadata_field(default=dict)
+
+    @property
+    def message_type(self) -> str | None:
+        """The body's `type` when it names one of MESSAGE_TYPES, whether or not the rest of the body is
+        valid; else None. The metrics label (config/metrics.py `message_observe`)."""
+        sent = self.initial_data.get("type") if isinstance(self.initial_data, dict) else None
+        return sent if isinstance(sent, str) and sent in MESSAGE_TYPES else None
 
     def validate(self, attrs):
         key, serializer_class = CONTENT_SERIALIZERS[attrs["type"]]

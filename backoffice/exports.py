@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from billing.models import UsageLedgerEntry
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, content_body
 
 EXPORT_CHUNK_SIZE = 2000  # rows per fetch: a few hundred KiB of message content at most
 # A spreadsheet runs a cell that starts with one of these as a formula; a contact's message must stay text.
@@ -73,11 +73,6 @@ def csv_lines(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[st
         yield writer.writerow([_cell(row[column]) for column in columns])
 
 
-def _body(type_: str, content: Any) -> dict[str, Any]:
-    body = content.get(type_.lower()) if isinstance(content, dict) else None
-    return body if isinstance(body, dict) else {}
-
-
 def transcript_rows(*, conversation: Conversation, chunk_size: int = EXPORT_CHUNK_SIZE) -> Iterator[dict[str, Any]]:
     """The conversation's messages in (seq, part) order: the (conversation, seq, part) unique index, read in
     chunks."""
@@ -102,7 +97,7 @@ def transcript_rows(*, conversation: Conversation, chunk_size: int = EXPORT_CHUN
         )
     )
     for message in messages.iterator(chunk_size=chunk_size):
-        body = _body(message["type"], message["content"])
+        body = content_body(type=message["type"], content=message["content"])
         text = body.get("body") if message["type"] == Message.Type.TEXT else body.get("caption")
         yield {
             **message,

@@ -16,17 +16,14 @@ Every load is bounded in requests and in time. Traffic goes to 127.0.0.1 only.
 import argparse
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime
 from http.client import HTTPConnection
 from pathlib import Path
@@ -34,239 +31,28 @@ from pathlib import Path
 import psutil
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-PYTHON = sys.executable
-HOST = "127.0.0.1"
-ANALYSIS_MARKER = "<!-- analysis: everything below this line is kept when the harness rewrites the file -->"
-
-FULL = {
-    "warmupSeconds": 5,
-    "s1Seconds": 20,
-    "s1Ramp": 4,
-    "s1Rounds": 2,
-    "s1Connections": 16,
-    "s2Clients": 500,
-    "s2AgentMs": 2000,
-    "s2Seconds": 40,
-    "s2MaxRequests": 20_000,
-    "s3Requests": 200,
-    "s3Warmup": 20,
-    "s3Short": 10,
-    "s3Long": 10_000,
-    "s3ContactsSmall": 1_000,
-    "s3ContactsLarge": 1_000_000,
-    "s5AgentMs": 200,
-    "s5Seconds": 30,
-    "profileRequests": 300,
-}
-QUICK = {
-    "warmupSeconds": 2,
-    "s1Seconds": 8,
-    "s1Ramp": 3,
-    "s1Rounds": 1,
-    "s1Connections": 8,
-    "s2Clients": 100,
-    "s2AgentMs": 2000,
-    "s2Seconds": 12,
-    "s2MaxRequests": 2_000,
-    "s3Requests": 20,
-    "s3Warmup": 5,
-    "s3Short": 10,
-    "s3Long": 1_000,
-    "s3ContactsSmall": 1_000,
-    "s3ContactsLarge": 20_000,
-    "s5AgentMs": 200,
-    "s5Seconds": 5,
-    "profileRequests": 40,
-}
-
-
-# --- processes ---------------------------------------------------------------------------------------------
-
-
-class Processes:
-    """Every process the harness starts, each in its own process group, stopped by its id at the end."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.started: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "w")  # closed with the process
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.started.append((name, process))
-        return process
-
-    def stop(self, process: subprocess.Popen, timeout: float = 15) -> None:
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)  # the group we created for it: it and its workers
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=5)
-
-    def stop_all(self) -> None:
-        for _, process in reversed(self.started):
-            self.stop(process)
-
-
-def run(argv: list[str], env: dict, *, timeout: float, log: Path | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if log is not None:
-        log.write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])}... failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-# --- the machine --------------------------------------------------------------------------------------------
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def machine() -> dict:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    busiest = []
-    for proc in psutil.process_iter(["pid", "name", "cpu_percent"]):
-        try:
-            proc.cpu_percent(None)
-        except psutil.Error:
-            pass
-    time.sleep(1.0)
-    for proc in psutil.process_iter(["pid", "name"]):
-        try:
-            busiest.append((proc.cpu_percent(None), proc.info["name"]))
-        except psutil.Error:
-            pass
-    busiest.sort(reverse=True)
-    return {
-        "nproc": os.cpu_count(),
-        "memoryGiB": round(psutil.virtual_memory().total / 2**30, 1),
-        "cpuModel": cpu_model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadAverageAtStart": loadavg(),
-        "busiestProcessesAtStart": [f"{name} {pct:.0f}%" for pct, name in busiest[:6] if pct >= 1],
-    }
-
-
-def git_commit() -> str:
-    """The checked-out commit, read from .git without running git."""
-    try:
-        git = ROOT / ".git"
-        if git.is_file():  # a worktree: "gitdir: ..."
-            git = Path(git.read_text().split(":", 1)[1].strip())
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head[:7]
-        ref = head.split(":", 1)[1].strip()
-        common = Path((git / "commondir").read_text().strip()) if (git / "commondir").exists() else None
-        for base in filter(None, [git, (git / common) if common else None]):
-            if (base / ref).exists():
-                return (base / ref).read_text().strip()[:7]
-            packed = base / "packed-refs"
-            if packed.exists():
-                for line in packed.read_text().splitlines():
-                    if line.endswith(" " + ref):
-                        return line.split()[0][:7]
-    except OSError:
-        pass
-    return "unknown"
-
-
-# --- measurements -------------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    low = int(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
-
-
-class CpuMeter:
-    """CPU seconds used between start() and stop(): the whole machine, and groups of processes given by
-    functions returning their pids (evaluated at both ends, so a process started in between counts whole)."""
-
-    def __init__(self, groups: dict):
-        self.groups = groups
-
-    @staticmethod
-    def _proc_cpu(pids) -> dict[int, float]:
-        seconds = {}
-        for pid in pids:
-            try:
-                times = psutil.Process(pid).cpu_times()
-                seconds[pid] = times.user + times.system
-            except psutil.Error:
-                pass
-        return seconds
-
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        total = psutil.cpu_times()
-        self.busy0 = sum(total) - total.idle - getattr(total, "iowait", 0)
-        self.before = {name: self._proc_cpu(pids()) for name, pids in self.groups.items()}
-
-    def stop(self, completed: int = 0) -> dict:
-        elapsed = time.monotonic() - self.t0
-        total = psutil.cpu_times()
-        busy = sum(total) - total.idle - getattr(total, "iowait", 0) - self.busy0
-        used = {}
-        for name, pids in self.groups.items():
-            before = self.before[name]
-            after = self._proc_cpu(set(pids()) | set(before))
-            used[name] = sum(after[pid] - before.get(pid, 0.0) for pid in after)
-        result = {"machineBusyCores": round(busy / elapsed, 2)}
-        result.update({f"{name}Cores": round(seconds / elapsed, 2) for name, seconds in used.items()})
-        result["everythingElseCores"] = round(max(0.0, busy - sum(used.values())) / elapsed, 2)
-        if completed:
-            result.update(
-                {f"{name}CpuMsPerRequest": round(seconds / completed * 1000, 2) for name, seconds in used.items()}
-            )
-        return result
+from bench.common import (
+    ANALYSIS_MARKER,
+    BENCH,
+    FULL,
+    HOST,
+    PYTHON,
+    QUICK,
+    ROOT,
+    Processes,
+    free_port,
+    git_commit,
+    loadavg,
+    machine,
+    percentile,
+    run,
+    wait_http,
+)
+from bench.scenarios.s1_ceiling import s1_ceiling
+from bench.scenarios.s2_slow_agent import s2_slow_agent
+from bench.scenarios.s3_flat_cost import s3_flat_cost
+from bench.scenarios.s4_queries import profile, s4_queries
+from bench.scenarios.s5_added_latency import s5_added_latency
 
 
 class Bench:
@@ -601,100 +387,7 @@ class Bench:
         (self.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
         print(f"bench: {name}: {json.dumps(data.get('summary', {}))}", flush=True)
 
-    # --- scenarios ----------------------------------------------------------------------------------------
-
-    def s1_ceiling(self) -> None:
-        cfg, load_before = self.cfg, loadavg()
-        channels = {
-            "messages": self.fixtures["channels"]["0"],
-            # not part of the ratio: the built-in agent instead of the OpenAI SDK, to show the SDK's share
-            "messagesBuiltinAgent": self.fixtures["builtinChannel"],
-        }
-        paths = {"bare": "/api/bench/bare", **{label: self.messages_path(ch) for label, ch in channels.items()}}
-        bound = 200_000  # responses per wrk thread: far above what a 2-core box answers in the duration
-        for label, path in paths.items():  # warm every path
-            self.closed_load(
-                path=path,
-                connections=cfg["s1Connections"],
-                seconds=cfg["warmupSeconds"],
-                prefix=f"{self.token}s1w-{label}",
-                max_requests=bound,
-            )
-            self.drain(timeout=120)
-        rounds: dict[str, list[dict]] = {label: [] for label in paths}
-        meter = CpuMeter(
-            {
-                "gunicorn": lambda: [self.web.pid, *self.workers],
-                "stub": lambda: [self.stub.pid],
-                "postgres": self.pg_backends,
-            }
-        )
-        cpu: dict[str, list[dict]] = {label: [] for label in paths}
-        ramp = cfg["s1Ramp"]
-        for n in range(cfg["s1Rounds"]):  # alternate, so a change in the machine's other load hits all
-            for label, path in paths.items():
-                meter.start()
-                t0 = time.time()
-                load = self.closed_load(
-                    path=path,
-                    connections=cfg["s1Connections"],
-                    seconds=cfg["s1Seconds"],
-                    prefix=f"{self.token}s1-{label}-{n}",
-                    max_requests=bound,
-                )
-                t1 = time.time()
-                if label in channels:
-                    # Counted by the server: replies stored in the window after the ramp. The generator counts
-                    # only requests that both start and end inside its run, which under-counts when a message
-                    # takes seconds on a busy machine. Then drain, so CPU per request covers whole requests.
-                    load["drainSeconds"] = self.drain(timeout=120)
-                    done = self.replies(channels[label], since=t0)
-                    load["generatorRate"] = load["rate"]
-                    load["rate"] = round(sum(1 for t in done if t0 + ramp <= t < t1) / (t1 - t0 - ramp), 2)
-                    load["serverCountedWindow"] = [ramp, round(t1 - t0, 1)]
-                    completed = len(done)
-                else:
-                    completed = load["ok"]
-                rounds[label].append(load)
-                cpu[label].append(meter.stop(completed=completed))
-        rate = {label: statistics.fmean(r["rate"] for r in runs) for label, runs in rounds.items()}
-        errors = {label: sum(r["errors"] for r in runs) for label, runs in rounds.items()}
-        ratio = rate["messages"] / rate["bare"] if rate["bare"] else 0.0
-
-        def cpu_ms(label: str) -> float:  # gunicorn + PostgreSQL CPU per answered request, over the rounds
-            return statistics.fmean(
-                c.get("gunicornCpuMsPerRequest", 0) + c.get("postgresCpuMsPerRequest", 0) for c in cpu[label]
-            )
-
-        cost = {label: round(cpu_ms(label), 2) for label in paths}
-        self.s1_rate, self.s1_done = rate["messages"], True
-        self.save(
-            "s1_ceiling",
-            {
-                "summary": {
-                    "messagesPerSecond": round(rate["messages"], 1),
-                    "barePerSecond": round(rate["bare"], 1),
-                    "ratio": round(ratio, 3),
-                    "goal": ">= 0.5",
-                    "met": ratio >= 0.5,
-                    "errors": errors,
-                    "builtinAgentPerSecond": round(rate["messagesBuiltinAgent"], 1),
-                    "cpuMsPerRequest": cost,
-                    "cpuCostRatio": round(cost["bare"] / cost["messages"], 3) if cost["messages"] else None,
-                },
-                "agentLatencyMs": 0,
-                "connections": cfg["s1Connections"],
-                "secondsPerRun": cfg["s1Seconds"],
-                "rounds": rounds,
-                "cpu": cpu,
-                "loadAverage": {"before": load_before, "after": loadavg()},
-                "requestShape": "POST, new contactIdentifier and X-Idempotency-Key per request, 0 ms agent "
-                "(OpenAI-compatible stub); the bare view gets the same POST; the bench workspaces' "
-                "rate limit is raised out of the way, the limiter still runs",
-                "method": f"closed loop; the bare view's rate counted by the generator, the messages' by the server "
-                f"(replies stored from {ramp} s after the start to the end of each run)",
-            },
-        )
+    # --- what the scenarios share (the scenarios themselves: bench/scenarios/) ---------------------------
 
     def replies(self, channel: str, *, since: float) -> list[float]:
         """When each reply of the channel's conversations was stored (epoch seconds), from `since` on."""
@@ -708,166 +401,6 @@ class Bench:
                     [channel, since],
                 ).fetchall()
             ]
-
-    def s5_added_latency(self) -> None:
-        cfg, load_before = self.cfg, loadavg()
-        rate = max(1.0, round(self.s1_rate / 2, 1))
-        agent_s = cfg["s5AgentMs"] / 1000
-        channel = self.fixtures["channels"][str(cfg["s5AgentMs"])]
-        self.loadgen(
-            "open", channel=channel, seconds=2, prefix=f"{self.token}s5w", rate=rate, max_requests=int(rate * 2) + 1
-        )
-        data = self.loadgen(
-            "open",
-            channel=channel,
-            seconds=cfg["s5Seconds"],
-            prefix=f"{self.token}s5",
-            rate=rate,
-            max_requests=int(rate * cfg["s5Seconds"]) + 1,
-        )
-        ok = [s for s in data["samples"] if 200 <= s[3] < 300]
-        total = [s[1] * 1000 for s in ok]
-        added = [(s[1] - agent_s) * 1000 for s in ok]
-        added_service = [(s[2] - agent_s) * 1000 for s in ok]
-        p50, p99 = percentile(added, 50), percentile(added, 99)
-        self.save(
-            "s5_added_latency",
-            {
-                "summary": {
-                    "rate": rate,
-                    "agentLatencyMs": cfg["s5AgentMs"],
-                    "addedP50Ms": round(p50, 1),
-                    "addedP99Ms": round(p99, 1),
-                    "goal": "p99 < 50 ms",
-                    "met": p99 < 50,
-                    "errors": data["errors"],
-                },
-                "openLoop": True,
-                "seconds": cfg["s5Seconds"],
-                "requests": data["requests"],
-                "ok": data["ok"],
-                "statuses": data["statuses"],
-                "achievedRate": data["rate"],
-                "totalLatencyMs": {p: round(percentile(total, float(p)), 1) for p in ("50", "90", "99", "100")},
-                "addedLatencyMs": {p: round(percentile(added, float(p)), 1) for p in ("50", "90", "99", "100")},
-                "addedServiceTimeMs": {p: round(percentile(added_service, float(p)), 1) for p in ("50", "90", "99")},
-                "method": "open loop at half of scenario 1's rate; latency counted from each request's scheduled "
-                "start (no coordinated omission) minus the stub's fixed latency; 'service time' counts from "
-                "the actual send",
-                "loadAverage": {"before": load_before, "after": loadavg()},
-            },
-        )
-
-    def s2_slow_agent(self) -> None:
-        cfg, load_before = self.cfg, loadavg()
-        agent_s = cfg["s2AgentMs"] / 1000
-        channel = self.fixtures["channels"][str(cfg["s2AgentMs"])]
-        time.sleep(1)
-        idle_rss = {pid: psutil.Process(pid).memory_info().rss for pid in self.workers}
-        samples: list[dict] = []
-        stop = threading.Event()
-        sampler = threading.Thread(target=self._sample_s2, args=(samples, stop), daemon=True)
-        sampler.start()
-        t0 = time.time()
-        try:
-            load = self.closed_load(
-                path=self.messages_path(channel),
-                connections=cfg["s2Clients"],
-                seconds=cfg["s2Seconds"],
-                prefix=f"{self.token}s2",
-                max_requests=cfg["s2MaxRequests"],
-                timeout=60.0,
-            )  # an integrator's patience, not wrk's 2 s default
-        finally:
-            t_end = time.time()
-            stop.set()
-            sampler.join(timeout=10)
-        drained = self.drain(timeout=180)
-        ramp = agent_s + 3.0  # the first replies arrive after one agent latency; then a few seconds to settle
-        window = (t0 + ramp, t0 + cfg["s2Seconds"] - 0.5)
-        completed = self.replies(channel, since=t0)
-        in_window = sum(1 for t in completed if window[0] <= t < window[1])
-        steady = in_window / (window[1] - window[0])
-        target = max(0.1, min(cfg["s2Clients"] / agent_s, self.s1_rate))  # 0.1: scenario 1 may have failed
-        steady_samples = [s for s in samples if window[0] <= s["t"] < window[1]] or samples
-        per_worker_max = {
-            str(pid): max((s["workers"][pid]["dbConnections"] for s in samples if pid in s["workers"]), default=0)
-            for pid in self.workers
-        }
-        per_worker_pg = {
-            str(pid): max((s["workers"][pid]["dbConnectionsInPg"] for s in samples if pid in s["workers"]), default=0)
-            for pid in self.workers
-        }
-        total_pg_max = max((s["pgConnections"] for s in samples), default=0)
-        rss_load = statistics.median(sum(w["rss"] for w in s["workers"].values()) for s in steady_samples)
-        rss_idle = sum(idle_rss.values())
-        latency_mean_s = (load["latencyMs"]["mean"] or 0) / 1000
-        # Closed loop: each client always has one request out (it sends the next as soon as it has an answer),
-        # so the server holds as many requests as there are clients; Little's law is a cross-check.
-        in_flight = cfg["s2Clients"]
-        in_flight_little = round(steady * latency_mean_s, 1)
-        mem_per = (rss_load - rss_idle) / in_flight
-        ratio = steady / target
-        max_conn = max([*per_worker_max.values(), *per_worker_pg.values()], default=0)
-        self.save(
-            "s2_slow_agent",
-            {
-                "summary": {
-                    "clients": cfg["s2Clients"],
-                    "agentLatencyMs": cfg["s2AgentMs"],
-                    "throughput": round(steady, 1),
-                    "target": round(target, 1),
-                    "ratio": round(ratio, 3),
-                    "goal": "ratio >= 0.9, 0 errors, <= 20 DB connections per process",
-                    "errors": load["errors"],
-                    "maxDbConnectionsPerProcess": max_conn,
-                    "memoryPerInFlightKiB": round(mem_per / 1024, 1),
-                    "met": ratio >= 0.9 and load["errors"] == 0 and max_conn <= 20,
-                },
-                "load": load,
-                "steadyWindowSeconds": [round(window[0] - t0, 1), round(window[1] - t0, 1)],
-                "repliesInWindow": in_window,
-                "loadSecondsTotal": round(t_end - t0, 1),
-                "drainSeconds": drained,
-                "dbConnections": {
-                    "perWorkerMaxSocket": per_worker_max,
-                    "perWorkerMaxMatchedInPgStatActivity": per_worker_pg,
-                    "databaseTotalMax": total_pg_max,
-                    "method": "every 0.5 s: (a) each gunicorn worker's established TCP sockets to "
-                    "PostgreSQL's port, from /proc via psutil; (b) the same sockets' local "
-                    "ports matched against pg_stat_activity.client_port of the benchmark "
-                    "database; (c) count(*) of pg_stat_activity for the database (without "
-                    "the sampler's own session)",
-                },
-                "memory": {
-                    "idleRssMiB": round(rss_idle / 2**20, 1),
-                    "loadRssMedianMiB": round(rss_load / 2**20, 1),
-                    "loadRssMaxMiB": round(
-                        max(sum(w["rss"] for w in s["workers"].values()) for s in samples) / 2**20, 1
-                    )
-                    if samples
-                    else None,
-                    "inFlight": in_flight,
-                    "inFlightLittlesLaw": in_flight_little,
-                    "method": "sum of the workers' RSS: median over the steady window minus the value just "
-                    "before the load, divided by the requests in flight (the clients of the closed "
-                    "loop; Little's law, steady throughput x mean latency of the answered ones, as a "
-                    "cross-check)",
-                },
-                "samples": [
-                    {
-                        "t": round(s["t"] - t0, 1),
-                        "pg": s["pgConnections"],
-                        "workers": {
-                            str(pid): [w["dbConnections"], w["dbConnectionsInPg"], round(w["rss"] / 2**20, 1)]
-                            for pid, w in s["workers"].items()
-                        },
-                    }
-                    for s in samples
-                ],
-                "loadAverage": {"before": load_before, "after": loadavg()},
-            },
-        )
 
     def drain(self, timeout: float) -> float | None:
         """Wait until the server has answered every message it accepted (the generator hangs up at its
@@ -885,184 +418,6 @@ class Bench:
                     return round(time.monotonic() - started, 1)
                 time.sleep(1)
         return None
-
-    def _sample_s2(self, samples: list[dict], stop: threading.Event) -> None:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            while not stop.is_set():
-                rows = conn.execute(
-                    "SELECT client_port FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                    [self.db_name],
-                ).fetchall()
-                pg_ports = {row[0] for row in rows}
-                workers = {}
-                for pid in self.workers:
-                    try:
-                        proc = psutil.Process(pid)
-                        sockets = [
-                            c
-                            for c in proc.net_connections(kind="tcp")
-                            if c.raddr and c.raddr.port == 5432 and c.status == psutil.CONN_ESTABLISHED
-                        ]
-                        workers[pid] = {
-                            "dbConnections": len(sockets),
-                            "dbConnectionsInPg": sum(1 for c in sockets if c.laddr.port in pg_ports),
-                            "rss": proc.memory_info().rss,
-                        }
-                    except psutil.Error:
-                        pass
-                samples.append({"t": time.time(), "pgConnections": len(rows), "workers": workers})
-                stop.wait(0.5)
-
-    def s3_flat_cost(self) -> None:
-        cfg, load_before = self.cfg, loadavg()
-        started = time.monotonic()
-        run(
-            [
-                PYTHON,
-                "-m",
-                "bench.fixtures",
-                "flat",
-                "--in",
-                str(self.fixtures_path),
-                "--out",
-                str(self.fixtures_path),
-                "--short",
-                str(cfg["s3Short"]),
-                "--long",
-                str(cfg["s3Long"]),
-                "--contacts-small",
-                str(cfg["s3ContactsSmall"]),
-                "--contacts-large",
-                str(cfg["s3ContactsLarge"]),
-            ],
-            self.env,
-            timeout=1800,
-            log=self.logs / "fixtures-flat.log",
-        )
-        self.fixtures = json.loads(self.fixtures_path.read_text())
-        flat = self.fixtures["flat"]
-        fill_seconds = round(time.monotonic() - started, 1)
-        n, warm = cfg["s3Requests"], cfg["s3Warmup"]
-        conns: dict[str, HTTPConnection] = {}
-
-        def timed(label: str, channel: str, identifier: str, key: str | None, idem: str) -> float:
-            conn = conns.setdefault(label, HTTPConnection(HOST, self.web_port, timeout=60))
-            try:
-                status, body, seconds = self.post(channel, identifier, key=key, idempotency_key=idem, conn=conn)
-            except (OSError, ConnectionError):  # the server closed an idle keep-alive connection: once more
-                conns[label] = conn = HTTPConnection(HOST, self.web_port, timeout=60)
-                status, body, seconds = self.post(channel, identifier, key=key, idempotency_key=idem, conn=conn)
-            if status != 200:
-                raise RuntimeError(f"scenario 3 {label}: {status} {body[:300]!r}")
-            return seconds
-
-        # the same conversation, at position `short` and `long`, interleaved
-        channel = flat["channelId"]
-        conv = flat["conversations"]
-        position: dict[str, list[float]] = {"short": [], "long": []}
-        for i in range(warm + n):
-            for label in ("short", "long"):
-                seconds = timed(label, channel, conv[label]["contactIdentifier"], None, f"s3c-{label}-{i}")
-                if i >= warm:
-                    position[label].append(seconds * 1000)
-        # contact resolution: an existing contact (random, each once) and a new one, 1,000 vs 1,000,000 contacts
-        import random
-
-        rng = random.Random(3)
-        sets = flat["contactSets"]
-        picks = {
-            label: rng.sample(range(1, sets[label]["contacts"] + 1), min(warm + n, sets[label]["contacts"]))
-            for label in ("small", "large")
-        }
-        existing: dict[str, list[float]] = {"small": [], "large": []}
-        new: dict[str, list[float]] = {"small": [], "large": []}
-        for i in range(warm + n):
-            for label in ("small", "large"):
-                s = sets[label]
-                seconds = timed(
-                    f"c-{label}", s["channelId"], f"c{picks[label][i]}@bench.example", s["apiKey"], f"s3e-{label}-{i}"
-                )
-                if i >= warm:
-                    existing[label].append(seconds * 1000)
-                seconds = timed(
-                    f"c-{label}", s["channelId"], f"s3new-{label}-{i}@bench.example", s["apiKey"], f"s3n-{label}-{i}"
-                )
-                if i >= warm:
-                    new[label].append(seconds * 1000)
-        for conn in conns.values():
-            conn.close()
-        isolated = self.inproc("flatsql", self.out / ".flatsql.json", "--requests", str(n), "--warmup", str(warm))
-
-        def pair(samples: dict[str, list[float]], a: str, b: str) -> dict:
-            ma, mb = statistics.median(samples[a]), statistics.median(samples[b])
-            return {
-                f"{a}MedianMs": round(ma, 2),
-                f"{b}MedianMs": round(mb, 2),
-                "ratio": round(mb / ma, 3),
-                f"{a}P90Ms": round(percentile(samples[a], 90), 2),
-                f"{b}P90Ms": round(percentile(samples[b], 90), 2),
-                "samples": len(samples[a]),
-            }
-
-        conversation = pair(position, "short", "long")
-        contacts_existing = pair(existing, "small", "large")
-        contacts_new = pair(new, "small", "large")
-        ratios = [conversation["ratio"], contacts_existing["ratio"], contacts_new["ratio"]]
-        self.save(
-            "s3_flat_cost",
-            {
-                "summary": {
-                    "conversationPositionRatio": conversation["ratio"],
-                    "contactExistingRatio": contacts_existing["ratio"],
-                    "contactNewRatio": contacts_new["ratio"],
-                    "goal": "each ratio <= 1.1",
-                    "met": all(r <= 1.1 for r in ratios),
-                },
-                "conversation": {
-                    **conversation,
-                    "positions": {
-                        "short": [cfg["s3Short"], cfg["s3Short"] + 2 * (warm + n) - 2],
-                        "long": [cfg["s3Long"], cfg["s3Long"] + 2 * (warm + n) - 2],
-                    },
-                    "note": "each request adds the message and its reply, so the position moves by 2 per request",
-                },
-                "contactsExisting": {
-                    **contacts_existing,
-                    "contacts": [cfg["s3ContactsSmall"], cfg["s3ContactsLarge"]],
-                    "note": "a random existing contact per request (each once): lookup hit plus a new conversation",
-                },
-                "contactsNew": {**contacts_new, "note": "a new contact per request: lookup miss plus insert"},
-                "isolatedQueries": isolated,
-                "method": f"sequential requests over one keep-alive connection each, the two sides interleaved, "
-                f"{warm} warm-up rounds, medians of {n}; 0 ms agent",
-                "fillSeconds": fill_seconds,
-                "fixtureTimings": flat["timings"],
-                "loadAverage": {"before": load_before, "after": loadavg()},
-            },
-        )
-
-    def s4_queries(self) -> None:
-        data = self.inproc("queries", self.out / ".queries.json")
-        goals = data["goals"]
-        summary = {}
-        for agent in ("openai", "builtin"):
-            for case in (
-                "newContact",
-                "existingContact",
-                "idempotentReplay",
-                "newContactWithKey",
-                "existingContactWithKey",
-            ):
-                summary[f"{agent}.{case}"] = data[agent][case]["count"]
-        met = all(data[a][c]["count"] <= goals[c] for a in ("openai", "builtin") for c in goals)
-        summary["goal"] = "new <= 10, existing <= 10, replay <= 3"
-        summary["met"] = met
-        self.save("s4_queries", {"summary": summary, **data})
-
-    def profile(self) -> None:
-        data = self.inproc("profile", self.out / ".profile.json", "--requests", str(self.cfg["profileRequests"]))
-        data["summary"] = {"wallMsPerRequest": data["wallMsPerRequest"], "cpuMsPerRequest": data["cpuMsPerRequest"]}
-        self.save("profile", data)
 
     # --- the report ---------------------------------------------------------------------------------------
 
@@ -1117,19 +472,19 @@ class Bench:
             self.setup()
             self.s1_rate, self.s1_done = 0.0, False
             steps = [
-                ("s4", self.s4_queries),
-                ("s1", self.s1_ceiling),
-                ("s5", self.s5_added_latency),
-                ("s2", self.s2_slow_agent),
-                ("s3", self.s3_flat_cost),
-                ("profile", self.profile),
+                ("s4", s4_queries),
+                ("s1", s1_ceiling),
+                ("s5", s5_added_latency),
+                ("s2", s2_slow_agent),
+                ("s3", s3_flat_cost),
+                ("profile", profile),
             ]
             for name, step in steps:
                 if name in ("s5", "s2") and not self.s1_done and self.want(name):
-                    self.s1_ceiling()  # both need scenario 1's rate of this run
+                    s1_ceiling(self)  # both need scenario 1's rate of this run
                 if self.want(name):
                     print(f"bench: {name} ... (load average {loadavg()})", flush=True)
-                    step()
+                    step(self)
         except BaseException as exc:  # KeyboardInterrupt too: report what ran, then stop everything
             error = f"{type(exc).__name__}: {exc}"
             print(f"bench: FAILED: {error}", file=sys.stderr, flush=True)

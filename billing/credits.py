@@ -77,6 +77,12 @@ def credits_release(*, workspace_id: str, amount: int) -> None:
         Workspace.objects.filter(pk=workspace_id).update(credit_reserved=F("credit_reserved") - amount)
 
 
+def credits_charge(*, cost: int, reserved: int) -> int:
+    """What a reply is charged: its cost, never more than was reserved for it (so a balance cannot go below
+    zero). The one rule for both the replies' stored credits and the ledger's charge (`credits_settle`)."""
+    return min(cost, reserved)
+
+
 def credits_settle(
     *,
     workspace_id: str,
@@ -89,7 +95,7 @@ def credits_settle(
 ) -> tuple[int, int]:
     """Turn a reservation into a charge: the balance drops by the cost (never more than was reserved, so
     it cannot go below zero) and a ledger entry records it. Returns (credits charged, balance after)."""
-    charge = min(cost, reserved)
+    charge = credits_charge(cost=cost, reserved=reserved)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Workspace._meta.db_table} SET credit_balance = credit_balance - %s, "

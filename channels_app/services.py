@@ -8,12 +8,17 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from channels_app.models import Workspace, WorkspaceApiKey
-from config.errors import ApplicationError
+from config.errors import ApplicationError, NotFound
 
 
-class NotFoundError(ApplicationError):
-    code = "not_found"
-    status_code = 404
+class NotFoundError(NotFound):
+    """A workspace or an API key that the caller (a command) named does not exist."""
+
+
+class ApiKeyRevoked(ApplicationError):
+    code = "api_key_revoked"
+    status_code = 409
+    default_message = "The API key is revoked. Create a new key instead of rotating it."
 
 
 def workspace_get(*, ref: str) -> Workspace:
@@ -53,7 +58,7 @@ def apikey_rotate(*, prefix: str, grace: timedelta) -> tuple[WorkspaceApiKey, st
     """A new key for the same workspace; the old one keeps working for `grace`, then fails with 401."""
     old = apikey_get(prefix=prefix)
     if old.revoked:
-        raise ApplicationError(f"The key {prefix!r} is revoked; create a new key instead of rotating it.")
+        raise ApiKeyRevoked(f"The key {prefix!r} is revoked; create a new key instead of rotating it.")
     expiry = timezone.now() + grace
     if old.expiry_date is None or old.expiry_date > expiry:
         old.expiry_date = expiry

@@ -2,9 +2,9 @@
 `details`; config.exception_handler renders every one as the contract's error body.
 
 Here are the base class and the errors the handler itself produces from framework exceptions (bad JSON, a
-body too large, a throttled request, an exhausted database pool). Every other error class lives beside the
-code that raises it (e.g. channels_app.authentication, billing.credits, api.idempotency,
-conversations.agents.errors, conversations.media.errors), a subclass of ApplicationError.
+body too large, an unknown URL or method, a throttled request, an exhausted database pool). Every other
+error class lives beside the code that raises it (e.g. channels_app.authentication, billing.credits,
+api.idempotency, conversations.agents.errors, conversations.media.errors), a subclass of ApplicationError.
 """
 
 from typing import Any
@@ -32,6 +32,24 @@ class InvalidRequest(ApplicationError):
     code = "invalid_request"
     status_code = 400
     default_message = "The request is not valid. See details for the fields to fix."
+
+
+class NotFound(ApplicationError):
+    code = "not_found"
+    status_code = 404
+    default_message = "No such resource. Check the URL."
+
+
+class MethodNotAllowed(ApplicationError):
+    code = "method_not_allowed"
+    status_code = 405
+    default_message = "The method is not allowed here. Use POST."
+
+
+class PermissionDenied(ApplicationError):
+    code = "permission_denied"
+    status_code = 403
+    default_message = "You may not do this."
 
 
 class PayloadTooLarge(ApplicationError):

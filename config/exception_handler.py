@@ -8,7 +8,8 @@ import logging
 import sys
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpResponse
 from gunicorn.http.errors import ParseException
@@ -19,7 +20,10 @@ from config.errors import (
     ApplicationError,
     DatabaseUnavailable,
     InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     RateLimited,
     ServiceBusy,
 )
@@ -109,17 +113,11 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
             headers={"Retry-After": str(wait)},
         )
     if isinstance(exc, (Http404, exceptions.NotFound)):
-        error = ApplicationError("No such resource. Check the URL.")
-        error.code, error.status_code = "not_found", 404
-        return error
+        return NotFound()
     if isinstance(exc, exceptions.MethodNotAllowed):
-        error = ApplicationError(f"{exc.detail} Use POST.")
-        error.code, error.status_code = "method_not_allowed", 405
-        return error
-    if isinstance(exc, (PermissionDenied, exceptions.PermissionDenied)):
-        error = ApplicationError("You may not do this.")
-        error.code, error.status_code = "permission_denied", 403
-        return error
+        return MethodNotAllowed(f"{exc.detail} Use POST.")
+    if isinstance(exc, (DjangoPermissionDenied, exceptions.PermissionDenied)):
+        return PermissionDenied()
     if isinstance(exc, exceptions.APIException):
         error = ApplicationError(str(exc.detail))
         error.code, error.status_code = exc.default_code, exc.status_code

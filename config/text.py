@@ -18,3 +18,15 @@ def text_unstorable_reason(value: str) -> str | None:
 
 def text_storable(value: str) -> bool:
     return _UNSTORABLE.search(value) is None
+
+
+def human_size(size: int) -> str:
+    """A byte count for people: "512 B", "12 KB", "3.0 MB"; "" for nothing. Where the exact count matters
+    it goes into an error's details as well (e.g. `limitBytes`)."""
+    if size <= 0:
+        return ""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{round(size / 1024)} KB"
+    return f"{size / (1024 * 1024):.1f} MB"

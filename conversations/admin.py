@@ -6,7 +6,6 @@ media pipeline recorded on the message (they outlive the cached MediaAsset), and
 """
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
@@ -17,7 +16,7 @@ from django.utils.text import Truncator
 
 from config.admin_base import HistoryAdmin
 from conversations.failures import CAUSES, OTHER, codes_of, failure_cause, known_codes
-from conversations.models import Conversation, MediaAsset, Message
+from conversations.models import Conversation, MediaAsset, Message, content_body
 from conversations.search import SEARCH_MIN_CHARS, message_search_q
 
 TRANSCRIPT_MAX_MESSAGES = 200  # the page stays light for a long conversation; the messages list has them all
@@ -46,15 +45,8 @@ class TranscriptEntry:
     metadata: list[tuple[str, str]]  # the integrator's `metadata` of an inbound message, as sent
 
 
-def _body(message: Message) -> dict[str, Any]:
-    """The type's object inside `content`, e.g. {"url": ..., "caption": ...} for an IMAGE."""
-    content = message.content if isinstance(message.content, dict) else {}
-    body = content.get(message.type.lower())
-    return body if isinstance(body, dict) else {}
-
-
 def _media_of(message: Message) -> TranscriptMedia | None:
-    body = _body(message)
+    body = content_body(type=message.type, content=message.content)
     url = body.get("url")
     if message.type not in _MEDIA_TYPES or not isinstance(url, str):
         return None
@@ -92,11 +84,12 @@ def transcript_entries(
     for message in rows:
         from_contact = message.direction == Message.Direction.INBOUND
         is_first_reply_part = not from_contact and message.part == 1
+        body = content_body(type=message.type, content=message.content)
         entries.append(
             TranscriptEntry(
                 message=message,
                 from_contact=from_contact,
-                text=str(_body(message).get("body") or "") if message.type == Message.Type.TEXT else "",
+                text=str(body.get("body") or "") if message.type == Message.Type.TEXT else "",
                 media=_media_of(message),
                 credits=message.credits if is_first_reply_part or message.credits else None,
                 admin_url=reverse("admin:conversations_message_change", args=[quote(message.pk)]),
@@ -312,7 +305,7 @@ class MessageAdmin(HistoryAdmin):
     @admin.display(description="content")
     def preview(self, obj: Message) -> str:
         if obj.type == Message.Type.TEXT:
-            return Truncator(str(_body(obj).get("body") or "")).chars(80)
+            return Truncator(str(content_body(type=obj.type, content=obj.content).get("body") or "")).chars(80)
         media = _media_of(obj)
         label = obj.get_type_display()
         if media is None:

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 
@@ -156,3 +158,10 @@ class MediaAsset(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+def content_body(*, type: str, content: object) -> dict[str, Any]:
+    """The type's object inside a message's `content`, e.g. {"url": ..., "caption": ...} for an IMAGE; {} when
+    the content holds none (the admin, the exports and the agents read stored messages of any age)."""
+    body = content.get(type.lower()) if isinstance(content, dict) else None
+    return body if isinstance(body, dict) else {}

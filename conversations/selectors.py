@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 from datetime import datetime
 from typing import Any
@@ -106,25 +107,14 @@ def _knowledge(agent: AIAgent) -> tuple[tuple[str, str], ...]:
     return cached
 
 
+# AgentConfig's fields that are the AIAgent row's fields of the same name (tests/conversations/test_agent_config.py
+# checks that each one exists on the model); `knowledge` is the agent's KnowledgeEntry rows instead.
+_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name != "knowledge")
+
+
 def agent_config(*, agent: AIAgent) -> AgentConfig:
+    """The agent's snapshot: its row's fields read off by name, and its knowledge when its provider uses it."""
     return AgentConfig(
-        id=agent.pk,
-        name=agent.name,
-        instructions=agent.instructions,
-        provider=agent.provider,
-        model=agent.model,
-        base_url=agent.base_url,
-        api_key_env_var=agent.api_key_env_var,
-        temperature=agent.temperature,
-        max_output_tokens=agent.max_output_tokens,
-        timeout_seconds=agent.timeout_seconds,
-        transcribe_audio=agent.transcribe_audio,
-        greeting_text=agent.greeting_text,
-        fallback_text=agent.fallback_text,
-        split_threshold_chars=agent.split_threshold_chars,
-        history_max_messages=agent.history_max_messages,
-        history_max_chars=agent.history_max_chars,
-        credit_cost_per_reply=agent.credit_cost_per_reply,
-        credit_cost_per_1k_tokens=agent.credit_cost_per_1k_tokens,
+        **{name: getattr(agent, name) for name in _ROW_FIELDS},
         knowledge=_knowledge(agent) if provider_uses_knowledge(agent.provider) else (),
     )

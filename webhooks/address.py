@@ -1,9 +1,9 @@
-"""The address rules for webhook URLs: the media download's own checks (conversations/media/download.py),
+"""The address rules for webhook URLs: the media download's own checks (conversations/media/addresses.py),
 with WEBHOOK_ALLOW_PRIVATE_HOSTS as the only exception (README "Webhooks")."""
 
 from urllib.parse import urlsplit
 
-from conversations.media.download import (
+from conversations.media.addresses import (
     DEFAULT_PORTS,
     _AddressRefused,
     _check_url,

@@ -4,7 +4,7 @@ Each attempt is three steps, like a message's three phases:
 1. Claim (one short transaction): a conditional UPDATE takes the delivery's lease and counts the attempt;
    only one worker can win it. The endpoint's URL and secret are read now, so a new secret signs at once.
 2. Send (no transaction, no connection held): through the media download's session and address checks
-   (conversations/media/download.py; WEBHOOK_ALLOW_PRIVATE_HOSTS instead of MEDIA_ALLOW_PRIVATE_HOSTS), no
+   (conversations/media/addresses.py; WEBHOOK_ALLOW_PRIVATE_HOSTS instead of MEDIA_ALLOW_PRIVATE_HOSTS), no
    redirect followed, the whole attempt cut at WEBHOOK_TIMEOUT_SECONDS.
 3. Record (one short transaction): the attempt row, and the delivery's next step on the retry schedule,
    written only by the lease's owner.
@@ -23,12 +23,14 @@ import requests
 import structlog
 import urllib3
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from conversations.media.download import _AddressRefused, _DeadlineGuard, _NameNotResolved, _session
+from config.db import connection_release
+from conversations.media.addresses import _AddressRefused, _NameNotResolved
+from conversations.media.transport import _DeadlineGuard, _session
 from webhooks.address import ALLOW_SETTING, url_syntax_reason
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.secret import SecretUnreadable, secret_decrypt
@@ -120,8 +122,7 @@ def delivery_attempt(*, delivery_id: str, token: str = "") -> WebhookAttempt | N
     claimed = _claim(delivery_id=delivery_id, token=token, now=timezone.now())
     if claimed is None:
         return None
-    if not connection.in_atomic_block:
-        connection.close()  # back to the pool for the send: a slow receiver holds no database connection
+    connection_release()  # back to the pool for the send: a slow receiver holds no database connection
     started_at = timezone.now()
     started = time.monotonic()
     if claimed.secret is None:
@@ -297,8 +298,7 @@ def _record(*, claimed: _Claimed, answer: Answer, started_at: datetime, duration
             response_excerpt=answer.excerpt,
         )
         owned = WebhookDelivery.objects.filter(pk=claimed.delivery_id, lease_owner=claimed.token).update(**fields)
-    if not connection.in_atomic_block:
-        connection.close()
+    connection_release()
     log = logger.info if answer.outcome == Outcome.SUCCEEDED else logger.warning
     log(
         "webhook attempt",

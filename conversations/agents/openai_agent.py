@@ -26,8 +26,10 @@ import openai
 from django.conf import settings
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 
+from config.text import human_size as _human_size  # tests import it from here too
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, api_key_env_var_allowed, split_reply
 from conversations.agents.errors import AgentTimeout, AgentUnavailable
+from conversations.models import content_body
 
 logger = logging.getLogger(__name__)
 
@@ -521,7 +523,7 @@ def _user_content(item: HistoryItem) -> str | list[ChatCompletionContentPartPara
     if item.type != "IMAGE" or media is None or not media.data or not media.mime_type:
         return _as_text(item)
     url = f"data:{media.mime_type};base64,{base64.b64encode(media.data).decode('ascii')}"
-    caption = media.caption or str(_body(item).get("caption") or "")
+    caption = media.caption or str(content_body(type=item.type, content=item.content).get("caption") or "")
     return [
         {"type": "text", "text": caption or "(image)"},
         {"type": "image_url", "image_url": {"url": url}},
@@ -530,7 +532,7 @@ def _user_content(item: HistoryItem) -> str | list[ChatCompletionContentPartPara
 
 def _as_text(item: HistoryItem) -> str:
     if item.type == "TEXT":
-        return str(_body(item).get("body") or "")
+        return str(content_body(type=item.type, content=item.content).get("body") or "")
     return _describe(item)
 
 
@@ -540,7 +542,7 @@ def _describe(item: HistoryItem) -> str:
     media = item.media
     if item.type == "AUDIO" and media is not None and media.text:
         return f"[Audio transcription]: {media.text}"
-    body = _body(item)
+    body = content_body(type=item.type, content=item.content)
     label = _MEDIA_LABELS.get(item.type, item.type.capitalize() or "Attachment")
     filename = (media.filename if media is not None else "") or str(body.get("filename") or "")
     if filename:
@@ -553,19 +555,3 @@ def _describe(item: HistoryItem) -> str:
     if item.type == "DOCUMENT" and media is not None and media.text:
         text += f"\nDocument text:\n{media.text}"
     return text
-
-
-def _body(item: HistoryItem) -> dict[str, Any]:
-    """The type's object inside `content`, e.g. {"url": ..., "caption": ...} for an IMAGE."""
-    body = item.content.get(item.type.lower()) if isinstance(item.content, dict) else None
-    return body if isinstance(body, dict) else {}
-
-
-def _human_size(size: int) -> str:
-    if size <= 0:
-        return ""
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{round(size / 1024)} KB"
-    return f"{size / (1024 * 1024):.1f} MB"

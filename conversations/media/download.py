@@ -1,9 +1,12 @@
 """SSRF-safe download of a media URL that an integrator sent.
 
-Built on requests + requests-hardened. The adapter resolves the host name once, checks every address it
-resolves to, then connects to the checked address (the Host header, TLS SNI and the certificate check keep
-the name), so a DNS answer that changes between the check and the connection (rebinding) cannot move it.
-Redirects are followed here, one hop at a time, each through the same checks.
+Built on requests + requests-hardened, in three modules by concern: the address policy and the host name's
+resolution (addresses.py), the guarded session whose connections go to the checked address and end at one
+deadline (transport.py), and here the download itself, hop by hop, with its errors translated into the
+media errors. The adapter resolves the host name once, checks every address it resolves to, then connects
+to the checked address (the Host header, TLS SNI and the certificate check keep the name), so a DNS answer
+that changes between the check and the connection (rebinding) cannot move it. Redirects are followed here,
+one hop at a time, each through the same checks.
 
 Webhook deliveries (webhooks/delivery.py) go through the same checks and session, with their own allow
 list (`allow_setting="WEBHOOK_ALLOW_PRIVATE_HOSTS"`) and no redirects at all.
@@ -13,62 +16,34 @@ No database access: the caller runs it outside any transaction (docs/architectur
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import http.client
-import ipaddress
-import logging
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any, NoReturn
-from urllib.parse import urljoin, urlsplit
+from typing import NoReturn
+from urllib.parse import urljoin
 
 import requests
 import urllib3
 from django.conf import settings
-from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
-from requests_hardened import Config, HTTPSession
-from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES
-from requests_hardened.ip_filter_adapter import IPFilterAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import parse_url
-from urllib3.util.connection import allowed_gai_family
 
+from config.text import human_size
+
+from .addresses import _AddressRefused, _check_url, _NameNotResolved
+from .addresses import address_is_public as address_is_public  # importable from here too (the tests use it)
+from .addresses import host_resolve_checked as host_resolve_checked
 from .errors import MediaTooLarge, MediaUnreachable, MediaUrlNotAllowed
-
-logger = logging.getLogger(__name__)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from .transport import _DeadlineGuard, _session
 
 MAX_REDIRECTS = 3  # enough for http→https and a CDN hop; each hop costs a resolution and a connection
 CHUNK_BYTES = 64 * 1024  # one read; the deadline and the size limit are checked between reads
-ALLOWED_SCHEMES = frozenset({"http", "https"})
-DEFAULT_PORTS = {"http": 80, "https": 443}
-USER_AGENT = "ChannelsAPI-MediaFetcher/1.0"
 REQUEST_HEADERS = {
     "Accept": "*/*",
     # The size limit counts the bytes we keep; a compressed body is still decoded (and counted) if a
     # server sends one anyway, but asking for identity keeps decompression work off the common path.
     "Accept-Encoding": "identity",
 }
-
-# Never reachable, not even through MEDIA_ALLOW_PRIVATE_HOSTS: they hand out cloud credentials.
-CLOUD_METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(address)
-    for address in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean instance metadata
-        "169.254.170.2",  # AWS ECS task metadata and credentials
-        "fd00:ec2::254",  # AWS instance metadata over IPv6
-        "100.100.100.200",  # Alibaba Cloud metadata
-        "192.0.0.192",  # Oracle Cloud metadata
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -80,260 +55,6 @@ class DownloadedMedia:
     sha256: str  # hex
     content_type: str  # the server's Content-Type header, "" when absent; never trusted for the type check
     elapsed: float  # seconds, resolution to last byte
-
-
-# --- the address policy -------------------------------------------------------------------------------
-
-
-def address_is_public(address: IPAddress) -> bool:
-    """True only for an address of the public internet.
-
-    An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is judged by its IPv4 address. On top of the standard
-    library's classification this refuses requests-hardened's extra ranges (CGNAT 100.64/10, NAT64,
-    6to4, ...) and the cloud metadata addresses.
-    """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address in CLOUD_METADATA_ADDRESSES:
-        return False
-    if (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or not address.is_global
-    ):
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
-        return False
-    return not any(address in network for network in EXTRA_BLOCKED_NET_RANGES)
-
-
-@dataclass(frozen=True)
-class _AllowList:
-    hostnames: frozenset[str]
-    networks: tuple[IPNetwork, ...]
-
-
-MEDIA_ALLOW_SETTING = "MEDIA_ALLOW_PRIVATE_HOSTS"
-
-
-def _allow_list(setting: str = MEDIA_ALLOW_SETTING) -> _AllowList:
-    """settings.<setting> (MEDIA_ALLOW_PRIVATE_HOSTS by default): host names (matched exactly) or
-    addresses/CIDRs."""
-    entries = getattr(settings, setting, None) or []
-    if isinstance(entries, str):
-        entries = entries.split(",")
-    hostnames: set[str] = set()
-    networks: list[IPNetwork] = []
-    for entry in entries:
-        entry = entry.strip().lower().rstrip(".")
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-        except ValueError:
-            hostnames.add(entry)
-    return _AllowList(hostnames=frozenset(hostnames), networks=tuple(networks))
-
-
-class _AddressRefused(requests.RequestException):
-    """The host resolves to an address that media downloads may not reach."""
-
-
-class _NameNotResolved(requests.ConnectionError):
-    pass
-
-
-def _plain(address: IPAddress) -> IPAddress:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def host_resolve_checked(*, host: str, port: int, allow_setting: str = MEDIA_ALLOW_SETTING) -> str:
-    """Resolve `host` once and return the address to connect to (IPv6 in brackets).
-
-    Every address the name resolves to must be public, or covered by the allow list in `allow_setting`
-    (MEDIA_ALLOW_PRIVATE_HOSTS by default: the host name itself, or a network holding the address). Cloud
-    metadata addresses never pass. Raises _AddressRefused or _NameNotResolved (requests exceptions, so they
-    leave the adapter unwrapped).
-    """
-    allow = _allow_list(allow_setting)
-    name = host.lower().rstrip(".")
-    try:
-        infos = socket.getaddrinfo(host, port, family=allowed_gai_family(), type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise _NameNotResolved(f"cannot resolve {host}") from exc
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
-    if not addresses:
-        raise _NameNotResolved(f"no address for {host}")
-    for address in addresses:
-        plain = _plain(address)
-        allowed = plain not in CLOUD_METADATA_ADDRESSES and (
-            address_is_public(plain) or name in allow.hostnames or any(plain in network for network in allow.networks)
-        )
-        if not allowed:
-            logger.warning("outbound request refused (%s): %s resolves to %s", allow_setting, host, address)
-            raise _AddressRefused(f"{host} resolves to a non-public address")
-    chosen = addresses[0]
-    return f"[{chosen}]" if chosen.version == 6 else str(chosen)
-
-
-# --- the whole-download deadline ----------------------------------------------------------------------
-
-
-class _DeadlineGuard:
-    """Cuts every connection of one download at its deadline, whatever it is blocked in.
-
-    Socket timeouts bound each read, not their sum: a server sending one byte just inside every timeout
-    (in the headers, a chunk-size line or the body) would hold a worker for hours. At the deadline a timer
-    shuts down a duplicate of each socket; shutdown(2) acts on the connection, so the read blocked on the
-    original descriptor returns at once (also under gevent, where the timer is a greenlet).
-    """
-
-    def __init__(self, *, deadline: float):
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._closed = False
-        self.expired = False
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
-        self._timer.daemon = True
-        self._token: contextvars.Token[_DeadlineGuard | None] | None = None
-
-    def __enter__(self) -> _DeadlineGuard:
-        self._token = _current_guard.set(self)
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
-        if self._token is not None:
-            _current_guard.reset(self._token)
-        with self._lock:
-            self._closed = True
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            sock.close()
-
-    def watch(self, sock: socket.socket) -> None:
-        duplicate = sock.dup()
-        with self._lock:
-            if not self._closed and not self.expired:
-                self._sockets.append(duplicate)
-                return
-        _shutdown(duplicate)
-        duplicate.close()
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self.expired = True
-            for sock in self._sockets:
-                _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed by the other side
-
-
-_current_guard: contextvars.ContextVar[_DeadlineGuard | None] = contextvars.ContextVar(
-    "media_download_guard", default=None
-)
-
-
-class _GuardedConnectionMixin:
-    def _new_conn(self) -> socket.socket:
-        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
-        guard = _current_guard.get()
-        if guard is not None:
-            guard.watch(sock)
-        return sock
-
-
-class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _GuardedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedHTTPConnection
-
-
-class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
-# --- the session --------------------------------------------------------------------------------------
-
-
-class _CheckedAddressAdapter(IPFilterAdapter):
-    """requests-hardened's IPFilterAdapter with our address policy and guarded connections.
-
-    Its own filter checks only the first resolved address and knows only "allow loopback"; ours checks
-    all of them and honours MEDIA_ALLOW_PRIVATE_HOSTS (names and CIDRs; another setting's list with
-    `allow_setting`). The rest is the same: the pool connects to the checked address while the Host header,
-    SNI and certificate check use the name.
-    """
-
-    def __init__(self, *args: Any, allow_setting: str = MEDIA_ALLOW_SETTING, **kwargs: Any) -> None:
-        self.allow_setting = allow_setting
-        super().__init__(*args, **kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPConnectionPool,
-            "https": _GuardedHTTPSConnectionPool,
-        }
-
-    def build_connection_pool_key_attributes(
-        self,
-        request: requests.PreparedRequest,
-        verify: Any,
-        cert: Any = None,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        # IPFilterAdapter's method, with host_resolve_checked in place of its filter_host.
-        host_params, pool_kwargs = HTTPAdapter.build_connection_pool_key_attributes(self, request, verify, cert)
-        hostname: str = host_params["host"]
-        port: int | None = host_params["port"]
-        request.headers = CaseInsensitiveDict(request.headers or {})
-        host_header = f"[{hostname}]" if ":" in hostname else hostname
-        if port is not None:
-            host_header += f":{port}"
-        request.headers["Host"] = host_header
-        if self._is_https_proto:
-            pool_kwargs["assert_hostname"] = hostname
-            pool_kwargs["server_hostname"] = hostname
-        host_params["host"] = host_resolve_checked(
-            host=hostname, port=port or DEFAULT_PORTS[host_params["scheme"]], allow_setting=self.allow_setting
-        )
-        return host_params, pool_kwargs
-
-
-def _session(*, timeout: float, allow_setting: str = MEDIA_ALLOW_SETTING, user_agent: str = USER_AGENT) -> HTTPSession:
-    session = HTTPSession(
-        Config(
-            ip_filter_enable=False,  # replaced by _CheckedAddressAdapter, mounted below
-            ip_filter_allow_loopback_ips=False,
-            never_redirect=True,  # redirects are followed by media_download, hop by hop
-            default_timeout=(timeout, timeout),
-            user_agent_override=user_agent,
-        )
-    )
-    session.trust_env = False  # no proxy, .netrc or CA bundle from the environment
-    session.mount("http://", _CheckedAddressAdapter(is_https_proto=False, allow_setting=allow_setting))
-    session.mount("https://", _CheckedAddressAdapter(is_https_proto=True, allow_setting=allow_setting))
-    return session
 
 
 # --- the service --------------------------------------------------------------------------------------
@@ -409,35 +130,6 @@ def media_download(*, url: str, field: str = "url") -> DownloadedMedia:
     )
 
 
-def _check_url(*, url: str, field: str) -> None:
-    try:
-        split = urlsplit(url)
-        parsed = parse_url(url)
-        split.port  # noqa: B018 -- raises ValueError on a port out of range
-    except ValueError as exc:
-        raise MediaUrlNotAllowed(
-            "The media URL is not a valid URL. Send a complete http:// or https:// URL.",
-            details={"field": field, "reason": "invalid_url"},
-        ) from exc
-    scheme = (split.scheme or "").lower()
-    if scheme not in ALLOWED_SCHEMES:
-        raise MediaUrlNotAllowed(
-            "The media URL must start with http:// or https://. Send a public web address of the file.",
-            details={"field": field, "reason": "scheme"},
-        )
-    if "@" in split.netloc or parsed.auth:
-        raise MediaUrlNotAllowed(
-            "The media URL must not contain a user name or password. "
-            "Host the file at a public URL that needs no login.",
-            details={"field": field, "reason": "credentials"},
-        )
-    if not split.hostname:
-        raise MediaUrlNotAllowed(
-            "The media URL has no host name. Send a complete http:// or https:// URL.",
-            details={"field": field, "reason": "invalid_url"},
-        )
-
-
 def _remaining(*, deadline: float, timeout: float, field: str) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -473,7 +165,7 @@ def _read_body(*, response: requests.Response, deadline: float, max_bytes: int, 
 
 def _raise_too_large(*, max_bytes: int, field: str) -> NoReturn:
     raise MediaTooLarge(
-        f"The media file is larger than the limit of {_human_bytes(max_bytes)}. Send a smaller file.",
+        f"The media file is larger than the limit of {human_size(max_bytes)}. Send a smaller file.",
         details={"field": field, "limitBytes": max_bytes},
     )
 
@@ -525,9 +217,3 @@ def _raise_translated(exc: BaseException, *, field: str, timeout: float) -> NoRe
         "publicly accessible, then retry.",
         details={"field": field, "reason": "connection_failed"},
     ) from exc
-
-
-def _human_bytes(count: int) -> str:
-    if count >= 1024 * 1024 and count % (1024 * 1024) == 0:
-        return f"{count // (1024 * 1024)} MB"
-    return f"{count} bytes"

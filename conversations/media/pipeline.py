@@ -15,9 +15,9 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
+from config.db import connection_release
 from config.errors import ApplicationError
 from config.metrics import media_download_observe
 from conversations.agents.base import AgentConfig, AudioTranscriber, HistoryItem, MediaPart, get_backend, provider_has
@@ -64,7 +64,7 @@ def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) ->
         # The same URL may come back declared as another type: the check is the request's, not the cache's.
         media_check_type(declared_type=message.type, mime_type=asset.mime_type, filename=filename, field=field)
         if _needs_bytes(message_type=message.type, agent=agent):
-            _connection_release()  # the storage may be remote (S3)
+            connection_release()  # the storage may be remote (S3)
             data = media_file_read(asset=asset)
             if data is None:
                 asset = None
@@ -116,7 +116,7 @@ def history_media_load(*, history: list[HistoryItem], agent: AgentConfig) -> lis
 def _download_and_store(
     *, message: Message, workspace_id: str, url: str, field: str, filename: str
 ) -> tuple[MediaAsset, bytes]:
-    _connection_release()
+    connection_release()
     started = time.monotonic()
     try:
         downloaded = media_download(url=url, field=field)
@@ -174,7 +174,7 @@ def _text_for_agent(
         return asset.text[:limit]
     transcriber = _transcriber(agent) if message_type == Message.Type.AUDIO else None
     if transcriber is not None and data is not None:
-        _connection_release()  # the provider may take seconds
+        connection_release()  # the provider may take seconds
         text = transcriber.transcribe(agent=agent, data=data, filename=filename, mime_type=asset.mime_type)
         return text_clean(text)[:limit]
     return ""
@@ -188,10 +188,3 @@ def _url_filename(url: str) -> str:
     except ValueError:  # media_download refuses such a URL with the contract's error
         return ""
     return PurePosixPath(unquote(path)).name[:FILENAME_MAX]
-
-
-def _connection_release() -> None:
-    """Give the connection back to the pool before a slow step, unless a caller's transaction is open
-    (tests that wrap each test in a transaction keep theirs). The same rule as the messages pipeline's."""
-    if not connection.in_atomic_block:
-        connection.close()

@@ -16,7 +16,7 @@ import pytest
 from django.utils import timezone
 
 from api.later import message_answer_run
-from api.messaging import _accept
+from api.messaging import InboundRequest, _accept
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
@@ -202,15 +202,17 @@ def test_errors_found_before_the_agent_are_the_usual_json_responses(api):
 
 def _accepted(workspace, channel, *, key: str | None = None):
     accepted = _accept(
-        workspace=workspace,
-        channel_id=channel.pk,
-        contact_identifier="user@example.com",
-        contact_name="",
-        type="TEXT",
-        content={"text": {"body": "Hi"}},
-        metadata={},
-        idempotency_key=key,
-        fingerprint="f" * 64,
+        InboundRequest(
+            workspace=workspace,
+            channel_id=channel.pk,
+            contact_identifier="user@example.com",
+            contact_name="",
+            type="TEXT",
+            content={"text": {"body": "Hi"}},
+            metadata={},
+            idempotency_key=key,
+            fingerprint="f" * 64,
+        )
     )
     assert not isinstance(accepted, type(None))
     return accepted

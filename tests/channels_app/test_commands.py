@@ -281,3 +281,13 @@ def test_errors_exit_non_zero_with_a_message(capsys, manage_py, workspace):
 def test_success_exits_zero(capsys, manage_py, workspace):
     assert manage_py("credits", "grant", "--workspace", workspace.slug, "--amount", "5") == 0
     assert capsys.readouterr().out == "105\n"
+
+
+def test_rotating_a_revoked_key_is_the_callers_mistake_not_an_internal_error(workspace):
+    from channels_app.services import ApiKeyRevoked, apikey_revoke, apikey_rotate
+
+    api_key, _ = api_key_for(workspace)
+    apikey_revoke(prefix=api_key.prefix)
+    with pytest.raises(ApiKeyRevoked) as raised:
+        apikey_rotate(prefix=api_key.prefix, grace=timedelta(0))
+    assert (raised.value.code, raised.value.status_code) == ("api_key_revoked", 409)

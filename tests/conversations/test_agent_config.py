@@ -1,0 +1,23 @@
+"""AgentConfig is read off the AIAgent row by field name (conversations/selectors.py `agent_config`)."""
+
+import dataclasses
+
+from channels_app.models import AIAgent
+from conversations.agents.base import AgentConfig
+from conversations.selectors import agent_config
+from tests.factories import WorkspaceFactory
+
+
+def test_every_agent_config_field_but_knowledge_is_a_field_of_the_agent_model():
+    model_fields = {field.name for field in AIAgent._meta.get_fields()}
+    config_fields = {field.name for field in dataclasses.fields(AgentConfig)} - {"knowledge"}
+    assert sorted(config_fields - model_fields) == []
+
+
+def test_agent_config_copies_the_rows_values(db):
+    workspace = WorkspaceFactory()
+    agent = AIAgent.objects.create(workspace=workspace, name="Ada", instructions="Be brief.", temperature=0.3)
+    config = agent_config(agent=agent)
+    for field in dataclasses.fields(AgentConfig):
+        if field.name != "knowledge":
+            assert getattr(config, field.name) == getattr(agent, field.name), field.name
