@@ -10,7 +10,8 @@ A failed agent call keeps the inbound message, releases the credits and frees th
 
 import json
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,12 +22,14 @@ from django.utils import timezone
 
 from api.idempotency import (
     Claim,
+    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
     idempotency_complete,
     idempotency_hold,
     idempotency_lock_extend,
+    idempotency_message_id,
     idempotency_release,
 )
 from api.serializers import (
@@ -51,7 +54,7 @@ from config.db import connection_release
 from config.errors import ApplicationError
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
-from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
+from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
 from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
 from conversations.selectors import agent_config
@@ -61,6 +64,7 @@ from conversations.services import (
     inbound_message_answer,
     inbound_message_fail,
     inbound_message_lease_extend,
+    inbound_message_lock_pending,
     inbound_message_resume,
     inbound_message_store,
     replies_store,
@@ -112,6 +116,13 @@ class PostResult:
     status: int
     body: bytes
     replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/streaming.py)
+
+
+class AnsweredElsewhere(Exception):
+    """Another run of the same answer (a task delivered twice, or one that took over a dead worker's lease)
+    recorded or failed the message first: this run stores, settles and emits nothing."""
 
 
 @dataclass
@@ -132,6 +143,10 @@ class Accepted:
     claim: Claim | None
     lease_seconds: float  # see `lease_seconds`
     lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
+    # True for an answer run by a task (api/later.py): more than one run may hold the same message and key
+    # (a redelivered task carries the same claim), so the record and failure phases first check, under the
+    # message row's lock, that the message still waits for its answer.
+    exclusive: bool = False
     agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
 
 
@@ -173,17 +188,83 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     )
 
 
-def message_post(*, inbound: InboundRequest) -> PostResult:
-    """Accept, think, record (the module's docstring)."""
-    accepted = _accept(inbound)
+def message_post(*, inbound: InboundRequest, respond_async: bool = False, stream: bool = False) -> PostResult:
+    """Accept, think, record (the module's docstring).
+
+    With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
+    message's ids, and think and record run later (api/later.py), in a Celery worker or, without a broker, in
+    a background thread of this process. A retry with the same key while that runs answers the same 202; once
+    answered, the stored 200 body. With `stream` the answer's `events` stream it as the agent writes
+    (api/streaming.py)."""
+    try:
+        accepted = _accept(inbound)
+    except IdempotencyInProgress:
+        message_id = (
+            idempotency_message_id(
+                workspace_id=inbound.workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint
+            )
+            if respond_async and inbound.idempotency_key is not None
+            else None
+        )
+        if message_id is None:
+            raise
+        return processing_result(message_id=message_id)
     if isinstance(accepted, Replay):
         return PostResult(status=accepted.status, body=accepted.body, replayed=True)
     connection_release()
+    if respond_async:
+        from api.later import message_answer_later  # it runs message_answer, from this module
+
+        message_answer_later(accepted)
+        return processing_result(
+            message_id=accepted.message.pk, contact_id=accepted.contact_id, conversation_id=accepted.conversation_id
+        )
+    if stream:
+        from api.streaming import message_answer_streamed  # it runs message_answer, from this module
+
+        return message_answer_streamed(accepted)
+    return message_answer(accepted)
+
+
+def message_answer(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> PostResult:
+    """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
+    one code path of every mode: the request's own (synchronous), a task's (api/later.py) and a stream's
+    (api/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
+    before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
-        return _record(accepted, _think(accepted))
+        return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
+    except AnsweredElsewhere:
+        raise
     except Exception as error:
         _fail(accepted, error)
         raise
+
+
+def processing_result(
+    *, message_id: str, contact_id: str | None = None, conversation_id: str | None = None
+) -> PostResult:
+    """The 202 of the asynchronous mode: the message's ids, where its result will be (`Location`)."""
+    if contact_id is None or conversation_id is None:
+        conversation_id, contact_id = (
+            Message.objects.filter(pk=message_id).values_list("conversation_id", "conversation__contact_id").get()
+        )
+    body = {
+        "success": True,
+        "status": "PROCESSING",
+        "contactId": contact_id,
+        "conversationId": conversation_id,
+        "messageId": message_id,
+    }
+    return PostResult(
+        status=202,
+        body=render(body),
+        headers={"Location": f"/api/v1/messages/{message_id}", "Preference-Applied": "respond-async"},
+    )
 
 
 def _accept(inbound: InboundRequest) -> Accepted | Replay:
@@ -325,7 +406,12 @@ def _lease_keep(accepted: Accepted, *, now: datetime) -> None:
     accepted.lease_until = until
 
 
-def _think(accepted: Accepted) -> AgentReply:
+def _think(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> AgentReply:
     # First: an agent whose provider is not configured fails before any download or wait.
     backend = get_backend(accepted.agent.provider)
     media = None
@@ -337,8 +423,13 @@ def _think(accepted: Accepted) -> AgentReply:
         history[-1] = replace(history[-1], media=media)
     connection_release()
     history = history_media_load(history=history, agent=accepted.agent)
+    if on_agent_start is not None:
+        on_agent_start()
     started = time.monotonic()
-    reply = backend.reply(agent=accepted.agent, history=history)
+    if on_delta is None:
+        reply = backend.reply(agent=accepted.agent, history=history)
+    else:
+        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     accepted.agent_seconds = seconds
@@ -350,6 +441,8 @@ def _think(accepted: Accepted) -> AgentReply:
 def _fail(accepted: Accepted, error: Exception) -> None:
     code = error.code if isinstance(error, ApplicationError) else "internal_error"
     with transaction.atomic():
+        if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+            return  # another run of this answer recorded or failed it first
         if accepted.claim is not None and not idempotency_release(claim=accepted.claim):
             return  # a retry took the key over, with the message and its reservation: they are not ours
         released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
@@ -402,6 +495,8 @@ def _record_once(
     known by then (reply ids and times are made in Python, the balance comes from the settlement)."""
     if accepted.claim is not None:
         idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
+    if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+        raise AnsweredElsewhere
     charge = credits_charge(cost=cost, reserved=reserved)
     replies = replies_store(
         message=accepted.message,

@@ -283,9 +283,35 @@ def _error(status: int, summary: str, errors: dict[type[ApplicationError], tuple
     )
 
 
+class ProcessingSerializer(serializers.Serializer):
+    """The 202 of the asynchronous mode (`Prefer: respond-async`), api.messaging.processing_result."""
+
+    success = serializers.BooleanField(default=True)
+    status = serializers.ChoiceField(choices=["PROCESSING"])
+    contactId = serializers.CharField()
+    conversationId = serializers.CharField()
+    messageId = serializers.CharField()
+
+
 RESPONSES = {
-    200: OpenApiResponse(
+    (200, "application/json"): OpenApiResponse(
         response=MessageResultSerializer, description="The message was stored and the agent answered."
+    ),
+    (200, "text/event-stream"): OpenApiResponse(
+        response={"type": "string"},
+        description="With `Accept: text/event-stream`: Server-Sent Events. `event: delta`, data "
+        '`{"text": "..."}`, each piece of the answer as the agent writes it; `event: message`, data one '
+        "finished `aiMessages` item; then `event: done`, data exactly the 200 JSON body (also what a retry "
+        "with the same idempotency key replays: as the one `done` event when the retry asks for a stream). "
+        "A failure once the agent started is `event: error`, data the error body. Errors found before the "
+        "agent starts are JSON responses with their status code, as without streaming.",
+    ),
+    (202, "application/json"): OpenApiResponse(
+        response=ProcessingSerializer,
+        description="With `Prefer: respond-async`: the message was stored; the agent answers it later. Read "
+        "the result at `Location` (`GET /api/v1/messages/{messageId}`) or receive it at the channel's "
+        "webhook (`message.replied`, `message.failed`). A retry with the same idempotency key answers this "
+        "202 again while the agent works, and the stored 200 body once it answered.",
     ),
     400: _error(
         400,
@@ -429,6 +455,36 @@ _IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KE
 _REQUEST_ID_SCHEMA = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$"}
 
 PARAMETERS = [
+    OpenApiParameter(
+        "Prefer",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="Optional. `respond-async`: answer 202 right after the message is stored; the agent "
+        'answers it later (README "Replies later"). Other preferences are ignored.',
+    ),
+    OpenApiParameter(
+        "Accept",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="Optional. `text/event-stream`: stream the answer as Server-Sent Events (see the 200 "
+        "`text/event-stream` response). `Prefer: respond-async` wins over it.",
+    ),
+    OpenApiParameter(
+        "Location",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="`/api/v1/messages/{messageId}`: where the message's result is read.",
+    ),
+    OpenApiParameter(
+        "Preference-Applied",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="`respond-async`.",
+    ),
     OpenApiParameter(
         "channelId",
         OpenApiTypes.STR,

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q
 
 from config.errors import ApplicationError
 from contacts.identity import identifier_key
@@ -260,6 +261,24 @@ def inbound_message_lease_extend(*, message_id: str, lease_until: datetime) -> N
     alive, so later messages of the conversation keep waiting for it. An answered or failed message has no
     lease to keep."""
     Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(lease_until=lease_until)
+
+
+def inbound_message_lock_pending(*, message_id: str) -> bool:
+    """Inside the caller's transaction: lock the message's row and say whether it still waits for its answer.
+    Two runs of one answer (a task delivered twice) both reach their record phase; the row's lock makes the
+    second see the first's result and store nothing."""
+    return Message.objects.select_for_update(no_key=True).filter(pk=message_id, status=Message.Status.PENDING).exists()
+
+
+def inbound_message_lease_take(*, message_id: str, expected: datetime, now: datetime, lease_until: datetime) -> bool:
+    """Take a pending message's lease for a run of its answer (api/later.py): when the lease is still the one
+    `expected` (set when the message was accepted, for this run) or has run out (the run that held it died).
+    False when the message no longer waits, or another live run holds it."""
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.PENDING)
+        .filter(Q(lease_until=expected) | Q(lease_until__lt=now) | Q(lease_until=None))
+        .update(lease_until=lease_until)
+    )
 
 
 def inbound_message_resume(*, message_id: str, lease_until: datetime) -> Message:
