@@ -14,20 +14,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from api.serializers import ConversationSerializer, ConversationView
-from config.errors import ApplicationError
 from config.text import text_storable
+from conversations.errors import ConversationNotFound
 from conversations.models import Conversation
 from conversations.services import conversation_close
 from webhooks.services import conversation_closed_emit
-
-
-class ConversationNotFound(ApplicationError):
-    code = "conversation_not_found"
-    status_code = 404
-    default_message = (
-        "No conversation with this id exists in your workspace. Check the conversationId in the URL and that "
-        "the API key belongs to the conversation's workspace."
-    )
 
 
 def conversation_view(conversation: Conversation) -> ConversationView:

@@ -203,3 +203,23 @@ def idempotency_release(*, claim: Claim) -> bool:
             state=IdempotencyRecord.State.RELEASED, locked_until=None
         )
     )
+
+
+def idempotency_message_id(*, workspace_id: str, key: str, fingerprint: str) -> str | None:
+    """The inbound message a key's request stored, while that request is still being processed (a retry of
+    an asynchronous request answers 202 with its ids); None otherwise."""
+    return (
+        IdempotencyRecord.objects.filter(
+            workspace_id=workspace_id, key=key, fingerprint=fingerprint, state=IdempotencyRecord.State.IN_PROGRESS
+        )
+        .exclude(message_id=None)
+        .values_list("message_id", flat=True)
+        .first()
+    )
+
+
+def idempotency_owned(*, claim: Claim) -> bool:
+    """Whether `claim` still holds its key (no retry took it over, nothing completed or released it)."""
+    return IdempotencyRecord.objects.filter(
+        pk=claim.record_id, owner=claim.owner, state=IdempotencyRecord.State.IN_PROGRESS
+    ).exists()

@@ -10,7 +10,8 @@ A failed agent call keeps the inbound message, releases the credits and frees th
 
 import json
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,12 +23,14 @@ from django.utils import timezone
 from api.conversations import conversations_closed_announce
 from api.idempotency import (
     Claim,
+    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
     idempotency_complete,
     idempotency_hold,
     idempotency_lock_extend,
+    idempotency_message_id,
     idempotency_release,
 )
 from api.serializers import (
@@ -52,7 +55,7 @@ from config.db import connection_release
 from config.errors import ApplicationError
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
-from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend
+from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
 from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
 from conversations.selectors import agent_config
@@ -62,6 +65,7 @@ from conversations.services import (
     inbound_message_answer,
     inbound_message_fail,
     inbound_message_lease_extend,
+    inbound_message_lock_pending,
     inbound_message_resume,
     inbound_message_store,
     replies_store,
@@ -113,6 +117,13 @@ class PostResult:
     status: int
     body: bytes
     replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/streaming.py)
+
+
+class AnsweredElsewhere(Exception):
+    """Another run of the same answer (a task delivered twice, or one that took over a dead worker's lease)
+    recorded or failed the message first: this run stores, settles and emits nothing."""
 
 
 @dataclass
@@ -133,6 +144,10 @@ class Accepted:
     claim: Claim | None
     lease_seconds: float  # see `lease_seconds`
     lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
+    # True for an answer run by a task (api/later.py): more than one run may hold the same message and key
+    # (a redelivered task carries the same claim), so the record and failure phases first check, under the
+    # message row's lock, that the message still waits for its answer.
+    exclusive: bool = False
     agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
 
 
@@ -174,17 +189,83 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     )
 
 
-def message_post(*, inbound: InboundRequest) -> PostResult:
-    """Accept, think, record (the module's docstring)."""
-    accepted = _accept(inbound)
+def message_post(*, inbound: InboundRequest, respond_async: bool = False, stream: bool = False) -> PostResult:
+    """Accept, think, record (the module's docstring).
+
+    With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
+    message's ids, and think and record run later (api/later.py), in a Celery worker or, without a broker, in
+    a background thread of this process. A retry with the same key while that runs answers the same 202; once
+    answered, the stored 200 body. With `stream` the answer's `events` stream it as the agent writes
+    (api/streaming.py)."""
+    try:
+        accepted = _accept(inbound)
+    except IdempotencyInProgress:
+        message_id = (
+            idempotency_message_id(
+                workspace_id=inbound.workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint
+            )
+            if respond_async and inbound.idempotency_key is not None
+            else None
+        )
+        if message_id is None:
+            raise
+        return processing_result(message_id=message_id)
     if isinstance(accepted, Replay):
         return PostResult(status=accepted.status, body=accepted.body, replayed=True)
     connection_release()
+    if respond_async:
+        from api.later import message_answer_later  # it runs message_answer, from this module
+
+        message_answer_later(accepted)
+        return processing_result(
+            message_id=accepted.message.pk, contact_id=accepted.contact_id, conversation_id=accepted.conversation_id
+        )
+    if stream:
+        from api.streaming import message_answer_streamed  # it runs message_answer, from this module
+
+        return message_answer_streamed(accepted)
+    return message_answer(accepted)
+
+
+def message_answer(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> PostResult:
+    """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
+    one code path of every mode: the request's own (synchronous), a task's (api/later.py) and a stream's
+    (api/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
+    before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
-        return _record(accepted, _think(accepted))
+        return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
+    except AnsweredElsewhere:
+        raise
     except Exception as error:
         _fail(accepted, error)
         raise
+
+
+def processing_result(
+    *, message_id: str, contact_id: str | None = None, conversation_id: str | None = None
+) -> PostResult:
+    """The 202 of the asynchronous mode: the message's ids, where its result will be (`Location`)."""
+    if contact_id is None or conversation_id is None:
+        conversation_id, contact_id = (
+            Message.objects.filter(pk=message_id).values_list("conversation_id", "conversation__contact_id").get()
+        )
+    body = {
+        "success": True,
+        "status": "PROCESSING",
+        "contactId": contact_id,
+        "conversationId": conversation_id,
+        "messageId": message_id,
+    }
+    return PostResult(
+        status=202,
+        body=render(body),
+        headers={"Location": f"/api/v1/messages/{message_id}", "Preference-Applied": "respond-async"},
+    )
 
 
 def _accept(inbound: InboundRequest) -> Accepted | Replay:
@@ -330,7 +411,12 @@ def _lease_keep(accepted: Accepted, *, now: datetime) -> None:
     accepted.lease_until = until
 
 
-def _think(accepted: Accepted) -> AgentReply:
+def _think(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> AgentReply:
     # First: an agent whose provider is not configured fails before any download or wait.
     backend = get_backend(accepted.agent.provider)
     media = None
@@ -342,8 +428,13 @@ def _think(accepted: Accepted) -> AgentReply:
         history[-1] = replace(history[-1], media=media)
     connection_release()
     history = history_media_load(history=history, agent=accepted.agent)
+    if on_agent_start is not None:
+        on_agent_start()
     started = time.monotonic()
-    reply = backend.reply(agent=accepted.agent, history=history)
+    if on_delta is None:
+        reply = backend.reply(agent=accepted.agent, history=history)
+    else:
+        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     accepted.agent_seconds = seconds
@@ -355,6 +446,8 @@ def _think(accepted: Accepted) -> AgentReply:
 def _fail(accepted: Accepted, error: Exception) -> None:
     code = error.code if isinstance(error, ApplicationError) else "internal_error"
     with transaction.atomic():
+        if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+            return  # another run of this answer recorded or failed it first
         if accepted.claim is not None and not idempotency_release(claim=accepted.claim):
             return  # a retry took the key over, with the message and its reservation: they are not ours
         released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
@@ -369,83 +462,114 @@ def _fail(accepted: Accepted, error: Exception) -> None:
         message_stats_failed(message_ids=[accepted.message.pk], error_code=code, at=timezone.now())
 
 
+_RESERVED_CONSTRAINT = "workspace_reserved_not_negative"  # channels_app.models.Workspace's check constraint
+
+
+class _ReservationGone(Exception):
+    """The clean-up released the message's reservation while the agent worked (api.messaging._record)."""
+
+
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     now = timezone.now()
     cost = credits_cost(agent=accepted.agent, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
-    with transaction.atomic():
-        if accepted.claim is not None:
-            idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
-        reserved = inbound_message_answer(message_id=accepted.message.pk, reserved=accepted.reserved)
-        charge = credits_charge(cost=cost, reserved=reserved)
-        stored = replies_store(
-            message=accepted.message,
-            texts=reply.texts,
-            credits=charge,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        charged, balance = credits_settle(
-            workspace_id=accepted.workspace_id,
-            reserved=reserved,
-            cost=cost,
-            message_id=accepted.message.pk,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        message_stats_answered(
-            workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            at=now,
-            replies=len(stored.messages),
-            credits=charged,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
-        )
-        result = MessageResult(
-            contact_id=accepted.contact_id,
-            conversation_id=accepted.conversation_id,
-            message_id=accepted.message.pk,
-            conversation=ConversationView(
-                id=accepted.conversation_id,
-                status=stored.status,
-                channel_id=accepted.channel_id,
-                contact_id=accepted.contact_id,
-                agent_id=accepted.agent.id,
-                agent_name=accepted.agent.name,
-                team_id=accepted.team_id,
-                team_name=accepted.team_name,
-                created_at=accepted.conversation_created_at,
-                last_message_at=now,
-                closed_at=stored.closed_at,
-                close_reason=stored.close_reason,
-            ),
-            ai_messages=[
-                AiMessageView(
-                    id=part.pk,
-                    type=part.type,
-                    content=part.content,
-                    sender_name=accepted.agent.name,
-                    created_at=part.created_at,
-                )
-                for part in stored.messages
-            ],
-            usage=UsageView(
-                credits=charged,
-                balance=balance,
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-            ),
-        )
-        # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
-        body = render(MessageResultSerializer(result).data)
-        if accepted.claim is not None:
-            idempotency_complete(claim=accepted.claim, status=200, body=body)
-        message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    try:
+        with transaction.atomic():
+            body, charged = _record_once(accepted, reply, now=now, cost=cost, reserved=accepted.reserved)
+    except (_ReservationGone, IntegrityError) as error:
+        # Rare: the clean-up judged this request dead and gave the reservation back. The settlement then
+        # took it a second time (the workspace's reserved credits went below zero: its check constraint) or
+        # the UPDATE that marks the message answered found the reservation gone. Either way the transaction
+        # rolled back; record again, from its start, as an answer that charges nothing.
+        if isinstance(error, IntegrityError) and _RESERVED_CONSTRAINT not in str(error):
+            raise
+        with transaction.atomic():
+            body, charged = _record_once(accepted, reply, now=now, cost=cost, reserved=0)
     # Back to the pool now, not at the end of the request: rendering and logging need no connection, and
     # under load every moment a waiting request holds one is a moment another request waits for it.
     connection_release()
     credits_spent_observe(charged)
     return PostResult(status=200, body=body)
+
+
+def _record_once(
+    accepted: Accepted, reply: AgentReply, *, now: datetime, cost: int, reserved: int
+) -> tuple[bytes, int]:
+    """The record phase's statements, in the caller's transaction; returns (the 200 body, credits charged).
+    The body is rendered before the UPDATE that marks the message answered, so that UPDATE stores it too
+    (`Message.result`, for GET /api/v1/messages/{id}) at no statement of its own: everything it shows is
+    known by then (reply ids and times are made in Python, the balance comes from the settlement)."""
+    if accepted.claim is not None:
+        idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
+    if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+        raise AnsweredElsewhere
+    charge = credits_charge(cost=cost, reserved=reserved)
+    stored = replies_store(
+        message=accepted.message,
+        texts=reply.texts,
+        credits=charge,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        now=now,
+    )
+    charged, balance = credits_settle(
+        workspace_id=accepted.workspace_id,
+        reserved=reserved,
+        cost=cost,
+        message_id=accepted.message.pk,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        now=now,
+    )
+    message_stats_answered(
+        workspace_id=accepted.workspace_id,
+        channel_id=accepted.channel_id,
+        at=now,
+        replies=len(stored.messages),
+        credits=charged,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        agent_seconds=accepted.agent_seconds,
+    )
+    result = MessageResult(
+        contact_id=accepted.contact_id,
+        conversation_id=accepted.conversation_id,
+        message_id=accepted.message.pk,
+        conversation=ConversationView(
+            id=accepted.conversation_id,
+            status=stored.status,
+            channel_id=accepted.channel_id,
+            contact_id=accepted.contact_id,
+            agent_id=accepted.agent.id,
+            agent_name=accepted.agent.name,
+            team_id=accepted.team_id,
+            team_name=accepted.team_name,
+            created_at=accepted.conversation_created_at,
+            last_message_at=now,
+            closed_at=stored.closed_at,
+            close_reason=stored.close_reason,
+        ),
+        ai_messages=[
+            AiMessageView(
+                id=part.pk,
+                type=part.type,
+                content=part.content,
+                sender_name=accepted.agent.name,
+                created_at=part.created_at,
+            )
+            for part in stored.messages
+        ],
+        usage=UsageView(
+            credits=charged,
+            balance=balance,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+        ),
+    )
+    # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
+    body = render(MessageResultSerializer(result).data)
+    if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
+        raise _ReservationGone
+    if accepted.claim is not None:
+        idempotency_complete(claim=accepted.claim, status=200, body=body)
+    message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    return body, charged

@@ -26,7 +26,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from api.conversations import ConversationNotFound
 from api.idempotency import MAX_KEY_LENGTH, IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
 from api.messaging import ConversationBusy
 from api.serializers import (
@@ -34,8 +33,16 @@ from api.serializers import (
     MESSAGE_TYPES,
     METADATA_MAX_KEYS,
     METADATA_VALUE_MAX,
+    ContactPageSerializer,
+    ContactResultSerializer,
+    ConversationPageSerializer,
+    ConversationResultSerializer,
     ConversationSerializer,
+    ErasureResultSerializer,
+    MessageGetSerializer,
+    MessagePageSerializer,
     MessageResultSerializer,
+    UsageResultSerializer,
     _StrictObject,
     contact_identifier_field,
     contact_name_field,
@@ -54,8 +61,11 @@ from config.errors import (
     RateLimited,
     ServiceBusy,
 )
+from contacts.errors import ContactNotFound
 from conversations.agents.errors import AgentTimeout, AgentUnavailable
+from conversations.errors import ConversationNotFound, MessageNotFound
 from conversations.media.errors import MediaTooLarge, MediaTypeMismatch, MediaUnreachable, MediaUrlNotAllowed
+from conversations.services import ContactErased
 
 # --- how our own field and serializer classes look in the schema --------------------------------------
 
@@ -277,9 +287,35 @@ def _error(status: int, summary: str, errors: dict[type[ApplicationError], tuple
     )
 
 
+class ProcessingSerializer(serializers.Serializer):
+    """The 202 of the asynchronous mode (`Prefer: respond-async`), api.messaging.processing_result."""
+
+    success = serializers.BooleanField(default=True)
+    status = serializers.ChoiceField(choices=["PROCESSING"])
+    contactId = serializers.CharField()
+    conversationId = serializers.CharField()
+    messageId = serializers.CharField()
+
+
 RESPONSES = {
-    200: OpenApiResponse(
+    (200, "application/json"): OpenApiResponse(
         response=MessageResultSerializer, description="The message was stored and the agent answered."
+    ),
+    (200, "text/event-stream"): OpenApiResponse(
+        response={"type": "string"},
+        description="With `Accept: text/event-stream`: Server-Sent Events. `event: delta`, data "
+        '`{"text": "..."}`, each piece of the answer as the agent writes it; `event: message`, data one '
+        "finished `aiMessages` item; then `event: done`, data exactly the 200 JSON body (also what a retry "
+        "with the same idempotency key replays: as the one `done` event when the retry asks for a stream). "
+        "A failure once the agent started is `event: error`, data the error body. Errors found before the "
+        "agent starts are JSON responses with their status code, as without streaming.",
+    ),
+    (202, "application/json"): OpenApiResponse(
+        response=ProcessingSerializer,
+        description="With `Prefer: respond-async`: the message was stored; the agent answers it later. Read "
+        "the result at `Location` (`GET /api/v1/messages/{messageId}`) or receive it at the channel's "
+        "webhook (`message.replied`, `message.failed`). A retry with the same idempotency key answers this "
+        "202 again while the agent works, and the stored 200 body once it answered.",
     ),
     400: _error(
         400,
@@ -354,6 +390,7 @@ RESPONSES = {
                 "An earlier message of the conversation is still unanswered.",
                 {"conversationId": "cv_01m8a0z0swmvbrf7kdwdttser7"},
             ),
+            ContactErased: ("The contact was erased while the message was on its way; nothing was kept.", {}),
         },
     ),
     413: _error(
@@ -422,6 +459,36 @@ _IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KE
 _REQUEST_ID_SCHEMA = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$"}
 
 PARAMETERS = [
+    OpenApiParameter(
+        "Prefer",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="Optional. `respond-async`: answer 202 right after the message is stored; the agent "
+        'answers it later (README "Replies later"). Other preferences are ignored.',
+    ),
+    OpenApiParameter(
+        "Accept",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="Optional. `text/event-stream`: stream the answer as Server-Sent Events (see the 200 "
+        "`text/event-stream` response). `Prefer: respond-async` wins over it.",
+    ),
+    OpenApiParameter(
+        "Location",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="`/api/v1/messages/{messageId}`: where the message's result is read.",
+    ),
+    OpenApiParameter(
+        "Preference-Applied",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=[202],
+        required=True,
+        description="`respond-async`.",
+    ),
     OpenApiParameter(
         "channelId",
         OpenApiTypes.STR,
@@ -562,6 +629,192 @@ def require_request_bodies(result, generator, request, public):
             if isinstance(operation, dict) and "requestBody" in operation:
                 operation["requestBody"]["required"] = True
     return result
+
+
+# --- the read and data API (api/read_views.py) ----------------------------------------------------------
+
+_CONTACT_EXAMPLE = {
+    "id": "ct_01m8a0z0svjtnbznghw1rmd1t3",
+    "identifier": "user@example.com",
+    "name": "User Name",
+    "createdAt": "2026-11-25T18:54:50.684Z",
+    "lastMessageAt": "2026-11-25T18:54:50.698Z",
+}
+_MESSAGE_EXAMPLE = {
+    "id": "msg_01m8a0z0sxadfn7gzazsxz5znw",
+    "direction": "INBOUND",
+    "sender_type": "CONTACT",
+    "type": "TEXT",
+    "content": {"text": {"body": "Can I get a refund?"}, "type": "text"},
+    "status": "ANSWERED",
+    "errorCode": None,
+    "metadata": {"orderId": "A-1001"},
+    "createdAt": "2026-11-25T18:54:50.690Z",
+}
+_REPLY_ITEM_EXAMPLE = {
+    "id": "msg_01m8a0z0tcstnjcb0pdx5ewgmh",
+    "direction": "OUTBOUND",
+    "sender_type": "AI",
+    "type": "TEXT",
+    "content": {"text": {"body": "Yes. You can ask for a refund within 30 days of purchase."}, "type": "text"},
+    "status": "SENT",
+    "errorCode": None,
+    "metadata": {},
+    "createdAt": "2026-11-25T18:54:50.700Z",
+}
+_NEXT_CURSOR = "WzEsMSwibXNnXzAxbThhMHowdGNzdG5qY2IwcGR4NWV3Z21oIl0"
+READ_EXAMPLES = {
+    "contact": {"success": True, "contact": _CONTACT_EXAMPLE},
+    "contacts": {"success": True, "data": [_CONTACT_EXAMPLE], "nextCursor": None},
+    "conversation": {"success": True, "conversation": REPLY_EXAMPLE["conversation"]},
+    "conversations": {"success": True, "data": [REPLY_EXAMPLE["conversation"]], "nextCursor": None},
+    "messages": {"success": True, "data": [_MESSAGE_EXAMPLE, _REPLY_ITEM_EXAMPLE], "nextCursor": _NEXT_CURSOR},
+    "message": {"success": True, "message": _MESSAGE_EXAMPLE, "result": REPLY_EXAMPLE},
+    "usage": {
+        "success": True,
+        "balance": 999,
+        "reserved": 0,
+        "days": [
+            {"date": "2026-11-24", "messages": 0, "credits": 0, "inputTokens": 0, "outputTokens": 0},
+            {"date": "2026-11-25", "messages": 1, "credits": 1, "inputTokens": 28, "outputTokens": 40},
+        ],
+    },
+    "erasure": {"success": True, "erased": {"messages": 2, "media": 0}},
+}
+
+
+def _read_errors(not_found: tuple[type[ApplicationError], str, str] | None = None) -> dict[int, OpenApiResponse]:
+    """The errors every read endpoint can answer; `not_found` = (error class, when, the id's parameter)."""
+    responses = {
+        400: _error(
+            400,
+            "A query parameter is not valid.",
+            {
+                InvalidRequest: (
+                    "A bad cursor, limit, status or date (details names the parameter).",
+                    {"cursor": "invalid"},
+                )
+            },
+        ),
+        401: RESPONSES[401],
+        429: RESPONSES[429],
+    }
+    if not_found is not None:
+        error, when, parameter = not_found
+        responses[404] = _error(404, when, {error: (when, {parameter: "xx_doesnotexist"})})
+    return responses
+
+
+def _ok(serializer, description: str, example: str) -> dict[int, OpenApiResponse]:
+    return {
+        200: OpenApiResponse(
+            response=serializer,
+            description=description,
+            examples=[OpenApiExample(example, value=READ_EXAMPLES[example], status_codes=[200], response_only=True)],
+        )
+    }
+
+
+def _query(name: str, description: str, **kwargs) -> OpenApiParameter:
+    return OpenApiParameter(name, OpenApiTypes.STR, OpenApiParameter.QUERY, description=description, **kwargs)
+
+
+_PAGING = [
+    OpenApiParameter(
+        "limit",
+        OpenApiTypes.INT,
+        OpenApiParameter.QUERY,
+        description="Items per page, 1 to 100 (default 20).",
+    ),
+    _query("cursor", "The previous page's `nextCursor`; leave it out for the first page."),
+]
+_CONTACT_404 = (ContactNotFound, "No contact with this id in your workspace.", "contactId")
+_CONVERSATION_404 = (ConversationNotFound, "No conversation with this id in your workspace.", "conversationId")
+
+contact_get_schema = extend_schema(
+    operation_id="contact_get",
+    summary="A contact",
+    tags=["contacts"],
+    responses={**_ok(ContactResultSerializer, "The contact.", "contact"), **_read_errors(_CONTACT_404)},
+)
+contact_list_schema = extend_schema(
+    operation_id="contact_list",
+    summary="Contacts, or the one an identifier names",
+    description="With `identifier`: the list holding the one contact it names, matched as the messages endpoint "
+    "matches `contactIdentifier` (trimmed, e-mail case-insensitive, `+` phone by its digits), or an empty list. "
+    "Without: the workspace's contacts, newest first.",
+    tags=["contacts"],
+    parameters=[_query("identifier", "A contactIdentifier, in any spelling the messages endpoint accepts."), *_PAGING],
+    responses={**_ok(ContactPageSerializer, "A page of contacts.", "contacts"), **_read_errors()},
+)
+contact_delete_schema = extend_schema(
+    operation_id="contact_erase",
+    summary="Erase a contact's personal data",
+    description="Erases the contact's identifier and name, the content and metadata of every message of its "
+    "conversations, their stored results, its media files and the bodies kept for idempotent replays and "
+    "webhook deliveries; its conversations are closed. Ids, counts and the usage ledger stay. The "
+    "identifier can be used again: it makes a new contact. Erasing an erased contact answers zeros. A message "
+    "of the contact still being answered fails with 409 `contact_erased` and stores nothing.",
+    tags=["contacts"],
+    responses={
+        **_ok(ErasureResultSerializer, "Erased: the counts of this request.", "erasure"),
+        **_read_errors(_CONTACT_404),
+    },
+)
+conversation_list_schema = extend_schema(
+    operation_id="conversation_list",
+    summary="Conversations, newest lastMessageAt first",
+    tags=["conversations"],
+    parameters=[
+        _query("channelId", "Only this channel's conversations."),
+        _query("contactId", "Only this contact's conversations."),
+        _query("status", "Only ACTIVE or only CLOSED conversations.", enum=["ACTIVE", "CLOSED"]),
+        *_PAGING,
+    ],
+    responses={**_ok(ConversationPageSerializer, "A page of conversations.", "conversations"), **_read_errors()},
+)
+conversation_get_schema = extend_schema(
+    operation_id="conversation_get",
+    summary="A conversation",
+    tags=["conversations"],
+    responses={
+        **_ok(ConversationResultSerializer, "The conversation.", "conversation"),
+        **_read_errors(_CONVERSATION_404),
+    },
+)
+conversation_messages_schema = extend_schema(
+    operation_id="conversation_messages",
+    summary="A conversation's messages, oldest first",
+    description="Every inbound message and every AI message, in the conversation's order.",
+    tags=["conversations"],
+    parameters=_PAGING,
+    responses={**_ok(MessagePageSerializer, "A page of messages.", "messages"), **_read_errors(_CONVERSATION_404)},
+)
+message_get_schema = extend_schema(
+    operation_id="message_get",
+    summary="A message and, once answered, the messages endpoint's answer",
+    description="`result` is the 200 body the messages endpoint answered for this message, byte for byte; null "
+    "while it is waiting for the agent, after a failure, for an AI message and after an erasure.",
+    tags=["messages"],
+    responses={
+        **_ok(MessageGetSerializer, "The message.", "message"),
+        **_read_errors((MessageNotFound, "No message with this id in your workspace.", "messageId")),
+    },
+)
+usage_schema = extend_schema(
+    operation_id="usage_get",
+    summary="Credits and tokens per UTC day",
+    description="The balance and reservation now, and for each UTC day from `from` to `to` (at most 366 days; "
+    "default: the last 30 days) the charges of the usage ledger: replies charged, credits, tokens.",
+    tags=["usage"],
+    parameters=[
+        OpenApiParameter("from", OpenApiTypes.DATE, OpenApiParameter.QUERY, description="First day, YYYY-MM-DD."),
+        OpenApiParameter(
+            "to", OpenApiTypes.DATE, OpenApiParameter.QUERY, description="Last day, YYYY-MM-DD (today by default)."
+        ),
+    ],
+    responses={**_ok(UsageResultSerializer, "The usage.", "usage"), **_read_errors()},
+)
 
 
 # --- POST /api/v1/conversations/{conversationId}/close -------------------------------------------------

@@ -370,3 +370,144 @@ class MessageResultSerializer(serializers.Serializer):
     conversation = ConversationSerializer()
     aiMessages = AiMessageSerializer(source="ai_messages", many=True, help_text="The agent's messages, earliest first.")
     usage = UsageSerializer()
+
+
+# --- the read and data API (api/read_views.py) ----------------------------------------------------------
+
+
+class NullableIsoDateTimeField(IsoDateTimeField):
+    def to_representation(self, value):
+        return None if value is None else iso(value)
+
+
+class MessageContentField(serializers.DictField):
+    """A stored message's content in the aiMessages' shape: the request's object plus its lower-case type,
+    e.g. {"text": {"body": "Hi"}, "type": "text"}; after an erasure {"erased": true, "type": "text"}."""
+
+    def to_representation(self, value):
+        return value
+
+
+class ContactSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    identifier = serializers.CharField(
+        help_text="As first sent (for display); `erased:<id>` once the contact is erased."
+    )
+    name = serializers.CharField(allow_null=True, help_text="Null when the contact has no name (or was erased).")
+    createdAt = IsoDateTimeField(source="created_at")
+    lastMessageAt = NullableIsoDateTimeField(
+        source="last_message_at", allow_null=True, help_text="The newest message of any of its conversations."
+    )
+
+
+class MessageItemSerializer(serializers.Serializer):
+    """One stored message: the contact's (INBOUND, CONTACT) or the agent's (OUTBOUND, AI)."""
+
+    id = serializers.CharField()
+    direction = serializers.ChoiceField(choices=["INBOUND", "OUTBOUND"])
+    sender_type = serializers.ChoiceField(choices=["CONTACT", "AI"])
+    type = serializers.ChoiceField(choices=list(MESSAGE_TYPES))
+    content = MessageContentField()
+    status = serializers.ChoiceField(
+        choices=["PENDING", "ANSWERED", "FAILED", "SENT"],
+        help_text="Inbound: PENDING until answered, then ANSWERED or FAILED; outbound: SENT.",
+    )
+    errorCode = serializers.CharField(
+        source="error_code", allow_null=True, help_text="The error code of a FAILED message, else null."
+    )
+    metadata = serializers.DictField(child=serializers.CharField(), help_text="As sent with the message; {} if none.")
+    createdAt = IsoDateTimeField(source="created_at")
+
+
+def message_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A message row (conversations.selectors.MESSAGE_FIELDS) as MessageItemSerializer reads it."""
+    inbound = row["direction"] == "INBOUND"
+    return {
+        **row,
+        "sender_type": "CONTACT" if inbound else "AI",
+        "content": {**row["content"], "type": row["type"].lower()},
+        "error_code": row["error_code"] or None,
+    }
+
+
+def conversation_view(row: dict[str, Any]) -> ConversationView:
+    """A conversation row (conversations.selectors.CONVERSATION_FIELDS with the agent's name and the
+    channel's team) as the API shows it: the same object the messages endpoint's 200 body carries."""
+    return ConversationView(
+        id=row["id"],
+        status=row["status"],
+        channel_id=row["channel_id"],
+        contact_id=row["contact_id"],
+        agent_id=row["agent_id"] or "",
+        agent_name=row["agent_name"] or "",
+        team_id=row["team_id"],
+        team_name=row["team_name"],
+        created_at=row["created_at"],
+        last_message_at=row["last_message_at"] or row["created_at"],
+        closed_at=row["closed_at"],
+        close_reason=row["close_reason"] or None,
+    )
+
+
+class _Page(serializers.Serializer):
+    success = serializers.BooleanField()
+    nextCursor = serializers.CharField(
+        allow_null=True, help_text="Send it as `cursor` for the next page; null on the last page."
+    )
+
+
+class ContactResultSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    contact = ContactSerializer()
+
+
+class ContactPageSerializer(_Page):
+    data = ContactSerializer(many=True)
+
+
+class ConversationResultSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    conversation = ConversationSerializer()
+
+
+class ConversationPageSerializer(_Page):
+    data = ConversationSerializer(many=True)
+
+
+class MessagePageSerializer(_Page):
+    data = MessageItemSerializer(many=True)
+
+
+class MessageGetSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = MessageItemSerializer()
+    result = MessageResultSerializer(
+        allow_null=True,
+        help_text="The messages endpoint's 200 body for this message, byte for byte; null until it is "
+        "answered (and for the agent's own messages).",
+    )
+
+
+class UsageDaySerializer(serializers.Serializer):
+    date = serializers.DateField()
+    messages = serializers.IntegerField(min_value=0, help_text="Replies charged that day (ledger entries).")
+    credits = serializers.IntegerField(min_value=0)
+    inputTokens = serializers.IntegerField(min_value=0)
+    outputTokens = serializers.IntegerField(min_value=0)
+
+
+class UsageResultSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    balance = serializers.IntegerField(help_text="The workspace's credits now.")
+    reserved = serializers.IntegerField(help_text="Credits held for replies in progress.")
+    days = UsageDaySerializer(many=True, help_text="Every UTC day of the range, oldest first.")
+
+
+class ErasedCountsSerializer(serializers.Serializer):
+    messages = serializers.IntegerField(min_value=0, help_text="Messages whose content was erased now.")
+    media = serializers.IntegerField(min_value=0, help_text="Media assets (cached files and text) deleted now.")
+
+
+class ErasureResultSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    erased = ErasedCountsSerializer()

@@ -1,10 +1,12 @@
-"""Celery tasks: interfaces that call one service (api.cleanup)."""
+"""Celery tasks: interfaces that call one service each (api.cleanup, api.later)."""
 
 from dataclasses import asdict
+from datetime import datetime
 
 from celery import shared_task
 
 from api.cleanup import cleanup_run
+from api.later import message_answer_run
 
 # The task's name is what a queued message and the beat schedule (settings.CELERY_BEAT_SCHEDULE) carry. It is
 # the name the task had before it moved here from channels_app, so that messages queued by a worker or beat of
@@ -17,3 +19,26 @@ def cleanup_task() -> dict[str, int]:
     """Celery beat's periodic clean-up (settings.CELERY_BEAT_SCHEDULE): expired idempotency records, expired
     media (rows and files), reservations of abandoned messages. The counts go to the worker's log."""
     return asdict(cleanup_run())
+
+
+@shared_task(
+    bind=True,
+    name="api.tasks.message_answer_task",
+    ignore_result=True,
+    # Acknowledged once done, not when taken: a worker killed mid-answer leaves the task with the broker, which
+    # hands it to another worker (settings.CELERY_BROKER_TRANSPORT_OPTIONS); the run is idempotent (api/later.py).
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # a run waiting on another run's lease tries again until that lease ends
+)
+def message_answer_task(self, message_id: str, lease_until: str, claim_record_id: str = "", claim_owner: str = ""):
+    """The think and record phases of a message accepted with `Prefer: respond-async` (README "Replies
+    later")."""
+    retry_in = message_answer_run(
+        message_id=message_id,
+        lease_until=datetime.fromisoformat(lease_until),
+        claim_record_id=claim_record_id,
+        claim_owner=claim_owner,
+    )
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)

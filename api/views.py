@@ -1,4 +1,4 @@
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from rest_framework.views import APIView
 
 from api.idempotency import InvalidIdempotencyKey, idempotency_key_validate, request_fingerprint
@@ -6,6 +6,8 @@ from api.messaging import InboundRequest, message_post
 from api.parsers import MAX_JSON_DEPTH, BodyRequest, BoundedJSONParser
 from api.schema import message_create_schema
 from api.serializers import InboundMessageSerializer
+from api.streaming import CONTENT_TYPE as EVENT_STREAM
+from api.streaming import replay_events
 from channels_app.authentication import ApiKeyAuthentication
 from config.logs import log_bind
 from config.metrics import message_observe
@@ -27,6 +29,25 @@ def _idempotency_key(request) -> str | None:
             details={"header": "Idempotency-Key"},
         )
     return keys.pop() if keys else None
+
+
+def _prefers_async(request) -> bool:
+    """`Prefer: respond-async` (RFC 7240), among other preferences and with parameters or not."""
+    preferences = (
+        item.split(";")[0].split("=")[0].strip().lower() for item in request.META.get("HTTP_PREFER", "").split(",")
+    )
+    return "respond-async" in preferences
+
+
+def _wants_stream(request) -> bool:
+    """`Accept: text/event-stream` among the media ranges, with q > 0."""
+    for item in request.META.get("HTTP_ACCEPT", "").split(","):
+        media, *params = (part.strip().lower() for part in item.split(";"))
+        if media == EVENT_STREAM and not any(
+            param.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for param in params
+        ):
+            return True
+    return False
 
 
 class ChannelMessageCreateApi(APIView):
@@ -52,6 +73,10 @@ class ChannelMessageCreateApi(APIView):
         super().perform_authentication(request)
         log_bind(workspace_id=request.auth.workspace_id, api_key_prefix=request.auth.prefix)
 
+    def perform_content_negotiation(self, request, force=False):
+        # The JSON renderer for the errors of a request that asks for a stream, instead of 406.
+        return super().perform_content_negotiation(request, force=force or _wants_stream(request))
+
     def finalize_response(self, request, response, *args, **kwargs):
         message_observe(type=self.payload.message_type if self.payload else None, status=response.status_code)
         return super().finalize_response(request, response, *args, **kwargs)
@@ -62,6 +87,8 @@ class ChannelMessageCreateApi(APIView):
         self.payload = payload = InboundMessageSerializer(data=body)
         idempotency_key = _idempotency_key(request)
         payload.is_valid(raise_exception=True)
+        respond_async = _prefers_async(request)
+        stream = not respond_async and _wants_stream(request)  # respond-async wins: its answer is the 202
         result = message_post(
             inbound=InboundRequest(
                 workspace=request.auth.workspace,
@@ -69,9 +96,19 @@ class ChannelMessageCreateApi(APIView):
                 idempotency_key=idempotency_key,
                 fingerprint=request_fingerprint(method="POST", path=request.path, channel_id=channelId, body=body),
                 **payload.validated_data,
-            )
+            ),
+            respond_async=respond_async,
+            stream=stream,
         )
-        response = HttpResponse(result.body, status=result.status, content_type="application/json")
+        response: HttpResponseBase
+        if stream and (result.events is not None or result.status == 200):
+            response = StreamingHttpResponse(result.events or replay_events(result.body), content_type=EVENT_STREAM)
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # a proxy (nginx) passes each event on at once
+        else:
+            response = HttpResponse(result.body, status=result.status, content_type="application/json")
+        for name, value in result.headers.items():
+            response[name] = value
         if result.replayed:
             response["Idempotent-Replayed"] = "true"
         return response

@@ -2,7 +2,8 @@
 
     python -m bench.llm_stub --port 18001 --latency-ms 0
 
-`POST /v1/chat/completions` answers a valid `chat.completion` (with `usage`) after `--latency-ms`. The
+`POST /v1/chat/completions` answers a valid `chat.completion` (with `usage`) after `--latency-ms`; with
+`"stream": true`, the same answer as Server-Sent Events chunks spread over the latency. The
 latency may also be chosen per agent by its `base_url`: `http://127.0.0.1:18001/lat/2000/v1` waits 2000 ms,
 so one stub serves the 0 ms, 200 ms and 2 s agents of the benchmark at once. `GET /healthz` answers at once.
 
@@ -45,6 +46,8 @@ def make_app(default_latency_ms: int):
         except ValueError:
             start_response("400 Bad Request", [("Content-Type", "application/json")])
             return [b'{"error":{"message":"invalid JSON","type":"invalid_request_error"}}']
+        if request.get("stream"):
+            return _stream(start_response, latency_ms)
         if latency_ms > 0:
             gevent.sleep(latency_ms / 1000)
         prompt_chars = sum(len(str(message.get("content", ""))) for message in request.get("messages", []))
@@ -68,6 +71,30 @@ def make_app(default_latency_ms: int):
         return [body]
 
     return app
+
+
+_STREAM_PIECES = 20  # a streamed answer comes in this many pieces, spread evenly over the latency
+
+
+def _stream(start_response, latency_ms: int):
+    """`"stream": true`: the same answer as chat.completion.chunk events, the last with the usage."""
+    words = _REPLY.split(" ")
+    size = max(1, len(words) // _STREAM_PIECES)
+    pieces = [" ".join(words[i : i + size]) + " " for i in range(0, len(words), size)]
+    pieces[-1] = pieces[-1].rstrip()
+    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": int(time.time()), "model": "m"}
+
+    def events():
+        for piece in pieces:
+            gevent.sleep(latency_ms / 1000 / len(pieces))
+            chunk = {**head, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        usage = {"prompt_tokens": 20, "completion_tokens": len(_REPLY) // 4, "total_tokens": 20 + len(_REPLY) // 4}
+        yield b"data: " + json.dumps({**head, "choices": [], "usage": usage}).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    start_response("200 OK", [("Content-Type", "text/event-stream")])
+    return events()
 
 
 def main() -> None:

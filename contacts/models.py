@@ -20,9 +20,13 @@ class Contact(models.Model):
     name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Set by the erasure (api/erasure.py): identifier and name are then a placeholder and "".
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        # The read API's contact list, newest first by (created_at, id), keyset-paged (contacts/selectors.py).
+        indexes = [models.Index(fields=["workspace", "-created_at", "-id"], name="contact_ws_recent")]
         constraints = [
             models.UniqueConstraint(fields=["workspace", "identifier_key"], name="contact_unique_identifier_key"),
         ]

@@ -17,3 +17,19 @@ def contact_name_fill(*, contact_id: str, name: str, now: datetime) -> None:
     """Give a contact that has no name the one just sent: one UPDATE, conditional on the name still being
     empty, so of two concurrent first names the first to commit stays."""
     Contact.objects.filter(pk=contact_id, name="").update(name=name, updated_at=now)
+
+
+def erased_identifier(contact_id: str) -> str:
+    """What an erased contact's identifier becomes: unique and not personal. Its key (`contact_erase_identity`)
+    starts with a space, which `identifier_key` never yields (it trims), so no request can reach an erased
+    contact and the erased identifier, sent again, makes a new contact."""
+    return f"erased:{contact_id}"
+
+
+def contact_erase_identity(*, contact_id: str, now: datetime) -> None:
+    """Replace the contact's identifier and name by a placeholder (README "Erasing a contact"). One UPDATE;
+    the contact row, its id and its conversations' ids stay."""
+    placeholder = erased_identifier(contact_id)
+    Contact.objects.filter(pk=contact_id).update(
+        identifier=placeholder, identifier_key=f" {placeholder}", name="", erased_at=now, updated_at=now
+    )

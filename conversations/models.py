@@ -40,9 +40,19 @@ class Conversation(models.Model):
     # Set when the conversation is closed (README "Example": `closedAt`, `closeReason`); null while active.
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=20, choices=CloseReason.choices, blank=True)
+    # Set when the contact was erased (DELETE /api/v1/contacts/{id}, README "Erasing a contact"): a message
+    # of the contact still in flight then records no content here (api.messaging, ContactErased).
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_message_at"]
+        # The read API's lists, newest first by (last_message_at, id), keyset-paged (conversations/selectors.py):
+        # one index per filter it takes, so a page is an index range scan whatever the list's length.
+        indexes = [
+            models.Index(fields=["workspace", "-last_message_at", "-id"], name="conversation_ws_recent"),
+            models.Index(fields=["channel", "-last_message_at", "-id"], name="conversation_channel_recent"),
+            models.Index(fields=["contact", "-last_message_at", "-id"], name="conversation_contact_recent"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["channel", "contact"], condition=Q(status="ACTIVE"), name="conversation_one_active_per_contact"
@@ -121,6 +131,9 @@ class Message(models.Model):
     )
     media_mime_type = models.CharField(max_length=255, blank=True, help_text="Sniffed from the file's bytes.")
     media_size = models.PositiveIntegerField(null=True, blank=True, help_text="Bytes downloaded.")
+    # Inbound only: the messages endpoint's 200 body for this message, the exact bytes it answered (JSON),
+    # set in the UPDATE that marks it answered; GET /api/v1/messages/{id} returns it as `result`.
+    result = models.BinaryField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

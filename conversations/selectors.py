@@ -3,7 +3,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, FilteredRelation, Q, QuerySet
+from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 
 from channels_app.models import AIAgent, KnowledgeEntry
 from contacts.models import Contact
@@ -118,4 +118,103 @@ def agent_config(*, agent: AIAgent) -> AgentConfig:
     return AgentConfig(
         **{name: getattr(agent, name) for name in _ROW_FIELDS},
         knowledge=_knowledge(agent) if provider_uses_knowledge(agent.provider) else (),
+    )
+
+
+# --- the read API (api/read_views.py) --------------------------------------------------------------------
+
+CONVERSATION_FIELDS = (
+    "id",
+    "status",
+    "channel_id",
+    "contact_id",
+    "agent_id",
+    "created_at",
+    "last_message_at",
+    "closed_at",
+    "close_reason",
+)
+MESSAGE_FIELDS = ("id", "seq", "part", "direction", "type", "content", "status", "error_code", "metadata", "created_at")
+
+
+def _conversation_rows(queryset: QuerySet[Conversation, Any]) -> QuerySet[Conversation, dict[str, Any]]:
+    """Each conversation with what its API object shows: the agent's name and the channel's team (two
+    joins by primary key)."""
+    return queryset.values(
+        *CONVERSATION_FIELDS,
+        agent_name=F("agent__name"),
+        team_id=F("channel__team_id"),
+        team_name=F("channel__team__name"),
+    )
+
+
+def conversation_get(*, workspace_id: str, conversation_id: str) -> dict[str, Any] | None:
+    """The workspace's conversation (None for an unknown id or another workspace's). One query."""
+    return _conversation_rows(Conversation.objects.filter(pk=conversation_id, workspace_id=workspace_id)).first()
+
+
+def conversation_exists(*, workspace_id: str, conversation_id: str) -> bool:
+    return Conversation.objects.filter(pk=conversation_id, workspace_id=workspace_id).exists()
+
+
+def conversation_list(
+    *,
+    workspace_id: str,
+    channel_id: str | None,
+    contact_id: str | None,
+    status: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The workspace's conversations, newest `last_message_at` first (ties by id), after the key `after`
+    (the last row of the previous page). One query on conversation_ws_recent, conversation_channel_recent
+    or conversation_contact_recent: the `>=`-bound on the key is the index range's start, so a page deep in
+    the list reads as few rows as the first."""
+    queryset = Conversation.objects.filter(workspace_id=workspace_id, last_message_at__isnull=False)
+    if channel_id is not None:
+        queryset = queryset.filter(channel_id=channel_id)
+    if contact_id is not None:
+        queryset = queryset.filter(contact_id=contact_id)
+    if status is not None:
+        queryset = queryset.filter(status=status)
+    if after is not None:
+        at, last_id = after
+        queryset = queryset.filter(last_message_at__lte=at).filter(Q(last_message_at__lt=at) | Q(id__lt=last_id))
+    return list(_conversation_rows(queryset.order_by("-last_message_at", "-id"))[:limit])
+
+
+def message_list(*, conversation_id: str, after: tuple[int, int] | None, limit: int) -> list[dict[str, Any]]:
+    """A conversation's messages oldest first, by (seq, part), after the position `after`. One query on the
+    (conversation, seq, part) unique index: `seq >= s` bounds the range scan, so the page at position
+    1,000,000 reads as few index entries as the first page."""
+    queryset = Message.objects.filter(conversation_id=conversation_id)
+    if after is not None:
+        seq, part = after
+        queryset = queryset.filter(seq__gte=seq).filter(Q(seq__gt=seq) | Q(part__gt=part))
+    return list(queryset.order_by("seq", "part").values(*MESSAGE_FIELDS)[:limit])
+
+
+def message_get(*, workspace_id: str, message_id: str) -> dict[str, Any] | None:
+    """The workspace's message with its stored 200 body (`result`, bytes or None). One query (primary key,
+    then the conversation's, for the workspace)."""
+    return (
+        Message.objects.filter(pk=message_id, conversation__workspace_id=workspace_id)
+        .values(*MESSAGE_FIELDS, "result")
+        .first()
+    )
+
+
+def contact_rows(*, queryset: QuerySet[Contact, Any], limit: int) -> list[dict[str, Any]]:
+    """The contacts of `queryset` (contacts.selectors) as the API shows them, with the newest
+    `last_message_at` of their conversations: one probe of conversation_contact_recent per contact, all in
+    one query."""
+    latest = (
+        Conversation.objects.filter(contact_id=OuterRef("pk"), last_message_at__isnull=False)
+        .order_by("-last_message_at", "-id")
+        .values("last_message_at")[:1]
+    )
+    return list(
+        queryset.annotate(last_message_at=Subquery(latest)).values(
+            "id", "identifier", "name", "created_at", "last_message_at"
+        )[:limit]
     )

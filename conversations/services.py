@@ -5,12 +5,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q
 
+from config.errors import ApplicationError
 from contacts.identity import identifier_key
 from contacts.services import contact_create, contact_name_fill
 from conversations.agents.base import HistoryItem, MediaPart
 from conversations.models import Conversation, Message
 from conversations.selectors import contact_with_active_conversation, earlier_message_pending, history_window
+
+
+class ContactErased(ApplicationError):
+    """The contact was erased (DELETE /api/v1/contacts/{id}) while this message was on its way: nothing of it
+    is recorded in the erased conversation."""
+
+    code = "contact_erased"
+    status_code = 409
+    default_message = (
+        "The contact was erased while this message was being answered, so nothing of it was kept. Send the "
+        "message again: it starts a new contact."
+    )
 
 
 @dataclass
@@ -69,11 +83,15 @@ def _seq_take(*, conversation_id: str, now: datetime) -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, last_message_at = %s "
-            "WHERE id = %s AND status = %s RETURNING last_seq",
+            "WHERE id = %s AND status = %s AND erased_at IS NULL RETURNING last_seq",
             [now, conversation_id, Conversation.Status.ACTIVE],
         )
         row = cursor.fetchone()
-        return None if row is None else row[0]
+    if row is not None:
+        return row[0]
+    if Conversation.objects.filter(pk=conversation_id, erased_at__isnull=False).exists():
+        raise ContactErased()  # erased after the lookup (the erasure's UPDATE held the row until it committed)
+    return None  # closed after the lookup
 
 
 def inbound_message_store(
@@ -240,18 +258,21 @@ def _history_media(row: dict[str, Any]) -> MediaPart | None:
     )
 
 
-def inbound_message_answer(*, message_id: str, reserved: int) -> int:
-    """Mark the message answered and take its credit reservation off it. Returns the reservation taken: the
-    caller settles exactly that. The reservation moves with the message row, so whoever clears it (this,
-    the failure path, or the clean-up of an abandoned message) is the only one to settle or release it."""
-    taken = Message.objects.filter(pk=message_id, credits_reserved=reserved).update(
-        status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code=""
+def inbound_message_answer(*, message_id: str, reserved: int, result: bytes) -> bool:
+    """Mark the message answered, take its credit reservation off it and store `result` (the 200 body's
+    bytes, for GET /api/v1/messages/{id}), in one UPDATE. With `reserved` > 0 only while the message still
+    holds exactly that reservation; False when it does not: the clean-up judged the request dead and already
+    gave the reservation back, and the caller records again with `reserved=0` (api.messaging._record).
+    The reservation moves with the message row, so whoever clears it (this, the failure path, or the
+    clean-up of an abandoned message) is the only one to settle or release it."""
+    messages = Message.objects.filter(pk=message_id)
+    if reserved > 0:
+        messages = messages.filter(credits_reserved=reserved)
+    return bool(
+        messages.update(
+            status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code="", result=result
+        )
     )
-    if taken:
-        return reserved
-    # The clean-up judged the request dead and already gave the reservation back: answer, charge nothing.
-    Message.objects.filter(pk=message_id).update(status=Message.Status.ANSWERED, lease_until=None, error_code="")
-    return 0
 
 
 def replies_store(
@@ -263,9 +284,14 @@ def replies_store(
     output_tokens: int,
     now: datetime,
 ) -> "StoredReplies":
-    """Store the agent's replies after `message` (already marked answered), in its own conversation even
-    when that was closed while the agent was thinking: the close stands, and the result says so. The first
-    reply carries the reply's credits and tokens (the transcript shows them there)."""
+    """Store the agent's replies after `message` (marked answered later in the same transaction), in its own
+    conversation even when that was closed while the agent was thinking: the close stands, and the result
+    says so. The first reply carries the reply's credits and tokens (the transcript shows them there).
+
+    Raises ContactErased when the conversation was erased meanwhile: the caller's transaction rolls back and
+    nothing of the reply is kept. The conversation's UPDATE is the check (its condition), so it costs no
+    statement of its own; under READ COMMITTED an erasure in progress holds the row and the UPDATE then
+    sees it erased."""
     replies = [
         Message(
             conversation_id=message.conversation_id,
@@ -285,10 +311,14 @@ def replies_store(
     Message.objects.bulk_create(replies)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Conversation._meta.db_table} SET last_message_at = %s WHERE id = %s RETURNING status",
+            f"UPDATE {Conversation._meta.db_table} SET last_message_at = %s "
+            "WHERE id = %s AND erased_at IS NULL RETURNING status",
             [now, message.conversation_id],
         )
-        status = cursor.fetchone()[0]
+        row = cursor.fetchone()
+    if row is None:
+        raise ContactErased()
+    status = row[0]
     if status == Conversation.Status.ACTIVE:
         return StoredReplies(messages=replies, status=status)
     closed_at, close_reason = Conversation.objects.values_list("closed_at", "close_reason").get(
@@ -321,6 +351,24 @@ def inbound_message_lease_extend(*, message_id: str, lease_until: datetime) -> N
     alive, so later messages of the conversation keep waiting for it. An answered or failed message has no
     lease to keep."""
     Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(lease_until=lease_until)
+
+
+def inbound_message_lock_pending(*, message_id: str) -> bool:
+    """Inside the caller's transaction: lock the message's row and say whether it still waits for its answer.
+    Two runs of one answer (a task delivered twice) both reach their record phase; the row's lock makes the
+    second see the first's result and store nothing."""
+    return Message.objects.select_for_update(no_key=True).filter(pk=message_id, status=Message.Status.PENDING).exists()
+
+
+def inbound_message_lease_take(*, message_id: str, expected: datetime, now: datetime, lease_until: datetime) -> bool:
+    """Take a pending message's lease for a run of its answer (api/later.py): when the lease is still the one
+    `expected` (set when the message was accepted, for this run) or has run out (the run that held it died).
+    False when the message no longer waits, or another live run holds it."""
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.PENDING)
+        .filter(Q(lease_until=expected) | Q(lease_until__lt=now) | Q(lease_until=None))
+        .update(lease_until=lease_until)
+    )
 
 
 def inbound_message_resume(*, message_id: str, lease_until: datetime) -> Message:

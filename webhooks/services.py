@@ -192,3 +192,12 @@ def _dispatch_on_commit(claims: list[tuple[str, str]]) -> None:
     # robust: a failing hand-over (the broker is down) must not turn the caller's committed work into an
     # error; the delivery is in the database and the sweep sends it.
     transaction.on_commit(partial(deliveries_dispatch, claims=claims), robust=True)
+
+
+def events_erase_for_contact(*, contact_id: str) -> int:
+    """Blank the payload of every event about the contact (erasure, api/erasure.py) and stop their pending
+    deliveries: an event's body is the messages endpoint's 200 body, the contact's words and the agent's.
+    The events, their deliveries and attempts stay, for operators. Returns the events blanked."""
+    pending = WebhookDelivery.objects.filter(event__contact_id=contact_id, status=WebhookDelivery.Status.PENDING)
+    pending.update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None, last_outcome="erased")
+    return WebhookEvent.objects.filter(contact_id=contact_id).exclude(payload="").update(payload="")

@@ -122,6 +122,17 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
+# Redis hands a task that a worker took but never acknowledged (the worker was killed; tasks that answer
+# messages acknowledge late, api/tasks.py) to another worker after this many seconds. Longer than any
+# task runs (an answer's lease plus its turn's wait, api/messaging.py), or a running task is handed out a
+# second time (harmless, as the task is idempotent, but wasted work); short enough that a dead worker's
+# message is answered within minutes, not Celery's default hour. Workers look for such tasks every
+# CELERY_UNACKED_RESTORE_SECONDS.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),
+    "unacked_restore_throttle": 1,
+}
 
 # --- LLM for the demo agent ------------------------------------------------------------------------------
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")

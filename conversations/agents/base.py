@@ -12,6 +12,7 @@ all read it.
 """
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, runtime_checkable
@@ -107,6 +108,39 @@ class AgentBackend(Protocol):
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
         """Answer the last item of `history` (the contact's new message). `history` is oldest first."""
         ...
+
+
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """An `AgentBackend` that can hand out its answer as the model writes it (README "Streaming"). Optional:
+    `reply_streamed` gives every other backend a default, its whole reply at once."""
+
+    def reply_stream(self, *, agent: AgentConfig, history: list[HistoryItem]) -> Iterator[str | AgentReply]:
+        """As `reply`, but yield each piece of text as it arrives, then, last, the finished `AgentReply` (the
+        pieces joined and split into messages). Same error contract as `reply`, also once pieces went out."""
+        ...
+
+
+def reply_streamed(
+    backend: AgentBackend, *, agent: AgentConfig, history: list[HistoryItem], on_delta: Callable[[str], None]
+) -> AgentReply:
+    """The backend's reply, each piece of its text passed to `on_delta` as it arrives: the backend's own
+    `reply_stream`, or by default (a backend that cannot stream, such as the built-in agent) each of its
+    messages whole, once the reply is complete."""
+    if not isinstance(backend, StreamingBackend):
+        reply = backend.reply(agent=agent, history=history)
+        for text in reply.texts:
+            on_delta(text)
+        return reply
+    finished: AgentReply | None = None
+    for item in backend.reply_stream(agent=agent, history=history):
+        if isinstance(item, AgentReply):
+            finished = item
+        else:
+            on_delta(item)
+    if finished is None:
+        raise AssertionError(f"{type(backend).__name__}.reply_stream ended without its AgentReply")
+    return finished
 
 
 @runtime_checkable

@@ -102,6 +102,61 @@ class OpenAICompatibleAgent:
             raw_model=raw_model,
         )
 
+    def reply_stream(self, *, agent: AgentConfig, history: list[HistoryItem]) -> Iterator[str | AgentReply]:
+        """As `reply`, as a stream (`stream=True`; the usage comes in the last chunk, `include_usage`): yield
+        each piece of text as it arrives, then the `AgentReply`. The agent's `timeout_seconds` bounds the
+        whole call, the stream's reading included (`_DeadlineBackend`); a failure before the first piece is
+        retried as in `reply`, one after it is not (the pieces went out)."""
+        client = _client_for(agent)
+        messages = _messages(agent, history)
+        deadline = time.monotonic() + agent.timeout_seconds
+        pieces: list[str] = []
+        input_tokens = output_tokens = 0
+        raw_model = ""
+        with _provider_errors(agent):
+            stream = _within_deadline(
+                agent,
+                lambda timeout: client.chat.completions.create(
+                    model=agent.model or settings.LLM_MODEL,
+                    messages=messages,
+                    temperature=agent.temperature if agent.temperature is not None else openai.omit,
+                    max_tokens=agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    timeout=timeout,
+                ),
+                deadline=deadline,
+            )
+            token = _call_deadline.set(deadline)  # the reads of the stream's body keep to the same deadline
+            try:
+                with stream:
+                    for chunk in stream:
+                        raw_model = str(chunk.model or raw_model)
+                        if chunk.usage is not None:
+                            input_tokens = _token_count(chunk.usage.prompt_tokens)
+                            output_tokens = _token_count(chunk.usage.completion_tokens)
+                        if chunk.choices:
+                            piece = _storable_text(chunk.choices[0].delta.content)
+                            if piece:
+                                pieces.append(piece)
+                                yield piece
+            except httpx2.TimeoutException:
+                raise openai.APITimeoutError(request=httpx2.Request("POST", "stream")) from None
+            except httpx2.HTTPError as exc:
+                raise openai.APIConnectionError(request=httpx2.Request("POST", "stream")) from exc
+            finally:
+                _call_deadline.reset(token)
+        text = "".join(pieces).strip()
+        if not text:
+            logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
+            raise AgentUnavailable("The AI agent returned an empty answer.", details={"reason": "empty_answer"})
+        yield AgentReply(
+            texts=split_reply(text, threshold=agent.split_threshold_chars),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            raw_model=raw_model,
+        )
+
     def transcribe(self, *, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
         return transcribe_audio(agent=agent, data=data, filename=filename, mime_type=mime_type)
 
@@ -166,7 +221,7 @@ def _token_count(value: object) -> int:
     return value
 
 
-def _within_deadline(agent: AgentConfig, send: Callable[[float], _T]) -> _T:
+def _within_deadline(agent: AgentConfig, send: Callable[[float], _T], *, deadline: float | None = None) -> _T:
     """Call `send(timeout)`, retrying a dropped connection, a 429 or a 5xx up to MAX_RETRIES times, all within
     the agent's `timeout_seconds`.
 
@@ -179,9 +234,11 @@ def _within_deadline(agent: AgentConfig, send: Callable[[float], _T]) -> _T:
     The SDK's `timeout` bounds each socket operation, not their sum: a provider that sends its headers or
     its body a byte at a time never lets one read wait long enough to time out. So the deadline is also
     set for `_DeadlineBackend`, which gives every connect, read and write of this call only what is left
-    of it, and times the call out once nothing is left (see `_deadline_install`).
+    of it, and times the call out once nothing is left (see `_deadline_install`). `deadline` (a monotonic
+    instant) when the caller's call goes on after `send` returns: a stream, read to the same deadline.
     """
-    deadline = time.monotonic() + agent.timeout_seconds
+    if deadline is None:
+        deadline = time.monotonic() + agent.timeout_seconds
     token = _call_deadline.set(deadline)
     try:
         for attempt in range(MAX_RETRIES + 1):
