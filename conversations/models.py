@@ -52,6 +52,8 @@ class Conversation(models.Model):
             models.Index(fields=["workspace", "-last_message_at", "-id"], name="conversation_ws_recent"),
             models.Index(fields=["channel", "-last_message_at", "-id"], name="conversation_channel_recent"),
             models.Index(fields=["contact", "-last_message_at", "-id"], name="conversation_contact_recent"),
+            # The inactivity clean-up (api/cleanup.py) reads the oldest active conversations only.
+            models.Index(fields=["last_message_at"], condition=Q(status="ACTIVE"), name="conversation_active_idle"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -60,10 +62,6 @@ class Conversation(models.Model):
         ]
         # Closing is the one change an operator makes to a conversation (the admin's "Close" action).
         permissions = [("close_conversation", "Can close conversations")]
-        indexes = [
-            # The inactivity clean-up (api/cleanup.py) reads the oldest active conversations only.
-            models.Index(fields=["last_message_at"], condition=Q(status="ACTIVE"), name="conversation_active_idle"),
-        ]
 
     def __str__(self) -> str:
         return self.id

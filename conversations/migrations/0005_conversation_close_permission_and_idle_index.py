@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0003_active_status_close_fields_metadata"),
+        ("conversations", "0004_read_api"),
     ]
 
     operations = [
