@@ -73,10 +73,6 @@ class ChannelMessageCreateApi(APIView):
         super().perform_authentication(request)
         log_bind(workspace_id=request.auth.workspace_id, api_key_prefix=request.auth.prefix)
 
-    def perform_content_negotiation(self, request, force=False):
-        # The JSON renderer for the errors of a request that asks for a stream, instead of 406.
-        return super().perform_content_negotiation(request, force=force or _wants_stream(request))
-
     def finalize_response(self, request, response, *args, **kwargs):
         message_observe(type=self.payload.message_type if self.payload else None, status=response.status_code)
         return super().finalize_response(request, response, *args, **kwargs)

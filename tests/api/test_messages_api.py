@@ -450,3 +450,18 @@ def test_an_exhausted_connection_pool_is_503_service_busy(client):
     error = error_of(response)
     assert error["code"] == "service_busy" and error["details"] == {"reason": "database_pool_exhausted"}
     assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize("accept", ["", "text/html", "application/xml;q=1", "image/*"])
+def test_an_accept_header_without_json_is_answered_in_json_not_406(api, accept):
+    # found by schemathesis: an empty Accept header was a 406 that the schema did not document
+    response = api.post(HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["success"] is True
+
+
+def test_an_error_for_an_accept_header_without_json_is_the_error_body(api):
+    response = api.post({**SEED_TEXT, "type": "POSTCARD"}, HTTP_ACCEPT="")
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_request"
