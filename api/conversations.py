@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from api.serializers import ConversationSerializer, ConversationView
+from api.serializers import conversation_view as serializers_conversation_view
 from config.text import text_storable
 from conversations.errors import ConversationNotFound
 from conversations.models import Conversation
@@ -22,23 +23,26 @@ from webhooks.services import conversation_closed_emit
 
 
 def conversation_view(conversation: Conversation) -> ConversationView:
-    """The API's view of a conversation loaded by `conversations_load` (its agent, its channel's team). A
-    conversation whose agent was deleted names the channel's agent, or none."""
+    """The API's view of a conversation loaded by `conversations_load` (its agent, its channel's team), through
+    the one mapping of api.serializers.conversation_view. A conversation whose agent was deleted names the
+    channel's agent, or none."""
     agent = conversation.agent or conversation.channel.agent
     team = conversation.channel.team
-    return ConversationView(
-        id=conversation.pk,
-        status=conversation.status,
-        channel_id=conversation.channel_id,
-        contact_id=conversation.contact_id,
-        agent_id=agent.pk if agent is not None else "",
-        agent_name=agent.name if agent is not None else "",
-        team_id=team.pk if team is not None else None,
-        team_name=team.name if team is not None else None,
-        created_at=conversation.created_at,
-        last_message_at=conversation.last_message_at or conversation.created_at,
-        closed_at=conversation.closed_at,
-        close_reason=conversation.close_reason or None,
+    return serializers_conversation_view(
+        {
+            "id": conversation.pk,
+            "status": conversation.status,
+            "channel_id": conversation.channel_id,
+            "contact_id": conversation.contact_id,
+            "agent_id": agent.pk if agent is not None else None,
+            "agent_name": agent.name if agent is not None else None,
+            "team_id": team.pk if team is not None else None,
+            "team_name": team.name if team is not None else None,
+            "created_at": conversation.created_at,
+            "last_message_at": conversation.last_message_at,
+            "closed_at": conversation.closed_at,
+            "close_reason": conversation.close_reason,
+        }
     )
 
 
