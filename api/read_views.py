@@ -31,9 +31,10 @@ from api.serializers import (
 )
 from billing.selectors import usage_days
 from channels_app.authentication import ApiKeyAuthentication
-from config.errors import InvalidRequest
+from config.errors import ApplicationError, InvalidRequest
 from config.logs import log_bind
 from config.pagination import cursor_decode, cursor_encode, page_limit
+from config.text import text_storable
 from contacts.errors import ContactNotFound
 from contacts.selectors import contact_list_queryset, contact_queryset
 from conversations.errors import ConversationNotFound, MessageNotFound
@@ -49,6 +50,7 @@ from conversations.selectors import (
 
 USAGE_MAX_DAYS = 366  # a leap year: one year's figures in one request, one grouped query
 USAGE_DEFAULT_DAYS = 30
+USAGE_FIRST_DAY, USAGE_LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)  # far from date.min/max: see _day
 
 
 def _json(body: dict[str, Any], status: int = 200) -> HttpResponse:
@@ -93,13 +95,31 @@ def _message(row: dict[str, Any]) -> dict[str, Any]:
 class _ReadApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes: list = []
+    # What an id in the URL that no row could hold (U+0000, a lone surrogate) names: nothing.
+    not_found: type[ApplicationError] | None = None
 
     def perform_authentication(self, request):
         super().perform_authentication(request)
         log_bind(workspace_id=request.auth.workspace_id, api_key_prefix=request.auth.prefix)
 
+    def initial(self, request, *args, **kwargs):
+        """After authentication and throttling: ids and query values that PostgreSQL cannot store are never
+        sent to it. In the path such an id names no row (404); in a query it is a mistake (400)."""
+        super().initial(request, *args, **kwargs)
+        for name, value in kwargs.items():
+            if not text_storable(str(value)) and self.not_found is not None:
+                raise self.not_found(details={name: "no such id"})
+        for name, values in request.query_params.lists():
+            if not all(text_storable(value) for value in values):
+                raise InvalidRequest(
+                    f"The query parameter {name} holds U+0000 or an unpaired surrogate. Remove it.",
+                    details={name: "contains U+0000 or an unpaired surrogate"},
+                )
+
 
 class ContactDetailApi(_ReadApi):
+    not_found = ContactNotFound
+
     @contact_get_schema
     def get(self, request, contactId: str):
         rows = contact_rows(
@@ -157,6 +177,8 @@ class ConversationListApi(_ReadApi):
 
 
 class ConversationDetailApi(_ReadApi):
+    not_found = ConversationNotFound
+
     @conversation_get_schema
     def get(self, request, conversationId: str):
         row = conversation_get(workspace_id=request.auth.workspace_id, conversation_id=conversationId)
@@ -166,6 +188,8 @@ class ConversationDetailApi(_ReadApi):
 
 
 class ConversationMessagesApi(_ReadApi):
+    not_found = ConversationNotFound
+
     @conversation_messages_schema
     def get(self, request, conversationId: str):
         limit = page_limit(request.query_params.get("limit"))
@@ -181,6 +205,8 @@ class ConversationMessagesApi(_ReadApi):
 
 
 class MessageDetailApi(_ReadApi):
+    not_found = MessageNotFound
+
     @message_get_schema
     def get(self, request, messageId: str):
         row = message_get(workspace_id=request.auth.workspace_id, message_id=messageId)
@@ -198,14 +224,21 @@ def _day(raw: str | None, name: str, default: date) -> date:
     if raw is None or raw == "":
         return default
     try:
-        if len(raw) != 10:  # date.fromisoformat also takes 20261101
+        if len(raw) != 10 or raw[4] != "-" or raw[7] != "-":  # fromisoformat also takes 20261101, 2026-W48-1
             raise ValueError(raw)
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise InvalidRequest(
             f"The {name} date must be a day as YYYY-MM-DD (UTC). Send e.g. 2026-11-01.",
             details={name: "not YYYY-MM-DD"},
         ) from None
+    if not USAGE_FIRST_DAY <= day <= USAGE_LAST_DAY:
+        # A range and its default start are computed in days around it: keep that arithmetic inside the calendar.
+        raise InvalidRequest(
+            f"The {name} date must lie between {USAGE_FIRST_DAY} and {USAGE_LAST_DAY}. Send a day in that range.",
+            details={name: "out of range"},
+        )
+    return day
 
 
 class UsageApi(_ReadApi):

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from config.errors import InvalidRequest
+from config.text import text_storable
 
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 100  # a page is read in one indexed query and rendered at once: keep it small
@@ -51,6 +52,7 @@ def cursor_decode(raw: str | None, *, shape: tuple[type, ...]) -> list[Any] | No
         or not all(
             isinstance(value, kind) and not isinstance(value, bool) for value, kind in zip(key, shape, strict=True)
         )
+        or not all(text_storable(value) for value in key if isinstance(value, str))  # never sent to the database
     ):
         raise InvalidRequest(
             "The cursor is not one this list gave out. Send the nextCursor of the previous page unchanged, "

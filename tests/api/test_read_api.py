@@ -379,3 +379,48 @@ def test_each_read_operation_is_documented_with_a_valid_example_and_the_key(sche
     assert operation["security"] == [{"ApiKeyAuth": []}]  # Swagger's "Try it out" sends X-API-Key
     for status in ("401", "429", *(("404",) if "{" in path else ())):
         assert status in operation["responses"]
+
+
+# --- found by a hostile run: values PostgreSQL cannot store never reach it ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("/api/v1/contacts/%00", "contact_not_found"),
+        ("/api/v1/conversations/%00", "conversation_not_found"),
+        ("/api/v1/conversations/cv_x%00/messages", "conversation_not_found"),
+        ("/api/v1/messages/%00", "message_not_found"),
+    ],
+)
+def test_an_id_with_nul_in_the_path_is_not_found(client, api_key, url, code):
+    assert error_of(get(client, api_key, url))["code"] == code
+    assert error_of(client.delete("/api/v1/contacts/%00", HTTP_X_API_KEY=api_key))["code"] == "contact_not_found"
+
+
+@pytest.mark.parametrize("param", ["identifier", "channelId", "contactId", "status"])
+def test_a_query_value_with_nul_is_400_naming_it(client, api_key, param):
+    # (a lone surrogate cannot arrive in a query string: Django decodes percent-escapes as UTF-8, replacing)
+    url = "/api/v1/contacts" if param == "identifier" else "/api/v1/conversations"
+    response = get(client, api_key, url, **{param: "a\x00b"})
+    assert response.status_code == 400
+    assert list(error_of(response)["details"]) == [param]
+
+
+@pytest.mark.parametrize("url", ["/api/v1/contacts", "/api/v1/conversations"])
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800"])
+def test_a_forged_cursor_holding_nul_or_a_lone_surrogate_is_400(client, api_key, url, bad):
+    forged = base64.urlsafe_b64encode(json.dumps(["2026-12-01T00:00:00Z", bad]).encode()).decode().rstrip("=")
+    response = get(client, api_key, url, cursor=forged)
+    assert response.status_code == 400
+    assert error_of(response)["details"] == {"cursor": "invalid"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"to": "9999-12-31"}, {"from": "9999-12-30", "to": "9999-12-31"}, {"to": "0001-01-01"}, {"from": "2026-W48-1"}],
+)
+def test_usage_dates_at_the_calendars_edges_are_400_not_500(client, api_key, params):
+    response = get(client, api_key, "/api/v1/usage", **params)
+    assert response.status_code == 400
+    assert set(error_of(response)["details"]) <= {"from", "to"}
