@@ -95,3 +95,32 @@ class ScriptedAgent:
         if isinstance(outcome, str):
             return AgentReply(texts=[outcome], input_tokens=1, output_tokens=1, raw_model="scripted")
         return self._builtin.reply(agent=agent, history=history)
+
+
+# The one test copy of an agent's settings: each test names only what it is about (AgentConfig's fields are
+# read off the AIAgent row in production; tests/conversations/test_agent_config.py checks the two agree).
+_AGENT_CONFIG_BASE: dict[str, Any] = {
+    "id": "ag_1",
+    "name": "Agent",
+    "instructions": "",
+    "provider": "builtin",
+    "model": "",
+    "base_url": "",
+    "api_key_env_var": "",
+    "temperature": None,
+    "max_output_tokens": None,
+    "timeout_seconds": 60,
+    "transcribe_audio": False,
+    "greeting_text": "",
+    "fallback_text": "",
+    "split_threshold_chars": 600,
+    "history_max_messages": 20,
+    "history_max_chars": 12000,
+    "credit_cost_per_reply": 1,
+    "credit_cost_per_1k_tokens": 0,
+}
+
+
+def agent_config(**overrides: Any) -> AgentConfig:
+    """An AgentConfig snapshot for unit tests, with `overrides` on a neutral built-in agent."""
+    return AgentConfig(**{**_AGENT_CONFIG_BASE, **overrides})

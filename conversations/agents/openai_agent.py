@@ -79,13 +79,7 @@ class OpenAICompatibleAgent:
         with _provider_errors(agent):
             response = _within_deadline(
                 agent,
-                lambda timeout: client.chat.completions.create(
-                    model=agent.model or settings.LLM_MODEL,
-                    messages=messages,
-                    temperature=agent.temperature if agent.temperature is not None else openai.omit,
-                    max_tokens=agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
-                    timeout=timeout,
-                ),
+                lambda timeout: client.chat.completions.create(**_completion_options(agent, messages), timeout=timeout),
             )
             text = _storable_text(response.choices[0].message.content).strip()
             usage = response.usage
@@ -117,10 +111,7 @@ class OpenAICompatibleAgent:
             stream = _within_deadline(
                 agent,
                 lambda timeout: client.chat.completions.create(
-                    model=agent.model or settings.LLM_MODEL,
-                    messages=messages,
-                    temperature=agent.temperature if agent.temperature is not None else openai.omit,
-                    max_tokens=agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
+                    **_completion_options(agent, messages),
                     stream=True,
                     stream_options={"include_usage": True},
                     timeout=timeout,
@@ -477,6 +468,17 @@ def _connection_reason(exc: BaseException) -> str:
             return "connection_refused"
         seen = seen.__cause__ or seen.__context__
     return "connection_failed"
+
+
+def _completion_options(agent: AgentConfig, messages: list[ChatCompletionMessageParam]) -> dict[str, Any]:
+    """What a chat completion sends, streamed or not. Temperature and max_tokens only when the agent sets
+    them, so each server keeps its own defaults."""
+    return {
+        "model": agent.model or settings.LLM_MODEL,
+        "messages": messages,
+        "temperature": agent.temperature if agent.temperature is not None else openai.omit,
+        "max_tokens": agent.max_output_tokens if agent.max_output_tokens is not None else openai.omit,
+    }
 
 
 def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatCompletionMessageParam]:

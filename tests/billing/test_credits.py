@@ -21,30 +21,11 @@ from billing.credits import (
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from contacts.models import Contact
-from conversations.agents.base import AgentConfig
 from conversations.models import Conversation, Message
+from tests.agents import agent_config
 from tests.factories import ChannelFactory, WorkspaceFactory
 
-FLAT = AgentConfig(
-    id="ag_1",
-    name="Agent",
-    instructions="",
-    provider="builtin",
-    model="",
-    base_url="",
-    api_key_env_var="",
-    temperature=None,
-    max_output_tokens=None,
-    timeout_seconds=60,
-    transcribe_audio=False,
-    greeting_text="",
-    fallback_text="",
-    split_threshold_chars=600,
-    history_max_messages=20,
-    history_max_chars=12000,
-    credit_cost_per_reply=1,
-    credit_cost_per_1k_tokens=0,
-)
+FLAT = agent_config()
 
 
 def books(workspace: Workspace) -> tuple[int, int, int]:

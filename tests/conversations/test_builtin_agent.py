@@ -2,26 +2,11 @@ from dataclasses import replace
 
 from conversations.agents.base import AgentConfig, HistoryItem, split_reply
 from conversations.agents.builtin import BuiltinAgent, rank_knowledge
+from tests.agents import agent_config
 
-AGENT = AgentConfig(
-    id="ag_1",
-    name="Agent",
-    instructions="",
-    provider="builtin",
-    model="",
-    base_url="",
-    api_key_env_var="",
-    temperature=None,
-    max_output_tokens=None,
-    timeout_seconds=60,
-    transcribe_audio=False,
+AGENT = agent_config(
     greeting_text="Hello! How can I help?",
     fallback_text="Sorry, I don't know.",
-    split_threshold_chars=600,
-    history_max_messages=20,
-    history_max_chars=12000,
-    credit_cost_per_reply=1,
-    credit_cost_per_1k_tokens=0,
     knowledge=(
         ("What are your opening hours?", "We open at 9."),
         ("How do I reset my password?", "Use the reset link."),

@@ -21,6 +21,7 @@ from conversations.agents import openai_agent
 from conversations.agents.base import AgentConfig, HistoryItem, MediaPart
 from conversations.agents.errors import AgentTimeout, AgentUnavailable
 from conversations.agents.openai_agent import OpenAICompatibleAgent, transcribe_audio
+from tests.agents import agent_config
 
 KEY_VAR = "TEST_AGENT_LLM_API_KEY"
 KEY = "sk-test-Zq8vN3do-not-leak-4f1c"
@@ -29,28 +30,20 @@ CHAT_PATH = "/v1/chat/completions"
 
 
 def make_agent(**overrides: Any) -> AgentConfig:
-    values: dict[str, Any] = {
-        "id": "agt_test",
-        "name": "Helper",
-        "instructions": "You are the shop's assistant.",
-        "provider": "openai",
-        "model": "test-model",
-        "base_url": "",
-        "api_key_env_var": KEY_VAR,
-        "temperature": None,
-        "max_output_tokens": None,
-        "timeout_seconds": 5.0,
-        "transcribe_audio": False,
-        "greeting_text": "",
-        "fallback_text": "",
-        "split_threshold_chars": 0,
-        "history_max_messages": 20,
-        "history_max_chars": 8000,
-        "credit_cost_per_reply": 1,
-        "credit_cost_per_1k_tokens": 0,
-    }
-    values.update(overrides)
-    return AgentConfig(**values)
+    return agent_config(
+        **{
+            "id": "agt_test",
+            "name": "Helper",
+            "instructions": "You are the shop's assistant.",
+            "provider": "openai",
+            "model": "test-model",
+            "api_key_env_var": KEY_VAR,
+            "timeout_seconds": 5.0,
+            "split_threshold_chars": 0,
+            "history_max_chars": 8000,
+            **overrides,
+        }
+    )
 
 
 def completion(content: str | None, *, usage: bool = True) -> dict[str, Any]:
