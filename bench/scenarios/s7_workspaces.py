@@ -1,0 +1,102 @@
+"""Scenario 7: one workspace taking all the load vs the same load spread over 50 workspaces, each with its
+own key and channel (issue #17's fourth goal): throughput one / fifty >= 0.9.
+
+Every message reserves and settles credits on its workspace's row, so one workspace's messages queue on that
+row's lock, and a greenlet waiting for it holds a pooled connection. The load that shows it: a closed loop
+with many connections (200: ten times a worker's pool) and a 0 ms agent, so the row is written as often as the
+server can; the fifty-workspace side sends the same requests round robin over the fifty (its wrk script picks
+the key and channel per request). The sides alternate order round by round; throughput is counted by the
+server (replies stored after a ramp), CPU per message as in scenario 1.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+GOAL = 0.9  # one workspace's throughput / fifty's
+
+
+def s7_workspaces(bench: Bench) -> None:
+    cfg = bench.cfg
+    one, spread = bench.fixtures["oneWorkspace"], bench.fixtures["spreadWorkspaces"]
+    sides = {
+        "one": [one],
+        "fifty": spread,
+    }
+    connections, ramp, bound = cfg["wsConnections"], cfg["wsRamp"], 200_000
+    for label, targets in sides.items():  # warm: every key and channel once per worker, at least
+        bench.closed_load(
+            path=",".join(bench.messages_path(t["channelId"]) for t in targets),
+            key=",".join(t["apiKey"] for t in targets),
+            connections=min(connections, 4 * len(targets) + 16),
+            seconds=cfg["warmupSeconds"],
+            prefix=f"{bench.token}s7w-{label}",
+            max_requests=bound,
+            timeout=60,
+        )
+        bench.drain(timeout=120)
+    meter = bench.cpu_meter()
+    runs: dict[str, list[dict]] = {label: [] for label in sides}
+    for n in range(cfg["wsRounds"]):
+        order = list(sides) if n % 2 == 0 else list(reversed(sides))
+        for label in order:
+            targets = sides[label]
+            meter.start()
+            t0 = time.time()
+            load = bench.closed_load(
+                path=",".join(bench.messages_path(t["channelId"]) for t in targets),
+                key=",".join(t["apiKey"] for t in targets),
+                connections=connections,
+                seconds=cfg["wsSeconds"],
+                prefix=f"{bench.token}s7-{label}-{n}",
+                max_requests=bound,
+                timeout=60,
+            )
+            t1 = time.time()
+            load["drainSeconds"] = bench.drain(timeout=120)
+            done = bench.replies([t["channelId"] for t in targets], since=t0)
+            load["generatorRate"] = load["rate"]
+            load["rate"] = round(sum(1 for t in done if t0 + ramp <= t < t1) / (t1 - t0 - ramp), 2)
+            load["answered"] = len(done)
+            load["cpu"] = meter.stop(completed=len(done))
+            runs[label].append(load)
+    rate = {label: statistics.fmean(r["rate"] for r in rs) for label, rs in runs.items()}
+    cpu = {
+        label: round(
+            statistics.fmean(
+                r["cpu"].get("gunicornCpuMsPerRequest", 0) + r["cpu"].get("postgresCpuMsPerRequest", 0) for r in rs
+            ),
+            2,
+        )
+        for label, rs in runs.items()
+    }
+    errors = {label: sum(r["errors"] for r in rs) for label, rs in runs.items()}
+    ratio = rate["one"] / rate["fifty"] if rate["fifty"] else 0.0
+    bench.save(
+        "s7_workspaces",
+        {
+            "summary": {
+                "workspaces": len(spread),
+                "connections": connections,
+                "onePerSecond": round(rate["one"], 1),
+                "fiftyPerSecond": round(rate["fifty"], 1),
+                "ratio": round(ratio, 3),
+                "goal": f">= {GOAL}",
+                "met": ratio >= GOAL and not any(errors.values()),
+                "cpuMsPerMessage": cpu,
+                "errors": errors,
+            },
+            "agentLatencyMs": 0,
+            "secondsPerRun": cfg["wsSeconds"],
+            "runs": runs,
+            "method": f"closed loop, {connections} connections, 0 ms agent, a new contact and idempotency key "
+            f"per request; the one-workspace and fifty-workspace loads alternate; rate = replies stored from "
+            f"{ramp} s after the start to the end of the load; CPU = gunicorn + the bench database's backends "
+            "until drained, per answered message",
+        },
+    )
