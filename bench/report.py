@@ -18,7 +18,7 @@ RESULT_NAMES = (
     "s5_added_latency",
     "s6_burst",
     "s7_workspaces",
-    "s8_profile_load",
+    "profile_load",
     "profile",
     "s2_slow_agent",
     "s3_flat_cost",
@@ -46,6 +46,10 @@ def _met(value: bool | None) -> str:
 def _load(result: dict | None) -> str:
     load = (result or {}).get("loadAverage")
     return f"{load['before'][0]} → {load['after'][0]}" if load else ""
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
 
 
 def _x(value: float | None, unit: str = "×") -> str:
@@ -117,7 +121,8 @@ def goal_rows(r: dict) -> list[dict]:
     def workspaces(s: dict, d: dict) -> dict:
         return {
             "value": _x(s["ratio"], ""),
-            "detail": f"{s['onePerSecond']} vs {s['fiftyPerSecond']} msg/s, {s['connections']} connections, 0 ms "
+            "detail": f"median of the rounds' {', '.join(str(x) for x in s.get('roundRatios', []))}; mean "
+            f"{s['onePerSecond']} vs {s['fiftyPerSecond']} msg/s, {s['connections']} connections, 0 ms "
             f"agent; CPU per message {s['cpuMsPerMessage']['one']} vs {s['cpuMsPerMessage']['fifty']} ms; errors "
             f"{s['errors']['one']} / {s['errors']['fifty']}",
             "met": s["met"],
@@ -159,7 +164,7 @@ def goal_rows(r: dict) -> list[dict]:
             "met": None,
         }
 
-    add("7", "profile under load (py-spy, 16 vs 500 in flight)", "explains 3", "s8_profile_load", profile)
+    add("7", "profile under load (py-spy, 16 vs 500 in flight)", "explains 3", "profile_load", profile)
     return rows
 
 
@@ -226,7 +231,7 @@ def render_markdown(info: dict, results: dict, before: tuple[dict, dict] | None 
             )
     lines.append("")
     lines += _earlier_goals(results)
-    for section in (_s1, _s6, _s7, _s8, _s4, _s5, _inproc_profile, _s2, _s3):
+    for section in (_s1, _profile_load, _s6, _s7, _s4, _s5, _inproc_profile, _s2, _s3):
         lines += section(results)
     lines.append("Raw figures: `bench/results/*.json` (per scenario) and `run.json` (machine, config).")
     return "\n".join(lines) + "\n"
@@ -274,8 +279,8 @@ def _s1(r: dict) -> list[str]:
         "### Scenario 1: CPU per request, 16 and 500 in flight (goals 1 and 3)",
         "",
         "| run | in flight | rate | p50 ms | p99 ms | busy cores: machine / gunicorn / PostgreSQL (bench db) / "
-        "everything else | CPU ms per request: gunicorn (of which GC) / PostgreSQL | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "everything else | CPU ms per request: gunicorn (of which GC) / PostgreSQL | CPU after the load | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label in d["rounds"]:
         for run_, cpu in zip(d["rounds"][label], d["cpu"][label], strict=True):
@@ -284,14 +289,15 @@ def _s1(r: dict) -> list[str]:
                 f"| {label} | {d['connections'][label]} | {run_['rate']}/s | {lat.get('p50')} | {lat.get('p99')} | "
                 f"{cpu['machineBusyCores']} / {cpu['gunicornCores']} / {cpu['postgresCores']} / "
                 f"{cpu['everythingElseCores']} | {cpu.get('gunicornCpuMsPerRequest')} "
-                f"({cpu.get('gunicornGcCpuMsPerRequest')}) / {cpu.get('postgresCpuMsPerRequest')} | {run_['errors']} |"
+                f"({cpu.get('gunicornGcCpuMsPerRequest')}) / {cpu.get('postgresCpuMsPerRequest')} | "
+                f"{_pct(cpu.get('drainCpuShare'))} | {run_['errors']} |"
             )
     s = d["summary"]
     lines += [
         "",
-        f"{d['requestShape']}. Seconds per run: {d['secondsPerRun']}, of which ramp: {d.get('rampSeconds')}. CPU "
-        f"per answered request (gunicorn + the database's backends, mean over the rounds): in the window "
-        f"{s['cpuMsPerRequest']}, over the whole run {s.get('cpuMsPerRequestWholeRun')}. Method: {d['method']}.",
+        f"{d['requestShape']}. Seconds per load: {d['secondsPerRun']}, of which ramp: {d.get('rampSeconds')}. "
+        f"CPU per answered request (gunicorn + the database's backends, mean over the rounds): "
+        f"{s['cpuMsPerRequest']}. Method: {d['method']}.",
         "",
     ]
     return lines
@@ -326,32 +332,33 @@ def _s7(r: dict) -> list[str]:
     lines = [
         "### Scenario 7: one workspace vs fifty (goal 4)",
         "",
-        "| load | rate (server) | generator's rate | p50 ms | p99 ms | CPU ms per message: gunicorn / PostgreSQL "
-        "| errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| load | rate (server) | in the window | generator's rate | p50 ms | p99 ms | CPU ms per message: "
+        "gunicorn / PostgreSQL | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, runs in d["runs"].items():
         for x in runs:
             cpu, lat = x["cpu"], x["latencyMs"]
             lines.append(
-                f"| {label} | {x['rate']}/s | {x['generatorRate']}/s | {lat.get('p50')} | {lat.get('p99')} | "
+                f"| {label} | {x['rate']}/s | {x.get('windowRate')}/s | {x['generatorRate']}/s | {lat.get('p50')} | "
+                f"{lat.get('p99')} | "
                 f"{cpu.get('gunicornCpuMsPerRequest')} / {cpu.get('postgresCpuMsPerRequest')} | {x['errors']} |"
             )
     lines += ["", f"Method: {d['method']}.", ""]
     return lines
 
 
-def _s8(r: dict) -> list[str]:
-    if "s8_profile_load" not in r:
+def _profile_load(r: dict) -> list[str]:
+    if "profile_load" not in r:
         return []
-    d = r["s8_profile_load"]
+    d = r["profile_load"]
     a, b = d["profiles"]["at16"], d["profiles"]["at500"]
     lines = [
-        "### Scenario 8: where the workers' CPU goes at 16 and at 500 in flight (goal 7)",
+        "### Where the workers' CPU goes at 16 and at 500 in flight (goal 7)",
         "",
-        f"py-spy samples (not idle): {a['samples']} at {a['connections']} in flight, {b['samples']} at "
-        f"{b['connections']}; gunicorn CPU per message {a['gunicornCpuMsPerMessage']} vs "
-        f"{b['gunicornCpuMsPerMessage']} ms ({a['scaledBy']}). Method: {d['method']}.",
+        f"py-spy samples: {a['samples']} at {a['connections']} in flight, {b['samples']} at {b['connections']}; "
+        f"gunicorn CPU per message in those rounds {a['gunicornCpuMsPerMessage']} vs "
+        f"{b['gunicornCpuMsPerMessage']} ms. Method: {d['method']}.",
         "",
         "| area (innermost frame) | share at 16 | share at 500 | ms/msg at 16 | ms/msg at 500 | growth ms/msg |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -6,9 +6,9 @@
     .venv/bin/python -m bench.run --render [--before DIR]   # RESULTS.md again from the saved JSON
 
 The default run measures the goals of issue #17 side by side (bench/report.py lists them): scenarios 1
-(ceiling and CPU per message at 16 and 500 in flight), 4 (statements), 5 (added latency), 6 (a burst of
-first messages), 7 (one workspace vs fifty), 8 (a sampled profile of the workers at 16 and 500 in flight)
-and the in-process profile. Scenarios 2 (slow agent) and 3 (flat cost), earlier issues' goals, run with
+(CPU per message against the bare view, at 16 and at 500 in flight, with a py-spy profile of the workers at
+both), 4 (statements), 5 (added latency), 6 (a burst of first messages), 7 (one workspace vs fifty) and the
+in-process profile. Scenarios 2 (slow agent) and 3 (flat cost), earlier issues' goals, run with
 --all (or --only s2,s3). --before DIR (default bench/results/before/ when it exists, full runs only) adds
 that saved run's figures as a "before" column.
 
@@ -67,9 +67,8 @@ from bench.scenarios.s4_queries import profile, s4_queries
 from bench.scenarios.s5_added_latency import s5_added_latency
 from bench.scenarios.s6_burst import s6_burst
 from bench.scenarios.s7_workspaces import s7_workspaces
-from bench.scenarios.s8_profile_load import s8_profile_load
 
-DEFAULT_STEPS = ("s4", "s1", "s5", "s6", "s7", "s8", "profile")
+DEFAULT_STEPS = ("s4", "s1", "s5", "s6", "s7", "profile")
 EXTRA_STEPS = ("s2", "s3")  # earlier issues' goals: --all or --only
 # make serve's sizing comes from these (config/gunicorn.py, config/settings/base.py): the bench runs on
 # their defaults, whatever the caller's shell exports
@@ -540,7 +539,6 @@ class Bench:
                 "s5": s5_added_latency,
                 "s6": s6_burst,
                 "s7": s7_workspaces,
-                "s8": s8_profile_load,
                 "profile": profile,
                 "s2": s2_slow_agent,
                 "s3": s3_flat_cost,  # last: it adds a million contacts to the database
@@ -566,7 +564,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database for inspection")
     parser.add_argument("--db", default="", help="database name (default channels_bench[_quick])")
-    parser.add_argument("--only", default="", help="comma list of s1,s2,s3,s4,s5,s6,s7,s8,profile")
+    parser.add_argument("--only", default="", help="comma list of s1,s2,s3,s4,s5,s6,s7,profile")
     parser.add_argument("--all", action="store_true", help="also scenarios 2 and 3 (earlier issues' goals)")
     parser.add_argument(
         "--before",

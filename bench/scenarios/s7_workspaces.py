@@ -6,7 +6,8 @@ row's lock, and a greenlet waiting for it holds a pooled connection. The load th
 with many connections (200: ten times a worker's pool) and a 0 ms agent, so the row is written as often as the
 server can; the fifty-workspace side sends the same requests round robin over the fifty (its wrk script picks
 the key and channel per request). The sides alternate order round by round; throughput is counted by the
-server (replies stored after a ramp), CPU per message as in scenario 1.
+server (every reply of a load, over the time to its last), the figure is the median of the rounds' ratios;
+CPU per message as in scenario 1.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def s7_workspaces(bench: Bench) -> None:
             load["drainSeconds"] = bench.drain(timeout=120)
             done = bench.replies([t["channelId"] for t in targets], since=t0)
             load["generatorRate"] = load["rate"]
-            load["rate"] = round(sum(1 for t in done if t0 + ramp <= t < t1) / (t1 - t0 - ramp), 2)
+            # every reply over the time to the last one: at 200 in flight replies come in waves, which a
+            # window inside the load would cut at random; the rate in the window is a detail
+            load["rate"] = round(len(done) / (max(done) - t0), 2) if done else 0.0
+            load["windowRate"] = round(sum(1 for t in done if t0 + ramp <= t < t1) / (t1 - t0 - ramp), 2)
             load["answered"] = len(done)
             load["cpu"] = meter.stop(completed=len(done))
             runs[label].append(load)
@@ -76,7 +80,10 @@ def s7_workspaces(bench: Bench) -> None:
         for label, rs in runs.items()
     }
     errors = {label: sum(r["errors"] for r in rs) for label, rs in runs.items()}
-    ratio = rate["one"] / rate["fifty"] if rate["fifty"] else 0.0
+    # the ratio of each round's two loads (run one after the other), then the median over the rounds: a round
+    # in which the machine's other load came or went counts once
+    ratios = [one["rate"] / fifty["rate"] if fifty["rate"] else 0.0 for one, fifty in zip(*runs.values(), strict=True)]
+    ratio = statistics.median(ratios)
     bench.save(
         "s7_workspaces",
         {
@@ -86,6 +93,7 @@ def s7_workspaces(bench: Bench) -> None:
                 "onePerSecond": round(rate["one"], 1),
                 "fiftyPerSecond": round(rate["fifty"], 1),
                 "ratio": round(ratio, 3),
+                "roundRatios": [round(r, 3) for r in ratios],
                 "goal": f">= {GOAL}",
                 "met": ratio >= GOAL and not any(errors.values()),
                 "cpuMsPerMessage": cpu,
@@ -94,9 +102,10 @@ def s7_workspaces(bench: Bench) -> None:
             "agentLatencyMs": 0,
             "secondsPerRun": cfg["wsSeconds"],
             "runs": runs,
-            "method": f"closed loop, {connections} connections, 0 ms agent, a new contact and idempotency key "
-            f"per request; the one-workspace and fifty-workspace loads alternate; rate = replies stored from "
-            f"{ramp} s after the start to the end of the load; CPU = gunicorn + the bench database's backends "
-            "until drained, per answered message",
+            "method": f"median over the rounds of one / fifty; closed loop, {connections} connections, 0 ms agent, "
+            "a new contact and idempotency key per request; the one-workspace and fifty-workspace loads "
+            "alternate; rate = every reply of the load over the time from its start to the last reply "
+            f"(windowRate: replies stored from {ramp} s after the start to the end of the load); CPU = gunicorn "
+            "+ the bench database's backends until drained, per answered message",
         },
     )
