@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.common import ROOT
+
 # every result file a run may write, in the order of the details
 RESULT_NAMES = (
     "s1_ceiling",
@@ -28,7 +30,7 @@ RESULT_NAMES = (
 def load_results(folder: Path) -> tuple[dict, dict]:
     """A run's run.json and its scenarios' results (those present)."""
     info = json.loads((folder / "run.json").read_text())
-    info["folder"] = str(folder)
+    info["folder"] = str(folder.resolve().relative_to(ROOT)) if folder.resolve().is_relative_to(ROOT) else str(folder)
     results = {
         name: json.loads((folder / f"{name}.json").read_text())
         for name in RESULT_NAMES
@@ -95,7 +97,7 @@ def goal_rows(r: dict) -> list[dict]:
         return {
             "value": _x(s["medianRatio"]) + " (median)",
             "detail": f"{s['messages']} first messages at once, {s['agentLatencyMs']} ms agent: rounds "
-            + ", ".join(f"{x['spanSeconds']} s" for x in rounds)
+            + ", ".join(f"{x['spanSeconds']:.2f} s" for x in rounds)
             + " from the first sent to the last answered; OK "
             + " / ".join(str(n) for n in s["okPerRound"])
             + f"; {s['cpuMsPerMessage']} ms CPU per message",
@@ -121,7 +123,8 @@ def goal_rows(r: dict) -> list[dict]:
     def workspaces(s: dict, d: dict) -> dict:
         return {
             "value": _x(s["ratio"], ""),
-            "detail": f"median of the rounds' {', '.join(str(x) for x in s.get('roundRatios', []))}; mean "
+            "detail": f"median of the rounds' {', '.join(str(x) for x in s.get('roundRatios', []))} (per core the "
+            f"machine's other processes left free: {s.get('ratioPerFreeCore')}); mean "
             f"{s['onePerSecond']} vs {s['fiftyPerSecond']} msg/s, {s['connections']} connections, 0 ms "
             f"agent; CPU per message {s['cpuMsPerMessage']['one']} vs {s['cpuMsPerMessage']['fifty']} ms; errors "
             f"{s['errors']['one']} / {s['errors']['fifty']}",
@@ -190,11 +193,11 @@ def render_markdown(info: dict, results: dict, before: tuple[dict, dict] | None 
     if info.get("error"):
         lines += [f"**The run failed:** `{info['error']}`; the scenarios below are those that finished.", ""]
     earlier = sorted(
-        {
-            f"`{name}` from the run at {d['run']['startedAt']} (commit `{d['run']['commit']}`)"
-            for name, d in results.items()
-            if d.get("run", {}).get("startedAt", info["startedAt"]) != info["startedAt"]
-        }
+        f"`{name}` from the run at {d['run']['startedAt']} (commit `{d['run']['commit']}`)"
+        if "run" in d
+        else f"`{name}` from an earlier run"
+        for name, d in results.items()
+        if d.get("run", {}).get("startedAt") != info["startedAt"]
     )
     if earlier:
         lines += ["Not from the latest run: " + "; ".join(earlier) + ".", ""]
@@ -317,7 +320,7 @@ def _s6(r: dict) -> list[str]:
     for n, x in enumerate(d["rounds"]):
         lat, cpu = x["latencySeconds"], x["cpu"]
         lines.append(
-            f"| {n + 1} | {x['ok']} {x['statuses']} | {x['spanSeconds']} | {x['ratio']} | {x['sendSpreadMs']} | "
+            f"| {n + 1} | {x['ok']} {x['statuses']} | {x['spanSeconds']:.2f} | {x['ratio']} | {x['sendSpreadMs']} | "
             f"{lat['0']} / {lat['50']} / {lat['90']} / {lat['100']} | {cpu.get('gunicornCpuMsPerRequest')} "
             f"({cpu.get('gunicornGcCpuMsPerRequest')}) / {cpu.get('postgresCpuMsPerRequest')} |"
         )
