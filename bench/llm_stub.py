@@ -21,6 +21,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import gevent  # noqa: E402
+import gevent.socket  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
 _LATENCY_PATH = re.compile(r"^/lat/(\d+)(/.*)$")
@@ -105,7 +106,15 @@ def main() -> None:
     args = parser.parse_args()
     if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
         parser.error("the stub listens on loopback only")
-    server = WSGIServer((args.host, args.port), make_app(args.latency_ms), log=None, backlog=4096)
+    # TCP_NODELAY, as real providers' front ends set it: gevent's server writes a response's headers and body
+    # separately, and without it the body waits for the client's delayed ACK of the headers (40 ms on Linux)
+    # on every request of a kept-alive connection. Accepted sockets inherit the listening socket's option.
+    listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
+    listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
+    listener.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+    listener.bind((args.host, args.port))
+    listener.listen(4096)
+    server = WSGIServer(listener, make_app(args.latency_ms), log=None)
     server.serve_forever()
 
 

@@ -1,14 +1,25 @@
 import dataclasses
 import threading
 from datetime import datetime
+from functools import cache
 from typing import Any
 
+from django.db import connection
 from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 
 from channels_app.models import AIAgent, KnowledgeEntry
 from contacts.models import Contact
 from conversations.agents.base import AgentConfig, provider_uses_knowledge
 from conversations.models import Conversation, Message
+
+_CONTACT_ROW = (
+    "id",
+    "name",
+    "conversation_id",
+    "conversation_created_at",
+    "conversation_agent_id",
+    "conversation_last_message_at",
+)
 
 
 def contact_with_active_conversation(
@@ -19,26 +30,46 @@ def contact_with_active_conversation(
 
     Returns None for an unknown contact; `conversation_id` is None when the contact has no active
     conversation on this channel.
+
+    On PostgreSQL the conversation is a LATERAL probe of the (channel, contact) index of active conversations,
+    whatever the planner's statistics say: as a plain join, a freshly loaded table's statistics (one active
+    conversation per channel) made it scan all of the channel's active conversations for every message.
     """
-    row = (
-        Contact.objects.filter(workspace_id=workspace_id, identifier_key=identifier_key)
-        .annotate(
-            active_conversation=FilteredRelation(
-                "conversations",
-                condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.ACTIVE),
+    if connection.vendor != "postgresql":
+        row = (
+            Contact.objects.filter(workspace_id=workspace_id, identifier_key=identifier_key)
+            .annotate(
+                active_conversation=FilteredRelation(
+                    "conversations",
+                    condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.ACTIVE),
+                )
             )
+            .values(
+                "id",
+                "name",
+                conversation_id=F("active_conversation__id"),
+                conversation_created_at=F("active_conversation__created_at"),
+                conversation_agent_id=F("active_conversation__agent_id"),
+                conversation_last_message_at=F("active_conversation__last_message_at"),
+            )
+            .order_by()[:1]
         )
-        .values(
-            "id",
-            "name",
-            conversation_id=F("active_conversation__id"),
-            conversation_created_at=F("active_conversation__created_at"),
-            conversation_agent_id=F("active_conversation__agent_id"),
-            conversation_last_message_at=F("active_conversation__last_message_at"),
-        )
-        .first()
+        return next(iter(row), None)
+    with connection.cursor() as cursor:
+        cursor.execute(_contact_sql(), [channel_id, Conversation.Status.ACTIVE, workspace_id, identifier_key])
+        found = cursor.fetchone()
+    return dict(zip(_CONTACT_ROW, found, strict=True)) if found is not None else None
+
+
+@cache
+def _contact_sql() -> str:
+    contact, conversation = Contact._meta.db_table, Conversation._meta.db_table
+    return (
+        "SELECT c.id, c.name, v.id, v.created_at, v.agent_id, v.last_message_at "
+        f"FROM {contact} c LEFT JOIN LATERAL (SELECT id, created_at, agent_id, last_message_at FROM {conversation} "
+        "WHERE channel_id = %s AND contact_id = c.id AND status = %s LIMIT 1) v ON TRUE "
+        "WHERE c.workspace_id = %s AND c.identifier_key = %s"
     )
-    return row
 
 
 def history_window_queryset(*, conversation_id: str, seq: int, limit: int) -> QuerySet[Message, Any]:
