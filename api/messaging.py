@@ -40,6 +40,7 @@ from api.serializers import (
     MessageResult,
     MessageResultSerializer,
     UsageView,
+    represent,
 )
 from backoffice.stats import message_stats_answered, message_stats_failed
 from billing.credits import (
@@ -587,7 +588,7 @@ def _record_once(
         ),
     )
     # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
-    body = render(MessageResultSerializer(result).data)
+    body = render(represent(MessageResultSerializer, result))
     if hot_path.enabled():
         if not hot_path.inbound_answered(
             message_id=accepted.message.pk, reserved=reserved, result=body, claim=accepted.claim
