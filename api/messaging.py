@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from api import hot_path
 from api.conversations import conversations_closed_announce
 from api.idempotency import (
     Claim,
@@ -39,6 +40,7 @@ from api.serializers import (
     MessageResult,
     MessageResultSerializer,
     UsageView,
+    represent,
 )
 from backoffice.stats import message_stats_answered, message_stats_failed
 from billing.credits import (
@@ -317,7 +319,7 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
         status, closed_at, close_reason = conversation.status, conversation.closed_at, conversation.close_reason or None
     else:
         reserved = credits_estimate(agent=agent)
-        stored = inbound_message_store(
+        store: dict[str, Any] = dict(
             workspace_id=workspace.pk,
             channel_id=channel.pk,
             agent_id=agent.id,
@@ -331,13 +333,17 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             lease_until=lease_until,
             credits_reserved=reserved,
         )
+        if hot_path.enabled():
+            stored = hot_path.inbound_accept(**store, claim=claim)  # the same writes, in one statement
+        else:
+            stored = inbound_message_store(**store)
+            if claim is not None:
+                idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
+            # Last, so the workspace row's lock is held for the shortest time before commit.
+            credits_reserve(workspace_id=workspace.pk, amount=reserved)
         if stored.closed_idle_id is not None:
             # The contact's conversation had timed out: closed now, with its event, in this transaction.
             conversations_closed_announce(conversation_ids=[stored.closed_idle_id])
-        if claim is not None:
-            idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
-        # Last, so the workspace row's lock is held for the shortest time before commit.
-        credits_reserve(workspace_id=workspace.pk, amount=reserved)
         message = stored.message
         contact_id, conversation_id, conversation_created_at = (
             stored.contact_id,
@@ -503,33 +509,49 @@ def _record_once(
     if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
         raise AnsweredElsewhere
     charge = credits_charge(cost=cost, reserved=reserved)
-    stored = replies_store(
-        message=accepted.message,
-        texts=reply.texts,
-        credits=charge,
-        input_tokens=reply.input_tokens,
-        output_tokens=reply.output_tokens,
-        now=now,
-    )
-    charged, balance = credits_settle(
-        workspace_id=accepted.workspace_id,
-        reserved=reserved,
-        cost=cost,
-        message_id=accepted.message.pk,
-        input_tokens=reply.input_tokens,
-        output_tokens=reply.output_tokens,
-        now=now,
-    )
-    message_stats_answered(
-        workspace_id=accepted.workspace_id,
-        channel_id=accepted.channel_id,
-        at=now,
-        replies=len(stored.messages),
-        credits=charged,
-        input_tokens=reply.input_tokens,
-        output_tokens=reply.output_tokens,
-        agent_seconds=accepted.agent_seconds,
-    )
+    if hot_path.enabled():
+        settled = hot_path.replies_settle(
+            message=accepted.message,
+            workspace_id=accepted.workspace_id,
+            channel_id=accepted.channel_id,
+            texts=reply.texts,
+            charge=charge,
+            reserved=reserved,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            agent_seconds=accepted.agent_seconds,
+            now=now,
+        )
+        stored, charged, balance, has_webhook = settled.replies, settled.charged, settled.balance, settled.has_webhook
+    else:
+        stored = replies_store(
+            message=accepted.message,
+            texts=reply.texts,
+            credits=charge,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            now=now,
+        )
+        charged, balance = credits_settle(
+            workspace_id=accepted.workspace_id,
+            reserved=reserved,
+            cost=cost,
+            message_id=accepted.message.pk,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            now=now,
+        )
+        message_stats_answered(
+            workspace_id=accepted.workspace_id,
+            channel_id=accepted.channel_id,
+            at=now,
+            replies=len(stored.messages),
+            credits=charged,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            agent_seconds=accepted.agent_seconds,
+        )
+        has_webhook = None  # event_emit looks
     result = MessageResult(
         contact_id=accepted.contact_id,
         conversation_id=accepted.conversation_id,
@@ -566,10 +588,17 @@ def _record_once(
         ),
     )
     # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
-    body = render(MessageResultSerializer(result).data)
-    if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
-        raise _ReservationGone
-    if accepted.claim is not None:
-        idempotency_complete(claim=accepted.claim, status=200, body=body)
-    message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    body = render(represent(MessageResultSerializer, result))
+    if hot_path.enabled():
+        if not hot_path.inbound_answered(
+            message_id=accepted.message.pk, reserved=reserved, result=body, claim=accepted.claim
+        ):
+            raise _ReservationGone
+    else:
+        if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
+            raise _ReservationGone
+        if accepted.claim is not None:
+            idempotency_complete(claim=accepted.claim, status=200, body=body)
+    if has_webhook is not False:
+        message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
     return body, charged

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Min, Sum
@@ -67,16 +68,40 @@ def message_stats_answered(
 ) -> None:
     """Count one answered message (the record phase, inside its transaction). `agent_seconds` is the agent
     call's duration; None leaves the latency histogram alone."""
+    sql, params = message_stats_answered_statement(
+        workspace_id=workspace_id,
+        channel_id=channel_id,
+        at=at,
+        replies=replies,
+        credits=credits,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        agent_seconds=agent_seconds,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def message_stats_answered_statement(
+    *,
+    workspace_id: str,
+    channel_id: str,
+    at: datetime,
+    replies: int,
+    credits: int,
+    input_tokens: int,
+    output_tokens: int,
+    agent_seconds: float | None,
+) -> tuple[str, list[Any]]:
+    """`message_stats_answered`'s upsert and its parameters (api/hot_path.py runs it as a step of the record
+    phase's statement)."""
     values = dict.fromkeys(_SUMS, 0)
     values.update(messages=1, replies=replies, credits=credits, input_tokens=input_tokens, output_tokens=output_tokens)
     if agent_seconds is not None:
         milliseconds = max(round(agent_seconds * 1000), 0)
         values["agent_ms"] = milliseconds
         values[LATENCY_FIELDS[latency_bucket(milliseconds)]] = 1
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _answered_sql(), [workspace_id, outcome_day(at), channel_id, "", *(values[column] for column in _SUMS)]
-        )
+    return _answered_sql(), [workspace_id, outcome_day(at), channel_id, "", *(values[column] for column in _SUMS)]
 
 
 @cache

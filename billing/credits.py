@@ -7,6 +7,7 @@ flight holds a reservation in `credit_reserved`; a reservation succeeds only whi
 
 import math
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -21,6 +22,10 @@ class InsufficientCredits(ApplicationError):
     code = "insufficient_credits"
     status_code = 402
     default_message = "The workspace has not enough credits for this message. Add credits and retry."
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
 
 
 # Tokens assumed for the prompt of a token-priced agent when reserving; the charge is the real count,
@@ -46,26 +51,42 @@ def credits_cost(*, agent: AgentConfig, input_tokens: int, output_tokens: int) -
     )
 
 
+def credits_reserve_statement(*, workspace_id: str, amount: int) -> tuple[str, list[Any]]:
+    """The reservation's conditional UPDATE (`credits_reserve`): the WHERE clause ends with its last condition,
+    so api/hot_path.py can add one. It matches no row when the workspace cannot cover `amount`."""
+    return (
+        f"UPDATE {_q(Workspace._meta.db_table)} SET credit_reserved = credit_reserved + %s "
+        "WHERE id = %s AND credit_balance >= credit_reserved + %s",
+        [amount, workspace_id, amount],
+    )
+
+
 def credits_reserve(*, workspace_id: str, amount: int) -> None:
     """Hold `amount` credits for a message in flight, or raise InsufficientCredits. One conditional UPDATE:
     the row lock it takes is held only to the end of the caller's short accept transaction."""
     if amount <= 0:
         return
-    reserved = Workspace.objects.filter(pk=workspace_id, credit_balance__gte=F("credit_reserved") + amount).update(
-        credit_reserved=F("credit_reserved") + amount
-    )
+    sql, params = credits_reserve_statement(workspace_id=workspace_id, amount=amount)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        reserved = cursor.rowcount
     if not reserved:
-        available = (
-            Workspace.objects.filter(pk=workspace_id)
-            .values_list(F("credit_balance") - F("credit_reserved"), flat=True)
-            .first()
-        )
-        available = max(available or 0, 0)
-        raise InsufficientCredits(
-            f"The workspace has {_credits(available)} available and this message needs {_credits(amount)}. "
-            "Add credits to the workspace and send the message again.",
-            details={"available": available, "required": amount},
-        )
+        raise credits_shortfall(workspace_id=workspace_id, amount=amount)
+
+
+def credits_shortfall(*, workspace_id: str, amount: int) -> InsufficientCredits:
+    """The error of a reservation that found too few credits, saying how many there are (one query)."""
+    available = (
+        Workspace.objects.filter(pk=workspace_id)
+        .values_list(F("credit_balance") - F("credit_reserved"), flat=True)
+        .first()
+    )
+    available = max(available or 0, 0)
+    return InsufficientCredits(
+        f"The workspace has {_credits(available)} available and this message needs {_credits(amount)}. "
+        "Add credits to the workspace and send the message again.",
+        details={"available": available, "required": amount},
+    )
 
 
 def _credits(count: int) -> str:
@@ -83,6 +104,33 @@ def credits_charge(*, cost: int, reserved: int) -> int:
     return min(cost, reserved)
 
 
+def credits_settle_statement(
+    *, workspace_id: str, reserved: int, charge: int, now: datetime, condition: str = ""
+) -> tuple[str, list[Any]]:
+    """The settlement's UPDATE (`credits_settle`), returning the balance after it: the reservation comes off
+    and the charge (`credits_charge`) is taken from the balance. `condition` is SQL the row must also meet."""
+    return (
+        f"UPDATE {_q(Workspace._meta.db_table)} SET credit_balance = credit_balance - %s, "
+        f"credit_reserved = credit_reserved - %s, updated_at = %s WHERE id = %s{condition} RETURNING credit_balance",
+        [charge, reserved, now, workspace_id],
+    )
+
+
+def ledger_charge_build(
+    *, workspace_id: str, charge: int, balance: int, message_id: str, input_tokens: int, output_tokens: int
+) -> UsageLedgerEntry:
+    """The ledger entry of a settled charge (`credits_settle`), not saved yet."""
+    return UsageLedgerEntry(
+        workspace_id=workspace_id,
+        kind=UsageLedgerEntry.Kind.CHARGE,
+        delta=-charge,
+        balance_after=balance,
+        message_id=message_id,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+
+
 def credits_settle(
     *,
     workspace_id: str,
@@ -96,23 +144,19 @@ def credits_settle(
     """Turn a reservation into a charge: the balance drops by the cost (never more than was reserved, so
     it cannot go below zero) and a ledger entry records it. Returns (credits charged, balance after)."""
     charge = credits_charge(cost=cost, reserved=reserved)
+    sql, params = credits_settle_statement(workspace_id=workspace_id, reserved=reserved, charge=charge, now=now)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Workspace._meta.db_table} SET credit_balance = credit_balance - %s, "
-            "credit_reserved = credit_reserved - %s, updated_at = %s WHERE id = %s RETURNING credit_balance",
-            [charge, reserved, now, workspace_id],
-        )
+        cursor.execute(sql, params)
         balance = cursor.fetchone()[0]
     if charge > 0:
-        UsageLedgerEntry.objects.create(
+        ledger_charge_build(
             workspace_id=workspace_id,
-            kind=UsageLedgerEntry.Kind.CHARGE,
-            delta=-charge,
-            balance_after=balance,
+            charge=charge,
+            balance=balance,
             message_id=message_id,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-        )
+        ).save(force_insert=True)
     return charge, balance
 
 

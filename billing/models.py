@@ -17,7 +17,8 @@ class UsageLedgerEntry(models.Model):
         ADJUSTMENT = "ADJUSTMENT", "Adjustment"
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.ledger_id, editable=False)
-    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="ledger")
+    # Indexed by ledger_ws_created, which leads with it.
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="ledger", db_index=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     delta = models.BigIntegerField()
     balance_after = models.BigIntegerField()

@@ -12,7 +12,10 @@ class Contact(models.Model):
     """
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.contact_id, editable=False)
-    workspace = models.ForeignKey("channels_app.Workspace", on_delete=models.CASCADE, related_name="contacts")
+    # Indexed by contact_unique_identifier_key and contact_ws_recent, which lead with it.
+    workspace = models.ForeignKey(
+        "channels_app.Workspace", on_delete=models.CASCADE, related_name="contacts", db_index=False
+    )
     identifier = models.CharField(max_length=320)
     identifier_key = models.CharField(
         max_length=KEY_MAX_LENGTH, help_text="The identifier as matched: trimmed, e-mail lower-cased, phone digits."

@@ -4,13 +4,20 @@ from contacts.identity import identifier_key
 from contacts.models import Contact
 
 
-def contact_create(*, workspace_id: str, identifier: str, name: str) -> Contact:
-    """Insert a new contact, keyed by its normalised identifier (contacts.identity). A concurrent creator of
-    the same (workspace, key), under any spelling, makes this raise IntegrityError through the unique
-    constraint; the caller retries its transaction and then finds the row."""
-    return Contact.objects.create(
+def contact_build(*, workspace_id: str, identifier: str, name: str) -> Contact:
+    """A new contact, keyed by its normalised identifier (contacts.identity), not saved yet. A concurrent
+    creator of the same (workspace, key), under any spelling, makes its insert raise IntegrityError through the
+    unique constraint; the caller retries its transaction and then finds the row."""
+    return Contact(
         workspace_id=workspace_id, identifier=identifier, identifier_key=identifier_key(identifier), name=name
     )
+
+
+def contact_create(*, workspace_id: str, identifier: str, name: str) -> Contact:
+    """Insert a new contact (`contact_build`)."""
+    contact = contact_build(workspace_id=workspace_id, identifier=identifier, name=name)
+    contact.save(force_insert=True)
+    return contact
 
 
 def contact_name_fill(*, contact_id: str, name: str, now: datetime) -> None:

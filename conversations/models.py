@@ -20,9 +20,17 @@ class Conversation(models.Model):
         AGENT = "agent", "Closed by the agent"
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.conversation_id, editable=False)
-    workspace = models.ForeignKey("channels_app.Workspace", on_delete=models.CASCADE, related_name="conversations")
-    channel = models.ForeignKey("channels_app.Channel", on_delete=models.CASCADE, related_name="conversations")
-    contact = models.ForeignKey("contacts.Contact", on_delete=models.CASCADE, related_name="conversations")
+    # No single-column indexes on the three keys: each leads a composite index below (the read API's lists),
+    # which serves the same lookups, and every index is written again by each message's two UPDATEs of the row.
+    workspace = models.ForeignKey(
+        "channels_app.Workspace", on_delete=models.CASCADE, related_name="conversations", db_index=False
+    )
+    channel = models.ForeignKey(
+        "channels_app.Channel", on_delete=models.CASCADE, related_name="conversations", db_index=False
+    )
+    contact = models.ForeignKey(
+        "contacts.Contact", on_delete=models.CASCADE, related_name="conversations", db_index=False
+    )
     agent = models.ForeignKey(
         "channels_app.AIAgent",
         on_delete=models.SET_NULL,
@@ -93,7 +101,8 @@ class Message(models.Model):
         SENT = "SENT", "Sent"
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.message_id, editable=False)
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # Indexed by message_unique_position, which leads with it.
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False)
     seq = models.PositiveIntegerField()
     part = models.PositiveSmallIntegerField(default=0)
     direction = models.CharField(max_length=10, choices=Direction.choices)

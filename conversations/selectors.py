@@ -1,14 +1,26 @@
 import dataclasses
 import threading
 from datetime import datetime
+from functools import cache
 from typing import Any
 
+from django.db import connection
 from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 
 from channels_app.models import AIAgent, KnowledgeEntry
+from config.statements import Columns, columns, quote
 from contacts.models import Contact
 from conversations.agents.base import AgentConfig, provider_uses_knowledge
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, MediaAsset, Message
+
+_CONTACT_ROW = (
+    "id",
+    "name",
+    "conversation_id",
+    "conversation_created_at",
+    "conversation_agent_id",
+    "conversation_last_message_at",
+)
 
 
 def contact_with_active_conversation(
@@ -19,58 +31,93 @@ def contact_with_active_conversation(
 
     Returns None for an unknown contact; `conversation_id` is None when the contact has no active
     conversation on this channel.
+
+    On PostgreSQL the conversation is a LATERAL probe of the (channel, contact) index of active conversations,
+    whatever the planner's statistics say: as a plain join, a freshly loaded table's statistics (one active
+    conversation per channel) made it scan all of the channel's active conversations for every message.
     """
-    row = (
-        Contact.objects.filter(workspace_id=workspace_id, identifier_key=identifier_key)
-        .annotate(
-            active_conversation=FilteredRelation(
-                "conversations",
-                condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.ACTIVE),
+    if connection.vendor != "postgresql":
+        row = (
+            Contact.objects.filter(workspace_id=workspace_id, identifier_key=identifier_key)
+            .annotate(
+                active_conversation=FilteredRelation(
+                    "conversations",
+                    condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.ACTIVE),
+                )
             )
+            .values(
+                "id",
+                "name",
+                conversation_id=F("active_conversation__id"),
+                conversation_created_at=F("active_conversation__created_at"),
+                conversation_agent_id=F("active_conversation__agent_id"),
+                conversation_last_message_at=F("active_conversation__last_message_at"),
+            )
+            .order_by()[:1]
         )
-        .values(
-            "id",
-            "name",
-            conversation_id=F("active_conversation__id"),
-            conversation_created_at=F("active_conversation__created_at"),
-            conversation_agent_id=F("active_conversation__agent_id"),
-            conversation_last_message_at=F("active_conversation__last_message_at"),
-        )
-        .first()
+        return next(iter(row), None)
+    with connection.cursor() as cursor:
+        cursor.execute(_contact_sql(), [channel_id, Conversation.Status.ACTIVE, workspace_id, identifier_key])
+        found = cursor.fetchone()
+    return dict(zip(_CONTACT_ROW, found, strict=True)) if found is not None else None
+
+
+@cache
+def _contact_sql() -> str:
+    contact, conversation = Contact._meta.db_table, Conversation._meta.db_table
+    return (
+        "SELECT c.id, c.name, v.id, v.created_at, v.agent_id, v.last_message_at "
+        f"FROM {contact} c LEFT JOIN LATERAL (SELECT id, created_at, agent_id, last_message_at FROM {conversation} "
+        "WHERE channel_id = %s AND contact_id = c.id AND status = %s LIMIT 1) v ON TRUE "
+        "WHERE c.workspace_id = %s AND c.identifier_key = %s"
     )
-    return row
 
 
-def history_window_queryset(*, conversation_id: str, seq: int, limit: int) -> QuerySet[Message, Any]:
-    """The last `limit` messages of the conversation up to position `seq`, newest first.
+_WINDOW_MESSAGE = (
+    "id",
+    "seq",
+    "part",
+    "direction",
+    "type",
+    "content",
+    "status",
+    "lease_until",
+    "media_mime_type",
+    "media_size",
+)
+_WINDOW_ASSET = ("file", "sha256")  # as media_asset__file, media_asset__sha256
+
+
+@cache
+def history_window_sql() -> tuple[str, Columns, Columns]:
+    """The last `limit` messages of the conversation up to position `seq`, newest first; parameters
+    (conversation id, seq, limit).
 
     Reads the (conversation, seq, part) unique index backwards and stops after `limit` rows: its cost does
     not grow with the conversation's length. A media message's cached file (name and hash) comes along
-    through a left join on the asset's primary key, one index probe per row of the window.
+    through a left join on the asset's primary key, one index probe per row of the window. Written by hand
+    (config/statements.py): the ORM's compiler cost more CPU than the query, on every message.
     """
-    return (
-        Message.objects.filter(conversation_id=conversation_id, seq__lte=seq)
-        .order_by("-seq", "-part")
-        .values(
-            "id",
-            "seq",
-            "part",
-            "direction",
-            "type",
-            "content",
-            "status",
-            "lease_until",
-            "media_mime_type",
-            "media_size",
-            "media_asset__file",
-            "media_asset__sha256",
-        )[:limit]
+    message, asset = columns(Message, "m", _WINDOW_MESSAGE), columns(MediaAsset, "a", _WINDOW_ASSET)
+    sql = (
+        f"SELECT {message.sql}, {asset.sql} FROM {quote(Message._meta.db_table)} m "
+        f"LEFT JOIN {quote(MediaAsset._meta.db_table)} a ON a.{quote('id')} = m.{quote('media_asset_id')} "
+        f"WHERE m.{quote('conversation_id')} = %s AND m.{quote('seq')} <= %s "
+        f"ORDER BY m.{quote('seq')} DESC, m.{quote('part')} DESC LIMIT %s"
     )
+    return sql, message, asset
 
 
 def history_window(*, conversation_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
-    """`history_window_queryset`, read: one query."""
-    return list(history_window_queryset(conversation_id=conversation_id, seq=seq, limit=limit))
+    """`history_window_sql`, read: one query, each row a dict of the message's fields and the asset's
+    `media_asset__file` and `media_asset__sha256`."""
+    sql, message, asset = history_window_sql()
+    names = (*_WINDOW_MESSAGE, *(f"media_asset__{name}" for name in _WINDOW_ASSET))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [conversation_id, seq, limit])
+        rows = cursor.fetchall()
+    split = len(message)
+    return [dict(zip(names, [*message.values(row[:split]), *asset.values(row[split:])], strict=True)) for row in rows]
 
 
 def earlier_message_pending(*, window: list[dict[str, Any]], seq: int, now: datetime) -> bool:

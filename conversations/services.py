@@ -9,7 +9,8 @@ from django.db.models import Q
 
 from config.errors import ApplicationError
 from contacts.identity import identifier_key
-from contacts.services import contact_create, contact_name_fill
+from contacts.models import Contact
+from contacts.services import contact_build, contact_name_fill
 from conversations.agents.base import HistoryItem, MediaPart
 from conversations.models import Conversation, Message
 from conversations.selectors import contact_with_active_conversation, earlier_message_pending, history_window
@@ -94,6 +95,64 @@ def _seq_take(*, conversation_id: str, now: datetime) -> int | None:
     return None  # closed after the lookup
 
 
+@dataclass
+class InboundTarget:
+    """Where a contact's message goes (`inbound_target`): its contact (`contact`: a new one, not saved yet) and
+    the active conversation to append it to (`append_to`; None: open a new one)."""
+
+    contact_id: str
+    contact: Contact | None
+    append_to: str | None
+    conversation_created_at: datetime | None
+    conversation_agent_id: str | None
+    closed_idle_id: str | None  # the contact's conversation, closed here for inactivity (its event is the caller's)
+
+
+def inbound_target(
+    *,
+    workspace_id: str,
+    channel_id: str,
+    inactivity_timeout_seconds: int,
+    contact_identifier: str,
+    contact_name: str,
+    now: datetime,
+) -> InboundTarget:
+    """The contact and active conversation of a message (`inbound_message_store`), in one indexed query; a known
+    contact without a name takes `contact_name`, and a conversation idle for longer than the channel's timeout
+    is closed here. Nothing else is written: the caller stores the contact, the conversation and the message."""
+    row = contact_with_active_conversation(
+        workspace_id=workspace_id, channel_id=channel_id, identifier_key=identifier_key(contact_identifier)
+    )
+    if row is None:
+        contact = contact_build(workspace_id=workspace_id, identifier=contact_identifier, name=contact_name)
+        return InboundTarget(
+            contact_id=contact.pk,
+            contact=contact,
+            append_to=None,
+            conversation_created_at=None,
+            conversation_agent_id=None,
+            closed_idle_id=None,
+        )
+    if contact_name and not row["name"]:
+        contact_name_fill(contact_id=row["id"], name=contact_name, now=now)
+    append_to, closed_idle_id = row["conversation_id"], None
+    last = row["conversation_last_message_at"]
+    if append_to is not None and inactivity_timeout_seconds and last is not None:
+        idle_before = now - timedelta(seconds=inactivity_timeout_seconds)
+        if last < idle_before:
+            closed = conversations_close_idle(conversation_ids=[append_to], idle_before=idle_before, now=now)
+            if closed:
+                append_to, closed_idle_id = None, closed[0]
+    return InboundTarget(
+        contact_id=row["id"],
+        contact=None,
+        append_to=append_to,
+        conversation_created_at=row["conversation_created_at"],
+        conversation_agent_id=row["conversation_agent_id"],
+        closed_idle_id=closed_idle_id,
+    )
+
+
 def inbound_message_store(
     *,
     workspace_id: str,
@@ -121,44 +180,77 @@ def inbound_message_store(
     one closed meanwhile (through the API, by an operator) is found by `_seq_take`: either way the message
     opens a new conversation, whose history starts empty.
     """
-    row = contact_with_active_conversation(
-        workspace_id=workspace_id, channel_id=channel_id, identifier_key=identifier_key(contact_identifier)
+    target = inbound_target(
+        workspace_id=workspace_id,
+        channel_id=channel_id,
+        inactivity_timeout_seconds=inactivity_timeout_seconds,
+        contact_identifier=contact_identifier,
+        contact_name=contact_name,
+        now=now,
     )
-    if row is None:
-        contact_id = contact_create(workspace_id=workspace_id, identifier=contact_identifier, name=contact_name).id
-        row = {"id": contact_id, "conversation_id": None}
-    elif contact_name and not row["name"]:
-        contact_name_fill(contact_id=row["id"], name=contact_name, now=now)
-    closed_idle_id = None
+    if target.contact is not None:
+        target.contact.save(force_insert=True)
     seq = None
-    if row["conversation_id"] is not None:
-        last = row["conversation_last_message_at"]
-        if inactivity_timeout_seconds and last is not None:
-            idle_before = now - timedelta(seconds=inactivity_timeout_seconds)
-            if last < idle_before:
-                closed = conversations_close_idle(
-                    conversation_ids=[row["conversation_id"]], idle_before=idle_before, now=now
-                )
-                closed_idle_id = closed[0] if closed else None
-        if closed_idle_id is None:
-            seq = _seq_take(conversation_id=row["conversation_id"], now=now)
+    if target.append_to is not None:
+        seq = _seq_take(conversation_id=target.append_to, now=now)
     if seq is None:
         # No active conversation, or it was closed (here, or by a close that committed first).
-        conversation = Conversation.objects.create(
-            workspace_id=workspace_id,
-            channel_id=channel_id,
-            contact_id=row["id"],
-            agent_id=agent_id,
-            last_seq=1,
-            last_message_at=now,
+        conversation = conversation_build(
+            workspace_id=workspace_id, channel_id=channel_id, contact_id=target.contact_id, agent_id=agent_id, now=now
         )
+        conversation.save(force_insert=True)
         conversation_id, created_at, seq = conversation.id, conversation.created_at, 1
     else:
-        conversation_id, created_at = row["conversation_id"], row["conversation_created_at"]
-        if row["conversation_agent_id"] != agent_id:
+        assert target.append_to is not None and target.conversation_created_at is not None
+        conversation_id, created_at = target.append_to, target.conversation_created_at
+        if target.conversation_agent_id != agent_id:
             # The channel was given another agent: its active conversations follow it.
             Conversation.objects.filter(pk=conversation_id).update(agent_id=agent_id)
-    message = Message.objects.create(
+    message = inbound_message_build(
+        conversation_id=conversation_id,
+        seq=seq,
+        type=type,
+        content=content,
+        metadata=metadata,
+        lease_until=lease_until,
+        credits_reserved=credits_reserved,
+    )
+    message.save(force_insert=True)
+    return StoredInbound(
+        contact_id=target.contact_id,
+        conversation_id=conversation_id,
+        conversation_created_at=created_at,
+        message=message,
+        closed_idle_id=target.closed_idle_id,
+    )
+
+
+def conversation_build(
+    *, workspace_id: str, channel_id: str, contact_id: str, agent_id: str, now: datetime
+) -> Conversation:
+    """A new active conversation whose first message is at position 1, not saved yet."""
+    return Conversation(
+        workspace_id=workspace_id,
+        channel_id=channel_id,
+        contact_id=contact_id,
+        agent_id=agent_id,
+        last_seq=1,
+        last_message_at=now,
+    )
+
+
+def inbound_message_build(
+    *,
+    conversation_id: str,
+    seq: int,
+    type: str,
+    content: dict[str, Any],
+    metadata: dict[str, str],
+    lease_until: datetime,
+    credits_reserved: int,
+) -> Message:
+    """A contact's message, waiting for its answer under its request's lease, not saved yet."""
+    return Message(
         conversation_id=conversation_id,
         seq=seq,
         part=0,
@@ -169,13 +261,6 @@ def inbound_message_store(
         status=Message.Status.PENDING,
         lease_until=lease_until,
         credits_reserved=credits_reserved,
-    )
-    return StoredInbound(
-        contact_id=row["id"],
-        conversation_id=conversation_id,
-        conversation_created_at=created_at,
-        message=message,
-        closed_idle_id=closed_idle_id,
     )
 
 
@@ -206,6 +291,9 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
     always sent, even alone over the budget. The history starts with a contact's message: replies whose
     question fell out of the window would read as the agent talking to itself.
     """
+    current = HistoryItem(role="user", type=message.type, content=message.content, metadata=message.metadata)
+    if message.seq == 1:
+        return [current]  # the conversation's first message: nothing earlier to wait for or to show, no query
     # One row more than the messages allowed: `message` itself is in the window, and the window must reach
     # the message before it (earlier_message_pending) even when the agent sees no history at all.
     window = history_window(conversation_id=message.conversation_id, seq=message.seq, limit=max(max_messages, 1) + 1)
@@ -235,7 +323,7 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
         )
         for row in earlier
     ]
-    items.append(HistoryItem(role="user", type=message.type, content=message.content, metadata=message.metadata))
+    items.append(current)
     return items
 
 
@@ -292,22 +380,9 @@ def replies_store(
     nothing of the reply is kept. The conversation's UPDATE is the check (its condition), so it costs no
     statement of its own; under READ COMMITTED an erasure in progress holds the row and the UPDATE then
     sees it erased."""
-    replies = [
-        Message(
-            conversation_id=message.conversation_id,
-            seq=message.seq,
-            part=index,
-            direction=Message.Direction.OUTBOUND,
-            type=Message.Type.TEXT,
-            content={"text": {"body": text}},
-            status=Message.Status.SENT,
-            reply_to_id=message.id,
-            credits=credits if index == 1 else 0,
-            input_tokens=input_tokens if index == 1 else 0,
-            output_tokens=output_tokens if index == 1 else 0,
-        )
-        for index, text in enumerate(texts, start=1)
-    ]
+    replies = replies_build(
+        message=message, texts=texts, credits=credits, input_tokens=input_tokens, output_tokens=output_tokens
+    )
     Message.objects.bulk_create(replies)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -325,6 +400,28 @@ def replies_store(
         pk=message.conversation_id
     )
     return StoredReplies(messages=replies, status=status, closed_at=closed_at, close_reason=close_reason or None)
+
+
+def replies_build(
+    *, message: Message, texts: list[str], credits: int, input_tokens: int, output_tokens: int
+) -> list[Message]:
+    """The agent's replies to `message`, at its position, parts 1, 2, ..., not saved yet (`replies_store`)."""
+    return [
+        Message(
+            conversation_id=message.conversation_id,
+            seq=message.seq,
+            part=index,
+            direction=Message.Direction.OUTBOUND,
+            type=Message.Type.TEXT,
+            content={"text": {"body": text}},
+            status=Message.Status.SENT,
+            reply_to_id=message.id,
+            credits=credits if index == 1 else 0,
+            input_tokens=input_tokens if index == 1 else 0,
+            output_tokens=output_tokens if index == 1 else 0,
+        )
+        for index, text in enumerate(texts, start=1)
+    ]
 
 
 @dataclass

@@ -90,6 +90,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
         "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
     }
+    DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=False)
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
     # Django's backend, plus a check of each pooled connection before use, so that connections that died
     # while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).

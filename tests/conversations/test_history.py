@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from contacts.services import contact_create
 from conversations.models import Conversation, Message
-from conversations.selectors import history_window_queryset
+from conversations.selectors import history_window_sql
 from conversations.services import TurnNotReady, history_build, text_chars
 from tests.factories import ChannelFactory
 
@@ -223,7 +223,9 @@ def test_history_query_reads_the_position_index_backwards_on_postgresql(db):
         cursor.execute(f"ANALYZE {Message._meta.db_table}")
 
     # when
-    plan = history_window_queryset(conversation_id=conversation.pk, seq=message.seq, limit=21).explain()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + history_window_sql()[0], [conversation.pk, message.seq, 21])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
 
     # then: a backward scan of the unique index under the LIMIT; no scan of the table, no sort
     assert "Index Scan Backward using message_unique_position" in plan, plan

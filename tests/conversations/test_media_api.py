@@ -23,6 +23,7 @@ from conversations.agents import openai_agent
 from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline
 from conversations.models import MediaAsset, Message
+from tests.api.test_query_counts import EXISTING_CONTACT
 from tests.conftest import SEED_TEXT, Api, error_of
 from tests.conversations.test_media_inspect import (
     NUL_PDF_MAPPING,
@@ -421,7 +422,7 @@ def test_earlier_images_go_to_the_provider_as_bytes_never_by_their_url(llm_api, 
         "contactIdentifier": SEED_TEXT["contactIdentifier"],
         "content": {"text": {"body": "Is it paid?"}},
     }
-    with assert_statements(14):
+    with assert_statements(EXISTING_CONTACT):
         assert llm_api.post(body).status_code == 200
 
     # then: the earlier image went again as its cached bytes, from storage (not downloaded again)
