@@ -27,11 +27,12 @@ on arrival, a retry resuming a stored message, a webhook's event, the failure pa
 both databases.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import Model
 
 from api.idempotency import Claim
@@ -60,6 +61,10 @@ from webhooks.models import WebhookEndpoint
 def enabled() -> bool:
     """Whether the phases write through these statements (PostgreSQL) or through the ORM (SQLite)."""
     return connection.vendor == "postgresql"
+
+
+ABORT_FUNCTION = "channels_hot_path_abort"  # created by api/migrations/0002_hot_path_abort.py
+_CONVERSATION_GONE, _NO_CREDITS, _RESERVATION_GONE = "conversation_gone", "insufficient_credits", "reservation_gone"
 
 
 def _table(model: type[Model]) -> str:
@@ -91,10 +96,55 @@ class _Statement:
         tail = f" FROM {source}" if source else self.after()
         self.step(name, f"INSERT INTO {table} {values}{tail} RETURNING {returning}", params)
 
-    def run(self, select: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
+    def run(
+        self,
+        select: str,
+        params: list[Any] | None = None,
+        *,
+        commit: bool = False,
+        aborts: dict[str, Callable[[], Exception | None]] | None = None,
+    ) -> tuple[Any, ...] | None:
+        """Run the statement: its steps, then `select` (which may stop the transaction with `_abort(reason)`,
+        raising Aborted with `aborts[reason]`); with `commit`, the transaction's COMMIT in the same round trip."""
+        sql = f"WITH {', '.join(self.steps)} {select}" + ("; COMMIT" if commit else "")
         with connection.cursor() as cursor:
-            cursor.execute(f"WITH {', '.join(self.steps)} {select}", [*self.params, *(params or [])])
+            try:
+                cursor.execute(sql, [*self.params, *(params or [])])
+            except DatabaseError as error:
+                reason = getattr(getattr(error.__cause__, "diag", None), "message_primary", None)
+                if aborts and reason in aborts:
+                    raise Aborted(reason, aborts[reason]) from error
+                raise
             return cursor.fetchone()
+
+
+def _abort(reason: str) -> str:
+    """SQL that stops the statement and its transaction (the function api/migrations/0002_hot_path_abort.py
+    makes): for an outcome that must write nothing, in a statement that commits (`_commits`)."""
+    return f"{ABORT_FUNCTION}('{reason}')"
+
+
+class Aborted(Exception):
+    """A statement of this module stopped its transaction. The caller lets it leave the atomic block (which
+    rolls back), then calls `error()`: the exception to raise, or None to run the transaction again."""
+
+    def __init__(self, reason: str, error: Callable[[], Exception | None]) -> None:
+        super().__init__(reason)
+        self.reason, self.error = reason, error
+
+
+def _commits() -> bool:
+    """Whether the statement that ends a phase's transaction may commit it in its own round trip.
+
+    A transaction that holds the workspace row (the credit reservation and the settlement lock it until
+    commit) keeps every other message of the workspace waiting for as long as its COMMIT takes to be sent:
+    under a burst, a gevent worker runs many requests, and a request whose statement returned waits its turn
+    for the CPU before it can send the COMMIT. Sent with the statement, the lock is held only while
+    PostgreSQL runs it and syncs the commit. Only the outermost transaction (a test's wrapping transaction
+    must not be committed); Django's own COMMIT at the end of the atomic block then finds the transaction
+    already committed (psycopg sends nothing) and runs the on-commit hooks as usual. A statement that commits
+    is the transaction's last, and an outcome that must write nothing stops it (`_abort`), never returns."""
+    return len(connection.atomic_blocks) == 1
 
 
 # --- accept ----------------------------------------------------------------------------------------------
@@ -137,22 +187,31 @@ def inbound_accept(
         lease_until=lease_until,
         credits_reserved=credits_reserved,
     )
-    write: dict[str, Any] = dict(message=message, claim=claim, workspace_id=workspace_id, reserve=credits_reserved)
+    write: dict[str, Any] = dict(
+        message=message,
+        claim=claim,
+        workspace_id=workspace_id,
+        reserve=credits_reserved,
+        # the idle close's event is written after this statement, in the same transaction
+        commit=_commits() and target.closed_idle_id is None,
+    )
     if target.append_to is not None:
-        seq = _accept_run(_appended(target.append_to, agent_id=agent_id, now=now), **write)
-        if seq is not None:
-            assert target.conversation_created_at is not None
-            message.seq = seq
-            return StoredInbound(
-                contact_id=target.contact_id,
-                conversation_id=target.append_to,
-                conversation_created_at=target.conversation_created_at,
-                message=message,
-                closed_idle_id=target.closed_idle_id,
-            )
-        if Conversation.objects.filter(pk=target.append_to, erased_at__isnull=False).exists():
-            raise ContactErased()  # erased after the lookup (the erasure's UPDATE held the row until it committed)
-        # closed after the lookup: the message opens a new conversation
+
+        def gone() -> Exception | None:
+            # After the rollback: erased after the lookup (the erasure's UPDATE held the row until it committed),
+            # or closed (then None: the transaction runs again, and the message opens a new conversation).
+            erased = Conversation.objects.filter(pk=target.append_to, erased_at__isnull=False).exists()
+            return ContactErased() if erased else None
+
+        message.seq = _accept_run(_appended(target.append_to, agent_id=agent_id, now=now), gone=gone, **write)
+        assert target.conversation_created_at is not None
+        return StoredInbound(
+            contact_id=target.contact_id,
+            conversation_id=target.append_to,
+            conversation_created_at=target.conversation_created_at,
+            message=message,
+            closed_idle_id=target.closed_idle_id,
+        )
     conversation = conversation_build(
         workspace_id=workspace_id, channel_id=channel_id, contact_id=target.contact_id, agent_id=agent_id, now=now
     )
@@ -185,10 +244,18 @@ def _appended(conversation_id: str, *, agent_id: str, now: datetime) -> _Stateme
 
 
 def _accept_run(
-    statement: _Statement, *, message: Message, claim: Claim | None, workspace_id: str, reserve: int
-) -> int | None:
-    """Add the message, the claim's attachment and the reservation (last) to `statement` and run it: the
-    message's position, or None when the conversation's position step found nothing (then nothing was written)."""
+    statement: _Statement,
+    *,
+    message: Message,
+    claim: Claim | None,
+    workspace_id: str,
+    reserve: int,
+    commit: bool,
+    gone: Callable[[], Exception | None] | None = None,
+) -> int:
+    """Add the message, the claim's attachment and the reservation (last) to `statement` and run it; returns
+    the message's position. Stops the transaction (Aborted) when the workspace cannot cover `reserve`
+    (InsufficientCredits) or the conversation's position step found nothing (`gone` says what then)."""
     if statement.last == "s":
         statement.insert("m", message, source="s", returning="seq", seq="s.last_seq")
     else:
@@ -201,15 +268,19 @@ def _accept_run(
             + " RETURNING 1",
             [message.pk, message.lease_until, claim.record_id],
         )
+    checks = f"WHEN NOT EXISTS (SELECT 1 FROM m) THEN {_abort(_CONVERSATION_GONE)} "
     if reserve > 0:
         sql, params = credits_reserve_statement(workspace_id=workspace_id, amount=reserve)
         statement.step("w", sql + statement.after("AND") + " RETURNING 1", params)
-    row = statement.run(f"SELECT (SELECT seq FROM m), EXISTS (SELECT 1 FROM {statement.last})")
-    assert row is not None
-    seq, reserved = row
-    if seq is not None and not reserved:
-        raise credits_shortfall(workspace_id=workspace_id, amount=reserve)
-    return seq
+        checks += f"WHEN NOT EXISTS (SELECT 1 FROM w) THEN {_abort(_NO_CREDITS)} "
+    aborts: dict[str, Callable[[], Exception | None]] = {
+        _NO_CREDITS: lambda: credits_shortfall(workspace_id=workspace_id, amount=reserve)
+    }
+    if gone is not None:
+        aborts[_CONVERSATION_GONE] = gone
+    row = statement.run(f"SELECT (SELECT seq FROM m), CASE {checks}END", commit=commit, aborts=aborts)
+    assert row is not None and row[0] is not None
+    return row[0]
 
 
 # --- record ----------------------------------------------------------------------------------------------
@@ -291,10 +362,11 @@ def replies_settle(
     return Settled(replies=stored, charged=charge, balance=balance, has_webhook=has_webhook)
 
 
-def inbound_answered(*, message_id: str, reserved: int, result: bytes, claim: Claim | None) -> bool:
-    """The record phase's second statement: the message answered with its 200 body
-    (conversations.services.inbound_message_answer: False when the clean-up took its reservation meanwhile)
-    and the key's response stored for replay (api.idempotency.idempotency_complete)."""
+def inbound_answered(*, message_id: str, reserved: int, result: bytes, claim: Claim | None, commit: bool) -> None:
+    """The record phase's last statement: the message answered with its 200 body
+    (conversations.services.inbound_message_answer) and the key's response stored for replay
+    (api.idempotency.idempotency_complete), with the COMMIT when `commit` (`_commits`). Stops the transaction
+    (Aborted, `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
     statement = _Statement()
     condition = " AND credits_reserved = %s" if reserved > 0 else ""
     statement.step(
@@ -311,5 +383,13 @@ def inbound_answered(*, message_id: str, reserved: int, result: bytes, claim: Cl
             f"FROM a WHERE {table}.id = %s AND {table}.owner = %s RETURNING 1",
             [IdempotencyRecord.State.COMPLETED, claim.record_id, claim.owner],
         )
-    row = statement.run("SELECT EXISTS (SELECT 1 FROM a)")
-    return bool(row and row[0])
+    statement.run(
+        f"SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM a) THEN {_abort(_RESERVATION_GONE)} END",
+        commit=commit,
+        aborts={_RESERVATION_GONE: lambda: None},
+    )
+
+
+def record_commits(*, has_webhook: bool) -> bool:
+    """Whether the record phase's last statement commits (`_commits`): not when a webhook's event follows it."""
+    return _commits() and not has_webhook

@@ -279,6 +279,14 @@ def _accept(inbound: InboundRequest) -> Accepted | Replay:
             # A concurrent request created the same contact, conversation or key first; now it is visible.
             if attempt == _ACCEPT_ATTEMPTS:
                 raise
+        except hot_path.Aborted as aborted:
+            # Rolled back: the workspace's credits ran short, or the conversation was closed or erased after
+            # the lookup (a closed one: run again, the message opens a new conversation).
+            error = aborted.error()
+            if error is not None:
+                raise error from None
+            if attempt == _ACCEPT_ATTEMPTS:
+                raise ConversationBusy(headers={"Retry-After": "1"}) from None
     raise AssertionError("unreachable")
 
 
@@ -590,10 +598,16 @@ def _record_once(
     # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
     body = render(represent(MessageResultSerializer, result))
     if hot_path.enabled():
-        if not hot_path.inbound_answered(
-            message_id=accepted.message.pk, reserved=reserved, result=body, claim=accepted.claim
-        ):
-            raise _ReservationGone
+        try:
+            hot_path.inbound_answered(
+                message_id=accepted.message.pk,
+                reserved=reserved,
+                result=body,
+                claim=accepted.claim,
+                commit=hot_path.record_commits(has_webhook=bool(has_webhook)),
+            )
+        except hot_path.Aborted:
+            raise _ReservationGone from None
     else:
         if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
             raise _ReservationGone
