@@ -28,7 +28,6 @@ both databases.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -286,31 +285,23 @@ def _accept_run(
 # --- record ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Settled:
-    replies: StoredReplies
-    charged: int
-    balance: int
-    has_webhook: bool  # whether the channel has a webhook, read in the same statement
-
-
-def replies_settle(
+def replies_store(
     *,
     message: Message,
     workspace_id: str,
     channel_id: str,
     texts: list[str],
     charge: int,
-    reserved: int,
     input_tokens: int,
     output_tokens: int,
     agent_seconds: float | None,
     now: datetime,
-) -> Settled:
+) -> tuple[StoredReplies, bool]:
     """The record phase's first statement: the conversation's stamp (conversations.services.replies_store: it
-    finds nothing once the conversation was erased, then ContactErased), the settlement (billing.credits_settle),
-    the replies, the ledger entry and the daily rollup (backoffice.stats.message_stats_answered), and whether
-    the channel has a webhook (webhooks.services.event_emit). Locks the conversation row, then the workspace row."""
+    finds nothing once the conversation was erased, then ContactErased), the replies, the daily rollup
+    (backoffice.stats.message_stats_answered), and whether the channel has a webhook (webhooks.services.event_emit).
+    Returns the replies as stored and that flag. Locks the conversation row; the workspace row comes last, in
+    `inbound_settle_answer`."""
     replies = replies_build(
         message=message, texts=texts, credits=charge, input_tokens=input_tokens, output_tokens=output_tokens
     )
@@ -321,22 +312,8 @@ def replies_settle(
         "RETURNING status, closed_at, close_reason",
         [now, message.conversation_id],
     )
-    sql, params = credits_settle_statement(
-        workspace_id=workspace_id, reserved=reserved, charge=charge, now=now, condition=statement.after("AND")
-    )
-    statement.step("w", sql, params)
     for index, reply in enumerate(replies):
-        statement.insert(f"r{index}", reply, source="w")
-    if charge > 0:
-        entry = ledger_charge_build(
-            workspace_id=workspace_id,
-            charge=charge,
-            balance=0,
-            message_id=message.pk,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
-        statement.insert("l", entry, source="w", balance_after="w.credit_balance")
+        statement.insert(f"r{index}", reply, source="v")
     sql, params = message_stats_answered_statement(
         workspace_id=workspace_id,
         channel_id=channel_id,
@@ -349,31 +326,75 @@ def replies_settle(
     )
     statement.step("d", sql, params)
     row = statement.run(
-        "SELECT v.status, v.closed_at, v.close_reason, (SELECT credit_balance FROM w), "
+        "SELECT v.status, v.closed_at, v.close_reason, "
         f"EXISTS (SELECT 1 FROM {_table(WebhookEndpoint)} WHERE channel_id = %s) FROM v",
         [channel_id],
     )
     if row is None:
         raise ContactErased()
-    status, closed_at, close_reason, balance, has_webhook = row
+    status, closed_at, close_reason, has_webhook = row
     if status == Conversation.Status.ACTIVE:
         closed_at, close_reason = None, None
     stored = StoredReplies(messages=replies, status=status, closed_at=closed_at, close_reason=close_reason or None)
-    return Settled(replies=stored, charged=charge, balance=balance, has_webhook=has_webhook)
+    return stored, has_webhook
 
 
-def inbound_answered(*, message_id: str, reserved: int, result: bytes, claim: Claim | None, commit: bool) -> None:
-    """The record phase's last statement: the message answered with its 200 body
+# The 200 body shows the balance after the settlement, which only the settlement's statement knows: the body is
+# rendered with this number as the balance, and that statement writes the real one in its place, in the bytes
+# it stores (and `inbound_settle_answer` in the bytes it returns). `"balance":-7364982015593814271` cannot occur
+# anywhere else in a JSON body: inside a string a quote is escaped.
+BALANCE_PLACEHOLDER = -7364982015593814271
+_BALANCE_FIELD = '"balance":'
+_BALANCE_MARK = f"{_BALANCE_FIELD}{BALANCE_PLACEHOLDER}"
+
+
+def inbound_settle_answer(
+    *,
+    message_id: str,
+    workspace_id: str,
+    reserved: int,
+    charge: int,
+    input_tokens: int,
+    output_tokens: int,
+    template: bytes,
+    claim: Claim | None,
+    commit: bool,
+    now: datetime,
+) -> bytes:
+    """The record phase's last statement: the settlement (billing.credits_settle: the reservation off, the
+    charge from the balance, its ledger entry), the message answered with its 200 body
     (conversations.services.inbound_message_answer) and the key's response stored for replay
-    (api.idempotency.idempotency_complete), with the COMMIT when `commit` (`_commits`). Stops the transaction
-    (Aborted, `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
+    (api.idempotency.idempotency_complete), with the COMMIT when `commit` (`_commits`). `template` is the body
+    with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the transaction (Aborted,
+    `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
+    assert template.count(_BALANCE_MARK.encode()) == 1, "the body shows the balance once"
     statement = _Statement()
-    condition = " AND credits_reserved = %s" if reserved > 0 else ""
+    sql, params = credits_settle_statement(workspace_id=workspace_id, reserved=reserved, charge=charge, now=now)
+    statement.step("w", sql, params)
+    if charge > 0:
+        entry = ledger_charge_build(
+            workspace_id=workspace_id,
+            charge=charge,
+            balance=0,
+            message_id=message_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+        statement.insert("l", entry, source="w", balance_after="w.credit_balance")
+    condition = " AND m.credits_reserved = %s" if reserved > 0 else ""
     statement.step(
         "a",
-        f"UPDATE {_table(Message)} SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
-        f"result = %s WHERE id = %s{condition} RETURNING result",
-        [Message.Status.ANSWERED, result, message_id, *([reserved] if reserved > 0 else [])],
+        f"UPDATE {_table(Message)} m SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
+        "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8') "
+        f"FROM w WHERE m.id = %s{condition} RETURNING m.result",
+        [
+            Message.Status.ANSWERED,
+            template.decode(),
+            _BALANCE_MARK,
+            _BALANCE_FIELD,
+            message_id,
+            *([reserved] if reserved > 0 else []),
+        ],
     )
     if claim is not None:
         table = _table(IdempotencyRecord)
@@ -383,11 +404,14 @@ def inbound_answered(*, message_id: str, reserved: int, result: bytes, claim: Cl
             f"FROM a WHERE {table}.id = %s AND {table}.owner = %s RETURNING 1",
             [IdempotencyRecord.State.COMPLETED, claim.record_id, claim.owner],
         )
-    statement.run(
-        f"SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM a) THEN {_abort(_RESERVATION_GONE)} END",
+    row = statement.run(
+        f"SELECT (SELECT credit_balance FROM w), CASE WHEN NOT EXISTS (SELECT 1 FROM a) THEN "
+        f"{_abort(_RESERVATION_GONE)} END",
         commit=commit,
         aborts={_RESERVATION_GONE: lambda: None},
     )
+    assert row is not None
+    return template.replace(_BALANCE_MARK.encode(), f"{_BALANCE_FIELD}{row[0]}".encode(), 1)
 
 
 def record_commits(*, has_webhook: bool) -> bool:
