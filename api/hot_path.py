@@ -1,30 +1,30 @@
-"""The messages endpoint's writes on PostgreSQL: each phase's writes as one statement (api/messaging.py).
+"""The messages endpoint's writes on PostgreSQL: a few statements per phase (api/messaging.py).
 
 The accept and record phases write to several tables in one short transaction each. Through the ORM that is
-one round trip per row and per table (contact, conversation, message, idempotency record, workspace; replies,
-conversation, workspace, ledger, daily rollup, message, idempotency record): 13 statements of work per message,
-each built by the ORM's compiler and planned by PostgreSQL anew. Here the same rows are written by
-data-modifying CTEs (`WITH ... INSERT/UPDATE ... RETURNING`): the accept phase's writes in one statement, the
-record phase's in two (the 200 body, stored with the message, shows the balance the settlement returns, so it
-can only be rendered between the two).
+one round trip per row and per table: 13 statements of work per message, each built by the ORM's compiler
+and planned by PostgreSQL anew. Here the same rows are written by data-modifying CTEs
+(`WITH ... INSERT/UPDATE ... RETURNING`): the accept phase's writes in one statement (`inbound_accept`), the
+record phase's in two (`replies_store`, then `inbound_settle_answer`), and the statement that locks the
+workspace row (every message of a workspace locks it twice) is its transaction's last and commits it in the
+same round trip (`_commits`; docs/architecture.md "Statements per message").
 
-What stays exactly as the ORM path does it (the SQLite path, which has no data-modifying CTEs, runs the ORM
-functions these statements stand for, in the same order):
+What stays as the ORM path does it (the SQLite path, which has no data-modifying CTEs, runs the ORM
+functions these statements stand for):
 - the rows: each is built as a model instance (its defaults, `auto_now_add`, ids) and adapted by its fields
   (config/statements.py), so a column added to a model is written here too, with its default;
 - the order of row locks: in the accept phase the workspace row (credit reservation) last, after the inserts;
-  in the record phase the conversation row, then the workspace row, as the ORM path takes them. PostgreSQL
-  runs a step when the statement first reads its result, and a step nothing reads after the main query: so
-  each step that must come after another reads it (`WHERE EXISTS (SELECT 1 FROM <previous step>)`), which
-  fixes the order and makes a step whose predecessor found nothing do nothing;
+  in the record phase the conversation row, then the workspace row, then the message row. PostgreSQL runs a
+  step when the statement first reads its result, and a step nothing reads after the main query: so each
+  step that must come after another reads it (`WHERE EXISTS (SELECT 1 FROM <previous step>)` or `FROM
+  <previous step>`), which fixes the order and makes a step whose predecessor found nothing do nothing;
 - the races: a unique constraint that fires (a concurrent first message of the same contact) fails the whole
-  statement with IntegrityError, and the caller retries the transaction, as before; a conversation closed or
-  erased after the lookup makes the sequence step find nothing, and the caller opens a new conversation or
-  gives up (`ContactErased`), as before.
+  statement with IntegrityError, and the caller retries the transaction; a conversation closed or erased
+  after the lookup stops the statement, and the caller opens a new conversation or gives up
+  (`ContactErased`); too few credits stop it (InsufficientCredits).
 
 Only the common path is here. The rare branches (a contact's first name, a conversation closed for inactivity
 on arrival, a retry resuming a stored message, a webhook's event, the failure path) run the ORM functions on
-both databases.
+both databases, in the same transaction, which then commits as Django commits it.
 """
 
 from collections.abc import Callable
