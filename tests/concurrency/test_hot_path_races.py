@@ -2,12 +2,10 @@
 an erasure committing while a message of the contact opens a new conversation, one idempotency key sent at
 once with different bodies or after its record expired, and reservations larger than the charges."""
 
-import threading
-import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -17,7 +15,7 @@ from channels_app.models import AIAgent
 from contacts.models import Contact
 from conversations.agents.base import AgentReply
 from conversations.models import Conversation, Message
-from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, run_together
+from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, in_thread, run_together, wait_for_lock_waiters
 from tests.conftest import SEED_TEXT, Api, requires_postgresql
 from tests.factories import ChannelFactory
 
@@ -28,35 +26,6 @@ KEY = "hostile-%s-'quoted'-\\-key"  # psycopg binds it client-side: a `%s` in a 
 
 def message(identifier: str, text: str, **fields) -> dict:
     return {**SEED_TEXT, "contactIdentifier": identifier, "content": {"text": {"body": text}}, **fields}
-
-
-def lock_waiters() -> list[int]:
-    """The test database's backends waiting for a row lock now."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
-def wait_for_lock_waiters(count: int) -> None:
-    deadline = time.monotonic() + THREAD_TIMEOUT_SECONDS
-    while len(lock_waiters()) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} backends ever waited for a lock"
-        time.sleep(0.02)
-
-
-def in_thread(results: dict, name: str, call) -> threading.Thread:
-    def work() -> None:
-        try:
-            results[name] = call()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=work, name=name)
-    thread.start()
-    return thread
 
 
 def ledger_consistent(workspace) -> tuple[int, int, int]:
