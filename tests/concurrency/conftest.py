@@ -10,6 +10,9 @@ from django.db import connection
 from django.test import Client
 
 from billing.credits import credits_grant
+from billing.models import UsageLedgerEntry
+from channels_app.models import Workspace
+from tests.agents import ScriptedAgent
 from tests.conftest import Api
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 
@@ -88,6 +91,26 @@ def in_thread(results: dict[str, Any], name: str, call: Callable[[], Any]) -> th
     thread = threading.Thread(target=work, name=name)
     thread.start()
     return thread
+
+
+def books(workspace: Workspace) -> tuple[int, int, int]:
+    """(balance, reserved, sum of the ledger) of the workspace as stored now."""
+    workspace.refresh_from_db()
+    ledger = sum(UsageLedgerEntry.objects.filter(workspace=workspace).values_list("delta", flat=True))
+    return workspace.credit_balance, workspace.credit_reserved, ledger
+
+
+def agent_thinks_until_told(agent: ScriptedAgent) -> tuple[threading.Event, threading.Event]:
+    """Script the agent's next call to wait: (thinking, go), the first set once it thinks, the second what it
+    waits for."""
+    thinking, go = threading.Event(), threading.Event()
+
+    def think(**kwargs: Any) -> None:
+        thinking.set()
+        assert go.wait(THREAD_TIMEOUT_SECONDS)
+
+    agent.script(think)
+    return thinking, go
 
 
 @pytest.fixture

@@ -3,17 +3,23 @@ request's backend is terminated while its statement waits for a row this test ho
 phases, every idle pooled connection is). The request is answered 503 `database_unavailable` with nothing
 half-written, the failure path runs on a fresh connection, and a retry with the same key answers once."""
 
-import threading
+import time
 
 import pytest
 from django.db import connection, transaction
 from django.test import Client
 
 from api.models import IdempotencyRecord
-from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from conversations.models import Conversation, Message
-from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, in_thread, lock_waiters, wait_for_lock_waiters
+from tests.concurrency.conftest import (
+    THREAD_TIMEOUT_SECONDS,
+    agent_thinks_until_told,
+    books,
+    in_thread,
+    lock_waiters,
+    wait_for_lock_waiters,
+)
 from tests.config.test_database_outage import terminate_backends
 from tests.conftest import SEED_TEXT, Api, error_of, requires_postgresql
 
@@ -23,17 +29,14 @@ KEY = "terminated-%s-key"
 SECOND = {**SEED_TEXT, "content": {"text": {"body": "Can I get a refund?"}}}
 
 
-def books(workspace) -> tuple[int, int, int]:
-    workspace.refresh_from_db()
-    ledger = sum(UsageLedgerEntry.objects.filter(workspace=workspace).values_list("delta", flat=True))
-    return workspace.credit_balance, workspace.credit_reserved, ledger
-
-
 def terminate(pid: int) -> None:
+    """Terminate the test database's backend `pid` (it waits for a row this test holds); return once it ends."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-    while pid in lock_waiters():  # gone once it no longer waits (its lock wait ends with the backend)
-        pass
+    deadline = time.monotonic() + THREAD_TIMEOUT_SECONDS
+    while pid in lock_waiters():
+        assert time.monotonic() < deadline, "the terminated backend did not end"
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("phase", ["accept", "record: settlement", "record: answered"])
@@ -45,13 +48,7 @@ def test_a_backend_terminated_inside_a_phase_is_503_and_the_retry_with_the_key_a
     # conversation (the record's first statement) or the inbound message (the record's second)
     channel, key = race_channel_factory(credits=100)
     first = Api(Client(), channel, key).post().json()
-    thinking, go = threading.Event(), threading.Event()
-
-    def think(**kwargs):
-        thinking.set()
-        assert go.wait(THREAD_TIMEOUT_SECONDS)
-
-    scripted_agent.script(think)
+    thinking, go = agent_thinks_until_told(scripted_agent)
     results: dict = {}
     with transaction.atomic():
         if phase == "accept":
@@ -105,13 +102,7 @@ def test_connections_that_die_in_the_pool_while_the_agent_thinks_fail_no_record_
 ):
     # given: a request whose agent is thinking (its connection is back in the pool)
     channel, key = race_channel_factory(credits=100)
-    thinking, go = threading.Event(), threading.Event()
-
-    def think(**kwargs):
-        thinking.set()
-        assert go.wait(THREAD_TIMEOUT_SECONDS)
-
-    scripted_agent.script(think)
+    thinking, go = agent_thinks_until_told(scripted_agent)
     results: dict = {}
     poster = in_thread(results, "post", lambda: Api(Client(), channel, key).post(idempotency_key=KEY))
     assert thinking.wait(THREAD_TIMEOUT_SECONDS)

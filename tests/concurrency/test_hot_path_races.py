@@ -15,7 +15,7 @@ from channels_app.models import AIAgent
 from contacts.models import Contact
 from conversations.agents.base import AgentReply
 from conversations.models import Conversation, Message
-from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, in_thread, run_together, wait_for_lock_waiters
+from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, books, in_thread, run_together, wait_for_lock_waiters
 from tests.conftest import SEED_TEXT, Api, requires_postgresql
 from tests.factories import ChannelFactory
 
@@ -26,13 +26,6 @@ KEY = "hostile-%s-'quoted'-\\-key"  # psycopg binds it client-side: a `%s` in a 
 
 def message(identifier: str, text: str, **fields) -> dict:
     return {**SEED_TEXT, "contactIdentifier": identifier, "content": {"text": {"body": text}}, **fields}
-
-
-def ledger_consistent(workspace) -> tuple[int, int, int]:
-    """(balance, reserved, sum of the ledger) of the workspace as stored now."""
-    workspace.refresh_from_db()
-    ledger = sum(UsageLedgerEntry.objects.filter(workspace=workspace).values_list("delta", flat=True))
-    return workspace.credit_balance, workspace.credit_reserved, ledger
 
 
 # --- erasure -------------------------------------------------------------------------------------------------
@@ -91,7 +84,7 @@ def test_a_message_opening_a_new_conversation_while_the_erasure_commits_keeps_no
     texts = [str(content) for content in Message.objects.values_list("content", flat=True)]
     assert not [text for text in texts if "KEPT-AFTER-ERASURE" in text], texts
     assert scripted_agent.count == 1  # the first message's; the refused one never reached the agent
-    assert ledger_consistent(channel.workspace) == (99, 0, 99)
+    assert books(channel.workspace) == (99, 0, 99)
 
 
 # --- idempotency keys ------------------------------------------------------------------------------------------
@@ -123,7 +116,7 @@ def test_one_new_key_sent_at_once_with_different_bodies_answers_one_and_refuses_
     assert inbound.content == scripted_agent.calls[0].content
     record = IdempotencyRecord.objects.get()
     assert (record.key, record.state, bytes(record.response_body)) == (KEY, "COMPLETED", answered.content)
-    assert ledger_consistent(channel.workspace) == (99, 0, 99)
+    assert books(channel.workspace) == (99, 0, 99)
 
 
 @pytest.mark.parametrize("body_again", ["the same body", "a new body"])
@@ -158,7 +151,7 @@ def test_a_key_past_its_retention_sent_again_at_once_is_claimed_once(race_channe
     assert Message.objects.filter(direction="INBOUND").count() == 2 and scripted_agent.count == 2
     record = IdempotencyRecord.objects.get()
     assert (record.message_id, bytes(record.response_body)) == (fresh[0].json()["messageId"], fresh[0].content)
-    assert ledger_consistent(channel.workspace) == (98, 0, 98)
+    assert books(channel.workspace) == (98, 0, 98)
 
 
 # --- credits ---------------------------------------------------------------------------------------------------
@@ -190,7 +183,7 @@ def test_reservations_larger_than_the_charges_never_overspend_and_the_ledger_cha
     assert 6 <= len(answered) <= 10, statuses
     assert {body["usage"]["credits"] for body in answered} == {2}
     assert Message.objects.filter(direction="INBOUND").count() == len(answered)
-    balance, reserved, ledger = ledger_consistent(channel.workspace)
+    balance, reserved, ledger = books(channel.workspace)
     assert (balance, reserved, ledger) == (20 - 2 * len(answered), 0, 20 - 2 * len(answered))
     # and each charge's balance_after is the balance the one before it left, minus the charge (the settlement's
     # UPDATE ... RETURNING in the same statement), in the order the workspace row's lock gave them
