@@ -20,8 +20,8 @@ from tests.concurrency.conftest import (
     lock_waiters,
     wait_for_lock_waiters,
 )
-from tests.config.test_database_outage import terminate_backends
-from tests.conftest import SEED_TEXT, Api, error_of, requires_postgresql
+from tests.config.test_database_outage import requires_postgresql, terminate_backends
+from tests.conftest import SEED_TEXT, Api, error_of
 
 pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
 
