@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from api.serializers import ConversationSerializer, ConversationView
+from api.serializers import ConversationSerializer, ConversationView, represent
 from api.serializers import conversation_view as serializers_conversation_view
 from config.text import text_storable
 from conversations.errors import ConversationNotFound
@@ -48,7 +48,7 @@ def conversation_view(conversation: Conversation) -> ConversationView:
 
 def conversation_render(conversation: Conversation) -> dict[str, Any]:
     """The conversation object of the 200 body (`conversation`), as plain data."""
-    return dict(ConversationSerializer(conversation_view(conversation)).data)
+    return represent(ConversationSerializer, conversation_view(conversation))
 
 
 def conversations_load(*, conversation_ids: list[str], workspace_id: str | None = None) -> list[Conversation]:

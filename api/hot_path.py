@@ -1,37 +1,37 @@
-"""The messages endpoint's writes on PostgreSQL: each phase's writes as one statement (api/messaging.py).
+"""The messages endpoint's writes on PostgreSQL: a few statements per phase (api/messaging.py).
 
 The accept and record phases write to several tables in one short transaction each. Through the ORM that is
-one round trip per row and per table (contact, conversation, message, idempotency record, workspace; replies,
-conversation, workspace, ledger, daily rollup, message, idempotency record): 13 statements of work per message,
-each built by the ORM's compiler and planned by PostgreSQL anew. Here the same rows are written by
-data-modifying CTEs (`WITH ... INSERT/UPDATE ... RETURNING`): the accept phase's writes in one statement, the
-record phase's in two (the 200 body, stored with the message, shows the balance the settlement returns, so it
-can only be rendered between the two).
+one round trip per row and per table: 13 statements of work per message, each built by the ORM's compiler
+and planned by PostgreSQL anew. Here the same rows are written by data-modifying CTEs
+(`WITH ... INSERT/UPDATE ... RETURNING`): the accept phase's writes in one statement (`inbound_accept`), the
+record phase's in two (`replies_store`, then `inbound_settle_answer`), and the statement that locks the
+workspace row (every message of a workspace locks it twice) is its transaction's last and commits it in the
+same round trip (`_commits`; docs/architecture.md "Statements per message").
 
-What stays exactly as the ORM path does it (the SQLite path, which has no data-modifying CTEs, runs the ORM
-functions these statements stand for, in the same order):
+What stays as the ORM path does it (the SQLite path, which has no data-modifying CTEs, runs the ORM
+functions these statements stand for):
 - the rows: each is built as a model instance (its defaults, `auto_now_add`, ids) and adapted by its fields
   (config/statements.py), so a column added to a model is written here too, with its default;
 - the order of row locks: in the accept phase the workspace row (credit reservation) last, after the inserts;
-  in the record phase the conversation row, then the workspace row, as the ORM path takes them. PostgreSQL
-  runs a step when the statement first reads its result, and a step nothing reads after the main query: so
-  each step that must come after another reads it (`WHERE EXISTS (SELECT 1 FROM <previous step>)`), which
-  fixes the order and makes a step whose predecessor found nothing do nothing;
+  in the record phase the conversation row, then the workspace row, then the message row. PostgreSQL runs a
+  step when the statement first reads its result, and a step nothing reads after the main query: so each
+  step that must come after another reads it (`WHERE EXISTS (SELECT 1 FROM <previous step>)` or `FROM
+  <previous step>`), which fixes the order and makes a step whose predecessor found nothing do nothing;
 - the races: a unique constraint that fires (a concurrent first message of the same contact) fails the whole
-  statement with IntegrityError, and the caller retries the transaction, as before; a conversation closed or
-  erased after the lookup makes the sequence step find nothing, and the caller opens a new conversation or
-  gives up (`ContactErased`), as before.
+  statement with IntegrityError, and the caller retries the transaction; a conversation closed or erased
+  after the lookup stops the statement, and the caller opens a new conversation or gives up
+  (`ContactErased`); too few credits stop it (InsufficientCredits).
 
 Only the common path is here. The rare branches (a contact's first name, a conversation closed for inactivity
 on arrival, a retry resuming a stored message, a webhook's event, the failure path) run the ORM functions on
-both databases.
+both databases, in the same transaction, which then commits as Django commits it.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import Model
 
 from api.idempotency import Claim
@@ -63,6 +63,10 @@ def enabled() -> bool:
     return connection.vendor == "postgresql"
 
 
+ABORT_FUNCTION = "channels_hot_path_abort"  # created by api/migrations/0002_hot_path_abort.py
+_CONVERSATION_GONE, _NO_CREDITS, _RESERVATION_GONE = "conversation_gone", "insufficient_credits", "reservation_gone"
+
+
 def _table(model: type[Model]) -> str:
     return table_columns(model)[0]
 
@@ -92,10 +96,55 @@ class _Statement:
         tail = f" FROM {source}" if source else self.after()
         self.step(name, f"INSERT INTO {table} {values}{tail} RETURNING {returning}", params)
 
-    def run(self, select: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
+    def run(
+        self,
+        select: str,
+        params: list[Any] | None = None,
+        *,
+        commit: bool = False,
+        aborts: dict[str, Callable[[], Exception | None]] | None = None,
+    ) -> tuple[Any, ...] | None:
+        """Run the statement: its steps, then `select` (which may stop the transaction with `_abort(reason)`,
+        raising Aborted with `aborts[reason]`); with `commit`, the transaction's COMMIT in the same round trip."""
+        sql = f"WITH {', '.join(self.steps)} {select}" + ("; COMMIT" if commit else "")
         with connection.cursor() as cursor:
-            cursor.execute(f"WITH {', '.join(self.steps)} {select}", [*self.params, *(params or [])])
+            try:
+                cursor.execute(sql, [*self.params, *(params or [])])
+            except DatabaseError as error:
+                reason = getattr(getattr(error.__cause__, "diag", None), "message_primary", None)
+                if aborts and reason in aborts:
+                    raise Aborted(reason, aborts[reason]) from error
+                raise
             return cursor.fetchone()
+
+
+def _abort(reason: str) -> str:
+    """SQL that stops the statement and its transaction (the function api/migrations/0002_hot_path_abort.py
+    makes): for an outcome that must write nothing, in a statement that commits (`_commits`)."""
+    return f"{ABORT_FUNCTION}('{reason}')"
+
+
+class Aborted(Exception):
+    """A statement of this module stopped its transaction. The caller lets it leave the atomic block (which
+    rolls back), then calls `error()`: the exception to raise, or None to run the transaction again."""
+
+    def __init__(self, reason: str, error: Callable[[], Exception | None]) -> None:
+        super().__init__(reason)
+        self.reason, self.error = reason, error
+
+
+def _commits() -> bool:
+    """Whether the statement that ends a phase's transaction may commit it in its own round trip.
+
+    A transaction that holds the workspace row (the credit reservation and the settlement lock it until
+    commit) keeps every other message of the workspace waiting for as long as its COMMIT takes to be sent:
+    under a burst, a gevent worker runs many requests, and a request whose statement returned waits its turn
+    for the CPU before it can send the COMMIT. Sent with the statement, the lock is held only while
+    PostgreSQL runs it and syncs the commit. Only the outermost transaction (a test's wrapping transaction
+    must not be committed); Django's own COMMIT at the end of the atomic block then finds the transaction
+    already committed (psycopg sends nothing) and runs the on-commit hooks as usual. A statement that commits
+    is the transaction's last, and an outcome that must write nothing stops it (`_abort`), never returns."""
+    return len(connection.atomic_blocks) == 1
 
 
 # --- accept ----------------------------------------------------------------------------------------------
@@ -138,22 +187,31 @@ def inbound_accept(
         lease_until=lease_until,
         credits_reserved=credits_reserved,
     )
-    write: dict[str, Any] = dict(message=message, claim=claim, workspace_id=workspace_id, reserve=credits_reserved)
+    write: dict[str, Any] = dict(
+        message=message,
+        claim=claim,
+        workspace_id=workspace_id,
+        reserve=credits_reserved,
+        # the idle close's event is written after this statement, in the same transaction
+        commit=_commits() and target.closed_idle_id is None,
+    )
     if target.append_to is not None:
-        seq = _accept_run(_appended(target.append_to, agent_id=agent_id, now=now), **write)
-        if seq is not None:
-            assert target.conversation_created_at is not None
-            message.seq = seq
-            return StoredInbound(
-                contact_id=target.contact_id,
-                conversation_id=target.append_to,
-                conversation_created_at=target.conversation_created_at,
-                message=message,
-                closed_idle_id=target.closed_idle_id,
-            )
-        if Conversation.objects.filter(pk=target.append_to, erased_at__isnull=False).exists():
-            raise ContactErased()  # erased after the lookup (the erasure's UPDATE held the row until it committed)
-        # closed after the lookup: the message opens a new conversation
+
+        def gone() -> Exception | None:
+            # After the rollback: erased after the lookup (the erasure's UPDATE held the row until it committed),
+            # or closed (then None: the transaction runs again, and the message opens a new conversation).
+            erased = Conversation.objects.filter(pk=target.append_to, erased_at__isnull=False).exists()
+            return ContactErased() if erased else None
+
+        message.seq = _accept_run(_appended(target.append_to, agent_id=agent_id, now=now), gone=gone, **write)
+        assert target.conversation_created_at is not None
+        return StoredInbound(
+            contact_id=target.contact_id,
+            conversation_id=target.append_to,
+            conversation_created_at=target.conversation_created_at,
+            message=message,
+            closed_idle_id=target.closed_idle_id,
+        )
     conversation = conversation_build(
         workspace_id=workspace_id, channel_id=channel_id, contact_id=target.contact_id, agent_id=agent_id, now=now
     )
@@ -199,10 +257,18 @@ def _appended(conversation_id: str, *, agent_id: str, now: datetime) -> _Stateme
 
 
 def _accept_run(
-    statement: _Statement, *, message: Message, claim: Claim | None, workspace_id: str, reserve: int
-) -> int | None:
-    """Add the message, the claim's attachment and the reservation (last) to `statement` and run it: the
-    message's position, or None when the conversation's position step found nothing (then nothing was written)."""
+    statement: _Statement,
+    *,
+    message: Message,
+    claim: Claim | None,
+    workspace_id: str,
+    reserve: int,
+    commit: bool,
+    gone: Callable[[], Exception | None] | None = None,
+) -> int:
+    """Add the message, the claim's attachment and the reservation (last) to `statement` and run it; returns
+    the message's position. Stops the transaction (Aborted) when the workspace cannot cover `reserve`
+    (InsufficientCredits) or the conversation's position step found nothing (`gone` says what then)."""
     if statement.last == "s":
         statement.insert("m", message, source="s", returning="seq", seq="s.last_seq")
     else:
@@ -215,45 +281,41 @@ def _accept_run(
             + " RETURNING 1",
             [message.pk, message.lease_until, claim.record_id],
         )
+    checks = f"WHEN NOT EXISTS (SELECT 1 FROM m) THEN {_abort(_CONVERSATION_GONE)} "
     if reserve > 0:
         sql, params = credits_reserve_statement(workspace_id=workspace_id, amount=reserve)
         statement.step("w", sql + statement.after("AND") + " RETURNING 1", params)
-    row = statement.run(f"SELECT (SELECT seq FROM m), EXISTS (SELECT 1 FROM {statement.last})")
-    assert row is not None
-    seq, reserved = row
-    if seq is not None and not reserved:
-        raise credits_shortfall(workspace_id=workspace_id, amount=reserve)
-    return seq
+        checks += f"WHEN NOT EXISTS (SELECT 1 FROM w) THEN {_abort(_NO_CREDITS)} "
+    aborts: dict[str, Callable[[], Exception | None]] = {
+        _NO_CREDITS: lambda: credits_shortfall(workspace_id=workspace_id, amount=reserve)
+    }
+    if gone is not None:
+        aborts[_CONVERSATION_GONE] = gone
+    row = statement.run(f"SELECT (SELECT seq FROM m), CASE {checks}END", commit=commit, aborts=aborts)
+    assert row is not None and row[0] is not None
+    return row[0]
 
 
 # --- record ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Settled:
-    replies: StoredReplies
-    charged: int
-    balance: int
-    has_webhook: bool  # whether the channel has a webhook, read in the same statement
-
-
-def replies_settle(
+def replies_store(
     *,
     message: Message,
     workspace_id: str,
     channel_id: str,
     texts: list[str],
     charge: int,
-    reserved: int,
     input_tokens: int,
     output_tokens: int,
     agent_seconds: float | None,
     now: datetime,
-) -> Settled:
+) -> tuple[StoredReplies, bool]:
     """The record phase's first statement: the conversation's stamp (conversations.services.replies_store: it
-    finds nothing once the conversation was erased, then ContactErased), the settlement (billing.credits_settle),
-    the replies, the ledger entry and the daily rollup (backoffice.stats.message_stats_answered), and whether
-    the channel has a webhook (webhooks.services.event_emit). Locks the conversation row, then the workspace row."""
+    finds nothing once the conversation was erased, then ContactErased), the replies, the daily rollup
+    (backoffice.stats.message_stats_answered), and whether the channel has a webhook (webhooks.services.event_emit).
+    Returns the replies as stored and that flag. Locks the conversation row; the workspace row comes last, in
+    `inbound_settle_answer`."""
     replies = replies_build(
         message=message, texts=texts, credits=charge, input_tokens=input_tokens, output_tokens=output_tokens
     )
@@ -264,22 +326,8 @@ def replies_settle(
         "RETURNING status, closed_at, close_reason",
         [now, message.conversation_id],
     )
-    sql, params = credits_settle_statement(
-        workspace_id=workspace_id, reserved=reserved, charge=charge, now=now, condition=statement.after("AND")
-    )
-    statement.step("w", sql, params)
     for index, reply in enumerate(replies):
-        statement.insert(f"r{index}", reply, source="w")
-    if charge > 0:
-        entry = ledger_charge_build(
-            workspace_id=workspace_id,
-            charge=charge,
-            balance=0,
-            message_id=message.pk,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
-        statement.insert("l", entry, source="w", balance_after="w.credit_balance")
+        statement.insert(f"r{index}", reply, source="v")
     sql, params = message_stats_answered_statement(
         workspace_id=workspace_id,
         channel_id=channel_id,
@@ -292,30 +340,75 @@ def replies_settle(
     )
     statement.step("d", sql, params)
     row = statement.run(
-        "SELECT v.status, v.closed_at, v.close_reason, (SELECT credit_balance FROM w), "
+        "SELECT v.status, v.closed_at, v.close_reason, "
         f"EXISTS (SELECT 1 FROM {_table(WebhookEndpoint)} WHERE channel_id = %s) FROM v",
         [channel_id],
     )
     if row is None:
         raise ContactErased()
-    status, closed_at, close_reason, balance, has_webhook = row
+    status, closed_at, close_reason, has_webhook = row
     if status == Conversation.Status.ACTIVE:
         closed_at, close_reason = None, None
     stored = StoredReplies(messages=replies, status=status, closed_at=closed_at, close_reason=close_reason or None)
-    return Settled(replies=stored, charged=charge, balance=balance, has_webhook=has_webhook)
+    return stored, has_webhook
 
 
-def inbound_answered(*, message_id: str, reserved: int, result: bytes, claim: Claim | None) -> bool:
-    """The record phase's second statement: the message answered with its 200 body
-    (conversations.services.inbound_message_answer: False when the clean-up took its reservation meanwhile)
-    and the key's response stored for replay (api.idempotency.idempotency_complete)."""
+# The 200 body shows the balance after the settlement, which only the settlement's statement knows: the body is
+# rendered with this number as the balance, and that statement writes the real one in its place, in the bytes
+# it stores (and `inbound_settle_answer` in the bytes it returns). `"balance":-7364982015593814271` cannot occur
+# anywhere else in a JSON body: inside a string a quote is escaped.
+BALANCE_PLACEHOLDER = -7364982015593814271
+_BALANCE_FIELD = '"balance":'
+_BALANCE_MARK = f"{_BALANCE_FIELD}{BALANCE_PLACEHOLDER}"
+
+
+def inbound_settle_answer(
+    *,
+    message_id: str,
+    workspace_id: str,
+    reserved: int,
+    charge: int,
+    input_tokens: int,
+    output_tokens: int,
+    template: bytes,
+    claim: Claim | None,
+    commit: bool,
+    now: datetime,
+) -> bytes:
+    """The record phase's last statement: the settlement (billing.credits_settle: the reservation off, the
+    charge from the balance, its ledger entry), the message answered with its 200 body
+    (conversations.services.inbound_message_answer) and the key's response stored for replay
+    (api.idempotency.idempotency_complete), with the COMMIT when `commit` (`_commits`). `template` is the body
+    with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the transaction (Aborted,
+    `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
+    assert template.count(_BALANCE_MARK.encode()) == 1, "the body shows the balance once"
     statement = _Statement()
-    condition = " AND credits_reserved = %s" if reserved > 0 else ""
+    sql, params = credits_settle_statement(workspace_id=workspace_id, reserved=reserved, charge=charge, now=now)
+    statement.step("w", sql, params)
+    if charge > 0:
+        entry = ledger_charge_build(
+            workspace_id=workspace_id,
+            charge=charge,
+            balance=0,
+            message_id=message_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+        statement.insert("l", entry, source="w", balance_after="w.credit_balance")
+    condition = " AND m.credits_reserved = %s" if reserved > 0 else ""
     statement.step(
         "a",
-        f"UPDATE {_table(Message)} SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
-        f"result = %s WHERE id = %s{condition} RETURNING result",
-        [Message.Status.ANSWERED, result, message_id, *([reserved] if reserved > 0 else [])],
+        f"UPDATE {_table(Message)} m SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
+        "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8') "
+        f"FROM w WHERE m.id = %s{condition} RETURNING m.result",
+        [
+            Message.Status.ANSWERED,
+            template.decode(),
+            _BALANCE_MARK,
+            _BALANCE_FIELD,
+            message_id,
+            *([reserved] if reserved > 0 else []),
+        ],
     )
     if claim is not None:
         table = _table(IdempotencyRecord)
@@ -325,5 +418,16 @@ def inbound_answered(*, message_id: str, reserved: int, result: bytes, claim: Cl
             f"FROM a WHERE {table}.id = %s AND {table}.owner = %s RETURNING 1",
             [IdempotencyRecord.State.COMPLETED, claim.record_id, claim.owner],
         )
-    row = statement.run("SELECT EXISTS (SELECT 1 FROM a)")
-    return bool(row and row[0])
+    row = statement.run(
+        f"SELECT (SELECT credit_balance FROM w), CASE WHEN NOT EXISTS (SELECT 1 FROM a) THEN "
+        f"{_abort(_RESERVATION_GONE)} END",
+        commit=commit,
+        aborts={_RESERVATION_GONE: lambda: None},
+    )
+    assert row is not None
+    return template.replace(_BALANCE_MARK.encode(), f"{_BALANCE_FIELD}{row[0]}".encode(), 1)
+
+
+def record_commits(*, has_webhook: bool) -> bool:
+    """Whether the record phase's last statement commits (`_commits`): not when a webhook's event follows it."""
+    return _commits() and not has_webhook

@@ -40,6 +40,7 @@ from api.serializers import (
     MessageResult,
     MessageResultSerializer,
     UsageView,
+    represent,
 )
 from backoffice.stats import message_stats_answered, message_stats_failed
 from billing.credits import (
@@ -62,6 +63,7 @@ from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
 from conversations.selectors import agent_config
 from conversations.services import (
+    StoredReplies,
     TurnNotReady,
     history_build,
     inbound_message_answer,
@@ -279,6 +281,14 @@ def _accept(inbound: InboundRequest) -> Accepted | Replay:
             # A concurrent request created the same contact, conversation or key first; now it is visible.
             if attempt == _ACCEPT_ATTEMPTS:
                 raise
+        except hot_path.Aborted as aborted:
+            # Rolled back: the workspace's credits ran short, or the conversation was closed or erased after
+            # the lookup (a closed one: run again, the message opens a new conversation).
+            error = aborted.error()
+            if error is not None:
+                raise error from None
+            if attempt == _ACCEPT_ATTEMPTS:
+                raise ConversationBusy(headers={"Retry-After": "1"}) from None
     raise AssertionError("unreachable")
 
 
@@ -500,62 +510,11 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     return PostResult(status=200, body=body)
 
 
-def _record_once(
-    accepted: Accepted, reply: AgentReply, *, now: datetime, cost: int, reserved: int
-) -> tuple[bytes, int]:
-    """The record phase's statements, in the caller's transaction; returns (the 200 body, credits charged).
-    The body is rendered before the UPDATE that marks the message answered, so that UPDATE stores it too
-    (`Message.result`, for GET /api/v1/messages/{id}) at no statement of its own: everything it shows is
-    known by then (reply ids and times are made in Python, the balance comes from the settlement)."""
-    if accepted.claim is not None:
-        idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
-    if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
-        raise AnsweredElsewhere
-    charge = credits_charge(cost=cost, reserved=reserved)
-    if hot_path.enabled():
-        settled = hot_path.replies_settle(
-            message=accepted.message,
-            workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            texts=reply.texts,
-            charge=charge,
-            reserved=reserved,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
-            now=now,
-        )
-        stored, charged, balance, has_webhook = settled.replies, settled.charged, settled.balance, settled.has_webhook
-    else:
-        stored = replies_store(
-            message=accepted.message,
-            texts=reply.texts,
-            credits=charge,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        charged, balance = credits_settle(
-            workspace_id=accepted.workspace_id,
-            reserved=reserved,
-            cost=cost,
-            message_id=accepted.message.pk,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        message_stats_answered(
-            workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            at=now,
-            replies=len(stored.messages),
-            credits=charged,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
-        )
-        has_webhook = None  # event_emit looks
-    result = MessageResult(
+def _result(
+    accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int, balance: int | None
+) -> MessageResult:
+    """The 200 body's content; `balance` None: `hot_path.BALANCE_PLACEHOLDER`, for the settlement to fill in."""
+    return MessageResult(
         contact_id=accepted.contact_id,
         conversation_id=accepted.conversation_id,
         message_id=accepted.message.pk,
@@ -585,23 +544,92 @@ def _record_once(
         ],
         usage=UsageView(
             credits=charged,
-            balance=balance,
+            balance=hot_path.BALANCE_PLACEHOLDER if balance is None else balance,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
         ),
     )
-    # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
-    body = render(MessageResultSerializer(result).data)
+
+
+def _record_once(
+    accepted: Accepted, reply: AgentReply, *, now: datetime, cost: int, reserved: int
+) -> tuple[bytes, int]:
+    """The record phase's statements, in the caller's transaction; returns (the 200 body, credits charged).
+    The body is rendered before the UPDATE that marks the message answered, so that UPDATE stores it too
+    (`Message.result`, for GET /api/v1/messages/{id}) at no statement of its own: everything it shows is
+    known by then (reply ids and times are made in Python), but for the balance after the settlement, which
+    on PostgreSQL the same statement writes into the body (`hot_path.inbound_settle_answer`)."""
+    if accepted.claim is not None:
+        idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
+    if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+        raise AnsweredElsewhere
+    charge = credits_charge(cost=cost, reserved=reserved)
     if hot_path.enabled():
-        if not hot_path.inbound_answered(
-            message_id=accepted.message.pk, reserved=reserved, result=body, claim=accepted.claim
-        ):
-            raise _ReservationGone
+        # The replies first; the settlement last, in the statement that commits (api/hot_path.py): the workspace
+        # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
+        stored, has_webhook = hot_path.replies_store(
+            message=accepted.message,
+            workspace_id=accepted.workspace_id,
+            channel_id=accepted.channel_id,
+            texts=reply.texts,
+            charge=charge,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            agent_seconds=accepted.agent_seconds,
+            now=now,
+        )
+        template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge, None)))
+        try:
+            body = hot_path.inbound_settle_answer(
+                message_id=accepted.message.pk,
+                workspace_id=accepted.workspace_id,
+                reserved=reserved,
+                charge=charge,
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+                template=template,
+                claim=accepted.claim,
+                commit=hot_path.record_commits(has_webhook=has_webhook),
+                now=now,
+            )
+        except hot_path.Aborted:
+            raise _ReservationGone from None
+        charged = charge
     else:
+        stored = replies_store(
+            message=accepted.message,
+            texts=reply.texts,
+            credits=charge,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            now=now,
+        )
+        charged, balance = credits_settle(
+            workspace_id=accepted.workspace_id,
+            reserved=reserved,
+            cost=cost,
+            message_id=accepted.message.pk,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            now=now,
+        )
+        message_stats_answered(
+            workspace_id=accepted.workspace_id,
+            channel_id=accepted.channel_id,
+            at=now,
+            replies=len(stored.messages),
+            credits=charged,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            agent_seconds=accepted.agent_seconds,
+        )
+        # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
+        body = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charged, balance)))
         if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
             raise _ReservationGone
         if accepted.claim is not None:
             idempotency_complete(claim=accepted.claim, status=200, body=body)
-    if has_webhook is not False:
+        has_webhook = True  # event_emit looks
+    if has_webhook:
         message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
     return body, charged

@@ -28,6 +28,7 @@ from api.serializers import (
     MessageItemSerializer,
     conversation_view,
     message_item,
+    represent,
 )
 from billing.selectors import usage_days
 from channels_app.authentication import ApiKeyAuthentication
@@ -81,15 +82,15 @@ def _time_cursor(at: datetime, row_id: str) -> list[Any]:
 
 
 def _contact(row: dict[str, Any]) -> dict[str, Any]:
-    return dict(ContactSerializer({**row, "name": row["name"] or None}).data)
+    return represent(ContactSerializer, {**row, "name": row["name"] or None})
 
 
 def _conversation(row: dict[str, Any]) -> dict[str, Any]:
-    return dict(ConversationSerializer(conversation_view(row)).data)
+    return represent(ConversationSerializer, conversation_view(row))
 
 
 def _message(row: dict[str, Any]) -> dict[str, Any]:
-    return dict(MessageItemSerializer(message_item(row)).data)
+    return represent(MessageItemSerializer, message_item(row))
 
 
 class _ReadApi(APIView):

@@ -19,12 +19,31 @@ PYTHON = sys.executable
 HOST = "127.0.0.1"
 ANALYSIS_MARKER = "<!-- analysis: everything below this line is kept when the harness rewrites the file -->"
 
+# Issue #17's goals, measured side by side in one run (bench/report.py renders them as one table). The
+# counts that define a goal (16 and 500 in flight, 200 first messages against a 1 s agent, 50 workspaces) are
+# the same in the quick run; only durations, rounds and sequential counts shrink there.
 FULL = {
     "warmupSeconds": 5,
     "s1Seconds": 20,
     "s1Ramp": 4,
     "s1Rounds": 2,
     "s1Connections": 16,
+    "inFlightHigh": 500,
+    "inFlightSeconds": 40,  # at 500 a message waits seconds: a long load, so the drain is a small part of it
+    "inFlightRamp": 15,  # only for its rate (scenario 1 counts CPU over the whole load and its drain)
+    "burstMessages": 200,
+    "burstAgentMs": 1000,
+    "burstRounds": 3,
+    "burstWarmup": 20,
+    "wsCount": 50,
+    "wsConnections": 200,
+    "wsSeconds": 15,
+    "wsRamp": 6,
+    "wsRounds": 3,
+    "profileRequests": 200,
+    "s5AgentMs": 200,
+    "s5Seconds": 30,
+    # scenarios 2 and 3 (earlier issues' goals): only with --all or --only
     "s2Clients": 500,
     "s2AgentMs": 2000,
     "s2Seconds": 40,
@@ -35,30 +54,87 @@ FULL = {
     "s3Long": 10_000,
     "s3ContactsSmall": 1_000,
     "s3ContactsLarge": 1_000_000,
-    "s5AgentMs": 200,
-    "s5Seconds": 30,
-    "profileRequests": 300,
 }
 QUICK = {
+    **FULL,
     "warmupSeconds": 2,
     "s1Seconds": 8,
     "s1Ramp": 3,
     "s1Rounds": 1,
-    "s1Connections": 8,
+    "inFlightSeconds": 12,
+    "inFlightRamp": 5,
+    "burstRounds": 1,
+    "burstWarmup": 10,
+    "wsSeconds": 8,
+    "wsRamp": 3,
+    "wsRounds": 1,
+    "profileRequests": 40,
+    "s5Seconds": 5,
     "s2Clients": 100,
-    "s2AgentMs": 2000,
     "s2Seconds": 12,
     "s2MaxRequests": 2_000,
     "s3Requests": 20,
     "s3Warmup": 5,
-    "s3Short": 10,
     "s3Long": 1_000,
-    "s3ContactsSmall": 1_000,
     "s3ContactsLarge": 20_000,
-    "s5AgentMs": 200,
-    "s5Seconds": 5,
-    "profileRequests": 40,
 }
+
+# Where a profile's samples go, by the code's file path (first match wins): bench/inproc.py's cProfile and
+# the sampled profile under load (bench/pyspy.py) use the same areas.
+AREAS = [
+    ("PostgreSQL driver and wait (psycopg, psycopg_pool)", ("psycopg",)),
+    ("Django ORM and SQL compiler (django/db)", ("django/db/",)),
+    ("DRF (rest_framework)", ("rest_framework/",)),
+    ("API key check (djangorestframework-api-key, hashlib)", ("rest_framework_api_key", "hashlib")),
+    (
+        "OpenAI SDK, httpx, pydantic (agent call incl. loopback wait)",
+        ("openai/", "httpx", "httpcore", "pydantic", "h11", "anyio", "sniffio", "certifi"),
+    ),
+    ("gevent (hub, patched sockets, greenlet switches)", ("gevent/", "greenlet")),
+    ("logging", ("logging/",)),
+    ("json", ("json/",)),
+    ("Redis client (rate limit)", ("redis/",)),
+    ("Prometheus metrics (prometheus_client, django_prometheus)", ("prometheus",)),
+    ("Django request, middleware, test client (django/ other)", ("django/",)),
+    ("gunicorn", ("gunicorn/",)),
+    (
+        "the apps (api, billing, conversations, contacts, channels_app, config)",
+        ("api/", "billing/", "conversations/", "contacts/", "channels_app/", "config/"),
+    ),
+    ("sockets, ssl, selectors", ("socket", "ssl", "selectors")),
+]
+OTHER_AREA = "other (builtins, stdlib)"
+
+
+def area_of(filename: str) -> str:
+    return next((name for name, needles in AREAS if any(n in filename for n in needles)), OTHER_AREA)
+
+
+# (label, file substring, function name): frames whose cumulative (inclusive) share a profile reports
+FUNCTIONS = [
+    ("view: ChannelMessageCreateApi.post", "api/views.py", "post"),
+    ("auth: apikey_authenticate", "channels_app/authentication.py", "apikey_authenticate"),
+    ("auth: key hash check (is_valid)", "rest_framework_api_key", "is_valid"),
+    ("serializer: is_valid", "rest_framework/serializers.py", "is_valid"),
+    ("idempotency: request_fingerprint", "api/idempotency.py", "request_fingerprint"),
+    ("pipeline: message_post", "api/messaging.py", "message_post"),
+    ("pipeline: _accept (phase 1)", "api/messaging.py", "_accept"),
+    ("pipeline: _history", "api/messaging.py", "_history"),
+    ("pipeline: agent reply (phase 2 call)", "conversations/agents/openai_agent.py", "reply"),
+    ("pipeline: _record (phase 3)", "api/messaging.py", "_record"),
+    ("pipeline: connection_release", "config/db.py", "connection_release"),
+    ("openai: _client_for", "conversations/agents/openai_agent.py", "_client_for"),
+    ("logging: Logger.info", "logging/__init__.py", "info"),
+    ("logging: Handler.handle", "logging/__init__.py", "handle"),
+    ("db: psycopg Cursor.execute", "psycopg/cursor.py", "execute"),
+    ("db: pool getconn", "psycopg_pool/pool.py", "getconn"),
+    ("db: pool putconn", "psycopg_pool/pool.py", "putconn"),
+    ("db: Django connection.close", "django/db/backends/base/base.py", "close"),
+    ("db: Django ensure_connection", "django/db/backends/base/base.py", "ensure_connection"),
+    ("django: WSGI/handler get_response", "django/core/handlers/base.py", "get_response"),
+    ("json: dumps", "json/__init__.py", "dumps"),
+    ("ids: ulid", "config/ids.py", "ulid"),
+]
 
 
 # --- processes ---------------------------------------------------------------------------------------------
@@ -207,10 +283,12 @@ def percentile(values: list[float], p: float) -> float:
 
 class CpuMeter:
     """CPU seconds used between start() and stop(): the whole machine, and groups of processes given by
-    functions returning their pids (evaluated at both ends, so a process started in between counts whole)."""
+    functions returning their pids (evaluated at both ends, so a process started in between counts whole);
+    `counters`: more CPU seconds, each a function returning a running total (the workers' garbage collector)."""
 
-    def __init__(self, groups: dict):
+    def __init__(self, groups: dict, counters: dict | None = None):
         self.groups = groups
+        self.counters = counters or {}
 
     @staticmethod
     def _proc_cpu(pids) -> dict[int, float]:
@@ -228,6 +306,7 @@ class CpuMeter:
         total = psutil.cpu_times()
         self.busy0 = sum(total) - total.idle - getattr(total, "iowait", 0)
         self.before = {name: self._proc_cpu(pids()) for name, pids in self.groups.items()}
+        self.counted = {name: read() for name, read in self.counters.items()}
 
     def stop(self, completed: int = 0) -> dict:
         elapsed = time.monotonic() - self.t0
@@ -238,11 +317,17 @@ class CpuMeter:
             before = self.before[name]
             after = self._proc_cpu(set(pids()) | set(before))
             used[name] = sum(after[pid] - before.get(pid, 0.0) for pid in after)
-        result = {"machineBusyCores": round(busy / elapsed, 2)}
+        result = {"seconds": round(elapsed, 2), "machineBusyCores": round(busy / elapsed, 2)}
+        result.update({f"{name}CpuSeconds": round(seconds, 3) for name, seconds in used.items()})
         result.update({f"{name}Cores": round(seconds / elapsed, 2) for name, seconds in used.items()})
         result["everythingElseCores"] = round(max(0.0, busy - sum(used.values())) / elapsed, 2)
+        counted = {name: read() - self.counted[name] for name, read in self.counters.items()}
+        result.update({f"{name}Cores": round(seconds / elapsed, 3) for name, seconds in counted.items()})
         if completed:
             result.update(
-                {f"{name}CpuMsPerRequest": round(seconds / completed * 1000, 2) for name, seconds in used.items()}
+                {
+                    f"{name}CpuMsPerRequest": round(seconds / completed * 1000, 2)
+                    for name, seconds in (used | counted).items()
+                }
             )
         return result

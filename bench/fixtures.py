@@ -1,12 +1,14 @@
 """The benchmark's data, made through the apps' services and ORM (and bulk SQL for the large tables).
 
     DATABASE_URL=postgres://.../channels_bench python -m bench.fixtures base --stub http://127.0.0.1:18001 \
-        --agent-ms 0,200,2000 --out bench/results/.fixtures.json
+        --agent-ms 0,200,1000 --spread 50 --out bench/results/.fixtures.json
     DATABASE_URL=... python -m bench.fixtures flat --contacts-small 1000 --contacts-large 1000000 \
         --long 10000 --short 10 --in bench/results/.fixtures.json --out bench/results/.fixtures.json
 
 `base`: one workspace with plenty of credits and an API key; per agent latency an OpenAI-compatible agent
-pointed at the stub (`{stub}/lat/{ms}/v1`) and its API channel; a channel with the built-in agent.
+pointed at the stub (`{stub}/lat/{ms}/v1`) and its API channel; a channel with the built-in agent; for the
+one-workspace-vs-many comparison (bench/scenarios/s7_workspaces.py), `--spread` + 1 more workspaces, each
+with its own key and 0 ms channel: one takes a whole load, the others share the same load.
 `flat` (scenario 3): two conversations holding `short - 1` and `long - 1` messages, so the next message is
 at position `short` and `long`; two more workspaces holding `contacts-small` and `contacts-large` contacts.
 Only for the benchmark's own database: run.py creates it fresh.
@@ -79,12 +81,20 @@ def base(args) -> dict:
     builtin_channel = Channel.objects.create(
         workspace=workspace, name="Bench built-in", type=Channel.Type.API, agent=builtin
     ).pk
+    spread = []
+    for n in range(args.spread + 1):
+        ws, ws_key = _workspace(f"bench-spread-{n}")
+        spread.append(
+            {"workspaceId": ws.pk, "apiKey": ws_key, "channelId": _openai_channel(ws, stub=args.stub, latency_ms=0)}
+        )
     return {
         "workspaceId": workspace.pk,
         "apiKey": key,
         "channels": channels,
         "builtinChannel": builtin_channel,
         "stub": args.stub,
+        "oneWorkspace": spread[0] if spread else None,
+        "spreadWorkspaces": spread[1:],
     }
 
 
@@ -215,6 +225,7 @@ def main() -> None:
     p_base = sub.add_parser("base")
     p_base.add_argument("--stub", required=True)
     p_base.add_argument("--agent-ms", default="0,200,2000")
+    p_base.add_argument("--spread", type=int, default=0, help="workspaces sharing a load (plus one alone)")
     p_base.add_argument("--out", required=True)
     p_flat = sub.add_parser("flat")
     p_flat.add_argument("--in", dest="in_path", required=True)

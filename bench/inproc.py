@@ -32,6 +32,8 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from bench.common import FUNCTIONS, area_of  # noqa: E402
+
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 
 
@@ -80,54 +82,9 @@ def cmd_queries(args, fixtures: dict) -> dict:
     openai_channel = fixtures["channels"]["0"]
     return {
         "rule": "all statements but BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE SAVEPOINT (tests/conftest.py)",
-        "goals": {"newContact": 10, "existingContact": 10, "idempotentReplay": 3},
         "openai": count_cases(Poster(key=fixtures["apiKey"], channel=openai_channel)),
         "builtin": count_cases(Poster(key=fixtures["apiKey"], channel=fixtures["builtinChannel"])),
     }
-
-
-_AREAS = [  # (label, substrings of the code's file path), first match wins
-    ("PostgreSQL driver and wait (psycopg, psycopg_pool)", ("psycopg",)),
-    ("Django ORM and SQL compiler (django/db)", ("django/db/",)),
-    ("DRF (rest_framework)", ("rest_framework/",)),
-    ("API key check (djangorestframework-api-key, hashlib)", ("rest_framework_api_key", "hashlib")),
-    (
-        "OpenAI SDK, httpx, pydantic (agent call incl. loopback wait)",
-        ("openai/", "httpx", "httpcore", "pydantic", "h11", "anyio", "sniffio", "certifi"),
-    ),
-    ("logging", ("logging/",)),
-    ("json", ("json/",)),
-    ("Django request, middleware, test client (django/ other)", ("django/",)),
-    (
-        "the apps (api, billing, conversations, contacts, channels_app, config)",
-        ("api/", "billing/", "conversations/", "contacts/", "channels_app/", "config/"),
-    ),
-    ("sockets, ssl, selectors", ("socket", "ssl", "selectors")),
-]
-_FUNCTIONS = [  # (label, file substring, function name): cumulative time of interesting frames
-    ("view: ChannelMessageCreateApi.post", "api/views.py", "post"),
-    ("auth: apikey_authenticate", "channels_app/authentication.py", "apikey_authenticate"),
-    ("auth: key hash check (is_valid)", "rest_framework_api_key", "is_valid"),
-    ("serializer: is_valid", "rest_framework/serializers.py", "is_valid"),
-    ("idempotency: request_fingerprint", "api/idempotency.py", "request_fingerprint"),
-    ("pipeline: message_post", "api/messaging.py", "message_post"),
-    ("pipeline: _accept (phase 1)", "api/messaging.py", "_accept"),
-    ("pipeline: _history", "api/messaging.py", "_history"),
-    ("pipeline: agent reply (phase 2 call)", "conversations/agents/openai_agent.py", "reply"),
-    ("pipeline: _record (phase 3)", "api/messaging.py", "_record"),
-    ("pipeline: connection_release", "config/db.py", "connection_release"),
-    ("openai: _client_for", "conversations/agents/openai_agent.py", "_client_for"),
-    ("logging: Logger.info", "logging/__init__.py", "info"),
-    ("logging: Handler.handle", "logging/__init__.py", "handle"),
-    ("db: psycopg Cursor.execute", "psycopg/cursor.py", "execute"),
-    ("db: pool getconn", "psycopg_pool/pool.py", "getconn"),
-    ("db: pool putconn", "psycopg_pool/pool.py", "putconn"),
-    ("db: Django connection.close", "django/db/backends/base/base.py", "close"),
-    ("db: Django ensure_connection", "django/db/backends/base/base.py", "ensure_connection"),
-    ("django: WSGI/handler get_response", "django/core/handlers/base.py", "get_response"),
-    ("json: dumps", "json/__init__.py", "dumps"),
-    ("ids: ulid", "config/ids.py", "ulid"),
-]
 
 
 def cmd_profile(args, fixtures: dict) -> dict:
@@ -168,12 +125,10 @@ def _profile_summary(profiler: cProfile.Profile, requests: int) -> dict:
     total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
     areas: dict[str, float] = {}
     for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        label = next(
-            (name for name, needles in _AREAS if any(n in filename for n in needles)), "other (builtins, stdlib)"
-        )
+        label = area_of(filename)
         areas[label] = areas.get(label, 0.0) + tottime
     functions = {}
-    for label, needle, name in _FUNCTIONS:
+    for label, needle, name in FUNCTIONS:
         cum = sum(
             row[3]
             for (filename, _, func), row in stats.stats.items()  # type: ignore[attr-defined]

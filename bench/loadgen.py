@@ -3,13 +3,16 @@
     python -m bench.loadgen open   --url http://127.0.0.1:18000 --channel CH --key KEY --rate 50 --duration 30
     python -m bench.loadgen closed --url http://127.0.0.1:18000 --channel CH --key KEY --clients 500 \
         --duration 30 --max-requests 20000
+    python -m bench.loadgen burst  --url http://127.0.0.1:18000 --channel CH --key KEY --clients 200
 
 `open`: a fixed arrival rate (open loop): request i starts at t0 + i / rate whatever the earlier ones do, so
 a slow server cannot slow the arrivals down and hide its latency (no coordinated omission). Latency is
 measured from the request's scheduled start. `closed`: N clients, each sending its next request when the
-previous one is answered (the fallback for wrk). Every request carries a new contactIdentifier and
+previous one is answered (the fallback for wrk). `burst`: N connections opened first, then one message on
+each, all released at once (scenario 6: a burst of first messages). Every request carries a new contactIdentifier and
 idempotency key, so no message waits for another one of its conversation. Bounded by --duration and
---max-requests (open: rate x duration requests).
+--max-requests (open: rate x duration requests; burst: N requests, each bounded by --timeout).
+--path and --key may be comma-separated lists of the same length: request i goes to target i mod n.
 """
 
 from gevent import monkey
@@ -17,6 +20,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import http.client  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -43,8 +47,11 @@ class Target:
         parts = urlsplit(args.url)
         if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             sys.exit("loadgen sends traffic to loopback only")
-        self.path = args.path or f"/api/v1/channels/{args.channel}/messages"
-        self.key, self.prefix, self.idempotency = args.key, args.prefix, not args.no_idempotency
+        self.paths = (args.path or f"/api/v1/channels/{args.channel}/messages").split(",")
+        self.keys = args.key.split(",")
+        if len(self.paths) != len(self.keys):
+            sys.exit("--path and --key lists differ in length")
+        self.prefix, self.idempotency = args.prefix, not args.no_idempotency
         self.client = HTTPClient(
             parts.hostname,
             parts.port,
@@ -53,13 +60,18 @@ class Target:
             network_timeout=args.timeout,
         )
 
-    def send(self, index: int) -> tuple[int, float]:
-        headers = {"Content-Type": "application/json", "X-API-Key": self.key}
+    def headers(self, index: int) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-API-Key": self.keys[index % len(self.keys)]}
         if self.idempotency:
             headers["X-Idempotency-Key"] = f"{self.prefix}-{index}"
+        return headers
+
+    def send(self, index: int) -> tuple[int, float]:
+        headers = self.headers(index)
+        path = self.paths[index % len(self.paths)]
         started = time.perf_counter()
         try:
-            response = self.client.post(self.path, body=_message_body(self.prefix, index), headers=headers)
+            response = self.client.post(path, body=_message_body(self.prefix, index), headers=headers)
             response.read()
             status = response.status_code
         except Exception:  # a timeout or a reset: counted as an error, the run goes on
@@ -128,13 +140,66 @@ def run_closed(args) -> dict:
     return _summary(results, t0, time.perf_counter())
 
 
+def run_burst(args) -> dict:
+    """All connections open and idle first, then every greenlet sends its one message when the event is set:
+    the server sees the burst's requests within a few milliseconds, not paced by connection set-up."""
+    from gevent.event import Event
+
+    target = Target(args)
+    parts = urlsplit(args.url)
+    connections = []
+    for _ in range(args.clients):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=args.timeout)
+        conn.connect()
+        connections.append(conn)
+    go = Event()
+    results: list[tuple[float, float, int]] = []
+
+    def one(index: int, conn: http.client.HTTPConnection) -> None:
+        go.wait()
+        sent = time.perf_counter()
+        try:
+            path = target.paths[index % len(target.paths)]
+            conn.request("POST", path, body=_message_body(target.prefix, index), headers=target.headers(index))
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+        except Exception:  # a timeout or a reset: counted as an error
+            status = 0
+        finally:
+            conn.close()
+        results.append((sent, time.perf_counter(), status))
+
+    workers = [gevent.spawn(one, index, conn) for index, conn in enumerate(connections)]
+    gevent.sleep(0.2)  # every greenlet waits on the event
+    epoch, t0 = time.time(), time.perf_counter()
+    go.set()
+    gevent.joinall(workers, timeout=args.timeout + 5)
+    statuses: dict[str, int] = {}
+    for _, _, status in results:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    first_sent = min((r[0] for r in results), default=t0)
+    return {
+        "requests": args.clients,
+        "answered": len(results),
+        "ok": sum(1 for r in results if 200 <= r[2] < 300),
+        "statuses": statuses,
+        "releasedAtEpoch": epoch,
+        "firstSentOffset": round(first_sent - t0, 4),
+        "lastSentOffset": round(max((r[0] for r in results), default=t0) - t0, 4),
+        "spanSeconds": round(max((r[1] for r in results), default=t0) - first_sent, 4),
+        # per request: [sent offset s, latency s, status], offsets from the release
+        "samples": [[round(r[0] - t0, 4), round(r[1] - r[0], 4), r[2]] for r in results],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["open", "closed"])
+    parser.add_argument("mode", choices=["open", "closed", "burst"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--channel", default="")
     parser.add_argument("--path", default="", help="another path than the channel's messages endpoint")
-    parser.add_argument("--key", default="")
+    parser.add_argument("--key", default="", help="the API key (or a comma list, one per --path)")
     parser.add_argument("--prefix", default="lg")
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=10)
@@ -145,9 +210,9 @@ def main() -> None:
     parser.add_argument("--no-idempotency", action="store_true")
     parser.add_argument("--out", default="-")
     args = parser.parse_args()
-    if args.mode == "closed":
+    if args.mode in ("closed", "burst"):
         args.connections = max(args.connections, args.clients)
-    result = run_open(args) if args.mode == "open" else run_closed(args)
+    result = {"open": run_open, "closed": run_closed, "burst": run_burst}[args.mode](args)
     text = json.dumps(result)
     if args.out == "-":
         print(text)

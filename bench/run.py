@@ -2,12 +2,21 @@
 
     make bench                      # full run: bench/results/*.json and bench/RESULTS.md
     BENCH_QUICK=1 make bench        # smoke test with small counts: bench/results/quick/
-    .venv/bin/python -m bench.run [--quick] [--keep-db] [--only s1,s4]
+    .venv/bin/python -m bench.run [--quick] [--keep-db] [--db NAME] [--only s1,s4] [--all] [--before DIR]
+    .venv/bin/python -m bench.run --render [--before DIR]   # RESULTS.md again from the saved JSON
 
-What it does: creates its own PostgreSQL database (dropped at the end unless --keep-db), uses Redis db 8,
-migrates, makes the data through the apps' services (bench/fixtures.py), starts the stand-in LLM
-(bench/llm_stub.py) and gunicorn exactly as `make serve` does (config/gunicorn.py, gevent worker) with
-the bench's settings (bench/settings.py: production's plus the bare view's URL), runs the scenarios and stops
+The default run measures the goals of issue #17 side by side (bench/report.py lists them): scenarios 1
+(CPU per message against the bare view, at 16 and at 500 in flight, with a py-spy profile of the workers at
+both), 4 (statements), 5 (added latency), 6 (a burst of first messages), 7 (one workspace vs fifty) and the
+in-process profile. Scenarios 2 (slow agent) and 3 (flat cost), earlier issues' goals, run with
+--all (or --only s2,s3). --before DIR (default bench/results/before/ when it exists, full runs only) adds
+that saved run's figures as a "before" column.
+
+What it does: creates its own PostgreSQL database (dropped at the end unless --keep-db), uses Redis db 8
+(BENCH_REDIS_URL), migrates, makes the data through the apps' services (bench/fixtures.py), starts the stand-in LLM
+(bench/llm_stub.py) and gunicorn exactly as `make serve` does (config/gunicorn.py, gevent worker, and its
+defaults: the sizing variables WEB_CONCURRENCY, GUNICORN_* and DB_POOL_* are removed from the environment)
+with the bench's settings (bench/settings.py: production's plus the bare view's URL), runs the scenarios and stops
 every process it started, also on failure or Ctrl-C.
 
 Every load is bounded in requests and in time. Traffic goes to 127.0.0.1 only.
@@ -31,6 +40,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from bench import gcstats
 from bench.common import (
     ANALYSIS_MARKER,
     BENCH,
@@ -39,6 +49,7 @@ from bench.common import (
     PYTHON,
     QUICK,
     ROOT,
+    CpuMeter,
     Processes,
     free_port,
     git_commit,
@@ -48,11 +59,20 @@ from bench.common import (
     run,
     wait_http,
 )
+from bench.report import load_results, render_markdown
 from bench.scenarios.s1_ceiling import s1_ceiling
 from bench.scenarios.s2_slow_agent import s2_slow_agent
 from bench.scenarios.s3_flat_cost import s3_flat_cost
 from bench.scenarios.s4_queries import profile, s4_queries
 from bench.scenarios.s5_added_latency import s5_added_latency
+from bench.scenarios.s6_burst import s6_burst
+from bench.scenarios.s7_workspaces import s7_workspaces
+
+DEFAULT_STEPS = ("s4", "s1", "s5", "s6", "s7", "profile")
+EXTRA_STEPS = ("s2", "s3")  # earlier issues' goals: --all or --only
+# make serve's sizing comes from these (config/gunicorn.py, config/settings/base.py): the bench runs on
+# their defaults, whatever the caller's shell exports
+SIZING_VARIABLES = ("WEB_CONCURRENCY", "GUNICORN_", "DB_POOL_")
 
 
 class Bench:
@@ -60,6 +80,9 @@ class Bench:
         self.quick = args.quick
         self.cfg = dict(QUICK if args.quick else FULL)
         self.only = set(args.only.split(",")) if args.only else None
+        self.all = args.all
+        before = args.before if args.before is not None else ("" if args.quick else str(BENCH / "results" / "before"))
+        self.before_dir = Path(before) if before and Path(before).is_dir() else None
         self.keep_db = args.keep_db
         self.out = BENCH / "results" / "quick" if self.quick else BENCH / "results"
         self.logs = self.out / "logs"
@@ -80,7 +103,7 @@ class Bench:
         self.started_at = datetime.now(UTC)
         self.token = format(int(time.time() * 10) % 36**6, "x")  # keeps contacts and keys unique per run
         self.command = "BENCH_QUICK=1 make bench" if self.quick else "make bench"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "DJANGO_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "DJANGO_", *SIZING_VARIABLES))}
         env.update(
             {
                 "DATABASE_URL": self.database_url,
@@ -94,7 +117,9 @@ class Bench:
         self.env = env
 
     def want(self, name: str) -> bool:
-        return self.only is None or name in self.only
+        if self.only is not None:
+            return name in self.only
+        return name in DEFAULT_STEPS or (self.all and name in EXTRA_STEPS)
 
     # --- set-up -------------------------------------------------------------------------------------------
 
@@ -121,7 +146,7 @@ class Bench:
         )
         wait_http(f"{self.stub_url}/healthz")
         self.fixtures_path = self.out / ".fixtures.json"
-        agent_ms = f"0,{self.cfg['s5AgentMs']},{self.cfg['s2AgentMs']}"
+        agent_ms = f"0,{self.cfg['s5AgentMs']},{self.cfg['burstAgentMs']},{self.cfg['s2AgentMs']}"
         run(
             [
                 PYTHON,
@@ -132,6 +157,8 @@ class Bench:
                 self.stub_url,
                 "--agent-ms",
                 agent_ms,
+                "--spread",
+                str(self.cfg["wsCount"]),
                 "--out",
                 str(self.fixtures_path),
             ],
@@ -141,6 +168,9 @@ class Bench:
         )
         self.fixtures = json.loads(self.fixtures_path.read_text())
         # `make serve` without its migrate step (done above) and its sync: the same gunicorn command line.
+        self.gc_dir = self.logs / "gc"
+        shutil.rmtree(self.gc_dir, ignore_errors=True)
+        self.gc_dir.mkdir()
         self.web = self.procs.start(
             "gunicorn",
             [
@@ -151,7 +181,7 @@ class Bench:
                 "--bind",
                 f"{HOST}:{self.web_port}",
             ],
-            self.env,
+            {**self.env, "BENCH_GC_STATS_DIR": str(self.gc_dir)},
         )
         wait_http(f"{self.web_url}/healthz")
         self.workers = self._workers()
@@ -244,6 +274,7 @@ class Bench:
         key: str = "",
         timeout: float = 10,
     ) -> dict:
+        """`path` and `key` may be comma lists of the same length (round robin over the targets)."""
         assert self.wrk is not None  # the caller falls back to bench.loadgen without wrk
         argv = [
             self.wrk,
@@ -340,6 +371,8 @@ class Bench:
         timeout: float = 10,
         key: str = "",
     ) -> dict:
+        """A closed loop of `connections` clients (wrk, else bench.loadgen); `path` and `key` may be comma
+        lists of the same length, one target per workspace, used round robin."""
         if self.wrk:
             return self.wrk_run(
                 path=path,
@@ -383,24 +416,48 @@ class Bench:
         return f"/api/v1/channels/{channel}/messages"
 
     def save(self, name: str, data: dict) -> None:
+        data["run"] = {"startedAt": self.started_at.isoformat(timespec="seconds"), "commit": self.info["commit"]}
         self.results[name] = data
-        (self.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+        self._write(name)
         print(f"bench: {name}: {json.dumps(data.get('summary', {}))}", flush=True)
+
+    def _write(self, name: str) -> None:
+        (self.out / f"{name}.json").write_text(json.dumps(self.results[name], indent=2) + "\n")
 
     # --- what the scenarios share (the scenarios themselves: bench/scenarios/) ---------------------------
 
-    def replies(self, channel: str, *, since: float) -> list[float]:
-        """When each reply of the channel's conversations was stored (epoch seconds), from `since` on."""
+    def replies(self, channel: str | list[str], *, since: float) -> list[float]:
+        """When each reply of the channel's (or channels') conversations was stored (epoch seconds), from
+        `since` on."""
+        channels = [channel] if isinstance(channel, str) else channel
         with psycopg.connect(self.database_url) as conn:
             return [
                 row[0]
                 for row in conn.execute(
                     "SELECT extract(epoch FROM m.created_at)::float8 FROM conversations_message m "
-                    "JOIN conversations_conversation c ON c.id = m.conversation_id WHERE c.channel_id = %s "
+                    "JOIN conversations_conversation c ON c.id = m.conversation_id WHERE c.channel_id = ANY(%s) "
                     "AND m.direction = 'OUTBOUND' AND m.part = 1 AND m.created_at >= to_timestamp(%s)",
-                    [channel, since],
+                    [channels, since],
                 ).fetchall()
             ]
+
+    def cpu_meter(self) -> CpuMeter:
+        """CPU of the server side: gunicorn (master and workers), the stub, the bench database's backends;
+        and the part of the workers' CPU spent in the garbage collector (bench/gcstats.py)."""
+        return CpuMeter(
+            {
+                "gunicorn": lambda: [self.web.pid, *self.workers],
+                "stub": lambda: [self.stub.pid],
+                "postgres": self.pg_backends,
+            },
+            {"gunicornGc": lambda: sum(gcstats.totals(str(self.gc_dir), self.workers)["seconds"])},
+        )
+
+    def burst(self, channel: str, *, clients: int, prefix: str, timeout: float = 60) -> dict:
+        """`clients` first messages sent at once over connections opened beforehand (bench.loadgen burst)."""
+        return self.loadgen(
+            "burst", channel=channel, seconds=0, prefix=prefix, clients=clients, max_requests=clients, timeout=timeout
+        )
 
     def drain(self, timeout: float) -> float | None:
         """Wait until the server has answered every message it accepted (the generator hangs up at its
@@ -436,14 +493,8 @@ class Bench:
         self.write_markdown(run_info, self.results)
 
     def render_only(self) -> int:
-        """Rewrite RESULTS.md from the last run's JSON files (after a change of this file's markdown)."""
-        info = json.loads((self.out / "run.json").read_text())
-        names = ("s1_ceiling", "s2_slow_agent", "s3_flat_cost", "s4_queries", "s5_added_latency", "profile")
-        results = {
-            name: json.loads((self.out / f"{name}.json").read_text())
-            for name in names
-            if (self.out / f"{name}.json").exists()
-        }
+        """Rewrite RESULTS.md from the last run's JSON files (after a change of bench/report.py)."""
+        info, results = load_results(self.out)
         self.write_markdown(info, results)
         return 0
 
@@ -454,7 +505,8 @@ class Bench:
             text = target.read_text()
             if ANALYSIS_MARKER in text:
                 kept = text.split(ANALYSIS_MARKER, 1)[1]
-        target.write_text(render_markdown(run_info, results) + "\n" + ANALYSIS_MARKER + kept)
+        before = load_results(self.before_dir) if self.before_dir else None
+        target.write_text(render_markdown(run_info, results, before) + "\n" + ANALYSIS_MARKER + kept)
         print(f"bench: wrote {target.relative_to(ROOT)}", flush=True)
 
     def teardown(self) -> None:
@@ -466,25 +518,37 @@ class Bench:
             except psycopg.Error as exc:
                 print(f"bench: could not drop {self.db_name}: {exc}", file=sys.stderr)
 
+    def step(self, name: str, function) -> None:
+        """One scenario, with the machine's load average before and after it in each result it saves."""
+        print(f"bench: {name} ... (load average {loadavg()})", flush=True)
+        before, known = loadavg(), set(self.results)
+        function(self)
+        after = loadavg()
+        for result in set(self.results) - known:
+            self.results[result]["loadAverage"] = {"before": before, "after": after}
+            self._write(result)
+
     def main(self) -> int:
         error = None
         try:
             self.setup()
             self.s1_rate, self.s1_done = 0.0, False
-            steps = [
-                ("s4", s4_queries),
-                ("s1", s1_ceiling),
-                ("s5", s5_added_latency),
-                ("s2", s2_slow_agent),
-                ("s3", s3_flat_cost),
-                ("profile", profile),
-            ]
-            for name, step in steps:
-                if name in ("s5", "s2") and not self.s1_done and self.want(name):
-                    s1_ceiling(self)  # both need scenario 1's rate of this run
-                if self.want(name):
-                    print(f"bench: {name} ... (load average {loadavg()})", flush=True)
-                    step(self)
+            steps = {
+                "s4": s4_queries,
+                "s1": s1_ceiling,
+                "s5": s5_added_latency,
+                "s6": s6_burst,
+                "s7": s7_workspaces,
+                "profile": profile,
+                "s2": s2_slow_agent,
+                "s3": s3_flat_cost,  # last: it adds a million contacts to the database
+            }
+            for name, function in steps.items():
+                if not self.want(name):
+                    continue
+                if name in ("s5", "s2") and not self.s1_done:
+                    self.step("s1", s1_ceiling)  # both need scenario 1's rate of this run
+                self.step(name, function)
         except BaseException as exc:  # KeyboardInterrupt too: report what ran, then stop everything
             error = f"{type(exc).__name__}: {exc}"
             print(f"bench: FAILED: {error}", file=sys.stderr, flush=True)
@@ -495,173 +559,19 @@ class Bench:
         return 1 if error else 0
 
 
-# --- markdown -----------------------------------------------------------------------------------------------
-
-
-def _met(value: bool | None) -> str:
-    return "met" if value else "**not met**"
-
-
-def render_markdown(info: dict, results: dict) -> str:
-    m = info["machine"]
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Latest run: `{info['command']}` at {info['startedAt']} (finished {info['finishedAt']}), "
-        f"commit `{m['commit']}`.",
-        "",
-        f"Machine: {m['nproc']} cores ({m['cpuModel']}), {m['memoryGiB']} GiB RAM, Python {m['python']}, "
-        f"Linux {m['kernel']}. Load average at start {m['loadAverageAtStart']}, at end {m['loadAverageAtEnd']}; "
-        f"busiest processes at start: {', '.join(m['busiestProcessesAtStart']) or 'none above 1%'}.",
-        "",
-        "The server, PostgreSQL, the stub LLM and the load generator share these cores, and other processes "
-        "(other engineers' test suites) may run at the same time: each ratio below is measured within one run, "
-        "its two sides close together (interleaved where possible), so it is steadier than the absolute figures.",
-        f"Load generator: {info['generator']}.",
-        "",
-    ]
-    if info.get("error"):
-        lines += [f"**The run failed:** `{info['error']}`; the scenarios below are those that finished.", ""]
-    lines += ["| # | scenario | figure | goal | |", "| --- | --- | --- | --- | --- |"]
-    r = results
-    if "s1_ceiling" in r:
-        s = r["s1_ceiling"]["summary"]
-        lines.append(
-            f"| 1 | ceiling, 0 ms agent | {s['messagesPerSecond']} msg/s vs bare view {s['barePerSecond']} "
-            f"req/s: **{s['ratio']}** (errors {sum(s['errors'].values())}) | >= 0.5 | {_met(s['met'])} |"
-        )
-    if "s2_slow_agent" in r:
-        s = r["s2_slow_agent"]["summary"]
-        lines.append(
-            f"| 2 | slow agent, {s['clients']} clients, {s['agentLatencyMs']} ms | {s['throughput']} msg/s "
-            f"vs {s['target']}: **{s['ratio']}**; errors {s['errors']}; max DB connections per process "
-            f"{s['maxDbConnectionsPerProcess']}; {s['memoryPerInFlightKiB']} KiB per in-flight request | "
-            f">= 0.9, 0 errors, <= 20 | {_met(s['met'])} |"
-        )
-    if "s3_flat_cost" in r:
-        d = r["s3_flat_cost"]
-        s = d["summary"]
-        c, e, n = d["conversation"], d["contactsExisting"], d["contactsNew"]
-        lines.append(
-            f"| 3 | flat cost | position {c['positions']['short'][0]} vs {c['positions']['long'][0]}: "
-            f"{c['shortMedianMs']} vs {c['longMedianMs']} ms, **{c['ratio']}**; existing contact among "
-            f"{e['contacts'][0]:,} vs {e['contacts'][1]:,}: {e['smallMedianMs']} vs {e['largeMedianMs']} "
-            f"ms, **{e['ratio']}**; new contact: {n['smallMedianMs']} vs {n['largeMedianMs']} ms, "
-            f"**{n['ratio']}** | <= 1.1 | {_met(s['met'])} |"
-        )
-    if "s4_queries" in r:
-        s = r["s4_queries"]["summary"]
-        lines.append(
-            f"| 4 | statements per message (OpenAI-compatible agent) | new contact "
-            f"**{s['openai.newContact']}**, existing **{s['openai.existingContact']}**, replay "
-            f"**{s['openai.idempotentReplay']}**; with an idempotency key: new "
-            f"{s['openai.newContactWithKey']}, existing {s['openai.existingContactWithKey']}; built-in "
-            f"agent: {s['builtin.newContact']} / {s['builtin.existingContact']} / "
-            f"{s['builtin.idempotentReplay']} | 10, 10, 3 | {_met(s['met'])} |"
-        )
-    if "s5_added_latency" in r:
-        s = r["s5_added_latency"]["summary"]
-        lines.append(
-            f"| 5 | latency added, open loop at {s['rate']} msg/s, {s['agentLatencyMs']} ms agent | "
-            f"p50 **{s['addedP50Ms']} ms**, p99 **{s['addedP99Ms']} ms** (errors {s['errors']}) | "
-            f"p99 < 50 ms | {_met(s['met'])} |"
-        )
-    lines.append("")
-    if "s1_ceiling" in r:
-        d = r["s1_ceiling"]
-        lines += [
-            "### Scenario 1 details",
-            "",
-            "| run | rate | p50 ms | p99 ms | busy cores: machine / gunicorn / PostgreSQL (bench db) / "
-            "everything else | CPU ms per request: gunicorn / PostgreSQL |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for label in d["rounds"]:
-            for run_, cpu in zip(d["rounds"][label], d["cpu"][label], strict=True):
-                lat = run_["latencyMs"]
-                lines.append(
-                    f"| {label} | {run_['rate']}/s | {lat.get('p50')} | {lat.get('p99')} | "
-                    f"{cpu['machineBusyCores']} / {cpu['gunicornCores']} / {cpu['postgresCores']} / "
-                    f"{cpu['everythingElseCores']} | {cpu.get('gunicornCpuMsPerRequest')} / "
-                    f"{cpu.get('postgresCpuMsPerRequest')} |"
-                )
-        s = d["summary"]
-        lines += [
-            "",
-            f"{d['requestShape']}; {d['connections']} connections, {d['secondsPerRun']} s per run, "
-            f"load average {d['loadAverage']['before']} before. The built-in agent (no OpenAI SDK, no HTTP "
-            f"call) answers {s['builtinAgentPerSecond']} msg/s. CPU per answered request (gunicorn + the "
-            f"database's backends), which the other processes on the machine disturb less than rates: "
-            f"{s['cpuMsPerRequest']}; bare / message = **{s['cpuCostRatio']}**, the ratio to expect where "
-            "both are CPU-bound on an otherwise idle machine.",
-            "",
-        ]
-    if "s2_slow_agent" in r:
-        d = r["s2_slow_agent"]
-        db = d["dbConnections"]
-        lines += [
-            "### Scenario 2 details",
-            "",
-            f"Steady window {d['steadyWindowSeconds']} s of the load: {d['repliesInWindow']} replies. "
-            f"Generator's own count: {d['load']['rate']} msg/s over the whole run including the ramp, "
-            f"latency mean {d['load']['latencyMs'].get('mean')} ms, p99 {d['load']['latencyMs'].get('p99')} ms. "
-            f"Per-worker DB connections (max, socket count / matched in pg_stat_activity): "
-            f"{db['perWorkerMaxSocket']} / {db['perWorkerMaxMatchedInPgStatActivity']}, "
-            f"database total max {db['databaseTotalMax']}. Memory: idle "
-            f"{d['memory']['idleRssMiB']} MiB, under load {d['memory']['loadRssMedianMiB']} MiB (median), "
-            f"{d['memory']['inFlight']} in flight.",
-            "",
-            f"Method (connections): {db['method']}. Method (memory): {d['memory']['method']}.",
-            "",
-        ]
-    if "s3_flat_cost" in r:
-        iso = r["s3_flat_cost"]["isolatedQueries"]
-        lines += [
-            "### Scenario 3 details: the queries alone (in-process, medians)",
-            "",
-            "| query | small | large | ratio |",
-            "| --- | --- | --- | --- |",
-        ]
-        for name, q in iso.items():
-            a, b = [k for k in q if k.endswith("MedianMs")]
-            lines.append(f"| {name} | {q[a]} ms | {q[b]} ms | {q['ratio']} |")
-        lines += ["", r["s3_flat_cost"]["method"] + ".", ""]
-    if "profile" in r:
-        p = r["profile"]
-        wall, cpu = p["profiles"]["wall"], p["profiles"]["cpu"]
-        lines += [
-            "### Profile of the hot path",
-            "",
-            f"cProfile, in-process through Django's test client (the whole middleware and view stack, no "
-            f"HTTP server), {p['requests']} messages each: new contact, idempotency key, 0 ms agent over "
-            f"loopback. Without the profiler a message costs {p['wallMsPerRequest']} ms wall and "
-            f"**{p['cpuMsPerRequest']} ms CPU** in this process (the bare view: "
-            f"{p['bareViewCpuMsPerRequest']} ms CPU); the rest of the wall time is PostgreSQL and the stub. "
-            f"Profiled with a wall clock ({wall['profiledMsPerRequest']} ms per message) and with a CPU "
-            f"clock ({cpu['profiledMsPerRequest']} ms per message, the profiler's overhead included):",
-            "",
-            "| own time by area | wall ms/msg | CPU ms/msg |",
-            "| --- | --- | --- |",
-        ]
-        for area in wall["areasMsPerRequest"]:
-            lines.append(f"| {area} | {wall['areasMsPerRequest'][area]} | {cpu['areasMsPerRequest'].get(area, 0)} |")
-        lines += ["", "| frame (cumulative) | wall ms/msg | CPU ms/msg |", "| --- | --- | --- |"]
-        for frame in wall["functionsCumMsPerRequest"]:
-            lines.append(
-                f"| {frame} | {wall['functionsCumMsPerRequest'][frame]} | "
-                f"{cpu['functionsCumMsPerRequest'].get(frame, 0)} |"
-            )
-        lines.append("")
-    lines.append("Raw figures: `bench/results/*.json` (per scenario) and `run.json` (machine, config).")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="The Channels API benchmark (make bench).")
     parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
     parser.add_argument("--keep-db", action="store_true", help="keep the benchmark database for inspection")
     parser.add_argument("--db", default="", help="database name (default channels_bench[_quick])")
-    parser.add_argument("--only", default="", help="comma list of s1,s2,s3,s4,s5,profile")
+    parser.add_argument("--only", default="", help="comma list of s1,s2,s3,s4,s5,s6,s7,profile")
+    parser.add_argument("--all", action="store_true", help="also scenarios 2 and 3 (earlier issues' goals)")
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="a saved run's folder (run.json and the scenarios' JSON) for the 'before' column; default "
+        "bench/results/before/ if it exists (full runs), '' for none",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from the last JSON files")
     args = parser.parse_args()
     bench = Bench(args)

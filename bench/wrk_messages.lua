@@ -2,6 +2,8 @@
 --   wrk -t1 -c50 -d15s -s bench/wrk_messages.lua http://127.0.0.1:18000 -- PATH KEY PREFIX MAX IDEMPOTENCY
 -- Every request carries a new contactIdentifier (and idempotency key), so no message waits behind another
 -- one of its conversation. MAX bounds the responses per thread (0: only the duration bounds the run).
+-- PATH and KEY may be comma-separated lists of the same length (several workspaces, each with its own key
+-- and channel): request n goes to the n-th target, round robin.
 -- done() prints one JSON line, prefixed with "WRKJSON ".
 
 local threads = {}
@@ -11,9 +13,20 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local function split(text)
+  local items = {}
+  for item in string.gmatch(text, "[^,]+") do
+    table.insert(items, item)
+  end
+  return items
+end
+
 function init(args)
-  path = args[1]
-  key = args[2]
+  paths = split(args[1])
+  keys = split(args[2])
+  if #paths ~= #keys then
+    error("PATH and KEY lists differ in length")
+  end
   prefix = args[3] .. "-t" .. tid
   max_responses = tonumber(args[4]) or 0
   idempotency = args[5] == "1"
@@ -27,11 +40,12 @@ function request()
   counter = counter + 1
   local body = '{"type":"TEXT","contactIdentifier":"' .. prefix .. "-" .. counter ..
     '@bench.example","contactName":"Bench","content":{"text":{"body":"Hello! How long does shipping take to Lisbon?"}}}'
-  local headers = {["Content-Type"] = "application/json", ["X-API-Key"] = key}
+  local target = (counter - 1) % #paths + 1
+  local headers = {["Content-Type"] = "application/json", ["X-API-Key"] = keys[target]}
   if idempotency then
     headers["X-Idempotency-Key"] = prefix .. "-" .. counter
   end
-  return wrk.format("POST", path, headers, body)
+  return wrk.format("POST", paths[target], headers, body)
 end
 
 function response(status, headers, body)

@@ -10,16 +10,12 @@ from typing import TYPE_CHECKING
 import psutil
 import psycopg
 
-from bench.common import (
-    loadavg,
-)
-
 if TYPE_CHECKING:
     from bench.run import Bench
 
 
 def s2_slow_agent(bench: Bench) -> None:
-    cfg, load_before = bench.cfg, loadavg()
+    cfg = bench.cfg
     agent_s = cfg["s2AgentMs"] / 1000
     channel = bench.fixtures["channels"][str(cfg["s2AgentMs"])]
     time.sleep(1)
@@ -123,7 +119,6 @@ def s2_slow_agent(bench: Bench) -> None:
                 }
                 for s in samples
             ],
-            "loadAverage": {"before": load_before, "after": loadavg()},
         },
     )
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from bench.common import (
     HOST,
     PYTHON,
-    loadavg,
     percentile,
     run,
 )
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def s3_flat_cost(bench: Bench) -> None:
-    cfg, load_before = bench.cfg, loadavg()
+    cfg = bench.cfg
     started = time.monotonic()
     run(
         [
@@ -144,6 +143,5 @@ def s3_flat_cost(bench: Bench) -> None:
             f"{warm} warm-up rounds, medians of {n}; 0 ms agent",
             "fillSeconds": fill_seconds,
             "fixtureTimings": flat["timings"],
-            "loadAverage": {"before": load_before, "after": loadavg()},
         },
     )

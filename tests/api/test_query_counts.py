@@ -7,8 +7,8 @@ The issue's goals (PostgreSQL): at most 8, 7 and 2, a key at most 2 more. On Pos
 through one statement of data-modifying CTEs (api/hot_path.py):
 - new contact, 6: the key; accept 3 (channel and its agent and team; contact + active conversation lookup;
   contact, conversation, message and credit reservation); think 0 (a conversation's first message has no
-  history to read); record 2 (conversation stamp, settlement, replies, ledger entry, daily rollup and the
-  channel's webhook; then the message answered with its 200 body);
+  history to read); record 2 (conversation stamp, replies, daily rollup and the channel's webhook; then the
+  settlement, its ledger entry and the message answered with its 200 body);
 - existing contact, 7: the same, the position taken in the accept statement, and the history query;
 - with an idempotency key, 2 more: its claim (accept) and its hold (record); its attachment to the message and
   its stored response ride on the accept and the last record statement;

@@ -1,0 +1,26 @@
+# The function the hot path's statements raise with (api/hot_path.py, "One round trip to commit"). PostgreSQL
+# only: SQLite runs the ORM path.
+
+from django.db import migrations
+
+FUNCTION = "channels_hot_path_abort"
+
+
+def create(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute(
+        f"CREATE OR REPLACE FUNCTION {FUNCTION}(reason text) RETURNS integer LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = reason; END $$"
+    )
+
+
+def drop(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}(text)")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("api", "0001_initial")]
+
+    operations = [migrations.RunPython(create, drop)]
