@@ -232,8 +232,7 @@ def inbound_accept(
         )
     statement.insert("v", conversation)
     message.conversation_id = conversation.pk
-    if _accept_run(statement, **write) is None:
-        raise ContactErased()  # erased after the lookup: nothing was written
+    _accept_run(statement, gone=ContactErased, **write)  # the contact's step found nothing: erased after the lookup
     return StoredInbound(
         contact_id=target.contact_id,
         conversation_id=conversation.pk,
