@@ -44,6 +44,7 @@ from billing.credits import (
     ledger_charge_build,
 )
 from config.statements import insert_select, table_columns
+from contacts.models import Contact
 from conversations.models import Conversation, Message
 from conversations.services import (
     ContactErased,
@@ -217,9 +218,21 @@ def inbound_accept(
     statement = _Statement()
     if target.contact is not None:
         statement.insert("c", target.contact)
+    else:
+        # A known contact's new conversation, only while the contact is not erased. The lookup may predate an
+        # erasure that commits before this statement (or holds the contact row until it commits: the lock
+        # waits for it, then reads the row as it committed); the conversation's foreign key is checked only
+        # at commit and an erased contact's row still exists, so without this the message and its replies
+        # would be kept in a conversation the erasure never saw. The lock makes a later erasure wait for this
+        # transaction, so that it sees the conversation and marks it erased (api/erasure.py).
+        statement.step(
+            "e",
+            f"SELECT 1 FROM {_table(Contact)} WHERE id = %s AND erased_at IS NULL FOR KEY SHARE",
+            [target.contact_id],
+        )
     statement.insert("v", conversation)
     message.conversation_id = conversation.pk
-    _accept_run(statement, **write)
+    _accept_run(statement, gone=ContactErased, **write)  # the contact's step found nothing: erased after the lookup
     return StoredInbound(
         contact_id=target.contact_id,
         conversation_id=conversation.pk,

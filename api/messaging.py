@@ -55,6 +55,7 @@ from channels_app.models import Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
 from config.errors import ApplicationError
+from config.exception_handler import to_application_error
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
@@ -459,7 +460,10 @@ def _think(
 
 
 def _fail(accepted: Accepted, error: Exception) -> None:
-    code = error.code if isinstance(error, ApplicationError) else "internal_error"
+    # As the client is answered (config/exception_handler.py): a connection that broke is 503
+    # database_unavailable there, so it is on the message and in its message.failed event too.
+    known = to_application_error(error)
+    code = known.code if known is not None else "internal_error"
     with transaction.atomic():
         if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
             return  # another run of this answer recorded or failed it first
@@ -472,7 +476,7 @@ def _fail(accepted: Accepted, error: Exception) -> None:
             contact_id=accepted.contact_id,
             conversation_id=accepted.conversation_id,
             message_id=accepted.message.pk,
-            error=error,
+            error=known or error,
         )
         message_stats_failed(message_ids=[accepted.message.pk], error_code=code, at=timezone.now())
 

@@ -1,6 +1,7 @@
 """Helpers for the race tests: threads started together, each with its own client and connection."""
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,9 @@ from django.db import connection
 from django.test import Client
 
 from billing.credits import credits_grant
+from billing.models import UsageLedgerEntry
+from channels_app.models import Workspace
+from tests.agents import ScriptedAgent
 from tests.conftest import Api
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 
@@ -52,6 +56,61 @@ def run_together(count: int, request: Callable[[int, Api], Any], *, channel, key
     if errors:
         raise errors[0]
     return results
+
+
+def lock_waiters() -> list[int]:
+    """The backends of the test database waiting for a lock now (a fresh statistics snapshot: inside a
+    transaction PostgreSQL would keep answering from the first one)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def wait_for_lock_waiters(count: int) -> list[int]:
+    """Wait until `count` backends wait for a lock (a request reached the row a test holds); their pids."""
+    deadline = time.monotonic() + THREAD_TIMEOUT_SECONDS
+    while len(waiting := lock_waiters()) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} backends ever waited for a lock"
+        time.sleep(0.02)
+    return waiting
+
+
+def in_thread(results: dict[str, Any], name: str, call: Callable[[], Any]) -> threading.Thread:
+    """Start `call()` in a thread of its own (its own connection, closed when it ends); its result goes to
+    `results[name]`."""
+
+    def work() -> None:
+        try:
+            results[name] = call()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work, name=name)
+    thread.start()
+    return thread
+
+
+def books(workspace: Workspace) -> tuple[int, int, int]:
+    """(balance, reserved, sum of the ledger) of the workspace as stored now."""
+    workspace.refresh_from_db()
+    ledger = sum(UsageLedgerEntry.objects.filter(workspace=workspace).values_list("delta", flat=True))
+    return workspace.credit_balance, workspace.credit_reserved, ledger
+
+
+def agent_thinks_until_told(agent: ScriptedAgent) -> tuple[threading.Event, threading.Event]:
+    """Script the agent's next call to wait: (thinking, go), the first set once it thinks, the second what it
+    waits for."""
+    thinking, go = threading.Event(), threading.Event()
+
+    def think(**kwargs: Any) -> None:
+        thinking.set()
+        assert go.wait(THREAD_TIMEOUT_SECONDS)
+
+    agent.script(think)
+    return thinking, go
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ conversation after its close, and every message answered once."""
 
 import json
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,7 +16,7 @@ from api import messaging
 from api.cleanup import idle_conversations_close
 from conversations.models import Conversation, Message
 from conversations.services import conversation_close
-from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, run_together
+from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, in_thread, run_together, wait_for_lock_waiters
 from tests.conftest import SEED_TEXT, Api, requires_postgresql
 from tests.webhooks.conftest import Receiver
 from webhooks.models import WebhookEvent
@@ -151,14 +150,6 @@ def test_first_messages_after_a_close_open_one_new_conversation(hooked_channel, 
     assert Conversation.objects.get(pk=first["conversationId"]).messages.count() == 2
 
 
-def _lock_waiters() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
-
-
 def test_a_message_that_waits_for_a_committing_close_goes_to_a_new_conversation(hooked_channel, scripted_agent):
     # given: a conversation, and a close that has closed it but not committed yet
     channel, key = hooked_channel
@@ -180,32 +171,21 @@ def test_a_message_that_waits_for_a_committing_close_goes_to_a_new_conversation(
         finally:
             connection.close()
 
-    replies = []
-
-    def post() -> None:
-        try:
-            replies.append(Api(Client(), channel, key).post(message(contact, "Hello again")))
-        finally:
-            connection.close()
-
     closer = threading.Thread(target=close_and_hold)
     closer.start()
     assert closed.wait(THREAD_TIMEOUT_SECONDS)
 
     # when: the contact's next message is accepted meanwhile: it still reads the conversation as active, and
     # waits on its row for the close to commit
-    poster = threading.Thread(target=post)
-    poster.start()
-    deadline = time.monotonic() + THREAD_TIMEOUT_SECONDS
-    while _lock_waiters() == 0:
-        assert time.monotonic() < deadline, "the message never waited for the close"
-        time.sleep(0.01)
+    results: dict = {}
+    poster = in_thread(results, "reply", lambda: Api(Client(), channel, key).post(message(contact, "Hello again")))
+    wait_for_lock_waiters(1)
     release.set()
     closer.join(THREAD_TIMEOUT_SECONDS)
     poster.join(THREAD_TIMEOUT_SECONDS)
 
     # then: it found the conversation closed and opened a new one; nothing was added to the closed one
-    (reply,) = replies
+    reply = results["reply"]
     assert reply.status_code == 200, reply.content
     body = reply.json()
     assert body["conversationId"] != first["conversationId"]
