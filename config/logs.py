@@ -196,10 +196,11 @@ def logging_config(*, level: str, renderer: str) -> dict[str, Any]:
             "django.request": {"level": "CRITICAL"},
             "django.server": {"level": "WARNING"},
             # At DEBUG the OpenAI SDK logs each request's options, the conversation included: never below INFO.
+            # The SDK's HTTP stack is httpx2 / httpcore2 (the forks it depends on), which log under those names.
             "openai": {"level": at_least_info},
-            "httpcore": {"level": at_least_info},
+            "httpcore2": {"level": at_least_info},
             # One INFO line per agent call ("HTTP Request: POST ...") repeats our "agent replied" line.
-            "httpx": {"level": "WARNING"},
+            "httpx2": {"level": "WARNING"},
         },
     }
 

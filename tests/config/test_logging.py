@@ -15,6 +15,7 @@ from pytest_httpserver import HTTPServer
 
 from channels_app.models import AIAgent
 from config.logs import REDACTED, formatter
+from tests.config.test_database_outage import LLM_ANSWER
 from tests.conftest import SEED_TEXT, Api, on_postgresql
 from tests.factories import ChannelFactory, api_key_for
 
@@ -148,15 +149,7 @@ def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(
 
     credits_grant(workspace=channel.workspace, amount=10, note="test")
     api = Api(client, channel, api_key_for(channel.workspace)[1])
-    answer = {
-        "id": "c1",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "test-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "On its way."}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
-    }
-    httpserver.expect_ordered_request("/v1/chat/completions", method="POST").respond_with_json(answer)
+    httpserver.expect_ordered_request("/v1/chat/completions", method="POST").respond_with_json(LLM_ANSWER)
     httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(
         {"error": {"message": f"bad key {PROVIDER_KEY}"}}, status=401
     )
@@ -172,6 +165,27 @@ def test_no_provider_key_in_logs_when_the_llm_answers_or_fails(
     text = log_lines.text()
     assert "agent replied" in text
     assert PROVIDER_KEY not in text and BODY not in text and api.key not in text
+
+
+def test_an_llm_call_adds_the_agents_line_and_none_of_the_http_clients(client, db, log_lines, httpserver: HTTPServer):
+    # given: a channel whose agent is an OpenAI-compatible LLM on loopback
+    channel = ChannelFactory.create()
+    AIAgent.objects.filter(pk=channel.agent_id).update(
+        provider="openai", base_url=httpserver.url_for("/v1"), model="test-model", timeout_seconds=5
+    )
+    from billing.credits import credits_grant
+
+    credits_grant(workspace=channel.workspace, amount=10, note="test")
+    httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(LLM_ANSWER)
+
+    # when
+    response = Api(client, channel, api_key_for(channel.workspace)[1]).post(SEED_TEXT)
+
+    # then: one line of ours for the call; the HTTP client's "HTTP Request: POST ..." would repeat it
+    assert response.status_code == 200, response.content
+    lines = log_lines()
+    assert [line["event"] for line in lines if line["event"] == "agent replied"] == ["agent replied"]
+    assert not [line for line in lines if line.get("logger", "").startswith(("httpx", "httpcore", "openai"))]
 
 
 def test_redact_drops_secret_fields_and_masks_key_shaped_values(log_lines):

@@ -142,6 +142,30 @@ def test_reply_sends_temperature_and_max_tokens_when_the_agent_sets_them(httpser
     assert body["max_tokens"] == 300
 
 
+def test_the_body_is_already_what_the_sdks_own_create_would_send():
+    """The agent posts its body without `chat.completions.create`'s walk over the SDK's parameter types
+    (openai_agent._completion_body says why); that walk must have nothing to change in it, for text,
+    metadata, images and the settings an agent may set."""
+    from openai._utils import maybe_transform
+    from openai.types.chat import completion_create_params
+
+    png = b"\x89PNG\r\n\x1a\nfake"
+    image = HistoryItem(
+        role="user",
+        type="IMAGE",
+        content={"image": {"url": "https://cdn.example.com/a.png", "caption": "This?"}},
+        media=MediaPart(url="https://cdn.example.com/a.png", mime_type="image/png", size=len(png), data=png),
+        metadata={"orderId": "A-1"},
+    )
+    agent = make_agent(temperature=0.2, max_output_tokens=300)
+    messages = openai_agent._messages(agent, [text("user", "hi"), text("assistant", "Hello."), image])
+    body = openai_agent._completion_body(agent, messages)
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+    assert maybe_transform(body, completion_create_params.CompletionCreateParamsNonStreaming) == body
+    assert maybe_transform(streamed, completion_create_params.CompletionCreateParamsStreaming) == streamed
+
+
 def test_reply_without_instructions_sends_no_system_message_and_the_default_model(httpserver, settings):
     settings.LLM_MODEL = "platform-model"
     httpserver.expect_request(CHAT_PATH).respond_with_json(completion("ok"))
