@@ -3,7 +3,9 @@
 DRF runs throttles after authentication, so `request.auth` is the key. The count lives in Django's cache:
 Redis when REDIS_URL is set (one count across all web nodes), local memory otherwise (one per process, which
 is what `make run` needs). DRF's SimpleRateThrottle keeps a list of timestamps with get-then-set, which loses
-counts when two nodes write at once; here `add` + `incr` are atomic in Redis.
+counts when two nodes write at once; here the count is one atomic Redis transaction (create the key with its
+expiry if it is missing, then increment it), sent as one round trip: Django's `cache.add` + `cache.incr`
+would take three (SET NX, EXISTS, INCRBY) on every request after a window's first.
 
 A fixed window lets a client send up to twice the limit across a window's edge; in exchange it costs one
 round trip and one small key per API key and minute.
@@ -20,12 +22,15 @@ import math
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60  # the setting is "per minute"
+# A window's key outlives it a little, so a slow clock on another node still finds it.
+_KEY_SECONDS = WINDOW_SECONDS + 10
 _WARN_EVERY_SECONDS = 60.0  # one warning a minute per process is enough to page on, and not a flood
 _last_warning = -math.inf
 
@@ -64,13 +69,23 @@ class ApiKeyRateThrottle(BaseThrottle):
 
     @staticmethod
     def _hit(key: str) -> int:
-        # The key outlives its window a little, so a slow clock on another node still finds it.
-        if cache.add(key, 1, timeout=WINDOW_SECONDS + 10):
+        backend = caches[DEFAULT_CACHE_ALIAS]
+        if isinstance(backend, RedisCache):
+            full_key = backend.make_and_validate_key(key)
+            # Django's cache API has no atomic "increment or create": its own Redis client does
+            # (RedisCache._cache, the client Django's cache methods use, with the same connection pool). One
+            # round trip: MULTI, SET NX EX, INCR, EXEC.
+            pipeline = backend._cache.get_client(full_key, write=True).pipeline()  # type: ignore[attr-defined]
+            pipeline.set(full_key, 0, ex=_KEY_SECONDS, nx=True)
+            pipeline.incr(full_key)
+            return pipeline.execute()[1]
+        # Other caches (local memory, per process): no other node writes the count.
+        if cache.add(key, 1, timeout=_KEY_SECONDS):
             return 1
         try:
             return cache.incr(key)
         except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=WINDOW_SECONDS + 10)
+            cache.add(key, 1, timeout=_KEY_SECONDS)
             return 1
 
     @staticmethod

@@ -168,3 +168,22 @@ def test_metadata_is_part_of_the_idempotency_fingerprint(api):
     assert first.status_code == same.status_code == 200 and same["Idempotent-Replayed"] == "true"
     assert other.status_code == 422 and error_of(other)["code"] == "idempotency_key_reused"
     assert IdempotencyRecord.objects.count() == 1
+
+
+# --- the serializers' fields, built once (api.serializers._FieldsBuiltOnce) ------------------------------
+
+
+def test_bodies_checked_one_after_another_share_fields_but_not_results():
+    from api.serializers import InboundMessageSerializer
+
+    bad = InboundMessageSerializer(data={**SEED_TEXT, "content": {"text": {"body": " "}}, "metadata": {"": "x"}})
+    good = InboundMessageSerializer(data={**SEED_TEXT, "metadata": {"orderId": "A-1"}})
+
+    assert not bad.is_valid()
+    assert good.is_valid(), good.errors
+    assert InboundMessageSerializer(data={**SEED_TEXT, "type": "FAX"}).is_valid() is False
+
+    assert good.fields is bad.fields  # built once for the class
+    assert set(bad.errors) == {"metadata"}  # the field-level error stops before the content's check
+    assert good.validated_data["metadata"] == {"orderId": "A-1"}
+    assert good.validated_data["content"] == SEED_TEXT["content"]

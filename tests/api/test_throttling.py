@@ -148,3 +148,21 @@ def test_the_count_is_shared_through_redis(api, workspace, settings):
         window = int(T0.timestamp() // 60)
         assert other_node.get(f"ratelimit:key:{prefix}:{window}") == 1
         assert api.post(SEED_TEXT).status_code == 429
+
+
+@requires_redis
+def test_a_windows_count_expires_shortly_after_the_window(api, workspace):
+    """The count is created with its expiry, in the same transaction as its first increment: a key left
+    without one would stay in Redis for good."""
+    from django.core.cache import caches
+
+    limit(workspace, 5)
+    prefix = api.key.split(".")[0]
+    with time_machine.travel(T0, tick=False):
+        assert api.post(SEED_TEXT).status_code == 200
+        assert api.post(SEED_TEXT).status_code == 200
+    backend = caches["default"]
+    key = backend.make_and_validate_key(f"ratelimit:key:{prefix}:{int(T0.timestamp() // 60)}")
+    redis = backend._cache.get_client(key)
+    assert int(redis.get(key)) == 2
+    assert 60 < redis.ttl(key) <= 70

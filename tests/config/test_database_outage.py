@@ -62,6 +62,76 @@ def test_a_database_failure_outside_the_api_views_is_a_503_too(db):
     assert error_of(response)["code"] == "database_unavailable"
 
 
+# --- in process: which pooled connections cost a round trip to check (config/postgresql/base.py) -------------
+
+
+@pytest.fixture
+def full_checks(transactional_db, monkeypatch):
+    """The empty queries the backend sends to check pooled connections, counted."""
+    connection.ensure_connection()
+    pool = connection.pool
+    sent: list[object] = []
+    check = pool.check_connection
+    monkeypatch.setattr(pool, "check_connection", lambda conn: (sent.append(conn), check(conn))[1])
+    connection.close()
+    return sent
+
+
+@requires_postgresql
+def test_a_connection_back_from_a_request_moments_ago_is_reused_without_a_round_trip(full_checks):
+    for _ in range(5):  # a busy pool: each connection comes back and goes out again at once
+        connection.ensure_connection()
+        connection.close()
+    connection.ensure_connection()  # whichever connection the pool gives now, it was back moments ago
+    connection.close()
+    connection.ensure_connection()
+
+    assert len(full_checks) <= 2  # the pool's connections that no request had used yet (min_size 2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
+@requires_postgresql
+def test_a_connection_idle_for_longer_gets_the_round_trip(full_checks, monkeypatch):
+    from config.postgresql import base
+
+    connection.ensure_connection()
+    connection.close()
+    monkeypatch.setattr(base, "IDLE_CHECK_SECONDS", 0.0)  # every connection has now been idle "too long"
+    checked = len(full_checks)
+
+    connection.ensure_connection()
+
+    assert len(full_checks) == checked + 1
+
+
+@requires_postgresql
+def test_a_recent_connection_whose_backend_was_terminated_is_not_trusted(transactional_db):
+    """What a restart does to a connection that was back in the pool a moment before: the server's FATAL
+    error and the closed socket make it readable, so it gets the full check however recent it is."""
+    import psycopg
+
+    from config.postgresql.base import _recent_and_quiet
+
+    params = connection.settings_dict
+    conn = psycopg.connect(
+        dbname=params["NAME"], user=params["USER"], password=params["PASSWORD"], host=params["HOST"],
+        port=params["PORT"], autocommit=True,
+    )  # fmt: skip
+    try:
+        conn._returned_at = time.monotonic()  # type: ignore[attr-defined]
+        assert _recent_and_quiet(conn)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+        deadline = time.monotonic() + WAIT_SECONDS
+        while _recent_and_quiet(conn):
+            assert time.monotonic() < deadline, "the terminated connection still looks quiet"
+            time.sleep(0.01)
+    finally:
+        conn.close()
+
+
 # --- a real gunicorn, a database restart -------------------------------------------------------------------
 
 
