@@ -11,17 +11,25 @@ from django.db import transaction
 
 from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
-from channels_app.models import DEFAULT_AGENT_PROVIDER, AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
+from channels_app.models import DEFAULT_AGENT_PROVIDER, AIAgent, Channel, Workspace, WorkspaceApiKey
 from channels_app.services import apikey_create
+from knowledge.services import document_put_text
 
+# The demo agent's documents: (documentId, title, text).
 _DEMO_KNOWLEDGE = [
-    ("What are your opening hours?", "We are open Monday to Friday, 9:00 to 18:00 (UTC)."),
+    ("opening-hours", "What are your opening hours?", "We are open Monday to Friday, 9:00 to 18:00 (UTC)."),
     (
+        "password-reset",
         "How do I reset my password?",
         "Open the sign-in page and choose \u201cForgot password\u201d. We e-mail you a link that works for one hour.",
     ),
-    ("How long does shipping take?", "Orders ship within 2 business days; delivery takes 3 to 5 business days."),
     (
+        "shipping",
+        "How long does shipping take?",
+        "Orders ship within 2 business days; delivery takes 3 to 5 business days.",
+    ),
+    (
+        "refunds",
         "Can I get a refund?",
         "Yes. You can ask for a refund within 30 days of purchase.\n\n"
         "Reply with your order number and we will start it; the money is back on your card within 5 to 10 days.",
@@ -60,16 +68,15 @@ def demo_bootstrap(*, key_file: Path) -> dict[str, str]:
             setattr(agent, field, value)
         agent.save()
     if created:
-        KnowledgeEntry.objects.bulk_create(
-            [KnowledgeEntry(agent=agent, question=q, answer=a) for q, a in _DEMO_KNOWLEDGE]
-        )
+        for key, title, text in _DEMO_KNOWLEDGE:
+            document_put_text(agent=agent, key=key, title=title, text=text, metadata={})
     channel, _ = Channel.objects.get_or_create(
         workspace=workspace, name="Demo API channel", defaults={"type": Channel.Type.API, "agent": agent}
     )
     if not UsageLedgerEntry.objects.filter(workspace=workspace).exists():
         credits_grant(workspace=workspace, amount=DEMO_CREDITS, note="demo credits")
     api_key = _demo_key(workspace=workspace, key_file=key_file)
-    return {"workspaceId": workspace.pk, "channelId": channel.pk, "apiKey": api_key}
+    return {"workspaceId": workspace.pk, "channelId": channel.pk, "agentId": agent.pk, "apiKey": api_key}
 
 
 def demo_key_file(*, base_dir: Path, database: dict[str, Any]) -> Path:

@@ -74,6 +74,7 @@ from conversations.services import (
     inbound_message_store,
     replies_store,
 )
+from knowledge.retrieval import knowledge_select, knowledge_sources
 from webhooks.services import message_failed_emit, message_replied_emit
 
 
@@ -153,6 +154,8 @@ class Accepted:
     # message row's lock, that the message still waits for its answer.
     exclusive: bool = False
     agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
+    # The documents whose passages the agent was given, best first (the 200 body's `sources`): think phase.
+    sources: list[dict[str, str | None]] = field(default_factory=list)
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -442,15 +445,19 @@ def _think(
     history = _history(accepted)
     if media is not None:
         history[-1] = replace(history[-1], media=media)
+    agent = accepted.agent
+    if agent.knowledge_passages:  # an agent without passages costs no statement (tests/api/test_query_counts.py)
+        agent = replace(agent, knowledge=knowledge_select(agent=agent, history=history))
+        accepted.sources = knowledge_sources(agent.knowledge)
     connection_release()
     history = history_media_load(history=history, agent=accepted.agent)
     if on_agent_start is not None:
         on_agent_start()
     started = time.monotonic()
     if on_delta is None:
-        reply = backend.reply(agent=accepted.agent, history=history)
+        reply = backend.reply(agent=agent, history=history)
     else:
-        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
+        reply = reply_streamed(backend, agent=agent, history=history, on_delta=on_delta)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     accepted.agent_seconds = seconds
@@ -548,6 +555,7 @@ def _result(
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
         ),
+        sources=accepted.sources,
     )
 
 

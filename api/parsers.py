@@ -42,27 +42,35 @@ class BoundedJSONParser(BaseParser):
     for every Content-Type, so a wrong one gets the contract's error body rather than DRF's 415."""
 
     media_type = "*/*"
+    limit_setting = "DATA_UPLOAD_MAX_MEMORY_SIZE"  # the name of the setting that bounds the body
 
     def parse(self, stream, media_type=None, parser_context=None) -> dict:
         assert parser_context is not None  # DRF's Request always passes one, with the request in it
-        return _json_body(parser_context["request"])
+        return _json_body(parser_context["request"], limit=getattr(settings, self.limit_setting))
 
 
-def _body_bytes(request) -> bytes:
+class DocumentJSONParser(BoundedJSONParser):
+    """A knowledge document's body (api/knowledge_views.py): its text may be a megabyte, escaped in JSON."""
+
+    limit_setting = "KNOWLEDGE_MAX_BODY_BYTES"
+
+
+def _body_bytes(request, limit: int) -> bytes:
     """The raw body, at most the limit plus one byte. Django reads a WSGI body only up to Content-Length;
     a chunked body has none, so it is read from the server's decoded stream (gunicorn marks it
     `wsgi.input_terminated`), bounded the same way."""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated"):
         return request.META["wsgi.input"].read(limit + 1)
+    if limit > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        return request.read(limit + 1)  # request.body would refuse it at Django's own limit
     return request.body  # raises RequestDataTooBig (413) past the limit
 
 
-def _too_large() -> PayloadTooLarge:
+def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes. Send media by URL, "
-        "not inline, and keep text under the documented limits.",
-        details={"limitBytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
+        f"The body is larger than {limit} bytes. Send media by URL, not inline, and keep text under the "
+        "documented limits.",
+        details={"limitBytes": limit},
     )
 
 
@@ -98,7 +106,7 @@ def _unstorable_text(data: object) -> tuple[str, str] | None:
     return None
 
 
-def _json_body(request) -> dict:
+def _json_body(request, *, limit: int) -> dict:
     length = request.META.get("CONTENT_LENGTH") or "0"
     if length == "0" and "chunked" not in request.META.get("HTTP_TRANSFER_ENCODING", ""):
         raise InvalidRequest(
@@ -111,11 +119,11 @@ def _json_body(request) -> dict:
             "Send the body as JSON with the header Content-Type: application/json.",
             details={"Content-Type": content_type or "(missing)"},
         )
-    if length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise _too_large()
-    body = _body_bytes(request)
-    if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise _too_large()
+    if length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    body = _body_bytes(request, limit)
+    if len(body) > limit:
+        raise _too_large(limit)
     try:
         # Strictly UTF-8 (RFC 8259 section 8.1; a leading BOM is tolerated): json.loads on bytes would also
         # take UTF-16 or UTF-32 and let UTF-8-encoded surrogates through.

@@ -27,6 +27,13 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 
 from api.idempotency import MAX_KEY_LENGTH, IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
+from api.knowledge_serializers import (
+    AgentPageSerializer,
+    DeletedSerializer,
+    DocumentPageSerializer,
+    DocumentPutSerializer,
+    DocumentResultSerializer,
+)
 from api.messaging import ConversationBusy
 from api.serializers import (
     CONTENT_SERIALIZERS,
@@ -66,6 +73,14 @@ from conversations.agents.errors import AgentTimeout, AgentUnavailable
 from conversations.errors import ConversationNotFound, MessageNotFound
 from conversations.media.errors import MediaTooLarge, MediaTypeMismatch, MediaUnreachable, MediaUrlNotAllowed
 from conversations.services import ContactErased
+from knowledge.errors import (
+    AgentNotFound,
+    DocumentEmpty,
+    DocumentNotFound,
+    DocumentTooLarge,
+    IndexingTimeout,
+    KnowledgeFull,
+)
 
 # --- how our own field and serializer classes look in the schema --------------------------------------
 
@@ -585,6 +600,7 @@ REPLY_EXAMPLE = {
         }
     ],
     "usage": {"credits": 1, "balance": 999, "inputTokens": 28, "outputTokens": 40},
+    "sources": [{"documentId": "refund-policy", "title": "Refunds", "url": None}],
 }
 
 message_create_schema = extend_schema(
@@ -881,4 +897,149 @@ conversation_close_schema = extend_schema(
         500: RESPONSES[500],
         503: RESPONSES[503],
     },
+)
+
+
+# --- the agent's knowledge (api/knowledge_views.py) ----------------------------------------------------------
+
+_DOCUMENT_EXAMPLE = {
+    "id": "refund-policy",
+    "title": "Refunds",
+    "url": None,
+    "status": "READY",
+    "chunks": 2,
+    "chars": 1840,
+    "errorCode": None,
+    "createdAt": "2026-11-25T18:50:02.113Z",
+    "updatedAt": "2026-11-25T18:50:02.113Z",
+}
+_DOCUMENT_URL_EXAMPLE = {
+    **_DOCUMENT_EXAMPLE,
+    "id": "shipping",
+    "title": "Shipping",
+    "url": "https://shop.example.com/help/shipping",
+    "status": "PROCESSING",
+    "chunks": 0,
+    "chars": 0,
+}
+READ_EXAMPLES.update(
+    {
+        "agents": {
+            "success": True,
+            "data": [
+                {
+                    "id": "ag_01m8a0tew84ky5vn4web71wcec",
+                    "name": "Demo agent",
+                    "provider": "builtin",
+                    "model": None,
+                    "documents": 4,
+                    "updatedAt": "2026-11-25T18:40:00.000Z",
+                }
+            ],
+            "nextCursor": None,
+        },
+        "document": {"success": True, "document": _DOCUMENT_EXAMPLE},
+        "documents": {"success": True, "data": [_DOCUMENT_EXAMPLE], "nextCursor": None},
+        "deleted": {"success": True},
+    }
+)
+_AGENT_404 = (AgentNotFound, "No AI agent with this id in your workspace.", "agentId")
+_DOCUMENT_PATH = [
+    OpenApiParameter("agentId", OpenApiTypes.STR, OpenApiParameter.PATH, description="An agent of your workspace."),
+    OpenApiParameter(
+        "documentId",
+        OpenApiTypes.STR,
+        OpenApiParameter.PATH,
+        description="Your id for the document: 1-128 of A-Z a-z 0-9 . _ : -",
+    ),
+]
+
+
+def _document_errors(*extra: type[ApplicationError]) -> dict[int, OpenApiResponse]:
+    responses = _read_errors()
+    responses[404] = _error(
+        404,
+        "No such agent or document.",
+        {
+            AgentNotFound: ("No AI agent with this id in your workspace.", {"agentId": "ag_doesnotexist"}),
+            DocumentNotFound: ("The agent has no document with this id.", {"documentId": "refund-policy"}),
+        },
+    )
+    for status in sorted({error.status_code for error in extra}):
+        errors = {error: (error.default_message, {}) for error in extra if error.status_code == status}
+        responses[status] = _error(status, "The document is refused.", errors)
+    return responses
+
+
+agent_list_schema = extend_schema(
+    operation_id="agent_list",
+    summary="The workspace's AI agents, newest first",
+    tags=["knowledge"],
+    parameters=_PAGING,
+    responses={**_ok(AgentPageSerializer, "A page of agents.", "agents"), **_read_errors()},
+)
+document_list_schema = extend_schema(
+    operation_id="document_list",
+    summary="An agent's documents, newest first",
+    tags=["knowledge"],
+    parameters=_PAGING,
+    responses={**_ok(DocumentPageSerializer, "A page of documents.", "documents"), **_read_errors(_AGENT_404)},
+)
+document_get_schema = extend_schema(
+    operation_id="document_get",
+    summary="One of an agent's documents",
+    tags=["knowledge"],
+    parameters=_DOCUMENT_PATH,
+    responses={**_ok(DocumentResultSerializer, "The document.", "document"), **_document_errors()},
+)
+document_put_schema = extend_schema(
+    operation_id="document_put",
+    summary="Create or replace a document of the agent's knowledge",
+    description="`{title, text}` (plain text or Markdown, at most 1 MB) is split into passages at its headings, "
+    "paragraphs and list items and indexed before the answer: 200 with `status: READY`. `{title, url}` is "
+    "fetched in the background under the media download's address rules (HTML reduced to its readable text, "
+    "PDF, plain text or Markdown; at most 10 MB): 202 with `status: PROCESSING`, then `READY`, or `FAILED` with "
+    "`errorCode`. The same content again changes nothing (`updatedAt` stays); new content replaces the old "
+    "passages at once, and no message is ever answered from half of each.",
+    tags=["knowledge"],
+    parameters=_DOCUMENT_PATH,
+    request=DocumentPutSerializer,
+    examples=[
+        OpenApiExample(
+            "Text",
+            request_only=True,
+            value={
+                "title": "Refunds",
+                "text": "# Refunds\n\nYou can ask for a refund within 30 days of purchase.",
+                "metadata": {"lang": "en"},
+            },
+        ),
+        OpenApiExample(
+            "URL", request_only=True, value={"title": "Shipping", "url": "https://shop.example.com/help/shipping"}
+        ),
+    ],
+    responses={
+        **_ok(DocumentResultSerializer, "Indexed (text).", "document"),
+        202: OpenApiResponse(
+            response=DocumentResultSerializer,
+            description="Accepted (url): fetched and indexed in the background.",
+            examples=[
+                OpenApiExample(
+                    "Processing",
+                    value={"success": True, "document": _DOCUMENT_URL_EXAMPLE},
+                    status_codes=[202],
+                    response_only=True,
+                )
+            ],
+        ),
+        **_document_errors(DocumentTooLarge, PayloadTooLarge, DocumentEmpty, KnowledgeFull, IndexingTimeout),
+    },
+)
+document_delete_schema = extend_schema(
+    operation_id="document_delete",
+    summary="Delete a document",
+    description="Its passages are gone for the agent's next message.",
+    tags=["knowledge"],
+    parameters=_DOCUMENT_PATH,
+    responses={**_ok(DeletedSerializer, "Deleted.", "deleted"), **_document_errors()},
 )

@@ -6,7 +6,7 @@ the plain dataclasses (once: the same bytes are stored for idempotent replays), 
 documents them (api.schema), so the OpenAPI document cannot drift from what is sent.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -315,6 +315,7 @@ class MessageResult:
     ai_messages: list[AiMessageView]
     usage: UsageView
     success: bool = True
+    sources: list[dict[str, str | None]] = field(default_factory=list)
 
 
 class IsoDateTimeField(serializers.DateTimeField):
@@ -395,6 +396,12 @@ def _renderer(serializer_class: type[serializers.Serializer]) -> serializers.Ser
     return serializer_class()
 
 
+class SourceSerializer(serializers.Serializer):
+    documentId = serializers.CharField(help_text="The documentId the document was PUT with.")
+    title = serializers.CharField()
+    url = serializers.CharField(allow_null=True, help_text="The URL it was read from; null for a text document.")
+
+
 class MessageResultSerializer(serializers.Serializer):
     """The agent's reply to the contact's message."""
 
@@ -405,6 +412,10 @@ class MessageResultSerializer(serializers.Serializer):
     conversation = ConversationSerializer()
     aiMessages = AiMessageSerializer(source="ai_messages", many=True, help_text="The agent's messages, earliest first.")
     usage = UsageSerializer()
+    sources = SourceSerializer(
+        many=True,
+        help_text="The documents whose passages the agent was given for this message, best first; [] when none.",
+    )
 
 
 # --- the read and data API (api/read_views.py) ----------------------------------------------------------

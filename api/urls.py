@@ -1,6 +1,7 @@
 from django.urls import path
 
 from api.conversation_views import ConversationCloseApi
+from api.knowledge_views import AgentDocumentApi, AgentDocumentListApi, AgentListApi
 from api.read_views import (
     ContactDetailApi,
     ContactListApi,
@@ -26,4 +27,7 @@ urlpatterns = [
     ),
     path("v1/messages/<str:messageId>", MessageDetailApi.as_view(), name="message-detail"),
     path("v1/usage", UsageApi.as_view(), name="usage"),
+    path("v1/agents", AgentListApi.as_view(), name="agent-list"),
+    path("v1/agents/<str:agentId>/documents", AgentDocumentListApi.as_view(), name="agent-document-list"),
+    path("v1/agents/<str:agentId>/documents/<str:documentId>", AgentDocumentApi.as_view(), name="agent-document"),
 ]

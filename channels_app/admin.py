@@ -1,5 +1,5 @@
 """The operators' back office for the workspace's configuration: workspaces, channels, AI agents with their
-knowledge, API keys (all editable). The history is read-only, in the admin of the app that owns it
+knowledge settings, API keys (all editable). The history is read-only, in the admin of the app that owns it
 (contacts, conversations, billing, api; see config.admin_base)."""
 
 import json
@@ -21,7 +21,6 @@ from rest_framework_api_key.models import APIKey
 from channels_app.models import (
     AIAgent,
     Channel,
-    KnowledgeEntry,
     Team,
     Workspace,
     WorkspaceApiKey,
@@ -149,21 +148,13 @@ class ChannelAdmin(admin.ModelAdmin):
         return form
 
 
-class KnowledgeEntryInline(admin.StackedInline):
-    model = KnowledgeEntry
-    extra = 0
-    fields = ["question", "answer"]
-    formfield_overrides = {models.TextField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 80})}}
-
-
 @admin.register(AIAgent)
 class AIAgentAdmin(admin.ModelAdmin):
-    inlines = [KnowledgeEntryInline]
     list_display = ["name", "workspace", "provider", "model", "credit_cost_per_reply", "id", "updated_at"]
     list_select_related = ["workspace"]
     list_filter = ["provider", "workspace"]
     search_fields = ["=id", "name"]
-    readonly_fields = ["id", "created_at", "updated_at"]
+    readonly_fields = ["id", "knowledge_documents", "knowledge_passages", "created_at", "updated_at"]
     # An endpoint typed without a scheme is taken as https (Django 6's default; local servers spell out http).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
@@ -184,6 +175,20 @@ class AIAgentAdmin(admin.ModelAdmin):
             },
         ),
         ("Built-in agent", {"fields": ["greeting_text", "fallback_text", "split_threshold_chars"]}),
+        (
+            # The documents themselves: Knowledge > Documents (knowledge/admin.py).
+            "Knowledge",
+            {
+                "fields": [
+                    "knowledge_language",
+                    "knowledge_max_passages",
+                    "knowledge_max_chars",
+                    "embedding_model",
+                    "knowledge_documents",
+                    "knowledge_passages",
+                ]
+            },
+        ),
         (
             "History and price",
             {

@@ -1,11 +1,10 @@
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
-from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework_api_key.models import AbstractAPIKey
 
@@ -47,6 +46,15 @@ class WorkspaceApiKey(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+
+# PostgreSQL's text search configurations (`SELECT cfgname FROM pg_ts_config`, the same in 15 and later): the
+# language an agent's documents are indexed and searched in (docs/architecture.md, "The agent's knowledge").
+KNOWLEDGE_LANGUAGES = (
+    "simple arabic armenian basque catalan danish dutch english finnish french german greek hindi hungarian "
+    "indonesian irish italian lithuanian nepali norwegian portuguese romanian russian serbian spanish swedish "
+    "tamil turkish yiddish"
+).split()
 
 
 # A new agent's provider: offline and needing nothing configured. settings.AGENT_BACKENDS must name it
@@ -117,6 +125,30 @@ class AIAgent(models.Model):
     )
     credit_cost_per_reply = models.PositiveIntegerField(default=1)
     credit_cost_per_1k_tokens = models.PositiveIntegerField(default=0)
+    # The agent's knowledge (README "The agent's knowledge"): its documents live in the knowledge app.
+    embedding_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="A model the agent's OpenAI-compatible provider serves at /v1/embeddings: passages and "
+        "questions are embedded and ranked with it as well as by full-text search. Empty: full-text only.",
+    )
+    knowledge_max_passages = models.PositiveIntegerField(
+        default=4, help_text="The most passages of the agent's documents given to it with each message."
+    )
+    knowledge_max_chars = models.PositiveIntegerField(
+        default=6000, help_text="The most characters of passages given to the agent with each message."
+    )
+    knowledge_language = models.CharField(
+        max_length=20,
+        choices=[(name, name) for name in KNOWLEDGE_LANGUAGES],
+        default="english",
+        help_text="The language of the agent's documents (PostgreSQL's text search configuration): words are "
+        "reduced to their stems and common words left out in it. 'simple' keeps every word as written.",
+    )
+    # Kept by the knowledge app with each document written or deleted, in the same transaction: the channel's
+    # query reads them with the agent, so a message to an agent without passages costs no statement more.
+    knowledge_documents = models.PositiveIntegerField(default=0, editable=False)
+    knowledge_passages = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -127,30 +159,19 @@ class AIAgent(models.Model):
     def __str__(self) -> str:
         return self.name
 
-
-class KnowledgeEntry(models.Model):
-    """A question/answer pair the built-in agent ranks against the contact's message."""
-
-    id = models.CharField(primary_key=True, max_length=40, default=ids.knowledge_id, editable=False)
-    agent = models.ForeignKey(AIAgent, on_delete=models.CASCADE, related_name="knowledge")
-    question = models.TextField()
-    answer = models.TextField()
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        verbose_name_plural = "knowledge entries"
-        ordering = ["created_at", "id"]
-
-    def __str__(self) -> str:
-        return self.question[:80]
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """An existing agent's save never writes the knowledge counters: the knowledge app keeps them with
+        each document written, and this instance's copy may be older than the row's."""
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in KNOWLEDGE_COUNTERS
+            ]
+        super().save(*args, **kwargs)
 
 
-@receiver([post_save, post_delete], sender=KnowledgeEntry)
-def knowledge_entry_changed(sender: type[KnowledgeEntry], instance: KnowledgeEntry, **kwargs: object) -> None:
-    """Move the agent's `updated_at` on every save or delete of one of its entries: each process caches an
-    agent's knowledge under (agent id, updated_at) (conversations/selectors.py), so the next message on any
-    node reads the entries again. Queryset `update()` and raw SQL send no signal: save the agent after those."""
-    AIAgent.objects.filter(pk=instance.agent_id).update(updated_at=timezone.now())
+KNOWLEDGE_COUNTERS = ("knowledge_documents", "knowledge_passages")
 
 
 class Team(models.Model):

@@ -1,5 +1,4 @@
 import dataclasses
-import threading
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -7,10 +6,10 @@ from typing import Any
 from django.db import connection
 from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 
-from channels_app.models import AIAgent, KnowledgeEntry
+from channels_app.models import AIAgent
 from config.statements import Columns, columns, quote
 from contacts.models import Contact
-from conversations.agents.base import AgentConfig, provider_uses_knowledge
+from conversations.agents.base import AgentConfig
 from conversations.models import Conversation, MediaAsset, Message
 
 _CONTACT_ROW = (
@@ -134,38 +133,14 @@ def earlier_message_pending(*, window: list[dict[str, Any]], seq: int, now: date
     )
 
 
-# Knowledge entries per (agent, updated_at), per process: the built-in agent reads them on every message. Saving
-# the agent, or saving or deleting any of its entries (channels_app/models.py, knowledge_entry_changed), moves
-# `updated_at`, which the channel query reads with the agent, so a change is seen at the next message on
-# every node without a query of its own.
-_knowledge_cache: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
-_knowledge_lock = threading.Lock()
-_KNOWLEDGE_CACHE_MAX = 256
-
-
-def _knowledge(agent: AIAgent) -> tuple[tuple[str, str], ...]:
-    key = (agent.pk, agent.updated_at.isoformat())
-    cached = _knowledge_cache.get(key)
-    if cached is None:
-        cached = tuple(KnowledgeEntry.objects.filter(agent=agent).values_list("question", "answer"))
-        with _knowledge_lock:
-            if len(_knowledge_cache) >= _KNOWLEDGE_CACHE_MAX:
-                _knowledge_cache.clear()
-            _knowledge_cache[key] = cached
-    return cached
-
-
 # AgentConfig's fields that are the AIAgent row's fields of the same name (tests/conversations/test_agent_config.py
-# checks that each one exists on the model); `knowledge` is the agent's KnowledgeEntry rows instead.
+# checks that each one exists on the model); `knowledge` is the message's passages, found in the think phase.
 _ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name != "knowledge")
 
 
 def agent_config(*, agent: AIAgent) -> AgentConfig:
-    """The agent's snapshot: its row's fields read off by name, and its knowledge when its provider uses it."""
-    return AgentConfig(
-        **{name: getattr(agent, name) for name in _ROW_FIELDS},
-        knowledge=_knowledge(agent) if provider_uses_knowledge(agent.provider) else (),
-    )
+    """The agent's snapshot: its row's fields read off by name."""
+    return AgentConfig(**{name: getattr(agent, name) for name in _ROW_FIELDS})
 
 
 # --- the read API (api/read_views.py) --------------------------------------------------------------------

@@ -47,7 +47,6 @@ class Call:
 
 class ScriptedAgent:
     label = "Scripted (tests)"
-    uses_knowledge = True  # its default answer is the built-in agent's, which reads the knowledge
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

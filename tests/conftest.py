@@ -7,7 +7,7 @@ from django.db import connection
 from billing.credits import credits_grant
 from conversations.agents.base import get_backend
 from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
-from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+from tests.factories import ChannelFactory, WorkspaceFactory, api_key_for, document_for
 
 SEED_TEXT = {
     "content": {"text": {"body": "Hello, how can I help you?"}},
@@ -42,11 +42,17 @@ def error_of(response, *, status: int | None = None) -> dict:
     return body["error"]
 
 
+# What a message to an agent with documents costs beyond tests/api/test_query_counts.py's pins: the search
+# of its passages (knowledge/retrieval.py).
+KNOWLEDGE_STATEMENTS = 1
+
+
 class Api:
     """A thin client for the messages endpoint."""
 
     def __init__(self, client, channel, key):
         self.client, self.channel, self.key = client, channel, key
+        self.extra = 0  # statements a message costs beyond tests/api/test_query_counts.py's pins
 
     def post(
         self,
@@ -85,12 +91,8 @@ def workspace(db):
 @pytest.fixture
 def channel(workspace):
     channel = ChannelFactory(workspace=workspace)
-    KnowledgeEntryFactory(
-        agent=channel.agent, question="How long does shipping take?", answer="Orders ship within 2 business days."
-    )
-    KnowledgeEntryFactory(
-        agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
-    )
+    document_for(channel.agent, title="How long does shipping take?", text="Orders ship within 2 business days.")
+    document_for(channel.agent, title="Can I get a refund?", text="Yes, within 30 days of purchase.")
     return channel
 
 
@@ -112,7 +114,9 @@ def api_key(workspace):
 
 @pytest.fixture
 def api(client, channel, api_key):
-    return Api(client, channel, api_key)
+    api = Api(client, channel, api_key)
+    api.extra = KNOWLEDGE_STATEMENTS  # the channel's agent has documents
+    return api
 
 
 _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")

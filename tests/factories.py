@@ -2,10 +2,14 @@
 metaclass `__call__` carries no annotation), so code that mypy checks uses `ChannelFactory.create()`, which
 the generic parameter types as the model."""
 
+import re
+
 import factory
 
-from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace, WorkspaceApiKey
+from channels_app.models import AIAgent, Channel, Workspace, WorkspaceApiKey
 from channels_app.services import apikey_create
+from knowledge.models import Document
+from knowledge.services import document_put_text
 
 
 class WorkspaceFactory(factory.django.DjangoModelFactory[Workspace]):
@@ -28,13 +32,11 @@ class AIAgentFactory(factory.django.DjangoModelFactory[AIAgent]):
     credit_cost_per_reply = 1
 
 
-class KnowledgeEntryFactory(factory.django.DjangoModelFactory[KnowledgeEntry]):
-    class Meta:
-        model = KnowledgeEntry
-
-    agent = factory.SubFactory(AIAgentFactory)
-    question = "How long does shipping take?"
-    answer = "Orders ship within 2 business days."
+def document_for(agent: AIAgent, *, title: str, text: str, key: str | None = None) -> Document:
+    """A text document of the agent's knowledge, indexed as a PUT of it would be (its key from the title)."""
+    key = key or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:128] or "document"
+    document, _ = document_put_text(agent=agent, key=key, title=title, text=text, metadata={})
+    return document
 
 
 class ChannelFactory(factory.django.DjangoModelFactory[Channel]):

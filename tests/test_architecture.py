@@ -15,7 +15,17 @@ from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["config", "channels_app", "contacts", "conversations", "billing", "webhooks", "backoffice", "api"]
+LAYERS = [
+    "config",
+    "channels_app",
+    "contacts",
+    "conversations",
+    "knowledge",
+    "billing",
+    "webhooks",
+    "backoffice",
+    "api",
+]
 OUTSIDE = {"tests", "bench"}  # importable by no layer
 
 

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "channels_app",
     "contacts",
     "conversations",
+    "knowledge",
     "billing",
     "webhooks",
     "backoffice",
@@ -161,6 +162,12 @@ MEDIA_CACHE_SECONDS = env.int("MEDIA_CACHE_SECONDS", default=24 * 3600)
 MEDIA_EXTRACT_CPU_SECONDS = 3  # ten times a 36-page text-heavy manual (0.3 s); a PDF bomb stops here
 MEDIA_EXTRACT_MEMORY_BYTES = 256 * 1024 * 1024  # Python and pypdf take 70 MB; a 10 MB file and its decoded streams
 MEDIA_EXTRACT_TIMEOUT_SECONDS = 10.0  # wall: the CPU limit, a busy machine's wait for a core, a wait for a slot
+# The agent's knowledge (README "The agent's knowledge"): a document's text (as sent, or as read from its URL,
+# which may be MEDIA_MAX_BYTES), the passages one agent may hold, and the longest one document's indexing may take.
+KNOWLEDGE_MAX_TEXT_BYTES = 1024 * 1024
+KNOWLEDGE_MAX_PASSAGES_PER_AGENT = env.int("KNOWLEDGE_MAX_PASSAGES_PER_AGENT", default=50_000)
+KNOWLEDGE_INDEX_TIMEOUT_SECONDS = 30.0
+KNOWLEDGE_MAX_BODY_BYTES = 8 * 1024 * 1024  # a PUT's JSON: the text's megabyte, escaped
 MEDIA_EXTRACT_CONCURRENCY = 2  # children per process at once: a worker's bombs hold 2 x 256 MB at most
 # Earlier images of the conversation go to an OpenAI-compatible agent inline, newest first, up to this many
 # bytes in all (the message's own image comes on top); the rest as a description. Each is sent again with

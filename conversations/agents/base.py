@@ -31,6 +31,17 @@ def api_key_env_var_allowed(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class KnowledgePassage:
+    """A passage of one of the agent's documents, found for the message in the think phase (knowledge app)."""
+
+    document_id: str  # the integrator's documentId
+    title: str
+    url: str | None
+    heading: str  # the headings above it, outermost first, joined by " > "; "" when none
+    text: str
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """A snapshot of an AIAgent row, taken in the accept phase so the think phase needs no query."""
 
@@ -52,7 +63,13 @@ class AgentConfig:
     history_max_chars: int
     credit_cost_per_reply: int
     credit_cost_per_1k_tokens: int
-    knowledge: tuple[tuple[str, str], ...] = ()  # (question, answer) pairs, for the built-in agent
+    embedding_model: str = ""
+    knowledge_max_passages: int = 4
+    knowledge_max_chars: int = 6000
+    knowledge_language: str = "english"
+    knowledge_passages: int = 0  # 0: the agent has no passages, and the think phase looks for none
+    # The passages found for this message, best first: set in the think phase (api/messaging.py), () before.
+    knowledge: tuple[KnowledgePassage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,8 +116,7 @@ class AgentBackend(Protocol):
         several threads or greenlets at once: a backend keeps no per-request state.
 
         Optional, read with getattr so that a backend needs none of them: `label` (the provider's name in the
-        admin), `uses_knowledge = True` (the accept phase loads the agent's knowledge entries into
-        `AgentConfig.knowledge`), `sees_images = True` (earlier images of the history are loaded from the
+        admin), `sees_images = True` (earlier images of the history are loaded from the
     media cache for it), and a `transcribe` method (`AudioTranscriber`: voice messages are transcribed
         for an agent with `transcribe_audio` on).
     """
@@ -208,8 +224,3 @@ def provider_has(provider: str, capability: str) -> bool:
     False for an unknown provider: its request fails at the agent call."""
     path = settings.AGENT_BACKENDS.get(provider)
     return path is not None and bool(getattr(backend_class(path), capability, False))
-
-
-def provider_uses_knowledge(provider: str) -> bool:
-    """Whether the provider's backend reads the agent's knowledge entries."""
-    return provider_has(provider, "uses_knowledge")

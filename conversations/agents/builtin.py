@@ -1,19 +1,17 @@
 """The built-in agent: deterministic and offline.
 
-It ranks the agent's knowledge entries against the contact's message with BM25 (question and answer
-both count, the question twice as much), answers with the best entry's answer, greets a greeting, and
-otherwise says the agent's fallback text. No network, no randomness: the same input gives the same reply.
+It greets a greeting, answers with the best passage of the agent's documents that the think phase found
+for the message (`AgentConfig.knowledge`, knowledge/retrieval.py), and otherwise says the agent's fallback
+text. No network, no randomness: the same input gives the same reply.
 """
 
-import math
 import re
 import unicodedata
-from collections import Counter
 
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, split_reply
 
 _WORD = re.compile(r"[a-z0-9]+")
-# Words that carry no topic; dropping them keeps "what is the price" from matching every "what is ..." entry.
+# Words that carry no topic: a greeting followed only by these asks nothing.
 _STOPWORDS = frozenset(
     "a an and are as at be but by can do does for from has have how i if in is it its me my of on or our "
     "please so that the their them there this to up us was we what when where which who why will with you "
@@ -29,23 +27,6 @@ _PLEASANTRIES = frozenset(
     "thanks thank dear sir madam".split()
 )
 _GREETING_MAX_WORDS = 8
-_BM25_K1 = 1.5
-_BM25_B = 0.75
-# Below this score the best entry shares too little with the message to be an answer: say the fallback.
-_MIN_SCORE = 0.5
-
-
-def _tokens(text: str) -> list[str]:
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    return [_stem(word) for word in _WORD.findall(text) if word not in _STOPWORDS]
-
-
-def _stem(word: str) -> str:
-    """A tiny suffix stripper: enough for "refunds"/"refund", "shipping"/"ship"; not a real stemmer."""
-    for suffix in ("ing", "ies", "es", "s", "ed"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
 
 
 def _is_greeting(text: str) -> bool:
@@ -58,36 +39,6 @@ def _is_greeting(text: str) -> bool:
         and words[0] in _GREETINGS
         and all(word in _GREETINGS or word in _STOPWORDS or word in _PLEASANTRIES for word in words)
     )
-
-
-def rank_knowledge(query: str, knowledge: tuple[tuple[str, str], ...]) -> list[tuple[float, int]]:
-    """BM25 scores of each (question, answer) entry for `query`, best first, as (score, index)."""
-    query_terms = set(_tokens(query))
-    if not query_terms or not knowledge:
-        return []
-    documents = [Counter(_tokens(question) * 2 + _tokens(answer)) for question, answer in knowledge]
-    average_length = sum(sum(doc.values()) for doc in documents) / len(documents) or 1.0
-    document_frequency = Counter(term for doc in documents for term in doc)
-    count = len(documents)
-    scores = []
-    for index, doc in enumerate(documents):
-        length = sum(doc.values())
-        score = 0.0
-        for term in query_terms:
-            frequency = doc.get(term, 0)
-            if not frequency:
-                continue
-            idf = math.log(1 + (count - document_frequency[term] + 0.5) / (document_frequency[term] + 0.5))
-            score += (
-                idf
-                * frequency
-                * (_BM25_K1 + 1)
-                / (frequency + _BM25_K1 * (1 - _BM25_B + _BM25_B * length / average_length))
-            )
-        if score > 0:
-            scores.append((score, index))
-    scores.sort(key=lambda pair: (-pair[0], pair[1]))
-    return scores
 
 
 def _describe_media(item: HistoryItem) -> str:
@@ -105,7 +56,6 @@ class BuiltinAgent:
     """The backend settings.AGENT_BACKENDS names "builtin"."""
 
     label = "Built-in (offline)"
-    uses_knowledge = True  # the accept phase loads the agent's knowledge entries into AgentConfig.knowledge
 
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
         message = history[-1]
@@ -113,15 +63,14 @@ class BuiltinAgent:
             query = message.content.get("text", {}).get("body", "")
         else:
             query = message.content.get(message.type.lower(), {}).get("caption", "") or ""
-        ranked = rank_knowledge(query, agent.knowledge)
-        if ranked and ranked[0][0] >= _MIN_SCORE:
-            answer = agent.knowledge[ranked[0][1]][1]
+        if message.type == "TEXT" and _is_greeting(query) and agent.greeting_text:
+            answer = agent.greeting_text
+        elif agent.knowledge:
+            answer = agent.knowledge[0].text
             if message.type != "TEXT":
                 answer = f"{_describe_media(message)}\n\n{answer}"
         elif message.type != "TEXT":
             answer = _describe_media(message)
-        elif _is_greeting(query) and agent.greeting_text:
-            answer = agent.greeting_text
         else:
             answer = agent.fallback_text or "I'm sorry, I can't answer that."
         texts = split_reply(answer, threshold=agent.split_threshold_chars)

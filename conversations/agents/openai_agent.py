@@ -33,7 +33,14 @@ from openai.types.chat import (
 )
 
 from config.text import human_size as _human_size  # tests import it from here too
-from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, api_key_env_var_allowed, split_reply
+from conversations.agents.base import (
+    AgentConfig,
+    AgentReply,
+    HistoryItem,
+    KnowledgePassage,
+    api_key_env_var_allowed,
+    split_reply,
+)
 from conversations.agents.errors import AgentTimeout, AgentUnavailable
 from conversations.models import content_body
 
@@ -516,6 +523,8 @@ def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatComple
     messages: list[ChatCompletionMessageParam] = []
     if agent.instructions.strip():
         messages.append({"role": "system", "content": agent.instructions})
+    if agent.knowledge:
+        messages.append({"role": "system", "content": _knowledge_context(agent.knowledge)})
     if history and history[-1].metadata:
         messages.append({"role": "system", "content": _metadata_context(history[-1].metadata)})
     for item in history:
@@ -529,6 +538,19 @@ def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatComple
         else:
             messages.append({"role": "user", "content": _user_content(item)})
     return messages
+
+
+def _knowledge_context(passages: tuple[KnowledgePassage, ...]) -> str:
+    """The passages of the agent's documents found for this message (README "The agent's knowledge"), best
+    first, each under its document's title and headings: a system message after the instructions."""
+    parts = [
+        "Passages from the business's own documents that may answer the contact, best match first. Answer "
+        "from them where they apply; do not invent what they do not say."
+    ]
+    for passage in passages:
+        where = f"{passage.title} > {passage.heading}" if passage.heading else passage.title
+        parts.append(f"[{where}]\n{passage.text}")
+    return "\n\n".join(parts)
 
 
 def _metadata_context(metadata: dict[str, str]) -> str:

@@ -12,7 +12,9 @@ through one statement of data-modifying CTEs (api/hot_path.py):
 - existing contact, 7: the same, the position taken in the accept statement, and the history query;
 - with an idempotency key, 2 more: its claim (accept) and its hold (record); its attachment to the message and
   its stored response ride on the accept and the last record statement;
-- replay, 2: the key, and the claim that reads the record.
+- replay, 2: the key, and the claim that reads the record;
+- an agent with documents, 1 more: the search of its passages (think phase, knowledge/retrieval.py); an agent
+  without any costs nothing for them (its snapshot says it has no passages).
 On SQLite (no data-modifying CTEs) the ORM writes one row per statement (api/messaging.py): 14, 14, 2, +5.
 A change that lowers a count should lower its pin here.
 
@@ -25,14 +27,15 @@ import pytest
 from django.db import connection
 from pytest_httpserver import HTTPServer
 
-from tests.conftest import SEED_TEXT, Api
-from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory
+from tests.conftest import KNOWLEDGE_STATEMENTS, SEED_TEXT, Api
+from tests.factories import AIAgentFactory, ChannelFactory, document_for
 
 _POSTGRESQL = connection.vendor == "postgresql"
 NEW_CONTACT = 6 if _POSTGRESQL else 14
 EXISTING_CONTACT = 7 if _POSTGRESQL else 14
 WITH_KEY = 2 if _POSTGRESQL else 5  # more, with an idempotency key
 IDEMPOTENT_REPLAY = 2
+KNOWLEDGE = KNOWLEDGE_STATEMENTS  # more, for an agent with documents
 
 
 def _completion() -> dict:
@@ -52,8 +55,9 @@ def _completion() -> dict:
     }
 
 
-@pytest.fixture(params=["builtin", "openai"])
+@pytest.fixture(params=["builtin", "openai", "builtin-with-documents"])
 def agent_api(request, client, workspace, api_key) -> Api:
+    """A channel of the agent kind; `api.extra` is the statements its knowledge adds to a message."""
     if request.param == "openai":
         httpserver: HTTPServer = request.getfixturevalue("httpserver")
         httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(_completion())
@@ -65,24 +69,24 @@ def agent_api(request, client, workspace, api_key) -> Api:
         )
     else:
         agent = AIAgentFactory(workspace=workspace, provider="builtin")
-        KnowledgeEntryFactory(
-            agent=agent, question="How long does shipping take?", answer="Orders ship within 2 business days."
-        )
+        if request.param == "builtin-with-documents":
+            document_for(agent, title="How long does shipping take?", text="Orders ship within 2 business days.")
     api = Api(client, ChannelFactory(workspace=workspace, agent=agent), api_key)
-    # the key's last-used stamp (at most one write a minute) and the built-in agent's knowledge cache are warm
+    api.extra = KNOWLEDGE if request.param == "builtin-with-documents" else 0
+    # the key's last-used stamp (at most one write a minute) is warm
     assert api.post({**SEED_TEXT, "contactIdentifier": "warm-up@example.com"}).status_code == 200
     return api
 
 
 def test_a_message_of_a_new_contact(agent_api, assert_statements):
-    with assert_statements(NEW_CONTACT):
+    with assert_statements(NEW_CONTACT + agent_api.extra):
         assert agent_api.post({**SEED_TEXT, "contactIdentifier": "new@example.com"}).status_code == 200
 
 
 def test_a_message_of_an_existing_contact(agent_api, assert_statements):
     agent_api.post({**SEED_TEXT, "contactIdentifier": "known@example.com"})
     body = {**SEED_TEXT, "contactIdentifier": "known@example.com", "content": {"text": {"body": "And to Porto?"}}}
-    with assert_statements(EXISTING_CONTACT):
+    with assert_statements(EXISTING_CONTACT + agent_api.extra):
         assert agent_api.post(body).status_code == 200
 
 
@@ -96,11 +100,11 @@ def test_an_idempotent_replay(agent_api, assert_statements):
 
 
 def test_a_message_with_an_idempotency_key(agent_api, assert_statements):
-    with assert_statements(NEW_CONTACT + WITH_KEY):
+    with assert_statements(NEW_CONTACT + WITH_KEY + agent_api.extra):
         assert (
             agent_api.post({**SEED_TEXT, "contactIdentifier": "keyed@example.com"}, idempotency_key="k-1").status_code
             == 200
         )
     body = {**SEED_TEXT, "contactIdentifier": "keyed@example.com", "content": {"text": {"body": "And to Porto?"}}}
-    with assert_statements(EXISTING_CONTACT + WITH_KEY):
+    with assert_statements(EXISTING_CONTACT + WITH_KEY + agent_api.extra):
         assert agent_api.post(body, idempotency_key="k-2").status_code == 200

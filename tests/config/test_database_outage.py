@@ -20,7 +20,7 @@ from billing.credits import credits_grant
 from channels_app.models import AIAgent, Workspace
 from tests.config.test_health import database_down
 from tests.conftest import SEED_TEXT, error_of
-from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+from tests.factories import ChannelFactory, WorkspaceFactory, api_key_for, document_for
 from tests.live_gunicorn import database_url_for_servers, gunicorn
 
 requires_postgresql = pytest.mark.skipif(
@@ -141,7 +141,7 @@ def live_channel(transactional_db):
     workspace = WorkspaceFactory()
     credits_grant(workspace=workspace, amount=1000, note="outage test credits")
     channel = ChannelFactory(workspace=workspace)
-    KnowledgeEntryFactory(agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days.")
+    document_for(channel.agent, title="Can I get a refund?", text="Yes, within 30 days.")
     return channel, api_key_for(workspace)[1]
 
 

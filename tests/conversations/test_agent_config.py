@@ -8,7 +8,7 @@ from conversations.selectors import agent_config
 from tests.factories import WorkspaceFactory
 
 
-def test_every_agent_config_field_but_knowledge_is_a_field_of_the_agent_model():
+def test_every_agent_config_field_but_the_messages_passages_is_a_field_of_the_agent_model():
     model_fields = {field.name for field in AIAgent._meta.get_fields()}
     config_fields = {field.name for field in dataclasses.fields(AgentConfig)} - {"knowledge"}
     assert sorted(config_fields - model_fields) == []

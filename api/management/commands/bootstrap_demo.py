@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--json", action="store_true", help="Print one JSON object: workspaceId, channelId, apiKey."
+            "--json", action="store_true", help="Print one JSON object: workspaceId, channelId, agentId, apiKey."
         )
         parser.add_argument(
             "--bind",
