@@ -76,7 +76,11 @@ class PassageInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
 
+    # Shown, never edited: the passages are the index's (knowledge.services), not the form's.
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -93,6 +97,9 @@ class DocumentAdmin(admin.ModelAdmin):
         (None, {"fields": ["agent", "key", "title", "text", "upload"]}),
         ("Index", {"fields": readonly_fields}),
     ]
+
+    def get_inlines(self, request: HttpRequest, obj: Document | None) -> list[type[admin.TabularInline]]:
+        return [PassageInline] if obj is not None else []  # a new document has no passages yet
 
     def get_readonly_fields(self, request: HttpRequest, obj: Document | None = None) -> list[str]:
         return [*self.readonly_fields, "agent", "key"] if obj is not None else list(self.readonly_fields)
@@ -111,9 +118,6 @@ class DocumentAdmin(admin.ModelAdmin):
             messages.error(request, error.message)
             document = Document.objects.filter(agent=agent, key=obj.key).first() or obj
         obj.pk, obj._state.adding = document.pk, False
-
-    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
-        """The passages are the index's, not the form's."""
 
     def delete_model(self, request: HttpRequest, obj: Document) -> None:
         document_delete(agent=obj.agent, key=obj.key)

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 PASSAGE_MAX_CHARS = 1200  # about 200 words: four of them fit an agent's default knowledge_max_chars (6000)
-PASSAGE_MIN_CHARS = 200  # a smaller block is packed with the next one under the same headings
+PASSAGE_TARGET_CHARS = 800  # blocks under the same headings are packed together until a passage has this much
 HEADING_MAX_CHARS = 300  # of the joined path
 _HEADING = re.compile(r"#{1,6}[ \t]+\S")
 _LIST_ITEM = re.compile(r"(?:[-*+]|\d{1,9}[.)])[ \t]+\S")
@@ -87,7 +87,7 @@ def _pack(blocks: list[str]) -> list[str]:
     current = ""
     for block in blocks:
         for part in _cut(block):
-            if current and (len(current) >= PASSAGE_MIN_CHARS or len(current) + 2 + len(part) > PASSAGE_MAX_CHARS):
+            if current and (len(current) >= PASSAGE_TARGET_CHARS or len(current) + 2 + len(part) > PASSAGE_MAX_CHARS):
                 pieces.append(current)
                 current = part
             else:

@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.auth.models import Permission, User
 from django.contrib.messages.storage.cookie import CookieStorage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -15,9 +16,10 @@ from rest_framework_api_key.models import APIKey
 
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
-from channels_app.models import AIAgent, Channel, KnowledgeEntry, Team, Workspace, WorkspaceApiKey
+from channels_app.models import AIAgent, Channel, Team, Workspace, WorkspaceApiKey
 from contacts.models import Contact
 from conversations.models import Conversation, MediaAsset, Message
+from knowledge.models import Document
 from tests.conftest import error_of
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
 from tests.history import DOCUMENT_URL, IMAGE_URL, conversation_with_exchanges
@@ -483,9 +485,8 @@ def test_a_channels_team_and_agent_are_checked_by_the_model(workspace):
     assert set(caught.value.message_dict) == {"agent", "team"}
 
 
-def test_agent_is_edited_with_its_knowledge_entries(admin_client, channel):
+def test_agent_is_edited_with_its_knowledge_settings(admin_client, channel):
     agent = channel.agent
-    existing = list(agent.knowledge.all())
     data = {
         "name": "Support agent",
         "instructions": "Be brief.",
@@ -503,32 +504,47 @@ def test_agent_is_edited_with_its_knowledge_entries(admin_client, channel):
         "history_max_chars": "12000",
         "credit_cost_per_reply": "2",
         "credit_cost_per_1k_tokens": "0",
-        "knowledge-TOTAL_FORMS": str(len(existing) + 1),
-        "knowledge-INITIAL_FORMS": str(len(existing)),
-        "knowledge-MIN_NUM_FORMS": "0",
-        "knowledge-MAX_NUM_FORMS": "1000",
-    }
-    for index, entry in enumerate(existing):
-        data |= {
-            f"knowledge-{index}-id": entry.pk,
-            f"knowledge-{index}-agent": agent.pk,
-            f"knowledge-{index}-question": entry.question,
-            f"knowledge-{index}-answer": entry.answer,
-        }
-    new = len(existing)
-    data |= {
-        f"knowledge-{new}-agent": agent.pk,
-        f"knowledge-{new}-question": "Do you ship abroad?",
-        f"knowledge-{new}-answer": "Yes, to the EU.",
+        "knowledge_language": "english",
+        "knowledge_max_passages": "3",
+        "knowledge_max_chars": "4000",
+        "embedding_model": "",
     }
 
     response = admin_client.post(admin_url(AIAgent, "change", agent.pk), data)
 
     assert response.status_code == 302, response.content.decode()[:2000]
     agent.refresh_from_db()
-    assert (agent.name, agent.credit_cost_per_reply) == ("Support agent", 2)
-    assert KnowledgeEntry.objects.filter(agent=agent, question="Do you ship abroad?").exists()
-    assert agent.knowledge.count() == len(existing) + 1
+    assert (agent.name, agent.credit_cost_per_reply, agent.knowledge_max_passages) == ("Support agent", 2, 3)
+    assert (agent.knowledge_documents, agent.knowledge_passages) == (2, 2)  # the counters are not the form's
+
+
+def test_a_document_is_added_replaced_shown_and_deleted_in_the_admin(admin_client, channel):
+    agent = channel.agent
+    add = {"agent": agent.pk, "key": "warranty", "title": "Warranty", "text": "# Terms\n\nTwo years on every part."}
+    response = admin_client.post(admin_url(Document, "add"), add)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    document = Document.objects.get(agent=agent, key="warranty")
+    assert (document.status, document.chunks) == ("READY", 1)
+    assert [(p.heading, p.text) for p in document.passages.all()] == [("Terms", "Two years on every part.")]
+
+    # a file uploaded replaces the text; the change page shows the passages
+    upload = SimpleUploadedFile("w.md", b"# Terms\n\nThree years.\n\n# Returns\n\nWithin 30 days.")
+    change = {"title": "Warranty", "text": "", "upload": upload, "passages-TOTAL_FORMS": "0"}
+    change |= {"passages-INITIAL_FORMS": "0", "passages-MIN_NUM_FORMS": "0", "passages-MAX_NUM_FORMS": "1000"}
+    response = admin_client.post(admin_url(Document, "change", document.pk), change)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    document.refresh_from_db()
+    assert [p.text for p in document.passages.all()] == ["Three years.", "Within 30 days."]
+    page = admin_client.get(admin_url(Document, "change", document.pk)).content.decode()
+    assert "Within 30 days." in page and "Returns" in page
+    agent.refresh_from_db()
+    assert (agent.knowledge_documents, agent.knowledge_passages) == (3, 4)
+
+    response = admin_client.post(admin_url(Document, "delete", document.pk), {"post": "yes"})
+    assert response.status_code == 302
+    assert not Document.objects.filter(pk=document.pk).exists()
+    agent.refresh_from_db()
+    assert (agent.knowledge_documents, agent.knowledge_passages) == (2, 2)
 
 
 # --- configuration: API keys ------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ def test_bootstrap_demo_is_idempotent_and_its_key_works(db, capsys, client, sett
     second = json.loads(run(capsys, "--json"))
 
     assert first == second
-    assert set(first) == {"workspaceId", "channelId", "apiKey"}
+    assert set(first) == {"workspaceId", "channelId", "agentId", "apiKey"}
+    assert first["agentId"] == AIAgent.objects.get().pk
     assert Workspace.objects.count() == Channel.objects.count() == AIAgent.objects.count() == 1
     assert WorkspaceApiKey.objects.count() == 1
     assert UsageLedgerEntry.objects.get().delta == 1000
@@ -31,6 +32,9 @@ def test_bootstrap_demo_is_idempotent_and_its_key_works(db, capsys, client, sett
     )
     assert response.status_code == 200
     assert "ship" in response.json()["aiMessages"][0]["content"]["text"]["body"]
+    assert response.json()["sources"] == [
+        {"documentId": "shipping", "title": "How long does shipping take?", "url": None}
+    ]
 
 
 def test_bootstrap_demo_prints_a_curl_line(db, capsys, settings, tmp_path):

@@ -10,9 +10,10 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Channel, Workspace
 from contacts.models import Contact
 from conversations.models import Conversation, Message
+from knowledge.services import document_delete
 from tests.api.test_query_counts import EXISTING_CONTACT, NEW_CONTACT
 from tests.conftest import SEED_TEXT, Api, error_of
-from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for, document_for
 
 
 def on_postgresql_url() -> bool:
@@ -29,8 +30,12 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
     # then
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == {"success", "contactId", "conversationId", "messageId", "conversation", "aiMessages", "usage"}
+    assert set(body) == {
+        *("success", "contactId", "conversationId", "messageId", "conversation", "aiMessages", "usage"),
+        "sources",  # README "The agent's knowledge"
+    }
     assert body["success"] is True
+    assert body["sources"] == []  # the greeting needed no document
     assert all(isinstance(body[key], str) and body[key] for key in ("contactId", "conversationId", "messageId"))
     conversation = body["conversation"]
     assert list(conversation) == [
@@ -130,22 +135,22 @@ def test_knowledge_answer_and_greeting(api):
     assert greeting["aiMessages"][0]["content"]["text"]["body"] == "Hello! How can I help you today?"
 
 
-def test_a_knowledge_change_is_seen_at_the_next_message_without_saving_the_agent(api, channel):
-    # given: the agent's knowledge was read (and cached) by a first message
-    def answer_to(question: str) -> str:
+def test_a_knowledge_change_is_seen_at_the_next_message(api, channel):
+    # given: a first message found nothing about a warranty
+    def answer_to(question: str) -> tuple[str, list]:
         body = api.post({**SEED_TEXT, "content": {"text": {"body": question}}}).json()
-        return body["aiMessages"][0]["content"]["text"]["body"]
+        return body["aiMessages"][0]["content"]["text"]["body"], body["sources"]
 
-    assert answer_to("Do you have a warranty?") == channel.agent.fallback_text
+    assert answer_to("Do you have a warranty?") == (channel.agent.fallback_text, [])
 
-    # when / then: an entry is added, edited, deleted (as the admin's inline or a shell does), the agent untouched
-    entry = KnowledgeEntryFactory(agent=channel.agent, question="Is there a warranty?", answer="Two years.")
-    assert answer_to("Do you have a warranty?") == "Two years."
-    entry.answer = "Three years."
-    entry.save()
-    assert answer_to("Do you have a warranty?") == "Three years."
-    entry.delete()
-    assert answer_to("Do you have a warranty?") == channel.agent.fallback_text
+    # when / then: a document is added, replaced, deleted (as the API and the admin do), the agent untouched
+    document_for(channel.agent, key="warranty", title="Is there a warranty?", text="Two years.")
+    source = {"documentId": "warranty", "title": "Is there a warranty?", "url": None}
+    assert answer_to("Do you have a warranty?") == ("Two years.", [source])
+    document_for(channel.agent, key="warranty", title="Is there a warranty?", text="Three years.")
+    assert answer_to("Do you have a warranty?") == ("Three years.", [source])
+    document_delete(agent=channel.agent, key="warranty")
+    assert answer_to("Do you have a warranty?") == (channel.agent.fallback_text, [])
 
 
 def test_the_specs_example_text_is_greeted(api):
@@ -155,7 +160,7 @@ def test_the_specs_example_text_is_greeted(api):
 
 def test_long_answer_is_split_into_several_ai_messages_in_order(api, channel):
     paragraphs = [f"Paragraph {n}: " + "word " * 30 for n in range(3)]
-    channel.agent.knowledge.create(question="Tell me about the warranty", answer="\n\n".join(paragraphs))
+    document_for(channel.agent, title="Tell me about the warranty", text="\n\n".join(paragraphs))
     channel.agent.split_threshold_chars = 200
     channel.agent.save()
 
