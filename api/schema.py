@@ -966,7 +966,9 @@ def _document_errors(*extra: type[ApplicationError]) -> dict[int, OpenApiRespons
         },
     )
     for status in sorted({error.status_code for error in extra}):
-        errors = {error: (error.default_message, {}) for error in extra if error.status_code == status}
+        errors: dict[type[ApplicationError], tuple[str, dict]] = {
+            error: (error.default_message, {}) for error in extra if error.status_code == status
+        }
         responses[status] = _error(status, "The document is refused.", errors)
     return responses
 

@@ -30,11 +30,12 @@ from django.db import connection  # noqa: E402
 from django.db.models import DateTimeField  # noqa: E402
 
 from billing.credits import credits_grant  # noqa: E402
-from channels_app.models import AIAgent, Channel, KnowledgeEntry, Workspace  # noqa: E402
+from channels_app.models import AIAgent, Channel, Workspace  # noqa: E402
 from channels_app.services import apikey_create  # noqa: E402
 from contacts.models import Contact  # noqa: E402
 from contacts.services import contact_create  # noqa: E402
 from conversations.models import Conversation, Message  # noqa: E402
+from knowledge.services import document_put_text  # noqa: E402
 
 CREDITS = 10**12  # no scenario may run out: a 402 would be counted as an error
 
@@ -72,11 +73,15 @@ def base(args) -> dict:
         for ms in sorted({int(ms) for ms in args.agent_ms.split(",")})
     }
     builtin = AIAgent.objects.create(workspace=workspace, name="Built-in agent", provider="builtin")
-    KnowledgeEntry.objects.create(
-        agent=builtin, question="How long does shipping take?", answer="Orders ship within 2 business days."
+    document_put_text(
+        agent=builtin,
+        key="shipping",
+        title="How long does shipping take?",
+        text="Orders ship within 2 business days.",
+        metadata={},
     )
-    KnowledgeEntry.objects.create(
-        agent=builtin, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
+    document_put_text(
+        agent=builtin, key="refunds", title="Can I get a refund?", text="Yes, within 30 days of purchase.", metadata={}
     )
     builtin_channel = Channel.objects.create(
         workspace=workspace, name="Bench built-in", type=Channel.Type.API, agent=builtin

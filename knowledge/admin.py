@@ -71,7 +71,7 @@ def _file_text(data: bytes, *, name: str) -> str:
 class PassageInline(admin.TabularInline):
     model = Passage
     fields = ["position", "heading", "text"]
-    readonly_fields = fields
+    readonly_fields = ["position", "heading", "text"]
     extra = 0
     can_delete = False
     show_change_link = False
@@ -82,6 +82,9 @@ class PassageInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+_INDEX_FIELDS = ["url", "status", "error_code", "chunks", "chars", "language", "created_at", "updated_at"]
 
 
 @admin.register(Document)
@@ -95,14 +98,18 @@ class DocumentAdmin(admin.ModelAdmin):
     readonly_fields = ["url", "status", "error_code", "chunks", "chars", "language", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["agent", "key", "title", "text", "upload"]}),
-        ("Index", {"fields": readonly_fields}),
+        (
+            "Index",
+            {"fields": ["url", "status", "error_code", "chunks", "chars", "language", "created_at", "updated_at"]},
+        ),
     ]
 
-    def get_inlines(self, request: HttpRequest, obj: Document | None) -> list[type[admin.TabularInline]]:
+    def get_inlines(self, request: HttpRequest, obj: Document | None) -> list[type[admin.options.InlineModelAdmin]]:
         return [PassageInline] if obj is not None else []  # a new document has no passages yet
 
     def get_readonly_fields(self, request: HttpRequest, obj: Document | None = None) -> list[str]:
-        return [*self.readonly_fields, "agent", "key"] if obj is not None else list(self.readonly_fields)
+        fields = [str(name) for name in self.readonly_fields]
+        return [*fields, "agent", "key"] if obj is not None else fields
 
     def save_model(self, request: HttpRequest, obj: Document, form: forms.ModelForm, change: bool) -> None:
         agent = obj.agent if change else form.cleaned_data["agent"]

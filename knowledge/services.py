@@ -157,7 +157,7 @@ def _passages_write(*, document: Document, agent: AIAgent, chunks: list[Chunk]) 
             "shorter one.",
             details={"passages": len(chunks), "agentPassages": agent.knowledge_passages - before, "limit": limit},
         )
-    params = {"document": document.pk, "agent": agent.pk}
+    params: dict[str, Any] = {"document": document.pk, "agent": agent.pk}
     with connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL statement_timeout = {int(settings.KNOWLEDGE_INDEX_TIMEOUT_SECONDS * 1000)}")
         if before:
@@ -264,7 +264,7 @@ def document_delete(*, agent: AIAgent, key: str) -> None:
         document = Document.objects.filter(agent=locked, key=key).only("id", "chunks").first()
         if document is None:
             raise DocumentNotFound(details={"agentId": agent.pk, "documentId": key})
-        params = {"document": document.pk, "agent": locked.pk}
+        params: dict[str, Any] = {"document": document.pk, "agent": locked.pk}
         with connection.cursor() as cursor:
             if document.chunks:
                 cursor.execute(_TERMS_TAKE, params)
@@ -280,7 +280,7 @@ def knowledge_reindex(*, agent_id: str) -> None:
 
     def write() -> None:
         locked = _agent_lock(agent_id)
-        params = {"agent": agent_id, "lang": locked.knowledge_language}
+        params: dict[str, Any] = {"agent": agent_id, "lang": locked.knowledge_language}
         search = _SEARCH.format(lang="%(lang)s::regconfig", title="d.title", heading="p.heading", text="p.text")
         with connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL statement_timeout = {int(settings.KNOWLEDGE_INDEX_TIMEOUT_SECONDS * 10000)}")

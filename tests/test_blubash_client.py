@@ -11,7 +11,7 @@ import requests
 
 from billing.credits import credits_grant
 from channels_app.models import Team
-from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for, document_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,7 +89,7 @@ def test_a_client_written_for_blubash_reads_our_response(live_server):
     credits_grant(workspace=workspace, amount=10, note="live test")
     team = Team.objects.create(workspace=workspace, name="Suporte Técnico")
     channel = ChannelFactory(workspace=workspace, team=team, agent=AIAgentFactory(workspace=workspace, name="Aurora"))
-    KnowledgeEntryFactory(agent=channel.agent, question="Como rastrear meu pedido?", answer="Pelo link do e-mail.")
+    document_for(channel.agent, title="Como rastrear meu pedido?", text="Pelo link do e-mail.")
     key = api_key_for(workspace)[1]
 
     # when: the Blubash client sends the spec's example text

@@ -61,14 +61,14 @@ def agent_api(request, client, workspace, api_key) -> Api:
     if request.param == "openai":
         httpserver: HTTPServer = request.getfixturevalue("httpserver")
         httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(_completion())
-        agent = AIAgentFactory(
+        agent = AIAgentFactory.create(
             workspace=workspace,
             provider="openai",
             base_url=httpserver.url_for("/v1"),
             model="test-model",
         )
     else:
-        agent = AIAgentFactory(workspace=workspace, provider="builtin")
+        agent = AIAgentFactory.create(workspace=workspace, provider="builtin")
         if request.param == "builtin-with-documents":
             document_for(agent, title="How long does shipping take?", text="Orders ship within 2 business days.")
     api = Api(client, ChannelFactory(workspace=workspace, agent=agent), api_key)

@@ -25,7 +25,7 @@ from contacts.models import Contact
 from conversations.agents import openai_agent
 from conversations.models import Conversation, Message
 from tests.conftest import Api
-from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for, document_for
 
 SLOW_SECONDS, AGENT_TIMEOUT_SECONDS = 1.2, 0.6
 DELAYS = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)  # the stand-in's answer times, in turn
@@ -98,7 +98,8 @@ def seed_days(*, client, httpserver: HTTPServer, today: date, days: int = 6) -> 
     for workspace in (acme, globex):
         credits_grant(workspace=workspace, amount=10_000, note="seed")
     support = ChannelFactory.create(workspace=acme, name="Support API")
-    KnowledgeEntryFactory.create(agent=support.agent, question="Can I get a refund?", answer="Yes, within 30 days.")
+    assert support.agent is not None
+    document_for(support.agent, title="Can I get a refund?", text="Yes, within 30 days.")
     sales_agent = AIAgentFactory.create(
         workspace=acme,
         name="Sales agent",

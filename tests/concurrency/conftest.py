@@ -14,7 +14,7 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from tests.agents import ScriptedAgent
 from tests.conftest import Api
-from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
+from tests.factories import ChannelFactory, WorkspaceFactory, api_key_for, document_for
 
 THREAD_TIMEOUT_SECONDS = 60  # a hung thread fails the test instead of hanging the run
 
@@ -122,10 +122,9 @@ def race_channel_factory(transactional_db, scripted_agent):
     def make(*, credits: int):
         workspace = WorkspaceFactory.create()
         credits_grant(workspace=workspace, amount=credits, note="race test credits")
-        channel = ChannelFactory(workspace=workspace)
-        KnowledgeEntryFactory(
-            agent=channel.agent, question="Can I get a refund?", answer="Yes, within 30 days of purchase."
-        )
+        channel = ChannelFactory.create(workspace=workspace)
+        assert channel.agent is not None
+        document_for(channel.agent, title="Can I get a refund?", text="Yes, within 30 days of purchase.")
         scripted_agent.take_over(channel.agent)
         return channel, api_key_for(workspace)[1]
 
