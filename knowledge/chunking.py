@@ -19,6 +19,7 @@ _SENTENCE_END = re.compile(r"[.!?][)\"'\u201d\u2019]?\s")
 # between their separators that hold one too ("ORD-99812" -> "ord-99812", "99812").
 _CODE = re.compile(r"[0-9A-Za-z][0-9A-Za-z_./#-]{0,98}[0-9A-Za-z]|[0-9]")
 _CODE_PART = re.compile(r"[0-9A-Za-z]+")
+_WORD = re.compile(r"\w")  # a passage without one has nothing to find
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def chunks_split(text: str) -> list[Chunk]:
         end_block()
         if blocks:
             path = " > ".join(title for _, title in headings)[:HEADING_MAX_CHARS]
-            chunks.extend(Chunk(heading=path, text=piece) for piece in _pack(blocks))
+            chunks.extend(Chunk(heading=path, text=piece) for piece in _pack(blocks) if _WORD.search(piece))
             blocks.clear()
 
     for raw in text.split("\n"):
