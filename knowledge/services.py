@@ -388,16 +388,17 @@ def _url_text(*, url: str) -> str:
     charset = content_type_charset(downloaded.content_type)
     sniffed = media_sniff(data=data)
     limit = settings.KNOWLEDGE_MAX_TEXT_BYTES + 1  # one more: a longer text is refused, not cut
+    # The bytes decide, as for message media (conversations/media/inspect.py): a PNG sent as text/plain is a PNG.
     if sniffed == "application/pdf":
         text = pdf_text_extract(data=data, max_pages=PDF_MAX_PAGES, limit_chars=limit).text
-    elif declared in _HTML_TYPES or sniffed in _HTML_TYPES:
+    elif sniffed in _HTML_TYPES or (declared in _HTML_TYPES and sniffed.startswith("text/")):
         text = html_text(text_decode(data=data, charset=charset, limit_chars=len(data)), limit_chars=limit)[0]
-    elif declared.startswith("text/") or sniffed.startswith("text/"):
+    elif sniffed.startswith("text/"):
         text = text_decode(data=data, charset=charset, limit_chars=limit)
     else:
         raise DocumentTypeUnsupported(
-            f"The URL's file is {sniffed or declared}, not HTML, PDF, plain text or Markdown. Send the URL of "
-            "one of those, or the text itself.",
+            f"The URL's file is {sniffed}, not HTML, PDF, plain text or Markdown. Send the URL of one of those, "
+            "or the text itself.",
             details={"url": url, "contentType": declared, "detectedMimeType": sniffed},
         )
     return text_clean(text).replace("\r\n", "\n")
