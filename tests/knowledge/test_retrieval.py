@@ -34,7 +34,9 @@ def agent(db, workspace) -> AIAgent:
 
 
 def ranked(agent: AIAgent, query: str, limit: int = 5) -> list[str]:
-    return [item.passage.document_id for item in passages_rank(agent=agent_config(agent=agent), query=query, limit=limit)]
+    return [
+        item.passage.document_id for item in passages_rank(agent=agent_config(agent=agent), query=query, limit=limit)
+    ]
 
 
 def test_a_question_needs_only_some_of_its_words_in_the_answer(agent):
@@ -83,9 +85,16 @@ def test_the_query_is_the_contacts_latest_messages():
     def item(role: str, body: str) -> HistoryItem:
         return HistoryItem(role=role, type="TEXT", content={"text": {"body": body}})
 
-    history = [item("user", "old"), item("user", "about shipping"), item("assistant", "Sure."), item("user", "Portugal?")]
+    history = [
+        item("user", "old"),
+        item("user", "about shipping"),
+        item("assistant", "Sure."),
+        item("user", "Portugal?"),
+    ]
     assert query_text(history) == "Portugal?\nabout shipping"
-    caption = HistoryItem(role="user", type="IMAGE", content={"image": {"url": "https://x/y.png", "caption": "receipt"}})
+    caption = HistoryItem(
+        role="user", type="IMAGE", content={"image": {"url": "https://x/y.png", "caption": "receipt"}}
+    )
     assert query_text([caption]) == "receipt"
 
 

@@ -66,7 +66,10 @@ def test_an_html_page_is_reduced_to_its_readable_text(knowledge, httpserver):
     assert "secret" not in text and "nor me" not in text and "nor this" not in text and "color" not in text
     assert passages == [
         ("Shipping", "Orders ship within two business days."),
-        ("Shipping > Abroad", "- Portugal: 5 days\n\n- Spain: 4 days\n\nQuestions? Write to help@example.com & we answer."),
+        (
+            "Shipping > Abroad",
+            "- Portugal: 5 days\n\n- Spain: 4 days\n\nQuestions? Write to help@example.com & we answer.",
+        ),
     ]
     agent = AIAgent.objects.get(pk=knowledge.agent.pk)
     assert agent.knowledge_passages == Passage.objects.filter(agent=agent).count()
