@@ -65,6 +65,8 @@ class Passage(models.Model):
     lexemes = models.PositiveIntegerField(default=0)  # length(search): the ranking's passage length
     # Words with a digit (order numbers, codes, SKUs), lower-cased: an exact one in the question wins.
     codes = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    # Its embedding, normalised, where the agent has an embedding model (knowledge/embeddings.py); else null.
+    embedding = ArrayField(models.FloatField(), null=True, blank=True)
 
     class Meta:
         ordering = ["document", "position"]

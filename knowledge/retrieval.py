@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from config.db import connection_release
 from conversations.agents.base import AgentConfig, HistoryItem, KnowledgePassage
 from knowledge.chunking import codes_of
+from knowledge.embeddings import query_embed, vector_literal
 from knowledge.models import Document, Passage, Term
 
 QUERY_MAX_CHARS = 1000  # of the latest messages' text: a question, not a document
@@ -49,7 +51,7 @@ WITH q AS (
      WHERE cardinality(%(codes)s::varchar[]) > 0 AND p.agent_id = %(agent)s AND p.codes && %(codes)s::varchar[]
      LIMIT {CANDIDATES})
 )
-SELECT d.key, d.title, d.url, p.heading, p.text,
+SELECT p.id, d.key, d.title, d.url, p.heading, p.text,
        cardinality(ARRAY(SELECT unnest(p.codes) INTERSECT SELECT unnest(%(codes)s::varchar[]))) AS exact,
        coalesce((
            SELECT sum(terms.idf * tf * {_K1 + 1} / (tf + {_K1} * ({1 - _B} + {_B} * p.lexemes / {AVERAGE_LEXEMES})))
@@ -64,11 +66,26 @@ JOIN {Document._meta.db_table} d ON d.id = p.document_id
 ORDER BY exact DESC, score DESC, p.id
 LIMIT %(limit)s
 """
+# The passages most similar to the question's embedding: all of the agent's up to VECTOR_SCAN_MAX passages
+# (PostgreSQL 15 without pgvector has no vector index: a dot product per passage in SQL), beyond that only
+# the full-text candidates (knowledge/embeddings.py).
+VECTOR_SCAN_MAX = 5000
+_VECTOR_SQL = f"""
+SELECT p.id, d.key, d.title, d.url, p.heading, p.text, 0 AS exact,
+       (SELECT sum(a * b) FROM unnest(p.embedding, %(vector)s::float8[]) AS t(a, b)) AS score
+FROM {Passage._meta.db_table} p JOIN {Document._meta.db_table} d ON d.id = p.document_id
+WHERE p.agent_id = %(agent)s AND p.embedding IS NOT NULL AND (%(all)s OR p.id = ANY(%(ids)s::bigint[]))
+ORDER BY score DESC NULLS LAST, p.id
+LIMIT %(limit)s
+"""
+RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank) from each ranking
+FUSION_DEPTH = 20  # passages of each ranking that take part
 _WORD = re.compile(r"\w")
 
 
 @dataclass(frozen=True)
 class Ranked:
+    id: int
     passage: KnowledgePassage
     exact: int
     score: float
@@ -106,20 +123,69 @@ def passages_rank(*, agent: AgentConfig, query: str, limit: int) -> list[Ranked]
             },
         )
         rows = cursor.fetchall()
+    return _rows(rows)
+
+
+def _rows(rows: list[tuple]) -> list[Ranked]:
     return [
         Ranked(
+            id=passage_id,
             passage=KnowledgePassage(document_id=key, title=title, url=url or None, heading=heading, text=text),
             exact=exact,
-            score=float(score),
+            score=float(score or 0),
         )
-        for key, title, url, heading, text, exact, score in rows
+        for passage_id, key, title, url, heading, text, exact, score in rows
     ]
+
+
+def passages_similar(*, agent: AgentConfig, vector: list[float], among: list[int], limit: int) -> list[Ranked]:
+    """The passages whose embeddings are closest to `vector`: any of the agent's when it has at most
+    VECTOR_SCAN_MAX passages, else only those of `among` (the full-text candidates)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _VECTOR_SQL,
+            {
+                "agent": agent.id,
+                "vector": vector_literal(vector),
+                "all": agent.knowledge_passages <= VECTOR_SCAN_MAX,
+                "ids": among,
+                "limit": limit,
+            },
+        )
+        return _rows(cursor.fetchall())
+
+
+def passages_fuse(full_text: list[Ranked], similar: list[Ranked], *, limit: int) -> list[Ranked]:
+    """Reciprocal rank fusion of the two rankings; a passage with an exact code of the question first, and
+    on a tie the one full-text search found (its words are in the passage)."""
+    scores: dict[int, float] = {}
+    found: dict[int, Ranked] = {}
+    for ranking in (full_text, similar):
+        for rank, item in enumerate(ranking):
+            scores[item.id] = scores.get(item.id, 0.0) + 1.0 / (RRF_K + rank + 1)
+            found.setdefault(item.id, item)
+    words = {item.id for item in full_text}
+    order = sorted(scores, key=lambda pid: (-found[pid].exact, -scores[pid], pid not in words, pid))
+    return [found[pid] for pid in order[:limit]]
 
 
 def knowledge_select(*, agent: AgentConfig, history: list[HistoryItem]) -> tuple[KnowledgePassage, ...]:
     """The passages given to the agent for this message: the best ones, at most `knowledge_max_passages`,
     their text within `knowledge_max_chars` (the best one always, cut to fit)."""
-    ranked = passages_rank(agent=agent, query=query_text(history), limit=agent.knowledge_max_passages)
+    query = query_text(history)
+    limit = agent.knowledge_max_passages
+    vector = None
+    if agent.embedding_model and limit > 0:
+        connection_release()  # no connection held while the provider embeds the question
+        vector = query_embed(agent=agent, text=query)
+    if vector is None:
+        ranked = passages_rank(agent=agent, query=query, limit=limit)
+    else:
+        full_text = passages_rank(agent=agent, query=query, limit=max(limit, FUSION_DEPTH))
+        similar = passages_similar(
+            agent=agent, vector=vector, among=[item.id for item in full_text], limit=max(limit, FUSION_DEPTH)
+        )
+        ranked = passages_fuse(full_text, similar, limit=limit)
     chosen: list[KnowledgePassage] = []
     budget = agent.knowledge_max_chars
     for item in ranked:

@@ -28,7 +28,9 @@ from config.text import text_storable
 from conversations.media.download import media_download
 from conversations.media.extract import pdf_text_extract
 from conversations.media.inspect import content_type_charset, media_sniff, text_clean, text_decode
+from conversations.selectors import agent_config
 from knowledge.chunking import Chunk, chunks_split, codes_of
+from knowledge.embeddings import passages_embed, vector_literal
 from knowledge.errors import (
     AgentNotFound,
     DocumentEmpty,
@@ -51,11 +53,11 @@ _PASSAGE, _TERM, _DOCUMENT = Passage._meta.db_table, Term._meta.db_table, Docume
 # A passage's search vector: the document's title and the passage's headings weigh most (A), then its text.
 _SEARCH = "setweight(to_tsvector({lang}, {title} || ' ' || {heading}), 'A') || to_tsvector({lang}, {text})"
 _INSERT_PASSAGES = f"""
-INSERT INTO {_PASSAGE} (document_id, agent_id, position, heading, text, codes, search, lexemes)
+INSERT INTO {_PASSAGE} (document_id, agent_id, position, heading, text, codes, search, lexemes, embedding)
 SELECT %(document)s, %(agent)s, u.position, u.heading, u.text, string_to_array(u.codes, ' '), v.search,
-       length(v.search)
-FROM unnest(%(positions)s::int[], %(headings)s::text[], %(texts)s::text[], %(codes)s::text[])
-     AS u(position, heading, text, codes)
+       length(v.search), NULLIF(u.embedding, '')::float8[]
+FROM unnest(%(positions)s::int[], %(headings)s::text[], %(texts)s::text[], %(codes)s::text[], %(embeddings)s::text[])
+     AS u(position, heading, text, codes, embedding)
 CROSS JOIN LATERAL (
     SELECT {_SEARCH.format(lang="%(lang)s::regconfig", title="%(title)s", heading="u.heading", text="u.text")}
     AS search
@@ -145,9 +147,12 @@ def _agent_lock(agent_id: str) -> AIAgent:
     return AIAgent.objects.select_for_update().only("id", "knowledge_language", "knowledge_passages").get(pk=agent_id)
 
 
-def _passages_write(*, document: Document, agent: AIAgent, chunks: list[Chunk]) -> int:
-    """Replace the document's passages (and its terms) with `chunks`, in the caller's transaction, within
-    KNOWLEDGE_INDEX_TIMEOUT_SECONDS. Returns the change in the agent's passage count."""
+def _passages_write(
+    *, document: Document, agent: AIAgent, chunks: list[Chunk], vectors: list[list[float] | None] | None
+) -> int:
+    """Replace the document's passages (and its terms) with `chunks` (and their `vectors`, if embedded), in
+    the caller's transaction, within KNOWLEDGE_INDEX_TIMEOUT_SECONDS. Returns the change in the agent's
+    passage count."""
     limit = settings.KNOWLEDGE_MAX_PASSAGES_PER_AGENT
     before = document.chunks if document.pk is not None else 0
     if len(chunks) > before and agent.knowledge_passages - before + len(chunks) > limit:
@@ -173,6 +178,7 @@ def _passages_write(*, document: Document, agent: AIAgent, chunks: list[Chunk]) 
                 "headings": [chunk.heading for chunk in chunks],
                 "texts": [chunk.text for chunk in chunks],
                 "codes": [" ".join(codes_of(f"{chunk.heading} {chunk.text}")) for chunk in chunks],
+                "embeddings": [vector_literal(vector) for vector in vectors or [None] * len(chunks)],
             },
         )
         cursor.execute(_TERMS_ADD, params)
@@ -206,6 +212,16 @@ def _counters_add(*, agent_id: str, documents: int, passages: int) -> None:
         )
 
 
+def _embedded(*, agent: AIAgent, title: str, chunks: list[Chunk]) -> list[list[float] | None] | None:
+    """The passages' vectors where the agent has an embedding model (outside any transaction)."""
+    if not agent.embedding_model:
+        return None
+    texts = [f"{title}\n{chunk.heading}\n{chunk.text}" for chunk in chunks]
+    vectors = passages_embed(agent=agent_config(agent=agent), texts=texts)
+    connection_release()
+    return vectors
+
+
 def document_put_text(
     *, agent: AIAgent, key: str, title: str, text: str, metadata: dict[str, str]
 ) -> tuple[Document, bool]:
@@ -213,6 +229,10 @@ def document_put_text(
     text = text_clean(text).replace("\r\n", "\n")
     chunks = document_chunks(text, field="text")
     digest = _content_hash(title=title, text=text, url="", metadata=metadata)
+    unchanged = Document.objects.filter(agent=agent, key=key, content_hash=digest, status=Document.Status.READY).first()
+    if unchanged is not None:
+        return unchanged, False  # the same content: nothing changes, updatedAt stays (nor is it embedded again)
+    vectors = _embedded(agent=agent, title=title, chunks=chunks)
 
     def write() -> tuple[Document, bool]:
         locked = _agent_lock(agent.pk)
@@ -228,7 +248,7 @@ def document_put_text(
         document.content_hash, document.updated_at = digest, now
         if created:
             document.save()
-        added = _passages_write(document=document, agent=locked, chunks=chunks)
+        added = _passages_write(document=document, agent=locked, chunks=chunks, vectors=vectors)
         document.save()
         _counters_add(agent_id=locked.pk, documents=int(created), passages=added)
         return document, created
@@ -332,13 +352,15 @@ def document_fetch_run(*, document_pk: int, token: str) -> None:
     """Download the document's URL (the media download's address rules and limits), read its text (HTML,
     PDF, plain text, Markdown) and index it; or mark the document FAILED with the error's code. A later PUT
     or a delete of the document while this runs wins: this run then stores nothing."""
-    row = Document.objects.filter(pk=document_pk, fetch_token=token).values("url").first()
+    row = Document.objects.filter(pk=document_pk, fetch_token=token).values("url", "agent_id", "title").first()
     if row is None:
         return
     connection_release()  # none held during the download
     try:
         text = _url_text(url=row["url"])
         chunks = document_chunks(text, field="url")
+        agent = AIAgent.objects.get(pk=row["agent_id"])
+        vectors = _embedded(agent=agent, title=row["title"], chunks=chunks)
     except ApplicationError as error:
         _fetch_failed(document_pk=document_pk, token=token, code=error.code)
         return
@@ -361,7 +383,7 @@ def document_fetch_run(*, document_pk: int, token: str) -> None:
             document.save(update_fields=["status", "error_code", "fetch_token"])  # unchanged: updatedAt stays
             return
         document.text, document.content_hash, document.updated_at = text, digest, timezone.now()
-        added = _passages_write(document=document, agent=locked, chunks=chunks)
+        added = _passages_write(document=document, agent=locked, chunks=chunks, vectors=vectors)
         document.save()
         _counters_add(agent_id=locked.pk, documents=0, passages=added)
 

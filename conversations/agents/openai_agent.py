@@ -25,6 +25,7 @@ import httpx2
 import openai
 from django.conf import settings
 from openai import RequestOptions
+from openai.types import CreateEmbeddingResponse
 from openai.types.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -114,6 +115,23 @@ class OpenAICompatibleAgent:
             output_tokens=output_tokens,
             raw_model=raw_model,
         )
+
+    def embed(self, *, agent: AgentConfig, texts: list[str], timeout: float) -> list[list[float]]:
+        """The agent's `embedding_model`'s vectors of `texts` (`POST {base_url}/embeddings`), in order, within
+        `timeout` seconds; AgentTimeout / AgentUnavailable as `reply` (the knowledge app falls back to
+        full-text search on either)."""
+        client = _client_for(agent)
+        body = {"model": agent.embedding_model, "input": texts}
+        with _provider_errors(agent):
+            response = client.post(
+                "/embeddings", cast_to=CreateEmbeddingResponse, body=body, options=_request_options(timeout)
+            )
+            vectors = sorted(response.data, key=lambda item: item.index)
+        if len(vectors) != len(texts):
+            raise AgentUnavailable(
+                "The provider's embeddings did not match the texts sent.", details={"reason": "bad_embeddings"}
+            )
+        return [list(item.embedding) for item in vectors]
 
     def reply_stream(self, *, agent: AgentConfig, history: list[HistoryItem]) -> Iterator[str | AgentReply]:
         """As `reply`, as a stream (`stream=True`; the usage comes in the last chunk, `include_usage`): yield

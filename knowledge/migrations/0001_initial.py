@@ -50,6 +50,7 @@ class Migration(migrations.Migration):
                 ('search', django.contrib.postgres.search.SearchVectorField()),
                 ('lexemes', models.PositiveIntegerField(default=0)),
                 ('codes', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=100), blank=True, default=list, size=None)),
+                ('embedding', django.contrib.postgres.fields.ArrayField(base_field=models.FloatField(), blank=True, null=True, size=None)),
                 ('agent', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='channels_app.aiagent')),
                 ('document', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='passages', to='knowledge.document')),
             ],

@@ -57,6 +57,7 @@ def entries_to_documents(apps, schema_editor):
                     "headings": [""] * len(chunks),
                     "texts": [chunk.text for chunk in chunks],
                     "codes": [" ".join(codes_of(f"{title} {chunk.text}")) for chunk in chunks],
+                    "embeddings": [""] * len(chunks),
                 },
             )
             cursor.execute(_TERMS_ADD, params)
