@@ -4,7 +4,8 @@ agent's knowledge"; docs/architecture.md, "The agent's knowledge"). One statemen
 1. The question's lexemes in the agent's language (`to_tsvector`: stems, no stop words), each with the
    number of the agent's passages that hold it (`knowledge_term`).
 2. Candidates: the passages holding any of the rarest of them (an OR query: `websearch_to_tsquery` ANDs the
-   words, and a question rarely has all its words in the answer), the best CANDIDATES by `ts_rank`; and
+   words, and a question rarely has all its words in the answer), at most MATCHES_MAX of them, the best
+   CANDIDATES of those by `ts_rank`; and
    the passages holding one of the question's exact codes (a word with a digit: order numbers, SKUs).
 3. Those ranked by BM25 (each lexeme's inverse document frequency, its count in the passage, headings and
    title counting three times, the passage's length); a passage with an exact code first.
@@ -28,6 +29,9 @@ QUERY_MAX_CHARS = 1000  # of the latest messages' text: a question, not a docume
 QUERY_MESSAGES = 2  # the contact's latest messages: "and for Portugal?" needs the one before
 PROBE_TERMS = 8  # the rarest lexemes that choose the candidates
 CANDIDATES = 64
+# The most matches of the rarest lexemes that are ranked: the bound on a message's cost when even the
+# rarest words of the question are in thousands of passages (then the candidates are a sample of those).
+MATCHES_MAX = 400
 CODES_MAX = 8
 _K1, _B = 1.2, 0.75
 AVERAGE_LEXEMES = 100.0  # a passage's usual length in lexemes (knowledge/chunking.py packs about 200 words)
@@ -43,9 +47,12 @@ WITH q AS (
     SELECT string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | ')::tsquery AS query
     FROM (SELECT lexeme FROM terms ORDER BY passages, lexeme LIMIT {PROBE_TERMS}) rare
 ), candidates AS (
-    (SELECT p.id FROM {Passage._meta.db_table} p, probe
-     WHERE probe.query IS NOT NULL AND p.agent_id = %(agent)s AND p.search @@ probe.query
-     ORDER BY ts_rank(p.search, probe.query, 1) DESC LIMIT {CANDIDATES})
+    (SELECT m.id FROM (
+         SELECT p.id, p.search, probe.query FROM {Passage._meta.db_table} p, probe
+         WHERE probe.query IS NOT NULL AND p.agent_id = %(agent)s AND p.search @@ probe.query
+         LIMIT {MATCHES_MAX}
+     ) m
+     ORDER BY ts_rank(m.search, m.query, 1) DESC LIMIT {CANDIDATES})
     UNION
     (SELECT p.id FROM {Passage._meta.db_table} p
      WHERE cardinality(%(codes)s::varchar[]) > 0 AND p.agent_id = %(agent)s AND p.codes && %(codes)s::varchar[]
