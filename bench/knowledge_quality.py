@@ -74,7 +74,7 @@ def main() -> None:
     channel = Channel.objects.create(workspace=workspace, name="FAQ", type=Channel.Type.API, agent=agent)
     _, key = apikey_create(workspace=workspace, name="bench")
     client = Client()
-    headers = {"HTTP_X_API_KEY": key}
+    headers: dict = {"HTTP_X_API_KEY": key}
 
     started = time.monotonic()
     for pair in pairs:
@@ -91,7 +91,11 @@ def main() -> None:
     ranks: list[int | None] = []
     started = time.monotonic()
     for index, pair in enumerate(pairs):
-        message = {"type": "TEXT", "contactIdentifier": f"q{index}@example.com", "content": {"text": {"body": pair["q"]}}}
+        message = {
+            "type": "TEXT",
+            "contactIdentifier": f"q{index}@example.com",
+            "content": {"text": {"body": pair["q"]}},
+        }
         response = client.post(
             f"/api/v1/channels/{channel.pk}/messages",
             data=json.dumps(message),

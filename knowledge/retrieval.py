@@ -1,9 +1,10 @@
 """The passages of an agent's documents that best match the conversation's latest messages (README "The
-agent's knowledge"; docs/architecture.md, "The agent's knowledge"). One statement, in the think phase:
+agent's knowledge"; docs/architecture.md, "The agent's knowledge"). Two statements, in the think phase:
 
 1. The question's lexemes in the agent's language (`to_tsvector`: stems, no stop words), each with the
    number of the agent's passages that hold it (`knowledge_term`).
-2. Candidates: the passages holding any of the rarest of them (an OR query: `websearch_to_tsquery` ANDs the
+2. (a second statement, with the lexemes' weights and the probe written into it, so that the planner sees
+   them) Candidates: the passages holding any of the rarest of them (an OR query: `websearch_to_tsquery` ANDs the
    words, and a question rarely has all its words in the answer), at most MATCHES_MAX of them, the best
    CANDIDATES of those by `ts_rank`; and
    the passages holding one of the question's exact codes (a word with a digit: order numbers, SKUs).
@@ -28,6 +29,7 @@ from knowledge.models import Document, Passage, Term
 QUERY_MAX_CHARS = 1000  # of the latest messages' text: a question, not a document
 QUERY_MESSAGES = 2  # the contact's latest messages: "and for Portugal?" needs the one before
 PROBE_TERMS = 8  # the rarest lexemes that choose the candidates
+PROBE_POSTINGS = 2000  # ... as long as the passages holding them add up to no more than this
 CANDIDATES = 64
 # The most matches of the rarest lexemes that are ranked: the bound on a message's cost when even the
 # rarest words of the question are in thousands of passages (then the candidates are a sample of those).
@@ -36,23 +38,21 @@ CODES_MAX = 8
 _K1, _B = 1.2, 0.75
 AVERAGE_LEXEMES = 100.0  # a passage's usual length in lexemes (knowledge/chunking.py packs about 200 words)
 
-_SQL = f"""
-WITH q AS (
-    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector(%(lang)s::regconfig, %(text)s))) AS lexeme
-), terms AS (
-    SELECT t.lexeme, t.passages,
-           ln(1 + (%(total)s - t.passages + 0.5) / (t.passages + 0.5)) AS idf
-    FROM q JOIN {Term._meta.db_table} t ON t.agent_id = %(agent)s AND t.lexeme = q.lexeme
-), probe AS (
-    SELECT string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | ')::tsquery AS query
-    FROM (SELECT lexeme FROM terms ORDER BY passages, lexeme LIMIT {PROBE_TERMS}) rare
-), candidates AS (
+_TERMS_SQL = f"""
+SELECT t.lexeme, t.passages
+FROM unnest(tsvector_to_array(to_tsvector(%(lang)s::regconfig, %(text)s))) AS q(lexeme)
+JOIN {Term._meta.db_table} t ON t.agent_id = %(agent)s AND t.lexeme = q.lexeme
+"""
+# The probe's tsquery and the codes are literals in the statement (client-side binding): the planner sees
+# them, and picks the GIN index for rare words.
+_RANK_SQL = f"""
+WITH candidates AS (
     (SELECT m.id FROM (
-         SELECT p.id, p.search, probe.query FROM {Passage._meta.db_table} p, probe
-         WHERE probe.query IS NOT NULL AND p.agent_id = %(agent)s AND p.search @@ probe.query
+         SELECT p.id, p.search FROM {Passage._meta.db_table} p
+         WHERE %(probe)s::text <> '' AND p.agent_id = %(agent)s AND p.search @@ %(probe)s::tsquery
          LIMIT {MATCHES_MAX}
      ) m
-     ORDER BY ts_rank(m.search, m.query, 1) DESC LIMIT {CANDIDATES})
+     ORDER BY ts_rank(m.search, %(probe)s::tsquery, 1) DESC LIMIT {CANDIDATES})
     UNION
     (SELECT p.id FROM {Passage._meta.db_table} p
      WHERE cardinality(%(codes)s::varchar[]) > 0 AND p.agent_id = %(agent)s AND p.codes && %(codes)s::varchar[]
@@ -61,11 +61,11 @@ WITH q AS (
 SELECT p.id, d.key, d.title, d.url, p.heading, p.text,
        cardinality(ARRAY(SELECT unnest(p.codes) INTERSECT SELECT unnest(%(codes)s::varchar[]))) AS exact,
        coalesce((
-           SELECT sum(terms.idf * tf * {_K1 + 1} / (tf + {_K1} * ({1 - _B} + {_B} * p.lexemes / {AVERAGE_LEXEMES})))
+           SELECT sum(w.idf * v.tf * {_K1 + 1} / (v.tf + {_K1} * ({1 - _B} + {_B} * p.lexemes / {AVERAGE_LEXEMES})))
            FROM (
                SELECT u.lexeme, cardinality(u.positions) + 2 * cardinality(array_positions(u.weights, 'A')) AS tf
                FROM unnest(p.search) u
-           ) v JOIN terms ON terms.lexeme = v.lexeme
+           ) v JOIN unnest(%(lexemes)s::text[], %(idfs)s::float8[]) AS w(lexeme, idf) ON w.lexeme = v.lexeme
        ), 0) AS score
 FROM candidates c
 JOIN {Passage._meta.db_table} p ON p.id = c.id
@@ -117,20 +117,44 @@ def passages_rank(*, agent: AgentConfig, query: str, limit: int) -> list[Ranked]
     """At most `limit` of the agent's passages for `query`, best first (the module's docstring)."""
     if not _WORD.search(query) or limit <= 0:
         return []
+    codes = codes_of(query)[:CODES_MAX]
     with connection.cursor() as cursor:
+        cursor.execute(_TERMS_SQL, {"agent": agent.id, "lang": agent.knowledge_language, "text": query})
+        terms = sorted(cursor.fetchall(), key=lambda term: (term[1], term[0]))
+        if not terms and not codes:
+            return []
+        total = max(agent.knowledge_passages, 1)
+        idfs = [math.log(1 + (total - passages + 0.5) / (passages + 0.5)) for _, passages in terms]
         cursor.execute(
-            _SQL,
+            _RANK_SQL,
             {
                 "agent": agent.id,
-                "lang": agent.knowledge_language,
-                "text": query,
-                "total": max(agent.knowledge_passages, 1),
-                "codes": codes_of(query)[:CODES_MAX],
+                "probe": " | ".join(_quoted(lexeme) for lexeme in _probe(terms)),
+                "codes": codes,
+                "lexemes": [lexeme for lexeme, _ in terms],
+                "idfs": idfs,
                 "limit": limit,
             },
         )
         rows = cursor.fetchall()
     return _rows(rows)
+
+
+def _probe(terms: list[tuple[str, int]]) -> list[str]:
+    """The lexemes that choose the candidates: the rarest first, while their passages add up to at most
+    PROBE_POSTINGS (the GIN index's work), and at least the rarest two."""
+    chosen, postings = [], 0
+    for lexeme, passages in terms[:PROBE_TERMS]:
+        postings += passages
+        if len(chosen) >= 2 and postings > PROBE_POSTINGS:
+            break
+        chosen.append(lexeme)
+    return chosen
+
+
+def _quoted(lexeme: str) -> str:
+    """A lexeme as a tsquery operand, taken as it is (no normalisation again)."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _rows(rows: list[tuple]) -> list[Ranked]:

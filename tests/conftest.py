@@ -43,8 +43,8 @@ def error_of(response, *, status: int | None = None) -> dict:
 
 
 # What a message to an agent with documents costs beyond tests/api/test_query_counts.py's pins: the search
-# of its passages (knowledge/retrieval.py).
-KNOWLEDGE_STATEMENTS = 1
+# of its passages (knowledge/retrieval.py: the question's words' weights, then the passages).
+KNOWLEDGE_STATEMENTS = 2
 
 
 class Api:

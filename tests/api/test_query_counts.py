@@ -13,8 +13,9 @@ through one statement of data-modifying CTEs (api/hot_path.py):
 - with an idempotency key, 2 more: its claim (accept) and its hold (record); its attachment to the message and
   its stored response ride on the accept and the last record statement;
 - replay, 2: the key, and the claim that reads the record;
-- an agent with documents, 1 more: the search of its passages (think phase, knowledge/retrieval.py); an agent
-  without any costs nothing for them (its snapshot says it has no passages).
+- an agent with documents, 2 more: the search of its passages (think phase, knowledge/retrieval.py: the
+  question's words' weights, then the passages); an agent without any costs nothing for them (its snapshot
+  says it has no passages).
 On SQLite (no data-modifying CTEs) the ORM writes one row per statement (api/messaging.py): 14, 14, 2, +5.
 A change that lowers a count should lower its pin here.
 
