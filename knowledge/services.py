@@ -3,8 +3,8 @@ fetched in the background, a delete. Each write is one transaction that first lo
 writes of one agent run one at a time: two PUTs of one document give one winner whose passages are all
 there, never a mix; the agent's counters (`AIAgent.knowledge_documents` / `knowledge_passages`, which the
 messages endpoint reads with the agent) and its terms always match its passages. A message reads the
-passages with one statement (knowledge/retrieval.py): it sees a document wholly before or wholly after a
-write, and a delete from the next message on."""
+passages with one statement (knowledge/retrieval.py, after the words' weights): it sees a document wholly
+before or wholly after a write, and a delete from the next message on."""
 
 import hashlib
 import json
