@@ -143,7 +143,8 @@ def passages_rank(*, agent: AgentConfig, query: str, limit: int) -> list[Ranked]
 def _probe(terms: list[tuple[str, int]]) -> list[str]:
     """The lexemes that choose the candidates: the rarest first, while their passages add up to at most
     PROBE_POSTINGS (the GIN index's work), and at least the rarest two."""
-    chosen, postings = [], 0
+    chosen: list[str] = []
+    postings = 0
     for lexeme, passages in terms[:PROBE_TERMS]:
         postings += passages
         if len(chosen) >= 2 and postings > PROBE_POSTINGS:
