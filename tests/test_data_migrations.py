@@ -123,3 +123,30 @@ def test_open_conversations_become_active_and_the_one_active_rule_follows(migrat
     old_again = migrate(BEFORE)
     OldConversation = old_again.get_model("conversations", "Conversation")
     assert OldConversation.objects.get(pk=open_one.pk).status == "OPEN"
+
+
+def test_the_built_in_agents_entries_become_documents_it_answers_from(migrate):
+    # given: an agent with question-and-answer entries, before the knowledge app (channels_app/0006)
+    old = migrate([("channels_app", "0006_channel_inactivity_timeout")])  # the knowledge app unapplied too
+    workspace = _workspace(old, "entries")
+    agent = old.get_model("channels_app", "AIAgent").objects.create(workspace=workspace, name="Ada")
+    entries = old.get_model("channels_app", "KnowledgeEntry").objects
+    refund = entries.create(agent=agent, question="Can I get a refund?", answer="Yes, within 30 days.")
+    entries.create(agent=agent, question="Opening hours?", answer="From 9 to 18, order ORD-551 excepted.")
+
+    # when
+    new = migrate([("knowledge", "0002_knowledge_entries_become_documents")])
+
+    # then: one READY document per entry, titled by its question, indexed, and the agent's counters match
+    Document = new.get_model("knowledge", "Document")
+    documents = {document.key: document for document in Document.objects.filter(agent_id=agent.pk)}
+    assert len(documents) == 2
+    assert (documents[refund.pk].title, documents[refund.pk].status) == ("Can I get a refund?", "READY")
+    Passage = new.get_model("knowledge", "Passage")
+    assert Passage.objects.get(document=documents[refund.pk]).text == "Yes, within 30 days."
+    assert Passage.objects.filter(codes__contains=["ord-551"]).count() == 1
+    counted = new.get_model("channels_app", "AIAgent").objects.get(pk=agent.pk)
+    assert (counted.knowledge_documents, counted.knowledge_passages) == (2, 2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('channels_app_knowledgeentry')")
+        assert cursor.fetchone() == (None,)  # the entries' table is gone
