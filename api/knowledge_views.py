@@ -64,8 +64,10 @@ class AgentDocumentListApi(_AgentApi):
         after = None
         if key is not None:
             try:
+                if not 0 < key[1] < 2**63:  # a bigint: never sent to the database out of its range
+                    raise ValueError(key[1])
                 after = (datetime.fromisoformat(key[0]).astimezone(UTC), key[1])
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise InvalidRequest(
                     "The cursor is not one this list gave out. Send the nextCursor of the previous page "
                     "unchanged, or leave cursor out for the first page.",

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from channels_app.models import AIAgent
+from config.pagination import cursor_encode
 from knowledge.models import Document, Passage, Term
 from tests.conftest import error_of
 from tests.factories import AIAgentFactory, WorkspaceFactory, api_key_for
@@ -102,6 +103,9 @@ def test_the_list_is_newest_first_and_paged(knowledge):
     assert len(ids) == len(set(ids)) == 5 and third["nextCursor"] is None
     bad = knowledge.get(knowledge.url() + "?cursor=nonsense")
     assert error_of(bad, status=400)["details"] == {"cursor": "invalid"}
+    for key in (["2026-01-01T00:00:00+00:00", 10**30], ["not a time", 1], ["9999-12-31T23:59:59-23:00", 1]):
+        cursor = cursor_encode(key)
+        assert error_of(knowledge.get(knowledge.url() + f"?cursor={cursor}"), status=400)["code"] == "invalid_request"
 
 
 def test_the_agents_list_shows_the_workspaces_agents_and_their_document_counts(knowledge, workspace):
