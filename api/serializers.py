@@ -1,9 +1,9 @@
 """The messages endpoint's request body and its 200 body. JSON is camelCase on the wire (the spec's), with
 Blubash's snake_case names where its clients read them; `source=` maps both to Python's snake_case.
 
-The 200 body has one definition: the output serializers below. `api.messaging` renders them from
+The 200 body has one definition: the output serializers below. `api.flow.messaging` renders them from
 the plain dataclasses (once: the same bytes are stored for idempotent replays), and drf-spectacular
-documents them (api.schema), so the OpenAPI document cannot drift from what is sent.
+documents them (api.edge.schema), so the OpenAPI document cannot drift from what is sent.
 """
 
 from dataclasses import dataclass
@@ -209,7 +209,7 @@ def metadata_field(**kwargs: Any) -> _MetadataField:
 
 
 class InboundMessageSerializer(_StrictObject):
-    """A contact's message. `validated_data` holds exactly the keyword arguments of api.messaging's
+    """A contact's message. `validated_data` holds exactly the keyword arguments of api.flow.messaging's
     InboundRequest that come from the body: snake_case, `contact_name` "" and `metadata` {} when not sent."""
 
     type = serializers.ChoiceField(
@@ -325,7 +325,7 @@ class IsoDateTimeField(serializers.DateTimeField):
 
 
 class ReplyContentField(serializers.DictField):
-    """A reply's content object; api.schema documents its shapes (`ReplyContent`)."""
+    """A reply's content object; api.edge.schema documents its shapes (`ReplyContent`)."""
 
     def to_representation(self, value):
         return value
@@ -407,7 +407,7 @@ class MessageResultSerializer(serializers.Serializer):
     usage = UsageSerializer()
 
 
-# --- the read and data API (api/read_views.py) ----------------------------------------------------------
+# --- the read and data API (api/edge/read_views.py) ----------------------------------------------------------
 
 
 class NullableIsoDateTimeField(IsoDateTimeField):

@@ -93,7 +93,7 @@ def message_stats_answered_statement(
     output_tokens: int,
     agent_seconds: float | None,
 ) -> tuple[str, list[Any]]:
-    """`message_stats_answered`'s upsert and its parameters (api/hot_path.py runs it as a step of the record
+    """`message_stats_answered`'s upsert and its parameters (api/flow/hot_path.py runs it as a step of the record
     phase's statement)."""
     values = dict.fromkeys(_SUMS, 0)
     values.update(messages=1, replies=replies, credits=credits, input_tokens=input_tokens, output_tokens=output_tokens)

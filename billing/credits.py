@@ -53,7 +53,7 @@ def credits_cost(*, agent: AgentConfig, input_tokens: int, output_tokens: int) -
 
 def credits_reserve_statement(*, workspace_id: str, amount: int) -> tuple[str, list[Any]]:
     """The reservation's conditional UPDATE (`credits_reserve`): the WHERE clause ends with its last condition,
-    so api/hot_path.py can add one. It matches no row when the workspace cannot cover `amount`."""
+    so api/flow/hot_path.py can add one. It matches no row when the workspace cannot cover `amount`."""
     return (
         f"UPDATE {_q(Workspace._meta.db_table)} SET credit_reserved = credit_reserved + %s "
         "WHERE id = %s AND credit_balance >= credit_reserved + %s",

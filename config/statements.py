@@ -1,4 +1,4 @@
-"""A model instance as the values of a hand-written INSERT (api/hot_path.py, api/idempotency.py).
+"""A model instance as the values of a hand-written INSERT (api/flow/hot_path.py, api/flow/idempotency.py).
 
 Statements that write several tables at once (PostgreSQL's data-modifying CTEs) are written by hand, but the
 rows they insert are still the models': `insert_select` takes an unsaved instance (its defaults, ids and

@@ -23,7 +23,7 @@ class Contact(models.Model):
     name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Set by the erasure (api/erasure.py): identifier and name are then a placeholder and "".
+    # Set by the erasure (api/maintenance/erasure.py): identifier and name are then a placeholder and "".
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

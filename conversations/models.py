@@ -49,7 +49,7 @@ class Conversation(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=20, choices=CloseReason.choices, blank=True)
     # Set when the contact was erased (DELETE /api/v1/contacts/{id}, README "Erasing a contact"): a message
-    # of the contact still in flight then records no content here (api.messaging, ContactErased).
+    # of the contact still in flight then records no content here (api.flow.messaging, ContactErased).
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -60,7 +60,7 @@ class Conversation(models.Model):
             models.Index(fields=["workspace", "-last_message_at", "-id"], name="conversation_ws_recent"),
             models.Index(fields=["channel", "-last_message_at", "-id"], name="conversation_channel_recent"),
             models.Index(fields=["contact", "-last_message_at", "-id"], name="conversation_contact_recent"),
-            # The inactivity clean-up (api/cleanup.py) reads the oldest active conversations only.
+            # The inactivity clean-up (api/maintenance/cleanup.py) reads the oldest active conversations only.
             models.Index(fields=["last_message_at"], condition=Q(status="ACTIVE"), name="conversation_active_idle"),
         ]
         constraints = [

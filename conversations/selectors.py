@@ -168,7 +168,7 @@ def agent_config(*, agent: AIAgent) -> AgentConfig:
     )
 
 
-# --- the read API (api/read_views.py) --------------------------------------------------------------------
+# --- the read API (api/edge/read_views.py) --------------------------------------------------------------------
 
 CONVERSATION_FIELDS = (
     "id",

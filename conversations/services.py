@@ -350,7 +350,7 @@ def inbound_message_answer(*, message_id: str, reserved: int, result: bytes) -> 
     """Mark the message answered, take its credit reservation off it and store `result` (the 200 body's
     bytes, for GET /api/v1/messages/{id}), in one UPDATE. With `reserved` > 0 only while the message still
     holds exactly that reservation; False when it does not: the clean-up judged the request dead and already
-    gave the reservation back, and the caller records again with `reserved=0` (api.messaging._record).
+    gave the reservation back, and the caller records again with `reserved=0` (api.flow.messaging._record).
     The reservation moves with the message row, so whoever clears it (this, the failure path, or the
     clean-up of an abandoned message) is the only one to settle or release it."""
     messages = Message.objects.filter(pk=message_id)
@@ -444,7 +444,7 @@ def inbound_message_fail(*, message_id: str, error_code: str, reserved: int) -> 
 
 
 def inbound_message_lease_extend(*, message_id: str, lease_until: datetime) -> None:
-    """Move a pending message's lease to `lease_until` (api.messaging._lease_keep): its request is
+    """Move a pending message's lease to `lease_until` (api.flow.messaging._lease_keep): its request is
     alive, so later messages of the conversation keep waiting for it. An answered or failed message has no
     lease to keep."""
     Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(lease_until=lease_until)
@@ -458,7 +458,7 @@ def inbound_message_lock_pending(*, message_id: str) -> bool:
 
 
 def inbound_message_lease_take(*, message_id: str, expected: datetime, now: datetime, lease_until: datetime) -> bool:
-    """Take a pending message's lease for a run of its answer (api/later.py): when the lease is still the one
+    """Take a pending message's lease for a run of its answer (api/flow/later.py): when the lease is still the one
     `expected` (set when the message was accepted, for this run) or has run out (the run that held it died).
     False when the message no longer waits, or another live run holds it."""
     return bool(

@@ -20,7 +20,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from api.demo import demo_key_file
+from api.maintenance.demo import demo_key_file
 
 DEADLINE_SECONDS = 120  # migrating a fresh SQLite file on a busy machine, then starting runserver
 

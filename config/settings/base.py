@@ -125,7 +125,7 @@ CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 # Redis hands a task that a worker took but never acknowledged (the worker was killed; tasks that answer
 # messages acknowledge late, api/tasks.py) to another worker after this many seconds. Longer than any
-# task runs (an answer's lease plus its turn's wait, api/messaging.py), or a running task is handed out a
+# task runs (an answer's lease plus its turn's wait, api/flow/messaging.py), or a running task is handed out a
 # second time (harmless, as the task is idempotent, but wasted work); short enough that a dead worker's
 # message is answered within minutes, not Celery's default hour. Workers look for such tasks every
 # CELERY_UNACKED_RESTORE_SECONDS.
@@ -185,7 +185,7 @@ WEBHOOK_LOCAL_WORKERS = env.int("WEBHOOK_LOCAL_WORKERS", default=4)
 # The shortest lease on a request's idempotency key and on its message's turn in the conversation: how long
 # they stay locked after the request was last heard of, should it die. A live request renews its lease
 # while it waits for its turn, and an agent whose timeout needs more gets more (media download + the agent's
-# timeout + 30 s; api.messaging.lease_seconds), so only a dead request is ever skipped.
+# timeout + 30 s; api.flow.messaging.lease_seconds), so only a dead request is ever skipped.
 PROCESSING_LEASE_SECONDS = env.int("PROCESSING_LEASE_SECONDS", default=150)
 IDEMPOTENCY_RETENTION_SECONDS = env.int("IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
 # A request waiting for an earlier message of its conversation to be answered gives up after this long.
@@ -223,7 +223,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Runs after authentication (DRF's order), so it counts per API key; anonymous requests are not counted.
-    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.edge.throttling.ApiKeyRateThrottle"],
     "EXCEPTION_HANDLER": "config.exception_handler.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -252,7 +252,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "api.schema.require_request_bodies",
+        "api.edge.schema.require_request_bodies",
     ],
 }
 

@@ -10,7 +10,7 @@ from django.apps import apps
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from api.erasure import contact_erase
+from api.maintenance.erasure import contact_erase
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact

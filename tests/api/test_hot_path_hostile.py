@@ -1,4 +1,4 @@
-"""The messages endpoint's PostgreSQL hot path (api/hot_path.py, config/statements.py, the hand-written reads)
+"""The messages endpoint's PostgreSQL hot path (api/flow/hot_path.py, config/statements.py, the hand-written reads)
 against what a hostile integrator sends: every value at its limit and full of what SQL, psycopg's client-side
 binding and JSON treat specially, stored and read back exactly; a 402 and a reservation the clean-up took
 back meanwhile, which must leave nothing behind; and, row by row, the same writes as the ORM path (the one
@@ -15,8 +15,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from api import hot_path
-from api.cleanup import abandoned_messages_release
+from api.flow import hot_path
+from api.maintenance.cleanup import abandoned_messages_release
 from api.models import IdempotencyRecord
 from api.serializers import (
     CONTACT_IDENTIFIER_MAX,
@@ -157,7 +157,7 @@ def test_a_reservation_the_clean_up_gave_back_meanwhile_is_not_taken_from_the_ot
     """The record phase's settlement subtracts the message's reservation from the workspace's; when the clean-up
     already gave it back and other messages hold reservations, that subtraction succeeds (no check constraint
     fires) and only the message's own UPDATE finds its reservation gone: the record must roll back and charge
-    nothing, not take the credit from the others' reservations (api.messaging._ReservationGone)."""
+    nothing, not take the credit from the others' reservations (api.flow.messaging._ReservationGone)."""
 
     # given: 5 credits reserved by other messages in flight, and a clean-up that judges this request dead
     # while its agent thinks
@@ -282,7 +282,7 @@ def _conversation_of_requests(settings) -> _Rows:
 @pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
     reason="needs PostgreSQL (set DATABASE_URL=postgres://...): only there do the phases write through the "
-    "statements of api/hot_path.py; SQLite runs the ORM path both times",
+    "statements of api/flow/hot_path.py; SQLite runs the ORM path both times",
 )
 def test_the_statements_write_the_same_rows_as_the_orm_path(db, settings, monkeypatch):
     """Every column of every row the hot path writes (contact, conversations, messages and replies, ledger,

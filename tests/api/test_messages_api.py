@@ -388,7 +388,7 @@ def test_reservation_released_by_cleanup_mid_request_is_not_given_back_twice(
 
     from django.utils import timezone
 
-    from api.cleanup import abandoned_messages_release
+    from api.maintenance.cleanup import abandoned_messages_release
     from conversations.agents.errors import AgentUnavailable
 
     def slow_agent(**kwargs):

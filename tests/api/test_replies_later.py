@@ -15,8 +15,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from api.later import message_answer_run
-from api.messaging import InboundRequest, _accept
+from api.flow.later import message_answer_run
+from api.flow.messaging import InboundRequest, _accept
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from api.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
+from api.maintenance.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
 from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
 from backoffice.stats import latency_bucket, message_stats_answered, message_stats_failed
 from billing.models import UsageLedgerEntry

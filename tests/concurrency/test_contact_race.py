@@ -3,7 +3,7 @@ message kept at its own position and answered in order."""
 
 import pytest
 
-from api import messaging
+from api.flow import messaging
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Conversation, Message

@@ -12,8 +12,8 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from api import messaging
-from api.cleanup import idle_conversations_close
+from api.flow import messaging
+from api.maintenance.cleanup import idle_conversations_close
 from conversations.models import Conversation, Message
 from conversations.services import conversation_close
 from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, in_thread, run_together, wait_for_lock_waiters

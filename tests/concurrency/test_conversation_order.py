@@ -197,7 +197,7 @@ QUEUE_LENGTH = 7  # about 3.5 s at the agent, one after the other
 
 @pytest.fixture
 def short_lease(settings, monkeypatch, setup):
-    from api import messaging
+    from api.flow import messaging
 
     settings.PROCESSING_LEASE_SECONDS = 1
     settings.MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 0.1

@@ -210,7 +210,7 @@ def _claim_or_read(
 
 def idempotency_attach_message(*, claim: Claim, message_id: str, locked_until: datetime) -> None:
     """Keep the inbound message with the key, and lock the key for the request's lease (known only once
-    the channel's agent is loaded, after the claim; see api.messaging.lease_seconds)."""
+    the channel's agent is loaded, after the claim; see api.flow.messaging.lease_seconds)."""
     IdempotencyRecord.objects.filter(pk=claim.record_id).update(message_id=message_id, locked_until=locked_until)
 
 
@@ -227,7 +227,7 @@ def idempotency_hold(*, claim: Claim) -> None:
     caller's transaction ends, so no retry can take the key over before this attempt's result is stored.
 
     A live attempt renews its lock while it waits for its turn, and the lock covers its media step and its
-    agent call (api.messaging.lease_seconds); it can still outlive it when its process stalls
+    agent call (api.flow.messaging.lease_seconds); it can still outlive it when its process stalls
     (CPU starved, paused). A retry that took the key over adopted its inbound message and credit
     reservation, so the late attempt must store and settle nothing. Raises IdempotencyInProgress for it:
     the key's response is the new owner's, which the client gets by retrying.

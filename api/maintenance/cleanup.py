@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from api.conversations import conversations_closed_announce
+from api.maintenance.conversations import conversations_closed_announce
 from api.models import IdempotencyRecord
 from backoffice.stats import message_stats_failed
 from billing.credits import credits_release
@@ -29,7 +29,7 @@ IDLE_CLOSE_BATCH_SIZE = 100
 # An inbound message still PENDING this long after its lease ran out lost its request: the process died
 # between accept and record. A live request never lets its lease run out: the lease covers its media step
 # and its agent call, and it is renewed while the request waits for its turn
-# (api.messaging.lease_seconds); the margin covers clocks of different machines and a request
+# (api.flow.messaging.lease_seconds); the margin covers clocks of different machines and a request
 # that a stalled process finishes late, which would otherwise release the same reservation a second time.
 ABANDONED_MARGIN_SECONDS = 600
 ABANDONED_ERROR_CODE = "abandoned"

@@ -20,9 +20,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from api import hot_path
-from api.conversations import conversations_closed_announce
-from api.idempotency import (
+from api.flow import hot_path
+from api.flow.idempotency import (
     Claim,
     IdempotencyInProgress,
     Replay,
@@ -34,6 +33,7 @@ from api.idempotency import (
     idempotency_message_id,
     idempotency_release,
 )
+from api.maintenance.conversations import conversations_closed_announce
 from api.serializers import (
     AiMessageView,
     ConversationView,
@@ -122,7 +122,7 @@ class PostResult:
     body: bytes
     replayed: bool = False
     headers: dict[str, str] = field(default_factory=dict)
-    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/streaming.py)
+    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/flow/streaming.py)
 
 
 class AnsweredElsewhere(Exception):
@@ -148,7 +148,7 @@ class Accepted:
     claim: Claim | None
     lease_seconds: float  # see `lease_seconds`
     lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
-    # True for an answer run by a task (api/later.py): more than one run may hold the same message and key
+    # True for an answer run by a task (api/flow/later.py): more than one run may hold the same message and key
     # (a redelivered task carries the same claim), so the record and failure phases first check, under the
     # message row's lock, that the message still waits for its answer.
     exclusive: bool = False
@@ -181,7 +181,7 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     timer and a database connection for each request in flight, and both steps end at their deadlines.
     A lease that also covered the turn wait would need no renewal at all, but would keep a dead request's
     conversation blocked for the turn wait as well (and the turn wait is per message, so a queue of them
-    could outlast even that). The clean-up (api/cleanup.py) takes a message as abandoned only well
+    could outlast even that). The clean-up (api/maintenance/cleanup.py) takes a message as abandoned only well
     after its lease ran out, so it never touches a live request either.
     """
     return max(
@@ -197,10 +197,10 @@ def message_post(*, inbound: InboundRequest, respond_async: bool = False, stream
     """Accept, think, record (the module's docstring).
 
     With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
-    message's ids, and think and record run later (api/later.py), in a Celery worker or, without a broker, in
+    message's ids, and think and record run later (api/flow/later.py), in a Celery worker or, without a broker, in
     a background thread of this process. A retry with the same key while that runs answers the same 202; once
     answered, the stored 200 body. With `stream` the answer's `events` stream it as the agent writes
-    (api/streaming.py)."""
+    (api/flow/streaming.py)."""
     try:
         accepted = _accept(inbound)
     except IdempotencyInProgress:
@@ -218,14 +218,14 @@ def message_post(*, inbound: InboundRequest, respond_async: bool = False, stream
         return PostResult(status=accepted.status, body=accepted.body, replayed=True)
     connection_release()
     if respond_async:
-        from api.later import message_answer_later  # it runs message_answer, from this module
+        from api.flow.later import message_answer_later  # it runs message_answer, from this module
 
         message_answer_later(accepted)
         return processing_result(
             message_id=accepted.message.pk, contact_id=accepted.contact_id, conversation_id=accepted.conversation_id
         )
     if stream:
-        from api.streaming import message_answer_streamed  # it runs message_answer, from this module
+        from api.flow.streaming import message_answer_streamed  # it runs message_answer, from this module
 
         return message_answer_streamed(accepted)
     return message_answer(accepted)
@@ -238,8 +238,8 @@ def message_answer(
     on_delta: Callable[[str], None] | None = None,
 ) -> PostResult:
     """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
-    one code path of every mode: the request's own (synchronous), a task's (api/later.py) and a stream's
-    (api/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
+    one code path of every mode: the request's own (synchronous), a task's (api/flow/later.py) and a stream's
+    (api/flow/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
     before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
         return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
@@ -485,7 +485,7 @@ _RESERVED_CONSTRAINT = "workspace_reserved_not_negative"  # channels_app.models.
 
 
 class _ReservationGone(Exception):
-    """The clean-up released the message's reservation while the agent worked (api.messaging._record)."""
+    """The clean-up released the message's reservation while the agent worked (api.flow.messaging._record)."""
 
 
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
@@ -565,7 +565,7 @@ def _record_once(
         raise AnsweredElsewhere
     charge = credits_charge(cost=cost, reserved=reserved)
     if hot_path.enabled():
-        # The replies first; the settlement last, in the statement that commits (api/hot_path.py): the workspace
+        # The replies first; the settlement last, in the statement that commits (api/flow/hot_path.py): the workspace
         # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
         stored, has_webhook = hot_path.replies_store(
             message=accepted.message,

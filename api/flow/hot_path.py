@@ -1,4 +1,4 @@
-"""The messages endpoint's writes on PostgreSQL: a few statements per phase (api/messaging.py).
+"""The messages endpoint's writes on PostgreSQL: a few statements per phase (api/flow/messaging.py).
 
 The accept and record phases write to several tables in one short transaction each. Through the ORM that is
 one round trip per row and per table: 13 statements of work per message, each built by the ORM's compiler
@@ -34,7 +34,7 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.db.models import Model
 
-from api.idempotency import Claim
+from api.flow.idempotency import Claim
 from api.models import IdempotencyRecord
 from backoffice.stats import message_stats_answered_statement
 from billing.credits import (
@@ -224,7 +224,7 @@ def inbound_accept(
         # waits for it, then reads the row as it committed); the conversation's foreign key is checked only
         # at commit and an erased contact's row still exists, so without this the message and its replies
         # would be kept in a conversation the erasure never saw. The lock makes a later erasure wait for this
-        # transaction, so that it sees the conversation and marks it erased (api/erasure.py).
+        # transaction, so that it sees the conversation and marks it erased (api/maintenance/erasure.py).
         statement.step(
             "e",
             f"SELECT 1 FROM {_table(Contact)} WHERE id = %s AND erased_at IS NULL FOR KEY SHARE",
@@ -377,7 +377,7 @@ def inbound_settle_answer(
     """The record phase's last statement: the settlement (billing.credits_settle: the reservation off, the
     charge from the balance, its ledger entry), the message answered with its 200 body
     (conversations.services.inbound_message_answer) and the key's response stored for replay
-    (api.idempotency.idempotency_complete), with the COMMIT when `commit` (`_commits`). `template` is the body
+    (api.flow.idempotency.idempotency_complete), with the COMMIT when `commit` (`_commits`). `template` is the body
     with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the transaction (Aborted,
     `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
     assert template.count(_BALANCE_MARK.encode()) == 1, "the body shows the balance once"

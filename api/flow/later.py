@@ -7,7 +7,7 @@ the rest from the database, and answers only a message that still waits (PENDING
 carries or has run out. So a task delivered twice, or redelivered after its worker was killed, still gives
 the message exactly one answer: the late acknowledgement hands a dead worker's task to another worker, whose
 run takes over once the dead run's lease has run out (earlier it tries again later), and the record and
-failure phases store nothing when another run finished first (api.messaging.AnsweredElsewhere).
+failure phases store nothing when another run finished first (api.flow.messaging.AnsweredElsewhere).
 """
 
 import threading
@@ -18,8 +18,8 @@ from celery import current_app
 from django.db import connections, transaction
 from django.utils import timezone
 
-from api.idempotency import Claim, idempotency_lock_extend, idempotency_owned
-from api.messaging import Accepted, AnsweredElsewhere, lease_seconds, message_answer
+from api.flow.idempotency import Claim, idempotency_lock_extend, idempotency_owned
+from api.flow.messaging import Accepted, AnsweredElsewhere, lease_seconds, message_answer
 from config.db import connection_release
 from config.errors import ApplicationError
 from conversations.models import Message
@@ -58,7 +58,7 @@ def message_answer_later(accepted: Accepted) -> None:
 
 def _run_here(message_id: str, lease_until: str, claim_record_id: str, claim_owner: str) -> None:
     """A background thread's run. A daemon: should the process end first, the message's lease runs out and
-    the clean-up releases its credits (api/cleanup.py); a retry with its idempotency key answers it."""
+    the clean-up releases its credits (api/maintenance/cleanup.py); a retry with its idempotency key answers it."""
     try:
         message_answer_run(
             message_id=message_id,
