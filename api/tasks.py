@@ -5,7 +5,7 @@ from datetime import datetime
 
 from celery import shared_task
 
-from api.flow.later import message_answer_run
+from api.flow.later import MESSAGE_ANSWER_TASK_NAME, message_answer_run
 from api.maintenance.cleanup import cleanup_run
 
 # The task's name is what a queued message and the beat schedule (settings.CELERY_BEAT_SCHEDULE) carry. It is
@@ -23,7 +23,7 @@ def cleanup_task() -> dict[str, int]:
 
 @shared_task(
     bind=True,
-    name="api.tasks.message_answer_task",
+    name=MESSAGE_ANSWER_TASK_NAME,
     ignore_result=True,
     # Acknowledged once done, not when taken: a worker killed mid-answer leaves the task with the broker, which
     # hands it to another worker (settings.CELERY_BROKER_TRANSPORT_OPTIONS); the run is idempotent (api/flow/later.py).

@@ -117,7 +117,7 @@ FUNCTIONS = [
     ("auth: key hash check (is_valid)", "rest_framework_api_key", "is_valid"),
     ("serializer: is_valid", "rest_framework/serializers.py", "is_valid"),
     ("idempotency: request_fingerprint", "api/flow/idempotency.py", "request_fingerprint"),
-    ("pipeline: message_post", "api/flow/messaging.py", "message_post"),
+    ("pipeline: message_post", "api/flow/post.py", "message_post"),
     ("pipeline: _accept (phase 1)", "api/flow/messaging.py", "_accept"),
     ("pipeline: _history", "api/flow/messaging.py", "_history"),
     ("pipeline: agent reply (phase 2 call)", "conversations/agents/openai_agent.py", "reply"),

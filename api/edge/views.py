@@ -4,7 +4,8 @@ from rest_framework.views import APIView
 from api.edge.parsers import MAX_JSON_DEPTH, BodyRequest, BoundedJSONParser
 from api.edge.schema import message_create_schema
 from api.flow.idempotency import InvalidIdempotencyKey, idempotency_key_validate, request_fingerprint
-from api.flow.messaging import InboundRequest, message_post
+from api.flow.messaging import InboundRequest
+from api.flow.post import message_post
 from api.flow.streaming import CONTENT_TYPE as EVENT_STREAM
 from api.flow.streaming import replay_events
 from api.serializers import InboundMessageSerializer

@@ -31,6 +31,9 @@ logger = structlog.get_logger(__name__)
 # A run that finds another live run's lease tries again this long after that lease ends (clocks of the
 # web and worker machines a little apart).
 _RETRY_MARGIN_SECONDS = 2.0
+# The task that runs `message_answer_run` (api/tasks.py), sent by its name: the tasks import this module, not
+# the other way round. Queued messages carry the name, so it never changes.
+MESSAGE_ANSWER_TASK_NAME = "api.tasks.message_answer_task"
 
 
 def message_answer_later(accepted: Accepted) -> None:
@@ -44,11 +47,9 @@ def message_answer_later(accepted: Accepted) -> None:
         accepted.claim.owner if accepted.claim is not None else "",
     )
     if not current_app.conf.task_always_eager:
-        from api.tasks import message_answer_task  # the tasks import this module
-
         try:
             # retry=False: a broker that does not answer is not waited for; this process answers instead.
-            message_answer_task.apply_async(args, retry=False)
+            current_app.send_task(MESSAGE_ANSWER_TASK_NAME, args, retry=False)
             return
         except Exception:
             logger.warning("message task not queued; answering in this process", message_id=accepted.message.pk)

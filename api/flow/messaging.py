@@ -23,14 +23,12 @@ from django.utils import timezone
 from api.flow import hot_path
 from api.flow.idempotency import (
     Claim,
-    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
     idempotency_complete,
     idempotency_hold,
     idempotency_lock_extend,
-    idempotency_message_id,
     idempotency_release,
 )
 from api.maintenance.conversations import conversations_closed_announce
@@ -191,44 +189,6 @@ def lease_seconds(*, agent: AgentConfig) -> float:
         + agent.timeout_seconds
         + LEASE_MARGIN_SECONDS,
     )
-
-
-def message_post(*, inbound: InboundRequest, respond_async: bool = False, stream: bool = False) -> PostResult:
-    """Accept, think, record (the module's docstring).
-
-    With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
-    message's ids, and think and record run later (api/flow/later.py), in a Celery worker or, without a broker, in
-    a background thread of this process. A retry with the same key while that runs answers the same 202; once
-    answered, the stored 200 body. With `stream` the answer's `events` stream it as the agent writes
-    (api/flow/streaming.py)."""
-    try:
-        accepted = _accept(inbound)
-    except IdempotencyInProgress:
-        message_id = (
-            idempotency_message_id(
-                workspace_id=inbound.workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint
-            )
-            if respond_async and inbound.idempotency_key is not None
-            else None
-        )
-        if message_id is None:
-            raise
-        return processing_result(message_id=message_id)
-    if isinstance(accepted, Replay):
-        return PostResult(status=accepted.status, body=accepted.body, replayed=True)
-    connection_release()
-    if respond_async:
-        from api.flow.later import message_answer_later  # it runs message_answer, from this module
-
-        message_answer_later(accepted)
-        return processing_result(
-            message_id=accepted.message.pk, contact_id=accepted.contact_id, conversation_id=accepted.conversation_id
-        )
-    if stream:
-        from api.flow.streaming import message_answer_streamed  # it runs message_answer, from this module
-
-        return message_answer_streamed(accepted)
-    return message_answer(accepted)
 
 
 def message_answer(
