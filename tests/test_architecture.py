@@ -18,7 +18,17 @@ from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["config", "channels_app", "contacts", "conversations", "billing", "webhooks", "backoffice", "api"]
+LAYERS = [
+    "config",
+    "channels_app",
+    "contacts",
+    "conversations",
+    "billing",
+    "webhooks",
+    "analytics",
+    "backoffice",
+    "api",
+]
 OUTSIDE = {"tests", "bench"}  # importable by no layer
 # api's parts, lowest first: the models and the bodies' serializers; what acts on stored data outside a message;
 # a message's flow; the HTTP edge; the other ways in (Celery's tasks, the admin, manage.py's commands).

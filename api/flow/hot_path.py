@@ -34,9 +34,9 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.db.models import Model
 
+from analytics.stats import message_stats_answered_statement
 from api.flow.idempotency import Claim
 from api.models import IdempotencyRecord
-from backoffice.stats import message_stats_answered_statement
 from billing.credits import (
     credits_reserve_statement,
     credits_settle_statement,
@@ -312,7 +312,7 @@ def replies_store(
 ) -> tuple[StoredReplies, bool]:
     """The record phase's first statement: the conversation's stamp (conversations.services.replies_store: it
     finds nothing once the conversation was erased, then ContactErased), the replies, the daily rollup
-    (backoffice.stats.message_stats_answered), and whether the channel has a webhook (webhooks.services.event_emit).
+    (analytics.stats.message_stats_answered), and whether the channel has a webhook (webhooks.services.event_emit).
     Returns the replies as stored and that flag. Locks the conversation row; the workspace row comes last, in
     `inbound_settle_answer`."""
     replies = replies_build(

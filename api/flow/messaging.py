@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from analytics.stats import message_stats_answered, message_stats_failed
 from api.flow import hot_path
 from api.flow.idempotency import (
     Claim,
@@ -40,7 +41,6 @@ from api.serializers import (
     UsageView,
     represent,
 )
-from backoffice.stats import message_stats_answered, message_stats_failed
 from billing.credits import (
     credits_charge,
     credits_cost,

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from analytics.stats import message_stats_failed
 from api.maintenance.conversations import conversations_closed_announce
 from api.models import IdempotencyRecord
-from backoffice.stats import message_stats_failed
 from billing.credits import credits_release
 from channels_app.models import Channel
 from conversations.media.cache import media_assets_purge

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "conversations",
     "billing",
     "webhooks",
+    "analytics",
     "backoffice",
     "api",
 ]

@@ -15,6 +15,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from analytics.models import LATENCY_FIELDS, MessageDay
 from api.flow import hot_path
 from api.maintenance.cleanup import abandoned_messages_release
 from api.models import IdempotencyRecord
@@ -26,7 +27,6 @@ from api.serializers import (
     METADATA_VALUE_MAX,
     TEXT_BODY_MAX,
 )
-from backoffice.models import LATENCY_FIELDS, MessageDay
 from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
 from channels_app.models import AIAgent, Workspace

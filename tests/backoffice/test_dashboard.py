@@ -9,9 +9,9 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
+from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
+from analytics.stats import message_stats_answered
 from backoffice.dashboard import DASHBOARD_MAX_DAYS, DateRange, dashboard_get, dashboard_range, percentile_ms
-from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
-from backoffice.stats import message_stats_answered
 from billing.models import UsageLedgerEntry
 from conversations.failures import failure_cause
 from conversations.models import Conversation, Message

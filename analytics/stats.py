@@ -1,4 +1,4 @@
-"""The daily rollup of message outcomes (backoffice.models.MessageDay): how it is fed, and rebuilt.
+"""The daily rollup of message outcomes (analytics.models.MessageDay): how it is fed, and rebuilt.
 
 Fed on the hot path with one statement per outcome, each inside the caller's transaction, so a row counts a
 message exactly when the message's own change commits:
@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Count, F, Min, Sum
 
-from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
+from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
 from conversations.models import Conversation, Message
 
 _KEY = ("workspace_id", "day", "channel_id", "error_code")
