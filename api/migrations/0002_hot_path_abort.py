@@ -1,4 +1,4 @@
-# The function the hot path's statements raise with (api/hot_path.py, "One round trip to commit"). PostgreSQL
+# The function the hot path's statements raise with (api/flow/hot_path.py, "One round trip to commit"). PostgreSQL
 # only: SQLite runs the ORM path.
 
 from django.db import migrations
