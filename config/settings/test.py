@@ -1,7 +1,7 @@
 """Test overrides: fast and quiet. Services come from DATABASE_URL / REDIS_URL when set (CI sets both)."""
 
 from .base import *  # noqa: F403
-from .base import DATABASES, logging_config
+from .base import logging_config
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # admin logins in tests only
@@ -9,8 +9,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # admin lo
 # (tests/config/test_logging.py).
 LOGGING = logging_config(level="WARNING", renderer="json")
 LOGGING["handlers"] = {"console": {"class": "logging.NullHandler"}}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["OPTIONS"].pop("init_command", None)
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
 CELERY_TASK_ALWAYS_EAGER = True
 # Nothing sends webhooks in the background unless a test asks for it (tests/webhooks/test_dispatch.py): a
