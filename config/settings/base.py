@@ -93,7 +93,7 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise SystemExit(
         f"DATABASE_URL names {DATABASE_URL.partition(':')[0] or 'no scheme'}, but this project runs on PostgreSQL "
         "only: set DATABASE_URL to a postgres:// URL (PostgreSQL 15 or later), or unset it to use the "
-        "project-local PostgreSQL (README, \"Set-up\")."
+        'project-local PostgreSQL (README, "Set-up").'
     )
 # Django's built-in psycopg pool. The request releases its connection between the accept and record
 # phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
