@@ -2,7 +2,7 @@
 # Runs with the project's .venv whichever way it is called: `./manage.py ...` (this line hands it to
 # .venv/bin/python) or `.venv/bin/python manage.py ...` (the README's way; Python reads the line below as a
 # string and ignores it).
-"""'exec "$(dirname -- "$0")/.venv/bin/python" "$0" "$@" #"""
+''''exec "$(dirname -- "$0")/.venv/bin/python" "$0" "$@" #'''  # fmt: skip
 
 import os
 import sys
