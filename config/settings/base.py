@@ -113,12 +113,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache / broker ---------------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Prepended to every key the cache and the Celery broker write, for deployments (or parallel test workers)
+# sharing one Redis database; the cache's clear() then deletes only its own keys (config/cache.py).
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.PrefixedRedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "channels-api",
+            "KEY_PREFIX": f"{REDIS_KEY_PREFIX}channels-api",
             # Fail fast when Redis is away: the rate limiter then lets requests through (fail open) and
             # /readyz answers 503 within its probe's timeout instead of hanging on a dead socket.
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
@@ -140,6 +143,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),
     "unacked_restore_throttle": 1,
+    "global_keyprefix": REDIS_KEY_PREFIX,
 }
 
 # --- LLM for the demo agent ------------------------------------------------------------------------------
