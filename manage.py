@@ -9,12 +9,13 @@ import sys
 
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    import psycopg
     from django.core.management import execute_from_command_line
     from django.db.utils import OperationalError
 
     try:
         execute_from_command_line(sys.argv)
-    except OperationalError as error:
+    except (OperationalError, psycopg.OperationalError) as error:  # Django's, or a connection of our own
         from config.db import unreachable_database_sentence
 
         sys.exit(unreachable_database_sentence(error))

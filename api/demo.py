@@ -77,10 +77,7 @@ def demo_key_file(*, base_dir: Path, database: dict[str, Any]) -> Path:
     of the engine, host, port and name (never the password). One file per database, so pointing
     DATABASE_URL at another database and back finds the first one's key again instead of minting a new key
     over a shared file."""
-    host = database.get("HOST") or database.get("OPTIONS", {}).get("host")  # a socket's directory: ?host=
-    identity = "|".join(
-        str(part or "") for part in (database.get("ENGINE"), host, database.get("PORT"), database.get("NAME"))
-    )
+    identity = "|".join(str(database.get(part) or "") for part in ("ENGINE", "HOST", "PORT", "NAME"))
     return base_dir / "var" / f"demo-key-{hashlib.sha256(identity.encode()).hexdigest()[:12]}.json"
 
 

@@ -88,6 +88,10 @@ TEMPLATES = [
 DATABASE_URL_SET = bool(env.str("DATABASE_URL", default=""))
 DATABASE_URL = env.str("DATABASE_URL", default="") or localdb.database_url(localdb.socket_dir())
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+# A socket's directory comes as ?host= (django-environ keeps it in OPTIONS): HOST, where Django, libpq and
+# whoever reads HOST look for it.
+if not DATABASES["default"]["HOST"] and "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     # A sentence, not a traceback, from every command (manage.py, gunicorn, celery, pytest).
     raise SystemExit(
