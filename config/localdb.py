@@ -183,18 +183,17 @@ class Server:
         settings = ["-c", "listen_addresses=", "-c", "max_connections=100"]
         if self.throwaway:
             settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 (kept open for the child's life)
-        self.process = subprocess.Popen(
-            [str(self.binaries / "postgres"), "-D", str(self.data_dir), "-k", str(self.sockets), "-p", str(PORT)]
-            + settings,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd="/",
-            start_new_session=True,  # the terminal's Ctrl-C and hang-up reach us, not it: we stop it in order
-            **self.account.popen_args(signal.SIGINT),  # a fast shutdown should we die
-        )
-        log.close()
+        with open(self.data_dir / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.binaries / "postgres"), "-D", str(self.data_dir), "-k", str(self.sockets)]
+                + ["-p", str(PORT), *settings],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                start_new_session=True,  # the terminal's Ctrl-C and hang-up reach us, not it: we stop it in order
+                **self.account.popen_args(signal.SIGINT),  # a fast shutdown should we die
+            )
         deadline = time.monotonic() + START_SECONDS
         while not self._ready():
             if self.process.poll() is not None:
