@@ -117,19 +117,40 @@ class Account:
         if self.uid is not None:
             os.chown(path, self.uid, self.gid)
 
-    def check_reachable(self, binaries: Path) -> None:
-        """As root: can `nobody` run the wheel's binaries? (A checkout under /root, mode 700, hides them.)"""
-        if self.uid is None:
-            return
-        probe = subprocess.run(
-            [str(binaries / "postgres"), "--version"], capture_output=True, **self.popen_args(signal.SIGTERM)
-        )
-        if probe.returncode != 0:
+    def _can_run(self, binaries: Path) -> bool:
+        try:
+            probe = subprocess.run(
+                [str(binaries / "postgres"), "--version"], capture_output=True, **self.popen_args(signal.SIGTERM)
+            )
+        except OSError:  # not reachable: exec fails in the child
+            return False
+        return probe.returncode == 0
+
+    def reachable(self, binaries: Path) -> Path:
+        """The binaries' folder, for the user that runs them. As root, when `nobody` cannot reach the wheel's
+        binaries (a checkout under /root, mode 700), a copy of the installation in the temporary directory,
+        made once and owned by root."""
+        if self.uid is None or self._can_run(binaries):
+            return binaries
+        digest = hashlib.sha256(str(binaries).encode() + str(binaries.stat().st_mtime_ns).encode()).hexdigest()
+        copy = Path(tempfile.gettempdir()) / f"channels-pg-install-{digest[:12]}"
+        if not copy.exists():
+            staging = Path(tempfile.mkdtemp(prefix="channels-pg-install-"))
+            shutil.copytree(binaries.parent, staging / "pginstall", ignore=shutil.ignore_patterns("include"))
+            staging.chmod(0o755)
+            try:
+                staging.rename(copy)
+            except OSError:  # another run made it meanwhile
+                shutil.rmtree(staging, ignore_errors=True)
+        info = copy.stat()
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not self._can_run(copy / "pginstall" / "bin"):
             raise LocalDatabaseError(
                 f"PostgreSQL refuses to run as root, and the user `{UNPRIVILEGED_USER}` it would run as cannot "
-                f"run {binaries / 'postgres'}: make the checkout's folders readable by others (chmod o+rx on "
-                "each parent), run as an ordinary user, or set DATABASE_URL to a postgres:// URL."
+                f"run {binaries / 'postgres'} (nor a copy in {copy}): make the checkout's folders readable by "
+                "others (chmod o+rx on each parent), run as an ordinary user, or set DATABASE_URL to a "
+                "postgres:// URL."
             )
+        return copy / "pginstall" / "bin"
 
 
 class Server:
@@ -175,7 +196,7 @@ class Server:
         self.account.own(self.sockets)
 
     def start(self) -> None:
-        self.account.check_reachable(self.binaries)
+        self.binaries = self.account.reachable(self.binaries)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         self._prepare_sockets()
