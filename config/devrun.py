@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     server: subprocess.Popen | None = None
 
     def stop(signum: int, frame: object) -> None:
+        for other in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # once: the rest is waiting for it
+            signal.signal(other, signal.SIG_IGN)
         if server is not None and server.poll() is None:
             try:
                 os.killpg(server.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)

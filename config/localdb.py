@@ -279,16 +279,18 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 def _stop_command(command: subprocess.Popen, signum: int) -> int:
-    """Pass the signal on (a terminal's Ctrl-C reached it too: passing SIGINT again is harmless), then wait."""
-    for sent in (signum, signal.SIGTERM, signal.SIGKILL):
+    """Stop COMMAND after we got `signum`. A terminal's Ctrl-C reached it too (same process group): give it a
+    moment to end on its own before passing the signal on, then SIGTERM, then SIGKILL."""
+    steps = [(None, 2.0)] if signum == signal.SIGINT else []
+    steps += [(signum, 10.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, None)]
+    for sent, seconds in steps:
         if command.poll() is not None:
             break
         try:
-            command.send_signal(sent)
-            command.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
-        except Stop:
+            if sent is not None:
+                command.send_signal(sent)
+            command.wait(timeout=seconds)
+        except (subprocess.TimeoutExpired, Stop):
             continue
     return command.wait()
 
