@@ -9,10 +9,11 @@ SCAN_BATCH = 1000
 
 
 class PrefixedRedisCache(RedisCache):
-    def clear(self) -> bool:
+    def clear(self) -> None:
         if not self.key_prefix:
-            return super().clear()
-        client = self._cache.get_client(None, write=True)
+            super().clear()
+            return
+        client = self._cache.get_client(None, write=True)  # type: ignore[attr-defined]
         pattern = f"{self.key_prefix}:*"
         batch: list = []
         for key in client.scan_iter(match=pattern, count=SCAN_BATCH):
@@ -22,4 +23,3 @@ class PrefixedRedisCache(RedisCache):
                 batch.clear()
         if batch:
             client.delete(*batch)
-        return True

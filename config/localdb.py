@@ -92,7 +92,8 @@ class Account:
     """Who runs initdb and postgres: this process's user, or `nobody` when this process is root."""
 
     def __init__(self) -> None:
-        self.uid = self.gid = None
+        self.uid: int | None = None
+        self.gid: int = -1
         if os.name == "posix" and os.geteuid() == 0:
             import pwd
 
@@ -281,7 +282,7 @@ def _raise_stop(signum: int, frame: object) -> None:
 def _stop_command(command: subprocess.Popen, signum: int) -> int:
     """Stop COMMAND after we got `signum`. A terminal's Ctrl-C reached it too (same process group): give it a
     moment to end on its own before passing the signal on, then SIGTERM, then SIGKILL."""
-    steps = [(None, 2.0)] if signum == signal.SIGINT else []
+    steps: list[tuple[int | None, float | None]] = [(None, 2.0)] if signum == signal.SIGINT else []
     steps += [(signum, 10.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, None)]
     for sent, seconds in steps:
         if command.poll() is not None:

@@ -80,6 +80,7 @@ class MakeRun:
         self.deadline = time.monotonic() + DEADLINE_SECONDS
 
     def _read(self) -> None:
+        assert self.process.stdout is not None
         for line in self.process.stdout:
             self.output.put(line)
 
@@ -124,10 +125,13 @@ class MakeRun:
 
 
 def _curl(text: str) -> tuple[str, str, str]:
-    url = re.search(r"curl -s -X POST (\S+)", text)[1]
-    key = re.search(r"X-API-Key: ([^']+)'", text)[1]
-    body = shlex.split(re.search(r"^\s*-d ('.*')$", text, re.MULTILINE)[1])[0]
-    return url, key, body
+    url, key, body = (
+        re.search(r"curl -s -X POST (\S+)", text),
+        re.search(r"X-API-Key: ([^']+)'", text),
+        re.search(r"^\s*-d ('.*')$", text, re.MULTILINE),
+    )
+    assert url and key and body, text
+    return url[1], key[1], shlex.split(body[1])[0]
 
 
 @pytest.fixture

@@ -76,7 +76,8 @@ def _fresh_database() -> Iterator[str]:
 
 def _migrated(url: str) -> bool:
     with psycopg.connect(_libpq(url)) as conn:
-        return conn.execute("SELECT to_regclass('django_migrations') IS NOT NULL").fetchone()[0]
+        (migrated,) = conn.execute("SELECT to_regclass('django_migrations') IS NOT NULL").fetchone() or (False,)
+        return migrated
 
 
 def _libpq(url: str) -> str:
