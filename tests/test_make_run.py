@@ -24,6 +24,9 @@ import pytest
 import requests
 from django.conf import settings
 
+from api.demo import demo_key_file
+from config.localdb import DATABASE_NAME, socket_dir
+
 DEADLINE_SECONDS = 120  # migrating a fresh database on a busy machine, then starting runserver
 GONE_SECONDS = 10
 
@@ -141,6 +144,8 @@ def data_dir():
     path = Path(settings.BASE_DIR) / "var" / f"test-make-run-{os.getpid()}-{time.monotonic_ns()}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    database = {"ENGINE": "config.postgresql", "HOST": str(socket_dir(path)), "PORT": "", "NAME": DATABASE_NAME}
+    demo_key_file(base_dir=Path(settings.BASE_DIR), database=database).unlink(missing_ok=True)
 
 
 def test_make_run_serves_its_curl_line_on_the_wheels_postgresql_and_stops_it_all(data_dir):
