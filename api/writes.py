@@ -11,12 +11,10 @@ same round trip (`_commits`; docs/architecture.md, "Statements per message").
 What the ORM would do stays:
 - the rows: each is built as a model instance (its defaults, `auto_now_add`, ids) and adapted by its fields
   (config/statements.py), so a column added to a model is written here too, with its default;
-- the order of row locks (docs/architecture.md, "Row locks"): in the accept phase the workspace row (credit
-  reservation) last, after the inserts; in the record phase the conversation row, then the workspace row,
-  then the message row. PostgreSQL runs a step when the statement first reads its result, and a step nothing
-  reads after the main query: so each step that must come after another reads it (`WHERE EXISTS (SELECT 1
-  FROM <previous step>)` or `FROM <previous step>`), which fixes the order and makes a step whose
-  predecessor found nothing do nothing;
+- the order of row locks (docs/architecture.md, "Row locks"). PostgreSQL runs a step when the statement
+  first reads its result, and a step nothing reads after the main query: so each step that must come after
+  another reads it (`WHERE EXISTS (SELECT 1 FROM <previous step>)` or `FROM <previous step>`), which fixes
+  the order and makes a step whose predecessor found nothing do nothing;
 - the races: a unique constraint that fires (a concurrent first message of the same contact) fails the whole
   statement with IntegrityError, and the caller retries the transaction; a conversation closed or erased
   after the lookup stops the statement, and the caller opens a new conversation or gives up
@@ -316,16 +314,20 @@ def replies_store(
     holds the row and the UPDATE then sees it erased), the replies, in the conversation even when it was closed
     while the agent was thinking (the close stands, and the result says so), the daily rollup
     (backoffice.stats.message_stats_answered_statement), and whether the channel has a webhook (webhooks.services.event_emit).
-    Returns the replies as stored and that flag. Locks the conversation row; the workspace row comes last, in
-    `inbound_settle_answer`."""
+    Returns the replies as stored and that flag. Locks the message row, then the conversation row; the
+    workspace row comes last, in `inbound_settle_answer`."""
     replies = replies_build(
         message=message, texts=texts, credits=charge, input_tokens=input_tokens, output_tokens=output_tokens
     )
     statement = _Statement()
+    # The message's row first, as every transaction that changes a message and a workspace locks them
+    # (docs/architecture.md, "Row locks"): the clean-up of abandoned messages locks it before the workspace's.
+    statement.step("p", f"SELECT 1 FROM {table(Message)} WHERE id = %s FOR NO KEY UPDATE", [message.pk])
     statement.step(
         "v",
-        f"UPDATE {table(Conversation)} SET last_message_at = %s WHERE id = %s AND erased_at IS NULL "
-        "RETURNING status, closed_at, close_reason",
+        f"UPDATE {table(Conversation)} SET last_message_at = %s WHERE id = %s AND erased_at IS NULL"
+        + statement.after("AND")
+        + " RETURNING status, closed_at, close_reason",
         [now, message.conversation_id],
     )
     for index, reply in enumerate(replies):
