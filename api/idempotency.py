@@ -231,8 +231,7 @@ def idempotency_hold(*, claim: Claim) -> None:
     """
     with connection.cursor() as cursor:  # written by hand: the ORM's compiler costs more CPU
         cursor.execute(
-            f"SELECT 1 FROM {quote(IdempotencyRecord._meta.db_table)} WHERE id = %s AND owner = %s "
-            "FOR NO KEY UPDATE",
+            f"SELECT 1 FROM {quote(IdempotencyRecord._meta.db_table)} WHERE id = %s AND owner = %s FOR NO KEY UPDATE",
             [claim.record_id, claim.owner],
         )
         held = cursor.fetchone() is not None

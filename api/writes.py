@@ -56,7 +56,6 @@ from conversations.services import (
 )
 from webhooks.models import WebhookEndpoint
 
-
 COMMIT_SQL = "COMMIT"
 ABORT_FUNCTION = "channels_hot_path_abort"  # created by api/migrations/0002_hot_path_abort.py
 _CONVERSATION_GONE, _NO_CREDITS, _RESERVATION_GONE = "conversation_gone", "insufficient_credits", "reservation_gone"
@@ -166,8 +165,9 @@ def inbound_accept(
 ) -> StoredInbound:
     """The accept phase's writes: the contact lookup (conversations.services.inbound_target), then one
     statement that stores the contact, the conversation and the message, attaches the message to the claim
-    and reserves the credits (billing.credits_reserve_statement). Raises InsufficientCredits (the caller's transaction rolls back what the statement wrote),
-    ContactErased, or IntegrityError for a concurrent first message of the same contact (the caller retries)."""
+    and reserves the credits (billing.credits_reserve_statement). Raises InsufficientCredits (the caller's
+    transaction rolls back what the statement wrote), ContactErased, or IntegrityError for a concurrent first
+    message of the same contact (the caller retries)."""
     target = inbound_target(
         workspace_id=workspace_id,
         channel_id=channel_id,
@@ -313,7 +313,8 @@ def replies_store(
     nothing once the conversation was erased, then ContactErased; under READ COMMITTED an erasure in progress
     holds the row and the UPDATE then sees it erased), the replies, in the conversation even when it was closed
     while the agent was thinking (the close stands, and the result says so), the daily rollup
-    (backoffice.stats.message_stats_answered_statement), and whether the channel has a webhook (webhooks.services.event_emit).
+    (backoffice.stats.message_stats_answered_statement), and whether the channel has a webhook
+    (webhooks.services.event_emit).
     Returns the replies as stored and that flag. Locks the message row, then the conversation row; the
     workspace row comes last, in `inbound_settle_answer`."""
     replies = replies_build(
@@ -383,9 +384,9 @@ def inbound_settle_answer(
     off, the charge from the balance, its ledger entry), the message answered with its 200 body (only while it
     still holds `reserved`: the reservation moves with the message row, so whoever clears it, this, the
     failure path or the clean-up of an abandoned message, is the only one to settle or release it) and the
-    key's response stored for replay (only by the key's owner), with the COMMIT when `commit` (`_commits`). `template` is the body
-    with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the transaction (Aborted,
-    `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
+    key's response stored for replay (only by the key's owner), with the COMMIT when `commit` (`_commits`).
+    `template` is the body with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the
+    transaction (Aborted, `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
     assert template.count(_BALANCE_MARK.encode()) == 1, "the body shows the balance once"
     statement = _Statement()
     sql, params = credits_settle_statement(workspace_id=workspace_id, reserved=reserved, charge=charge, now=now)

@@ -3,7 +3,8 @@
 Fed on the hot path with one statement per outcome, each inside the caller's transaction, so a row counts a
 message exactly when the message's own change commits:
 - `message_stats_answered_statement` in the record phase, a step of its first statement (api/writes.py);
-- `message_stats_failed` in the failure path and in the clean-up of abandoned messages (api/cleanup.py), for the rows that transaction has just marked FAILED.
+- `message_stats_failed` in the failure path and in the clean-up of abandoned messages (api/cleanup.py),
+  for the rows that transaction has just marked FAILED.
 The statement is `INSERT ... ON CONFLICT (workspace, day, channel, error_code) DO UPDATE SET col = col +
 EXCLUDED.col`. Concurrent messages of one channel update the
 same row and wait on its lock only until their transactions commit, which are short by design.

@@ -17,7 +17,6 @@ Only for the benchmark's own database: run.py creates it fresh.
 import argparse
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")

@@ -104,9 +104,7 @@ def credits_charge(*, cost: int, reserved: int) -> int:
     return min(cost, reserved)
 
 
-def credits_settle_statement(
-    *, workspace_id: str, reserved: int, charge: int, now: datetime
-) -> tuple[str, list[Any]]:
+def credits_settle_statement(*, workspace_id: str, reserved: int, charge: int, now: datetime) -> tuple[str, list[Any]]:
     """The settlement's UPDATE (a step of api/writes.py's last statement), returning the balance after it:
     the reservation comes off and the charge (`credits_charge`) is taken from the balance."""
     return (

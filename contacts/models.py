@@ -35,7 +35,10 @@ class Contact(models.Model):
             models.Index(fields=["workspace", "-created_at", "-id"], name="contact_ws_recent"),
             # The admin's searches by identifier and name (conversations/search.py, backoffice/site.py): trigram
             # indexes of the expressions Django's `icontains` compares (`UPPER(col::text) LIKE UPPER('%term%')`).
-            GinIndex(OpClass(Upper(Cast("identifier", models.TextField())), name="gin_trgm_ops"), name="contact_identifier_trgm"),
+            GinIndex(
+                OpClass(Upper(Cast("identifier", models.TextField())), name="gin_trgm_ops"),
+                name="contact_identifier_trgm",
+            ),
             GinIndex(OpClass(Upper(Cast("name", models.TextField())), name="gin_trgm_ops"), name="contact_name_trgm"),
         ]
         constraints = [

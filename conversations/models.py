@@ -1,7 +1,7 @@
 from typing import Any
 
-from django.db import models
 from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Upper

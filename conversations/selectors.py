@@ -5,7 +5,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 
 from channels_app.models import AIAgent, KnowledgeEntry
 from config.statements import Columns, columns, quote

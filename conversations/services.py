@@ -42,8 +42,9 @@ class StoredInbound:
 def _close(*, where: str, params: list[Any], reason: str, now: datetime) -> list[str]:
     """Close the ACTIVE conversations `where` selects, in one conditional UPDATE, and return the ids of those
     it closed. The status condition is checked again on the locked row: of two closes racing, and of a
-    close racing a message's position step (api/writes.py), each row is closed once, and never under a message still being
-    accepted (the close waits for that transaction's row lock, then sees the row as it committed)."""
+    close racing a message's position step (api/writes.py), each row is closed once, and never under a
+    message still being accepted (the close waits for that transaction's row lock, then sees the row as it
+    committed)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Conversation._meta.db_table} SET status = %s, closed_at = %s, close_reason = %s "

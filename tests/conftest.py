@@ -17,15 +17,6 @@ SEED_TEXT = {
 }
 
 
-def on_postgresql() -> bool:
-    return connection.vendor == "postgresql"
-
-
-requires_postgresql = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
-    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite serializes all writers, so the race "
-    "this test provokes cannot happen there",
-)
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
 
 

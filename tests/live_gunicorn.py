@@ -31,8 +31,6 @@ def free_port() -> int:
 def database_url_for_servers() -> str:
     """The URL of the database this test runs on (pytest-django's test database), for a server process."""
     conf = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{conf['NAME']}"
     password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
     return f"postgres://{conf['USER']}{password}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{conf['NAME']}"
 

@@ -130,7 +130,6 @@ def fresh_database():
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@requires_postgresql
 def test_nodes_running_the_serve_time_migrate_at_once_on_a_fresh_database_all_succeed(fresh_database):
     """Plain `migrate` twice at once on an empty database: one of them fails creating a table type, a content
     type or a permission the other created a moment before. `make serve` runs `migrate_locked`."""

@@ -22,16 +22,14 @@ Counted like `assert_statements` everywhere: BEGIN/COMMIT/SAVEPOINT/RELEASE are 
 import json
 
 import pytest
-from django.db import connection
 from pytest_httpserver import HTTPServer
 
 from tests.conftest import SEED_TEXT, Api
 from tests.factories import AIAgentFactory, ChannelFactory, KnowledgeEntryFactory
 
-_POSTGRESQL = connection.vendor == "postgresql"
-NEW_CONTACT = 6 if _POSTGRESQL else 14
-EXISTING_CONTACT = 7 if _POSTGRESQL else 14
-WITH_KEY = 2 if _POSTGRESQL else 5  # more, with an idempotency key
+NEW_CONTACT = 6
+EXISTING_CONTACT = 7
+WITH_KEY = 2  # more, with an idempotency key
 IDEMPOTENT_REPLAY = 2
 
 

@@ -20,10 +20,10 @@ from tests.concurrency.conftest import (
     lock_waiters,
     wait_for_lock_waiters,
 )
-from tests.config.test_database_outage import requires_postgresql, terminate_backends
+from tests.config.test_database_outage import terminate_backends
 from tests.conftest import SEED_TEXT, Api, error_of
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = "terminated-%s-key"
 SECOND = {**SEED_TEXT, "content": {"text": {"body": "Can I get a refund?"}}}
