@@ -386,7 +386,8 @@ def inbound_settle_answer(
     failure path or the clean-up of an abandoned message, is the only one to settle or release it) and the
     key's response stored for replay (only by the key's owner), with the COMMIT when `commit` (`_commits`).
     `template` is the body with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the
-    transaction (Aborted, `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
+    transaction (Aborted, `error()` None) when the message no longer holds `reserved`: the clean-up released
+    it meanwhile."""
     assert template.count(_BALANCE_MARK.encode()) == 1, "the body shows the balance once"
     statement = _Statement()
     sql, params = credits_settle_statement(workspace_id=workspace_id, reserved=reserved, charge=charge, now=now)
