@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # OpClass in the models' GinIndex expressions (contacts, conversations)
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",

@@ -23,6 +23,14 @@ def _trigram(column: str, name: str) -> django.contrib.postgres.indexes.GinIndex
     )
 
 
+class _TrigramExtension(TrigramExtension):
+    """pg_trgm, which the indexes' `gin_trgm_ops` needs; kept when migrating back: the schema before this
+    migration had it too (backoffice/migrations/0002_search_indexes.py made it), and its indexes use it."""
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        pass
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("backoffice", "0002_search_indexes"),
@@ -30,7 +38,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        TrigramExtension(),
+        _TrigramExtension(),
         index_adopt_operation(
             "contacts", "contact", _trigram("identifier", "contact_identifier_trgm"), "backoffice_contact_identifier_trgm"
         ),

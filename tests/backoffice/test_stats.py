@@ -12,11 +12,11 @@ from django.utils import timezone
 
 from api.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
 from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
-from backoffice.stats import latency_bucket, message_stats_answered, message_stats_failed
+from backoffice.stats import latency_bucket, message_stats_failed
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from conversations.models import Message
-from tests.backoffice.seed import seed_days
+from tests.backoffice.seed import message_stats_answered, seed_days
 from tests.conftest import SEED_TEXT
 
 
