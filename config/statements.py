@@ -42,8 +42,8 @@ def insert_select(instance: Model, *, expressions: dict[str, str] | None = None)
     instance, then `get_db_prep_save`) and cast to its column's type: in a SELECT list an untyped NULL or string
     would be text, which no timestamp or JSON column takes. The columns are those the ORM's insert writes: not
     a `GeneratedField`, nor a field with a `db_default` the instance left unset (the database fills it in; a
-    SELECT list has no DEFAULT). `expressions` replaces the named columns' values by SQL, such as a value an
-    earlier step of the statement returns."""
+    SELECT list has no DEFAULT), nor an unset auto-incremented primary key. `expressions` replaces the named
+    columns' values by SQL, such as a value an earlier step of the statement returns."""
     model = type(instance)
     expressions = expressions or {}
     columns, values, params = [], [], []
@@ -53,7 +53,7 @@ def insert_select(instance: Model, *, expressions: dict[str, str] | None = None)
             values.append(expressions[field.column])
             continue
         value = field.pre_save(instance, add=True)
-        if isinstance(value, DatabaseDefault):
+        if isinstance(value, DatabaseDefault) or (value is None and field is model._meta.auto_field):
             continue
         columns.append(column)
         values.append(f"CAST(%s AS {db_type})")
