@@ -1,6 +1,6 @@
-"""The COMMIT the messages endpoint's last statement of a phase sends with it (api/writes.py; docs/
-architecture.md, "Statements per message"): its three preconditions, each enforced while the code runs, and
-the switch that turns it off."""
+"""The COMMIT the messages endpoint's last statement of a phase sends with it (api/writes.py;
+docs/architecture.md, "Statements per message"): its three preconditions, each enforced while the code runs,
+and the switch that turns it off."""
 
 from types import SimpleNamespace
 
