@@ -203,7 +203,7 @@ def _snapshot() -> dict[type[Model], dict[Any, dict[str, Any]]]:
     return {
         model: {
             row["pk"]: row
-            for row in model.objects.values("pk", *(field.attname for field in model._meta.concrete_fields))
+            for row in model._default_manager.values("pk", *(field.attname for field in model._meta.concrete_fields))
         }
         for model in _project_models()
     }
@@ -238,7 +238,7 @@ def _model_problems(model: type[Model], row: dict[str, Any], *, since: datetime,
     """What in a written row the model does not allow: a value its field refuses (type, length, choices, a
     NULL where the field has none; an empty string is allowed, as the ORM writes them too), an automatic
     time outside the requests' span, an id not of the kind its field's default makes."""
-    instance = model.objects.get(pk=row["pk"])
+    instance = model._default_manager.get(pk=row["pk"])
     problems = []
     try:
         instance.clean_fields()
