@@ -4,7 +4,7 @@ OpenAI-compatible agent (pytest-httpserver standing in for the LLM). The other t
 statements take these numbers from here.
 
 The issue's goals (PostgreSQL): at most 8, 7 and 2, a key at most 2 more. On PostgreSQL each phase writes
-through one statement of data-modifying CTEs (api/hot_path.py):
+through one statement of data-modifying CTEs (api/writes.py):
 - new contact, 6: the key; accept 3 (channel and its agent and team; contact + active conversation lookup;
   contact, conversation, message and credit reservation); think 0 (a conversation's first message has no
   history to read); record 2 (conversation stamp, replies, daily rollup and the channel's webhook; then the

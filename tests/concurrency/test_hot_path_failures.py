@@ -1,4 +1,4 @@
-"""A database connection that dies inside or between the phases' statements (api/hot_path.py, PostgreSQL): the
+"""A database connection that dies inside or between the phases' statements (api/writes.py, PostgreSQL): the
 request's backend is terminated while its statement waits for a row this test holds (or, between the
 phases, every idle pooled connection is). The request is answered 503 `database_unavailable` with nothing
 half-written, the failure path runs on a fresh connection, and a retry with the same key answers once."""

@@ -1,4 +1,4 @@
-"""Races a hostile integrator provokes against the accept phase's one statement (api/hot_path.py, PostgreSQL):
+"""Races a hostile integrator provokes against the accept phase's one statement (api/writes.py, PostgreSQL):
 an erasure committing while a message of the contact opens a new conversation, one idempotency key sent at
 once with different bodies or after its record expired, and reservations larger than the charges."""
 
