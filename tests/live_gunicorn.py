@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 
@@ -124,3 +126,19 @@ def gunicorn(log_path: Path, **env: str) -> Iterator[Server]:
         yield server
     finally:
         stop(process)
+
+
+@contextmanager
+def database_of_its_own() -> Iterator[str]:
+    """An empty PostgreSQL database of its own (next to the test database), dropped after the block; its URL."""
+    conf = connection.settings_dict
+    name = f"{conf['NAME']}_fresh_{uuid.uuid4().hex[:8]}"
+    params = {"host": conf["HOST"] or "127.0.0.1", "port": conf["PORT"] or 5432, "user": conf["USER"]}
+    if conf.get("PASSWORD"):
+        params["password"] = conf["PASSWORD"]
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
+    yield f"postgres://{params['user']}{password}@{params['host']}:{params['port']}/{name}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

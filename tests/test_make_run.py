@@ -1,6 +1,6 @@
 """`make run` as a new user runs it: on the address in BIND (or PORT), with a curl line that works as printed.
 
-A real `make run` (migrate, bootstrap_demo, runserver) on a fresh SQLite file and a free loopback port, then
+A real `make run` (migrate, bootstrap_demo, runserver) on a fresh PostgreSQL database and a free loopback port, then
 the printed request sent as printed. The server's process group is ours and is ended by its id.
 """
 
@@ -16,15 +16,30 @@ import threading
 import time
 from pathlib import Path
 
+import environ
 import pytest
 import requests
 from django.conf import settings
 
 from api.demo import demo_key_file
+from tests.live_gunicorn import database_of_its_own
 
-DEADLINE_SECONDS = 120  # migrating a fresh SQLite file on a busy machine, then starting runserver
+DEADLINE_SECONDS = 120  # migrating a fresh database on a busy machine, then starting runserver
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+@pytest.fixture
+def fresh_database():
+    with database_of_its_own() as url:
+        yield url
+
+
+def env_database(url: str) -> dict:
+    """The DATABASES entry the server process makes of `url` (its demo key file is named after it)."""
+    database = environ.Env.db_url_config(url)
+    database["ENGINE"] = "config.postgresql"  # as config/settings/base.py sets it
+    return database
 
 
 def _free_port() -> int:
@@ -39,12 +54,11 @@ def _lines(stream, into: queue.Queue) -> None:
 
 
 @pytest.mark.parametrize("variable", ["BIND", "PORT"])
-def test_make_run_serves_on_the_configured_address_and_prints_it(tmp_path, variable):
+def test_make_run_serves_on_the_configured_address_and_prints_it(fresh_database, variable):
     port = _free_port()
-    database = tmp_path / "db.sqlite3"
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": fresh_database,
         "LLM_BASE_URL": "",
         variable: f"127.0.0.1:{port}" if variable == "BIND" else str(port),
     }
@@ -98,7 +112,5 @@ def test_make_run_serves_on_the_configured_address_and_prints_it(tmp_path, varia
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
-        key_file = demo_key_file(
-            base_dir=Path(settings.BASE_DIR), database={"ENGINE": "django.db.backends.sqlite3", "NAME": str(database)}
-        )
-        key_file.unlink(missing_ok=True)
+        database = env_database(fresh_database)
+        demo_key_file(base_dir=Path(settings.BASE_DIR), database=database).unlink(missing_ok=True)

@@ -13,17 +13,20 @@ import uuid
 import psycopg
 import pytest
 from django.core.checks import run_checks
-from django.db import connection
 
-from tests.live_gunicorn import BASE_DIR, BIN, free_port, gunicorn, server_env, stop, wait_until_up
+from tests.live_gunicorn import (
+    BASE_DIR,
+    BIN,
+    database_of_its_own,
+    free_port,
+    gunicorn,
+    server_env,
+    stop,
+    wait_until_up,
+)
 
 RUN_TIMEOUT_SECONDS = 120  # a start-up or a migrate on a busy machine; a bound, not a measurement
 
-requires_postgresql = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
-    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): the race is between two migrates of one "
-    "PostgreSQL database, and the lock is PostgreSQL's (on SQLite migrate_locked is plain migrate)",
-)
 requires_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
@@ -55,9 +58,8 @@ def end_group(process: subprocess.Popen) -> None:
 
 
 @requires_make
-def test_make_serve_refuses_the_development_secret_key_before_migrating(tmp_path):
-    database = tmp_path / "db.sqlite3"
-    env = server_env(DATABASE_URL=f"sqlite:///{database}", BIND=f"127.0.0.1:{free_port()}")
+def test_make_serve_refuses_the_development_secret_key_before_migrating(fresh_database):
+    env = server_env(DATABASE_URL=fresh_database, BIND=f"127.0.0.1:{free_port()}")
     del env["SECRET_KEY"]
 
     process = make_serve(env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -68,11 +70,13 @@ def test_make_serve_refuses_the_development_secret_key_before_migrating(tmp_path
 
     assert process.returncode != 0
     assert "SECRET_KEY is the public development key" in err and "secrets.token_urlsafe(50)" in err
-    assert not database.exists()  # refused before `migrate` touched the database
+    with psycopg.connect(fresh_database.replace("postgres://", "postgresql://", 1)) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    assert tables == (0,)  # refused before `migrate` touched the database
 
 
-def test_gunicorn_with_our_config_refuses_the_development_secret_key(tmp_path):
-    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+def test_gunicorn_with_our_config_refuses_the_development_secret_key(fresh_database):
+    env = server_env(DATABASE_URL=fresh_database)
     del env["SECRET_KEY"]
 
     result = subprocess.run(
@@ -89,9 +93,9 @@ def test_gunicorn_with_our_config_refuses_the_development_secret_key(tmp_path):
 
 
 @requires_make
-def test_make_serve_starts_with_the_development_key_when_debug_is_on(tmp_path):
+def test_make_serve_starts_with_the_development_key_when_debug_is_on(tmp_path, fresh_database):
     port = free_port()
-    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", BIND=f"127.0.0.1:{port}", DEBUG="true")
+    env = server_env(DATABASE_URL=fresh_database, BIND=f"127.0.0.1:{port}", DEBUG="true")
     del env["SECRET_KEY"]
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
@@ -116,18 +120,8 @@ def test_check_deploy_reports_the_development_secret_key(settings):
 
 @pytest.fixture
 def fresh_database():
-    """An empty PostgreSQL database of its own (next to the test database), dropped after the test."""
-    conf = connection.settings_dict
-    name = f"{conf['NAME']}_fresh_{uuid.uuid4().hex[:8]}"
-    params = {"host": conf["HOST"] or "127.0.0.1", "port": conf["PORT"] or 5432, "user": conf["USER"]}
-    if conf.get("PASSWORD"):
-        params["password"] = conf["PASSWORD"]
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    yield f"postgres://{params['user']}{password}@{params['host']}:{params['port']}/{name}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with database_of_its_own() as url:
+        yield url
 
 
 def test_nodes_running_the_serve_time_migrate_at_once_on_a_fresh_database_all_succeed(fresh_database):
@@ -158,24 +152,6 @@ def test_nodes_running_the_serve_time_migrate_at_once_on_a_fresh_database_all_su
         (applied,) = conn.execute("SELECT count(*) FROM django_migrations").fetchone()
         (waiting,) = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
     assert applied > 0 and waiting == 0  # migrated once, and no node still holds the lock
-
-
-def test_migrate_locked_on_sqlite_is_plain_migrate(tmp_path):
-    database = tmp_path / "db.sqlite3"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate_locked", "--verbosity", "0"],
-        cwd=BASE_DIR,
-        env=server_env(DATABASE_URL=f"sqlite:///{database}"),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_SECONDS,
-    )
-
-    assert result.returncode == 0, result.stderr
-    import sqlite3
-
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("SELECT count(*) FROM django_migrations").fetchone()[0] > 0
 
 
 # --- what gunicorn itself answers: malformed HTTP ----------------------------------------------------------
@@ -214,9 +190,14 @@ def with_host(data: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def live_server_log(tmp_path_factory):
-    """One gunicorn for the malformed-HTTP tests, on a migrated SQLite file with the demo channel and key."""
+    """One gunicorn for the malformed-HTTP tests, on a migrated database of its own with the demo channel and
+    key."""
     tmp = tmp_path_factory.mktemp("gunicorn")
-    env = server_env(DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}")
+    with database_of_its_own() as url:
+        yield from _live_server(tmp, server_env(DATABASE_URL=url))
+
+
+def _live_server(tmp, env):
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=BASE_DIR, env=env, check=True)
     demo = subprocess.run(
         [sys.executable, "manage.py", "bootstrap_demo", "--json"],
