@@ -33,7 +33,6 @@ class _TrigramExtension(TrigramExtension):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backoffice", "0002_search_indexes"),
         ("contacts", "0004_single_column_indexes_dropped"),
     ]
 

@@ -14,7 +14,6 @@ from config.indexes import index_adopt_operation
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backoffice", "0002_search_indexes"),
         ("contacts", "0005_search_indexes"),
         ("conversations", "0006_single_column_indexes_dropped"),
     ]
