@@ -17,7 +17,7 @@ from rest_framework import serializers
 from conversations.models import Message
 
 MESSAGE_TYPES = tuple(Message.Type.values)
-# Documented limits (README "Limits"). An e-mail address is at most 320 characters (RFC 3696 errata).
+# Documented limits (README "Request body"). An e-mail address is at most 320 characters (RFC 3696 errata).
 CONTACT_IDENTIFIER_MAX = 320
 CONTACT_NAME_MAX = 200
 TEXT_BODY_MAX = 4096  # WhatsApp's limit for a text message; long enough for any chat turn

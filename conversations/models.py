@@ -1,7 +1,10 @@
 from typing import Any
 
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Upper
 
 from config import ids
 
@@ -147,6 +150,16 @@ class Message(models.Model):
         ordering = ["conversation", "seq", "part"]
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq", "part"], name="message_unique_position"),
+        ]
+        indexes = [
+            # The admin's search of a text (conversations/search.py): a trigram index of the expression Django's
+            # `icontains` compares (`UPPER(expr::text) LIKE UPPER('%term%')`), so a substring is an index scan.
+            GinIndex(
+                OpClass(Upper(Cast(KT("content__text__body"), models.TextField())), name="gin_trgm_ops"),
+                name="message_text_trgm",
+            ),
+            # The admin's message list filtered by what failed, newest first: failed messages are few.
+            models.Index(fields=["error_code", "id"], condition=Q(status="FAILED"), name="message_failed"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 """Migrations: the models match them, and a database migrated before a model moved to another app migrates
 forward with its rows: the ledger and the idempotency records out of channels_app (to billing and api), the
-daily rollup out of the back office (to analytics)."""
+daily rollup out of the back office (to analytics); and one migrated before the search indexes moved onto their
+own models."""
 
 from datetime import UTC, date, datetime, timedelta
 
@@ -13,10 +14,12 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from analytics.models import MessageDay
-from analytics.stats import message_stats_answered
 from api.models import IdempotencyRecord
 from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
+from contacts.models import Contact
+from conversations.models import Conversation, Message
+from tests.backoffice.seed import message_stats_answered
 from tests.factories import ChannelFactory, WorkspaceFactory
 
 MOVED = [("billing", "usageledgerentry"), ("api", "idempotencyrecord")]
@@ -110,3 +113,77 @@ def test_a_database_migrated_before_the_rollup_left_the_back_office_keeps_its_ro
         agent_seconds=0.1,
     )
     assert MessageDay.objects.values_list("messages", "credits").get(pk=row.pk) == (4, 11)
+
+
+# The search indexes as the release before built them for other apps' tables (its
+# backoffice/migrations/0002_search_indexes.py), by their names now, which the models declare.
+FORMER_INDEXES = {
+    "message_text_trgm": (
+        "backoffice_message_text_trgm",
+        "conversations_message USING gin (UPPER((content #>> '{text,body}'::text[])::text) gin_trgm_ops)",
+    ),
+    "message_failed": (
+        "backoffice_message_failed",
+        "conversations_message USING btree (error_code, id) WHERE status = 'FAILED'",
+    ),
+    "contact_identifier_trgm": (
+        "backoffice_contact_identifier_trgm",
+        "contacts_contact USING gin (UPPER(identifier::text) gin_trgm_ops)",
+    ),
+    "contact_name_trgm": (
+        "backoffice_contact_name_trgm",
+        "contacts_contact USING gin (UPPER(name::text) gin_trgm_ops)",
+    ),
+}
+
+
+def index_definitions(names) -> dict[str, str]:
+    """The indexes of those names as PostgreSQL describes them, each with its own name taken out."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY(%s)", [list(names)])
+        return {name: definition.replace(f" {name} ", " <name> ") for name, definition in cursor.fetchall()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_migrated_by_the_release_before_keeps_its_rows_and_its_search_indexes():
+    # the indexes as this release builds them on a fresh database, declared on their own models
+    declared = {index.name for model in (Message, Contact) for index in model._meta.indexes}
+    assert set(FORMER_INDEXES) <= declared
+    built = index_definitions(FORMER_INDEXES)
+    assert set(built) == set(FORMER_INDEXES)
+    try:
+        # given: the database as the release before left it: its last migrations of the two apps, the indexes
+        # built (under their former names) by the SQL of backoffice's migration, and rows in the tables
+        call_command("migrate", "contacts", "0004_single_column_indexes_dropped", verbosity=0)
+        with connection.cursor() as cursor:
+            for name, (former, definition) in FORMER_INDEXES.items():
+                cursor.execute(f"DROP INDEX IF EXISTS {former}")
+                cursor.execute(f"DROP INDEX IF EXISTS {name}")
+                cursor.execute(f"CREATE INDEX {former} ON {definition}")
+        before = index_definitions(former for former, _ in FORMER_INDEXES.values())
+        assert len(before) == len(FORMER_INDEXES)
+        channel = ChannelFactory()
+        contact = Contact.objects.create(workspace=channel.workspace, identifier="dana@example.com", name="Dana")
+        conversation = Conversation.objects.create(
+            workspace=channel.workspace, channel=channel, contact=contact, agent=channel.agent
+        )
+        message = Message.objects.create(
+            conversation=conversation, seq=1, direction="INBOUND", type="TEXT", content={"text": {"body": "hi"}}
+        )
+
+        # when this release migrates it
+        call_command("migrate", verbosity=0)
+    finally:
+        call_command("migrate", verbosity=0)  # whatever happened, leave the test database migrated
+
+    # then the rows are there, and each index is kept (not rebuilt) under its new name, as this release builds it
+    assert Message.objects.get(pk=message.pk).content == {"text": {"body": "hi"}}
+    assert Contact.objects.get(pk=contact.pk).name == "Dana"
+    after = index_definitions([*FORMER_INDEXES, *(former for former, _ in FORMER_INDEXES.values())])
+    assert set(after) == set(FORMER_INDEXES)
+    for name, (former, _) in FORMER_INDEXES.items():
+        assert after[name] == before[former] == built[name], name
+    # and the search finds the row through its index
+    assert list(Message.objects.filter(content__text__body__icontains="hi").values_list("pk", flat=True)) == [
+        message.pk
+    ]

@@ -20,19 +20,19 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from analytics.stats import message_stats_answered, message_stats_failed
-from api.flow import hot_path
+from api.flow import writes
+from api.maintenance.conversations import conversations_closed_announce
 from api.flow.idempotency import (
     Claim,
+    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
-    idempotency_complete,
     idempotency_hold,
     idempotency_lock_extend,
+    idempotency_message_id,
     idempotency_release,
 )
-from api.maintenance.conversations import conversations_closed_announce
 from api.serializers import (
     AiMessageView,
     ConversationView,
@@ -41,13 +41,13 @@ from api.serializers import (
     UsageView,
     represent,
 )
+from analytics.stats import message_stats_failed
 from billing.credits import (
     credits_charge,
     credits_cost,
     credits_estimate,
     credits_release,
     credits_reserve,
-    credits_settle,
 )
 from channels_app.models import Workspace
 from channels_app.selectors import channel_get_for_workspace
@@ -64,13 +64,10 @@ from conversations.services import (
     StoredReplies,
     TurnNotReady,
     history_build,
-    inbound_message_answer,
     inbound_message_fail,
     inbound_message_lease_extend,
     inbound_message_lock_pending,
     inbound_message_resume,
-    inbound_message_store,
-    replies_store,
 )
 from webhooks.services import message_failed_emit, message_replied_emit
 
@@ -241,7 +238,7 @@ def _accept(inbound: InboundRequest) -> Accepted | Replay:
             # A concurrent request created the same contact, conversation or key first; now it is visible.
             if attempt == _ACCEPT_ATTEMPTS:
                 raise
-        except hot_path.Aborted as aborted:
+        except writes.Aborted as aborted:
             # Rolled back: the workspace's credits ran short, or the conversation was closed or erased after
             # the lookup (a closed one: run again, the message opens a new conversation).
             error = aborted.error()
@@ -303,14 +300,7 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             lease_until=lease_until,
             credits_reserved=reserved,
         )
-        if hot_path.enabled():
-            stored = hot_path.inbound_accept(**store, claim=claim)  # the same writes, in one statement
-        else:
-            stored = inbound_message_store(**store)
-            if claim is not None:
-                idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
-            # Last, so the workspace row's lock is held for the shortest time before commit.
-            credits_reserve(workspace_id=workspace.pk, amount=reserved)
+        stored = writes.inbound_accept(**store, claim=claim)
         if stored.closed_idle_id is not None:
             # The contact's conversation had timed out: closed now, with its event, in this transaction.
             conversations_closed_announce(conversation_ids=[stored.closed_idle_id])
@@ -470,10 +460,8 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     return PostResult(status=200, body=body)
 
 
-def _result(
-    accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int, balance: int | None
-) -> MessageResult:
-    """The 200 body's content; `balance` None: `hot_path.BALANCE_PLACEHOLDER`, for the settlement to fill in."""
+def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int) -> MessageResult:
+    """The 200 body's content, with `writes.BALANCE_PLACEHOLDER` as the balance, for the settlement to fill in."""
     return MessageResult(
         contact_id=accepted.contact_id,
         conversation_id=accepted.conversation_id,
@@ -504,7 +492,7 @@ def _result(
         ],
         usage=UsageView(
             credits=charged,
-            balance=hot_path.BALANCE_PLACEHOLDER if balance is None else balance,
+            balance=writes.BALANCE_PLACEHOLDER,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
         ),
@@ -518,78 +506,41 @@ def _record_once(
     The body is rendered before the UPDATE that marks the message answered, so that UPDATE stores it too
     (`Message.result`, for GET /api/v1/messages/{id}) at no statement of its own: everything it shows is
     known by then (reply ids and times are made in Python), but for the balance after the settlement, which
-    on PostgreSQL the same statement writes into the body (`hot_path.inbound_settle_answer`)."""
+    the same statement writes into the body (`writes.inbound_settle_answer`)."""
     if accepted.claim is not None:
         idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
     if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
         raise AnsweredElsewhere
     charge = credits_charge(cost=cost, reserved=reserved)
-    if hot_path.enabled():
-        # The replies first; the settlement last, in the statement that commits (api/flow/hot_path.py): the workspace
-        # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
-        stored, has_webhook = hot_path.replies_store(
-            message=accepted.message,
+    # The replies first; the settlement last, in the statement that commits (api/flow/writes.py): the workspace
+    # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
+    stored, has_webhook = writes.replies_store(
+        message=accepted.message,
+        workspace_id=accepted.workspace_id,
+        channel_id=accepted.channel_id,
+        texts=reply.texts,
+        charge=charge,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        agent_seconds=accepted.agent_seconds,
+        now=now,
+    )
+    template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge)))
+    try:
+        body = writes.inbound_settle_answer(
+            message_id=accepted.message.pk,
             workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            texts=reply.texts,
+            reserved=reserved,
             charge=charge,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
+            template=template,
+            claim=accepted.claim,
+            commit=writes.record_commits(has_webhook=has_webhook),
             now=now,
         )
-        template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge, None)))
-        try:
-            body = hot_path.inbound_settle_answer(
-                message_id=accepted.message.pk,
-                workspace_id=accepted.workspace_id,
-                reserved=reserved,
-                charge=charge,
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-                template=template,
-                claim=accepted.claim,
-                commit=hot_path.record_commits(has_webhook=has_webhook),
-                now=now,
-            )
-        except hot_path.Aborted:
-            raise _ReservationGone from None
-        charged = charge
-    else:
-        stored = replies_store(
-            message=accepted.message,
-            texts=reply.texts,
-            credits=charge,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        charged, balance = credits_settle(
-            workspace_id=accepted.workspace_id,
-            reserved=reserved,
-            cost=cost,
-            message_id=accepted.message.pk,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        message_stats_answered(
-            workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            at=now,
-            replies=len(stored.messages),
-            credits=charged,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
-        )
-        # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
-        body = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charged, balance)))
-        if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
-            raise _ReservationGone
-        if accepted.claim is not None:
-            idempotency_complete(claim=accepted.claim, status=200, body=body)
-        has_webhook = True  # event_emit looks
+    except writes.Aborted:
+        raise _ReservationGone from None
     if has_webhook:
         message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
-    return body, charged
+    return body, charge

@@ -63,7 +63,7 @@ def idle_conversations_close(*, now: datetime, batch_size: int = IDLE_CLOSE_BATC
     event in the batch's transaction. Returns how many were closed.
 
     The clean-up only tidies up: a message to a timed-out conversation closes it itself at once
-    (conversations.services.inbound_message_store). The channels are taken by timeout, and there are few
+    (conversations.services.inbound_target). The channels are taken by timeout, and there are few
     distinct timeouts; each batch reads the oldest active conversations through their partial index
     (`conversation_active_idle`). The close re-checks the conditions on each locked row, so a message
     that arrives in between keeps its conversation open.

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # OpClass in the models' GinIndex expressions (contacts, conversations)
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
@@ -207,6 +208,9 @@ IDEMPOTENCY_RETENTION_SECONDS = env.int("IDEMPOTENCY_RETENTION_SECONDS", default
 # A request waiting for an earlier message of its conversation to be answered gives up after this long.
 CONVERSATION_TURN_WAIT_SECONDS = env.float("CONVERSATION_TURN_WAIT_SECONDS", default=120.0)
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60  # at most one write per key per minute for "last used"
+# The statement that ends the accept and record transactions sends their COMMIT in its own round trip
+# (docs/architecture.md, "Statements per message"); off, the atomic block commits them as usual.
+WRITES_COMMIT_IN_STATEMENT = env.bool("WRITES_COMMIT_IN_STATEMENT", default=True)
 
 # --- auth, i18n, static --------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -26,12 +26,12 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from config import celery_app
 from conversations.models import Message
-from tests.conftest import SEED_TEXT, Api, requires_postgresql, requires_redis
+from tests.conftest import SEED_TEXT, Api, requires_redis
 from tests.factories import AIAgentFactory, ChannelFactory
 from tests.live_gunicorn import database_url_for_servers
 from tests.llm_stand_in import StandIn, Step, start
 
-pytestmark = [requires_redis, requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = [requires_redis, pytest.mark.django_db(transaction=True)]
 
 KEY_VAR = "TEST_CHANNELS_LLM_API_KEY"
 ASYNC = {"HTTP_PREFER": "respond-async"}

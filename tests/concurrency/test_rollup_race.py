@@ -7,9 +7,9 @@ from django.db.models import Sum
 from analytics.models import MessageDay
 from billing.models import UsageLedgerEntry
 from tests.concurrency.conftest import run_together
-from tests.conftest import SEED_TEXT, requires_postgresql
+from tests.conftest import SEED_TEXT
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REQUESTS = 40
 
