@@ -20,19 +20,18 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from analytics.stats import message_stats_failed
 from api.flow import writes
-from api.maintenance.conversations import conversations_closed_announce
 from api.flow.idempotency import (
     Claim,
-    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
     idempotency_hold,
     idempotency_lock_extend,
-    idempotency_message_id,
     idempotency_release,
 )
+from api.maintenance.conversations import conversations_closed_announce
 from api.serializers import (
     AiMessageView,
     ConversationView,
@@ -41,7 +40,6 @@ from api.serializers import (
     UsageView,
     represent,
 )
-from analytics.stats import message_stats_failed
 from billing.credits import (
     credits_charge,
     credits_cost,

@@ -33,9 +33,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Model
 
+from analytics.stats import message_stats_answered_statement
 from api.flow.idempotency import Claim
 from api.models import IdempotencyRecord
-from analytics.stats import message_stats_answered_statement
 from billing.credits import (
     credits_reserve_statement,
     credits_settle_statement,
