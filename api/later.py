@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from api.idempotency import Claim, idempotency_lock_extend, idempotency_owned
 from api.messaging import Accepted, AnsweredElsewhere, lease_seconds, message_answer
+from config.broker import broker_outage
 from config.db import connection_release
 from config.errors import ApplicationError
 from conversations.models import Message
@@ -43,14 +44,16 @@ def message_answer_later(accepted: Accepted) -> None:
         accepted.claim.record_id if accepted.claim is not None else "",
         accepted.claim.owner if accepted.claim is not None else "",
     )
-    if not current_app.conf.task_always_eager:
+    if not current_app.conf.task_always_eager and not broker_outage.down():
         from api.tasks import message_answer_task  # the tasks import this module
 
         try:
-            # retry=False: a broker that does not answer is not waited for; this process answers instead.
+            # retry=False and the transport's timeouts (settings): a broker that does not answer costs at most
+            # BROKER_TIMEOUT_SECONDS; this process answers instead, and skips the broker for a while.
             message_answer_task.apply_async(args, retry=False)
             return
-        except Exception:
+        except Exception as error:
+            broker_outage.found_down(error)
             logger.warning("message task not queued; answering in this process", message_id=accepted.message.pk)
     thread = threading.Thread(target=_run_here, args=args, name=f"answer-{accepted.message.pk}", daemon=True)
     transaction.on_commit(thread.start)  # at once: the accept phase committed (unless a caller's block is open)

@@ -2,7 +2,8 @@
 
 `/healthz` answers while the process can answer at all: it touches nothing, so a database outage does not
 make an orchestrator restart healthy web processes. `/readyz` says whether this node can serve the API: the
-database answers a query and, where REDIS_URL is set, Redis answers a read; otherwise 503, so a load balancer
+database answers a query and, where REDIS_URL is set, Redis answers a read and the Celery broker a PING
+(each within its socket timeout); otherwise 503, so a load balancer
 stops sending traffic here. Neither needs an API key; neither says more than "ok" or "unreachable".
 """
 
@@ -14,6 +15,8 @@ from django.db import connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+
+from config.broker import broker_in_use, broker_ping
 
 logger = logging.getLogger(__name__)
 
@@ -50,5 +53,7 @@ def readyz(request):
     checks = {"database": "ok" if _database_ok() else "unreachable"}
     if settings.REDIS_URL:
         checks["redis"] = "ok" if _redis_ok() else "unreachable"
+    if broker_in_use():
+        checks["broker"] = "ok" if broker_ping() else "unreachable"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

@@ -5,6 +5,7 @@ import pytest
 from django.db import connection
 
 from billing.credits import credits_grant
+from config.broker import broker_outage, cache_outage
 from conversations.agents.base import get_backend
 from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
@@ -27,6 +28,14 @@ requires_postgresql = pytest.mark.skipif(
     "this test provokes cannot happen there",
 )
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
+
+
+@pytest.fixture(autouse=True)
+def _redis_outages_forgotten():
+    """A test that found Redis down leaves this process's back-off (config/broker.py) to no later test."""
+    yield
+    broker_outage.clear()
+    cache_outage.clear()
 
 
 def error_of(response, *, status: int | None = None) -> dict:

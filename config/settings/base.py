@@ -129,10 +129,20 @@ CELERY_TASK_IGNORE_RESULT = True
 # second time (harmless, as the task is idempotent, but wasted work); short enough that a dead worker's
 # message is answered within minutes, not Celery's default hour. Workers look for such tasks every
 # CELERY_UNACKED_RESTORE_SECONDS.
+# Every call to the broker is bounded (config/broker.py): a Redis that accepts connections and never answers,
+# or refuses them, costs a web request at most BROKER_TIMEOUT_SECONDS, never kombu's reconnect attempts
+# (seconds each); after a failure the process falls back for REDIS_BACKOFF_SECONDS without trying again.
+BROKER_TIMEOUT_SECONDS = env.float("BROKER_TIMEOUT_SECONDS", default=0.5)
+REDIS_BACKOFF_SECONDS = env.float("REDIS_BACKOFF_SECONDS", default=5.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT_SECONDS
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),
     "unacked_restore_throttle": 1,
+    "socket_timeout": BROKER_TIMEOUT_SECONDS,
+    "socket_connect_timeout": BROKER_TIMEOUT_SECONDS,
+    "max_retries": 0,  # connecting: one try, no back-off loop of kombu's
+    "connect_retries_timeout": BROKER_TIMEOUT_SECONDS,
 }
 
 # --- LLM for the demo agent ------------------------------------------------------------------------------
