@@ -11,11 +11,13 @@ failure phases store nothing when another run finished first (api.messaging.Answ
 """
 
 import threading
+import time
 from datetime import datetime, timedelta
 
 import structlog
 from celery import current_app
-from django.db import connections, transaction
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from api.idempotency import Claim, idempotency_lock_extend, idempotency_owned
@@ -28,6 +30,11 @@ from conversations.selectors import agent_config
 from conversations.services import inbound_message_lease_take
 
 logger = structlog.get_logger(__name__)
+
+# The database's failures a run waits out (message_answer_run_retrying): a broken or refused connection, a
+# pool with no connection free (psycopg_pool's PoolTimeout, which Django wraps in OperationalError).
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+_DB_RETRY_FIRST_SECONDS = 0.5
 
 # A run that finds another live run's lease tries again this long after that lease ends (clocks of the
 # web and worker machines a little apart).
@@ -63,7 +70,7 @@ def _run_here(message_id: str, lease_until: str, claim_record_id: str, claim_own
     """A background thread's run. A daemon: should the process end first, the message's lease runs out and
     the clean-up releases its credits (api/cleanup.py); a retry with its idempotency key answers it."""
     try:
-        message_answer_run(
+        message_answer_run_retrying(
             message_id=message_id,
             lease_until=datetime.fromisoformat(lease_until),
             claim_record_id=claim_record_id,
@@ -73,6 +80,46 @@ def _run_here(message_id: str, lease_until: str, claim_record_id: str, claim_own
         logger.exception("message answer failed", message_id=message_id)
     finally:
         connections.close_all()
+
+
+class _Interrupted(Exception):
+    """The database failed a run after it took the message's lease (`lease_until`)."""
+
+    def __init__(self, *, lease_until: datetime) -> None:
+        super().__init__("interrupted")
+        self.lease_until = lease_until
+
+
+def message_answer_run_retrying(
+    *, message_id: str, lease_until: datetime, claim_record_id: str = "", claim_owner: str = ""
+) -> float | None:
+    """message_answer_run, run again while the database fails it (a restart, a failover, terminated
+    backends, an exhausted pool): after 0.5 s, then twice as long each time up to DB_RETRY_MAX_SECONDS,
+    until the run ends (the message answered or failed, here or by another run, or abandoned by the
+    clean-up). The run is idempotent, so running it again after a failure at any point is safe; without
+    this, a worker that took the task up during an outage acknowledged it and the message waited for its
+    lease to run out, unanswered."""
+    delay = _DB_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return message_answer_run(
+                message_id=message_id,
+                lease_until=lease_until,
+                claim_record_id=claim_record_id,
+                claim_owner=claim_owner,
+            )
+        except (*DATABASE_ERRORS, _Interrupted) as error:
+            if isinstance(error, _Interrupted):
+                lease_until = error.lease_until  # this run's own lease: the next run takes it over at once
+            logger.warning(
+                "message answer interrupted by the database; trying again",
+                message_id=message_id,
+                error=type(error.__cause__ or error).__name__,
+                retry_in=delay,
+            )
+        connections.close_all()  # a broken connection is not reused
+        time.sleep(delay)
+        delay = min(delay * 2, float(settings.DB_RETRY_MAX_SECONDS))
 
 
 def message_answer_run(
@@ -140,6 +187,8 @@ def message_answer_run(
         logger.info("message already answered by another run", message_id=message_id)
     except ApplicationError as error:
         logger.info("message answer failed", message_id=message_id, code=error.code)
+    except DATABASE_ERRORS as error:
+        raise _Interrupted(lease_until=until) from error  # nor its failure recorded: the caller runs it again
     except Exception:
         logger.exception("message answer failed", message_id=message_id)
     return None

@@ -135,6 +135,9 @@ CELERY_TASK_IGNORE_RESULT = True
 BROKER_TIMEOUT_SECONDS = env.float("BROKER_TIMEOUT_SECONDS", default=0.5)
 REDIS_BACKOFF_SECONDS = env.float("REDIS_BACKOFF_SECONDS", default=5.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT_SECONDS
+# A task (or a background run) that meets a database failure tries again after 0.5 s, then twice as long each
+# time, up to this (api/later.py), until its message is answered or failed.
+DB_RETRY_MAX_SECONDS = env.float("DB_RETRY_MAX_SECONDS", default=30.0)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),

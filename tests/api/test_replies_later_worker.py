@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -80,7 +80,7 @@ def api(client, workspace, api_key, stand_in, monkeypatch) -> Api:
 
 
 @contextmanager
-def worker(tmp_path: Path, name: str, *args: str) -> Iterator[subprocess.Popen]:
+def worker(tmp_path: Path, name: str, *args: str, **overrides: str) -> Iterator[subprocess.Popen]:
     """`celery -A config worker` (the README's command, without beat) on this test's database and Redis;
     it hands a dead worker's task on after 3 s, and looks for one every second. Stopped by its pid."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LLM_"))}
@@ -93,6 +93,7 @@ def worker(tmp_path: Path, name: str, *args: str) -> Iterator[subprocess.Popen]:
             "CELERY_VISIBILITY_TIMEOUT_SECONDS": "3",
             "CELERY_UNACKED_RESTORE_SECONDS": "1",
             "LOG_LEVEL": "INFO",
+            **overrides,
         }
     )
     log_path = tmp_path / f"{name}.log"
@@ -192,3 +193,67 @@ def test_a_worker_killed_mid_answer_leaves_its_task_to_another_worker_which_answ
     assert replayed.status_code == 200, replayed.content
     assert replayed.json()["aiMessages"][0]["content"]["text"]["body"] == "Answered after all."
     assert Workspace.objects.get(pk=workspace.pk).credit_balance == 99
+
+
+
+@contextmanager
+def database_refusing_connections() -> Iterator[Callable[[], None]]:
+    """The test database refuses new connections (as during a restart or a failover), and every backend on it
+    but this test's own is terminated; yields the function that ends the outage (called on the way out too).
+    Only this test's database is touched (by its name), from a connection to the maintenance database."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.settings_dict
+    name = params["NAME"]
+    connection.ensure_connection()
+    own = connection.connection.info.backend_pid
+    admin = psycopg.connect(
+        dbname="postgres", user=params["USER"], password=params["PASSWORD"], host=params["HOST"],
+        port=params["PORT"], autocommit=True,
+    )  # fmt: skip
+
+    def end() -> None:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+    try:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s", [name, own]
+        )
+        yield end
+    finally:
+        end()
+        admin.close()
+
+
+def test_a_task_taken_up_while_the_database_is_down_waits_it_out_and_answers_its_message(
+    api, broker, stand_in, workspace, tmp_path
+):
+    # given: an accepted message whose task waits in Redis
+    stand_in.script("Answered after the outage.")
+    response = api.post(SEED_TEXT, idempotency_key="k-outage", **ASYNC)
+    assert response.status_code == 202, response.content
+    message_id = response.json()["messageId"]
+
+    # when: a worker takes the task up while the database refuses every connection
+    # (longer than the worker's pool waits for a connection: the run gets the error, not just a slow start)
+    with (
+        database_refusing_connections() as outage_end,
+        worker(tmp_path, "patient", "--pool", "solo", DB_POOL_TIMEOUT="1", DB_RETRY_MAX_SECONDS="1"),
+    ):
+        queue = redis.Redis.from_url(os.environ["REDIS_URL"])
+        wait_for(lambda: queue.llen("celery") == 0, what="the task taken up")
+        time.sleep(4)  # the worker's run meets the refused connections
+        outage_end()
+
+        # then: once the database is back, the same worker answers the message, once
+        wait_for(
+            lambda: Message.objects.get(pk=message_id).status == Message.Status.ANSWERED, what="answered after all"
+        )
+        wait_for(lambda: IdempotencyRecord.objects.get().state == IdempotencyRecord.State.COMPLETED, what="key")
+    assert replies_to(message_id) == ["Answered after the outage."]
+    assert "interrupted by the database" in (tmp_path / "patient.log").read_text(errors="replace")
+    assert UsageLedgerEntry.objects.filter(message_id=message_id).count() == 1
+    workspace.refresh_from_db()
+    assert (workspace.credit_balance, workspace.credit_reserved) == (99, 0)
