@@ -64,6 +64,7 @@ SWEEP_BATCH = 500  # deliveries handed out per sweep; the next sweep takes the r
 # A delivery due "now" on a web node whose clock runs a little ahead of the worker's is still due.
 CLOCK_SKEW = timedelta(seconds=2)
 USER_AGENT = "ChannelsAPI-Webhooks/1.0"
+ATTEMPT_OWNER_PREFIX = "a"  # an attempt's lease owner; a sweep's reservation starts with "q"
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,10 @@ def delivery_attempt(*, delivery_id: str, token: str = "") -> WebhookAttempt | N
 
 
 def _claim(*, delivery_id: str, token: str, now: datetime) -> _Claimed | None:
-    owner = "a" + secrets.token_hex(12)
+    owner = ATTEMPT_OWNER_PREFIX + secrets.token_hex(12)
     with transaction.atomic():
+        if _channel_busy(delivery_id=delivery_id, token=token, now=now):
+            return None
         won = WebhookDelivery.objects.filter(
             _lease_free(now=now, token=token),
             pk=delivery_id,
@@ -173,6 +176,35 @@ def _claim(*, delivery_id: str, token: str, now: datetime) -> _Claimed | None:
         secret=secret,
         secret_unreadable=unreadable,
     )
+
+
+def _channel_busy(*, delivery_id: str, token: str, now: datetime) -> bool:
+    """Whether the delivery's channel already has WEBHOOK_CHANNEL_MAX_IN_FLIGHT attempts being sent (by any
+    worker); then the delivery is put off by WEBHOOK_SWEEP_SECONDS (no attempt counted) and the sweep queues
+    it again. So one channel's slow receiver holds at most that many delivery workers, whatever the number
+    of its events. The channel's webhook row is locked for the check and the claim (released at commit), so
+    two workers cannot both take the last place."""
+    channel_id = WebhookDelivery.objects.filter(pk=delivery_id).values_list("event__channel_id", flat=True).first()
+    if channel_id is None:
+        return False
+    list(WebhookEndpoint.objects.select_for_update().filter(channel_id=channel_id).values_list("pk", flat=True))
+    in_flight = (
+        WebhookDelivery.objects.filter(
+            event__channel_id=channel_id,
+            status=WebhookDelivery.Status.PENDING,
+            lease_owner__startswith=ATTEMPT_OWNER_PREFIX,
+            lease_until__gt=now,
+        )
+        .exclude(pk=delivery_id)
+        .count()
+    )
+    if in_flight < settings.WEBHOOK_CHANNEL_MAX_IN_FLIGHT:
+        return False
+    WebhookDelivery.objects.filter(
+        _lease_free(now=now, token=token), pk=delivery_id, status=WebhookDelivery.Status.PENDING
+    ).update(next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_SWEEP_SECONDS), lease_owner="", lease_until=None)
+    logger.info("webhook delivery put off: its channel's receiver is busy", delivery_id=delivery_id)
+    return True
 
 
 def attempt_headers(*, event_id: str, payload: str, secret: str, at: datetime) -> dict[str, str]:

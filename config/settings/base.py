@@ -123,6 +123,14 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
+# Two queues besides Celery's default one (the clean-up): the answers of `Prefer: respond-async` messages and
+# the webhook deliveries, so that receivers that hang never hold the workers that answer messages. Run a
+# worker for each (README "Production"); a worker started without -Q consumes all three.
+CELERY_TASK_QUEUES = {"celery": {}, "answers": {}, "webhooks": {}}
+CELERY_TASK_ROUTES = {
+    "api.tasks.message_answer_task": {"queue": "answers"},
+    "webhooks.tasks.*": {"queue": "webhooks"},
+}
 # Redis hands a task that a worker took but never acknowledged (the worker was killed; tasks that answer
 # messages acknowledge late, api/tasks.py) to another worker after this many seconds. Longer than any
 # task runs (an answer's lease plus its turn's wait, api/messaging.py), or a running task is handed out a
@@ -193,6 +201,9 @@ WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=10)
 # request); false leaves the deliveries to `manage.py webhook deliver`.
 WEBHOOK_LOCAL_SENDER = env.bool("WEBHOOK_LOCAL_SENDER", default=True)
 WEBHOOK_LOCAL_WORKERS = env.int("WEBHOOK_LOCAL_WORKERS", default=4)
+# Attempts of one channel's webhook sent at once, by all workers together (webhooks/delivery.py): a receiver
+# that hangs holds at most this many delivery workers; the channel's other deliveries wait their turn.
+WEBHOOK_CHANNEL_MAX_IN_FLIGHT = env.int("WEBHOOK_CHANNEL_MAX_IN_FLIGHT", default=2)
 
 # --- the messages pipeline -------------------------------------------------------------------------------
 # The shortest lease on a request's idempotency key and on its message's turn in the conversation: how long

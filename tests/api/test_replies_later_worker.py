@@ -243,7 +243,7 @@ def test_a_task_taken_up_while_the_database_is_down_waits_it_out_and_answers_its
         worker(tmp_path, "patient", "--pool", "solo", DB_POOL_TIMEOUT="1", DB_RETRY_MAX_SECONDS="1"),
     ):
         queue = redis.Redis.from_url(os.environ["REDIS_URL"])
-        wait_for(lambda: queue.llen("celery") == 0, what="the task taken up")
+        wait_for(lambda: queue.llen("answers") == 0, what="the task taken up")
         time.sleep(4)  # the worker's run meets the refused connections
         outage_end()
 
