@@ -2,8 +2,10 @@
 
 What goes: the contact's identifier and name, the content and metadata of every message of its
 conversations (inbound and the agent's), the stored 200 bodies (`Message.result`), its messages' media
-assets (cached file, extracted text, URL) and each stored file no other asset names, the idempotency
-records of its messages (their replayable bodies), and the payloads of its webhook events. What stays:
+assets (cached file, extracted text, URL) that no other contact's message uses and each stored file no other
+asset names, the idempotency
+records of its messages (their replayable bodies), and the payloads of its webhook events with the answers
+their receivers gave (an attempt's excerpt may echo the payload). What stays:
 every id, the rows themselves (so counts hold), the credits and the usage ledger.
 
 The first step, one short transaction, cuts the contact off: the identifier becomes a placeholder no
@@ -21,6 +23,7 @@ from typing import Any
 
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from api.models import IdempotencyRecord
@@ -96,7 +99,12 @@ def _conversation_messages_erase(*, conversation_id: str, batch_size: int, erase
                 content=ERASED_CONTENT, metadata={}, result=None, media_asset=None
             )
             if asset_ids:
-                _, deleted = MediaAsset.objects.filter(pk__in=asset_ids).delete()
+                # An asset is the workspace's cache of a URL: another contact who sent the same URL has a
+                # message that uses it too. Only the assets no other message uses go (with their text).
+                unused = MediaAsset.objects.filter(pk__in=asset_ids).exclude(
+                    Exists(Message.objects.filter(media_asset_id=OuterRef("pk")))
+                )
+                _, deleted = unused.delete()
                 erased.media += deleted.get(MediaAsset._meta.label, 0)
         erased.messages += sum(1 for row in batch if row["content"] != ERASED_CONTENT)
         if names:
