@@ -223,8 +223,8 @@ def attempt_headers(*, event_id: str, payload: str, secret: str, at: datetime) -
 
 
 def attempt_send(*, url: str, event_id: str, payload: str, secret: str) -> Answer:
-    """POST the payload once. A 2xx within WEBHOOK_TIMEOUT_SECONDS (connection, request and the answer's
-    status line and headers, all together) succeeds; anything else is an outcome to retry: another status
+    """POST the payload once. A whole 2xx answer within WEBHOOK_TIMEOUT_SECONDS (connection, request and the
+    answer's status line, headers and body, all together) succeeds: a cut or late answer fails; anything else is an outcome to retry: another status
     (a 3xx too: no redirect is followed), no answer in time, or an address the rules refuse (checked at
     the address the connection goes to)."""
     reason = url_syntax_reason(url=url)
@@ -255,8 +255,15 @@ def attempt_send(*, url: str, event_id: str, payload: str, secret: str) -> Answe
         ) as exc:
             return Answer(outcome=_failure_outcome(exc, expired=guard.expired or time.monotonic() >= deadline))
         with response:
-            excerpt = _excerpt(response=response, deadline=deadline)
+            excerpt, complete = _answer_read(response=response, deadline=deadline)
     status = response.status_code
+    if not complete:
+        # The answer did not arrive whole within the time limit (cut, or still dripping at the deadline):
+        # whatever its status line said, the receiver may not have taken the event.
+        expired = guard.expired or time.monotonic() >= deadline
+        return Answer(
+            outcome=Outcome.TIMEOUT if expired else Outcome.CONNECTION_FAILED, status_code=status, excerpt=excerpt
+        )
     if 200 <= status < 300:
         outcome = Outcome.SUCCEEDED
     elif 300 <= status < 400:
@@ -280,26 +287,31 @@ def _failure_outcome(exc: BaseException, *, expired: bool) -> str:
     return Outcome.CONNECTION_FAILED
 
 
-def _excerpt(*, response: requests.Response, deadline: float) -> str:
-    """The answer's first EXCERPT_BYTES, read until the deadline at most, as text whatever the bytes are:
-    invalid UTF-8 and U+0000 (no database text column holds it) become U+FFFD."""
+def _answer_read(*, response: requests.Response, deadline: float) -> tuple[str, bool]:
+    """Read the whole answer, until the deadline at most: its first EXCERPT_BYTES as text whatever the bytes
+    are (invalid UTF-8 and U+0000, which no database text column holds, become U+FFFD), and whether it came
+    whole (to its Content-Length, its last chunk, or the end of the connection) before the deadline. The
+    rest is read and dropped."""
     raw = response.raw
     data = bytearray()
+    complete = False
     try:
-        while len(data) < EXCERPT_BYTES:
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             sock = getattr(getattr(raw, "connection", None), "sock", None)
             if sock is not None:
                 sock.settimeout(remaining)
-            chunk = raw.read1(EXCERPT_BYTES - len(data), decode_content=False)
+            chunk = raw.read1(64 * 1024, decode_content=False)
             if not chunk:
+                complete = time.monotonic() < deadline
                 break
-            data += chunk
+            if len(data) < EXCERPT_BYTES:
+                data += chunk[: EXCERPT_BYTES - len(data)]
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError):
-        pass  # what came before the failure is what there is to show
-    return bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        pass  # cut: what came before the failure is what there is to show
+    return bytes(data).decode("utf-8", errors="replace").replace("\x00", "\ufffd"), complete
 
 
 def _record(*, claimed: _Claimed, answer: Answer, started_at: datetime, duration_ms: int) -> WebhookAttempt:
