@@ -2,6 +2,7 @@
 anywhere in the database or the media storage; ids, counts and the ledger stay; idempotent; a message in
 flight records nothing."""
 
+import json
 import os
 import subprocess
 
@@ -100,8 +101,17 @@ def test_erasure_leaves_no_content_anywhere_and_keeps_ids_counts_and_the_ledger(
     assert set(Message.objects.values_list("pk", flat=True)) == message_ids
     assert list(UsageLedgerEntry.objects.values_list("pk", "delta")) == ledger
     assert not IdempotencyRecord.objects.exists()
-    assert set(WebhookEvent.objects.values_list("payload", flat=True)) == {""}
-    assert not WebhookDelivery.objects.filter(status="PENDING").exists()
+    assert set(WebhookEvent.objects.exclude(type="conversation.closed").values_list("payload", flat=True)) == {""}
+    # the close of its active conversation is announced as every close is, with ids and times only
+    (closed,) = WebhookEvent.objects.filter(type="conversation.closed")
+    announced = json.loads(closed.payload)["data"]["conversation"]
+    assert (announced["id"], announced["status"], announced["closeReason"]) == (
+        contact_history["conversationId"],
+        "CLOSED",
+        "api",
+    )
+    assert closed.deliveries.get().status == "PENDING"
+    assert not WebhookDelivery.objects.filter(status="PENDING").exclude(event__type="conversation.closed").exists()
     conversation = Conversation.objects.get(contact_id=contact_id)
     assert (conversation.status, conversation.erased_at is not None) == ("CLOSED", True)
     # and the read API shows the placeholders
@@ -245,7 +255,7 @@ def test_statements_of_an_erasure(api, client, api_key, assert_statements):
     # the key; the contact's check; its identifier; its conversations closed, and marked erased; its
     # idempotency records; its webhook deliveries, and events; its conversations' ids; per conversation one
     # batch read and its UPDATE (a batch shorter than ERASE_BATCH_SIZE is the last)
-    with assert_statements(12):  # the attempts' answers: one UPDATE
+    with assert_statements(14):  # the attempts' answers: one UPDATE; the close's event: its conversation, its webhook
         response = client.delete(f"/api/v1/contacts/{contact_id}", HTTP_X_API_KEY=api_key)
 
     assert response.json()["erased"] == {"messages": 2, "media": 0}
