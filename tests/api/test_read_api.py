@@ -261,12 +261,25 @@ def test_conversations_and_contacts_page_newest_first_without_repeats_under_inse
         ({"limit": "0"}, "limit"),
         ({"limit": "101"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        # digits that are not ASCII: int() refuses some (a 500 before) and reads others as numbers
+        ({"limit": "²"}, "limit"),
+        ({"limit": "¹"}, "limit"),
+        ({"limit": "①"}, "limit"),
+        ({"limit": "٣"}, "limit"),
+        ({"limit": "1٠"}, "limit"),
+        ({"limit": " 5"}, "limit"),
         ({"status": "OPEN"}, "status"),
     ],
 )
 def test_bad_paging_parameters_are_400_naming_them(client, api_key, db, params, field):
     error = error_of(get(client, api_key, "/api/v1/conversations", **params), status=400)
     assert (error["code"], list(error["details"])) == ("invalid_request", [field])
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contacts", "/api/v1/conversations"])
+def test_every_list_refuses_a_limit_of_digits_that_are_not_ascii(client, api_key, db, path):
+    error = error_of(get(client, api_key, path, limit="³"), status=400)
+    assert list(error["details"]) == ["limit"]
 
 
 def test_a_cursor_of_another_list_is_400(client, api_key, answered):
