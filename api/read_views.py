@@ -32,6 +32,8 @@ from api.serializers import (
 )
 from billing.selectors import usage_days
 from channels_app.authentication import ApiKeyAuthentication
+from config.days import FIRST_DAY as USAGE_FIRST_DAY
+from config.days import LAST_DAY as USAGE_LAST_DAY
 from config.errors import ApplicationError, InvalidRequest
 from config.logs import log_bind
 from config.pagination import cursor_decode, cursor_encode, page_limit
@@ -51,7 +53,6 @@ from conversations.selectors import (
 
 USAGE_MAX_DAYS = 366  # a leap year: one year's figures in one request, one grouped query
 USAGE_DEFAULT_DAYS = 30
-USAGE_FIRST_DAY, USAGE_LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)  # far from date.min/max: see _day
 
 
 def _json(body: dict[str, Any], status: int = 200) -> HttpResponse:
