@@ -18,9 +18,9 @@ from api.models import IdempotencyRecord
 from backoffice.stats import message_stats_failed
 from billing.credits import credits_release
 from channels_app.models import Channel
+from config.errors import ApplicationError
 from conversations.media.cache import media_assets_purge
 from conversations.models import Conversation, Message
-from config.errors import ApplicationError
 from conversations.services import conversations_close_idle
 from webhooks.services import message_failed_emit
 
@@ -145,13 +145,13 @@ def idempotency_records_purge(*, now: datetime, batch_size: int = IDEMPOTENCY_PU
 def abandoned_messages_release(*, now: datetime, batch_size: int = ABANDONED_BATCH_SIZE) -> tuple[int, int]:
     """Give back the credits still reserved by inbound messages whose request died.
 
-    Such a message is PENDING with `credits_reserved` > 0 and a lease that ran out more than
-    abandoned_margin_seconds() ago. It becomes FAILED with error_code "abandoned" (kept in its conversation,
-    like any failed message; a retry with its idempotency key takes it up again and reserves anew), and its
-    workspace's `credit_reserved` drops by what it held. Each batch is one transaction that locks the
-    message rows in primary-key order, then the workspace rows in primary-key order: the requests take
-    the same two kinds of lock in the same order (message, then workspace). Each sends its channel's webhook a
-`message.failed` event (code `abandoned`). Returns (messages, credits).
+        Such a message is PENDING with `credits_reserved` > 0 and a lease that ran out more than
+        abandoned_margin_seconds() ago. It becomes FAILED with error_code "abandoned" (kept in its conversation,
+        like any failed message; a retry with its idempotency key takes it up again and reserves anew), and its
+        workspace's `credit_reserved` drops by what it held. Each batch is one transaction that locks the
+        message rows in primary-key order, then the workspace rows in primary-key order: the requests take
+        the same two kinds of lock in the same order (message, then workspace). Each sends its channel's webhook a
+    `message.failed` event (code `abandoned`). Returns (messages, credits).
     """
     cutoff = now - timedelta(seconds=abandoned_margin_seconds())
     messages = credits = 0

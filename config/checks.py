@@ -49,7 +49,7 @@ def broker_redelivery_check(app_configs, **kwargs):
             f"CELERY_VISIBILITY_TIMEOUT_SECONDS ({visibility:g}) is not longer than a task that answers a message "
             f"may run (PROCESSING_LEASE_SECONDS + CONVERSATION_TURN_WAIT_SECONDS = {longest:g}): Redis would hand "
             "a running task to a second worker.",
-            hint=f"Set CELERY_VISIBILITY_TIMEOUT_SECONDS above {longest:g} (README \"Configuration\").",
+            hint=f'Set CELERY_VISIBILITY_TIMEOUT_SECONDS above {longest:g} (README "Configuration").',
             id="channels.W002",
         )
     ]

@@ -216,10 +216,10 @@ def conversation_list(
     after_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The workspace's conversations, newest `last_message_at` first (ties by id), after the key `after`
-    (the last row of the previous page); with `by_creation`, newest created first, after the id `after_id`
-    (a key that does not move while the client pages: a conversation's last message does). One query on conversation_ws_recent, conversation_channel_recent
+    (the last row of the previous page). One query on conversation_ws_recent, conversation_channel_recent
     or conversation_contact_recent: the `>=`-bound on the key is the index range's start, so a page deep in
-    the list reads as few rows as the first."""
+    the list reads as few rows as the first. With `by_creation`, newest created first, after the id
+    `after_id`: a key that does not move while the client pages (a conversation's last message does)."""
     queryset = Conversation.objects.filter(workspace_id=workspace_id, last_message_at__isnull=False)
     if channel_id is not None:
         queryset = queryset.filter(channel_id=channel_id)

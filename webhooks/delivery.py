@@ -224,9 +224,9 @@ def attempt_headers(*, event_id: str, payload: str, secret: str, at: datetime) -
 
 def attempt_send(*, url: str, event_id: str, payload: str, secret: str) -> Answer:
     """POST the payload once. A whole 2xx answer within WEBHOOK_TIMEOUT_SECONDS (connection, request and the
-    answer's status line, headers and body, all together) succeeds: a cut or late answer fails; anything else is an outcome to retry: another status
-    (a 3xx too: no redirect is followed), no answer in time, or an address the rules refuse (checked at
-    the address the connection goes to)."""
+    answer's status line, headers and body, all together) succeeds; anything else is an outcome to retry:
+    another status (a 3xx too: no redirect is followed), an answer cut or not whole in time, or an address
+    the rules refuse (checked at the address the connection goes to)."""
     reason = url_syntax_reason(url=url)
     if reason is not None:
         return Answer(outcome=Outcome.INVALID_URL)

@@ -126,7 +126,7 @@ CELERY_TASK_IGNORE_RESULT = True
 # Two queues besides Celery's default one (the clean-up): the answers of `Prefer: respond-async` messages and
 # the webhook deliveries, so that receivers that hang never hold the workers that answer messages. Run a
 # worker for each (README "Production"); a worker started without -Q consumes all three.
-CELERY_TASK_QUEUES = {"celery": {}, "answers": {}, "webhooks": {}}
+CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"celery": {}, "answers": {}, "webhooks": {}}
 CELERY_TASK_ROUTES = {
     "api.tasks.message_answer_task": {"queue": "answers"},
     "webhooks.tasks.*": {"queue": "webhooks"},

@@ -134,7 +134,7 @@ class _HeadersEndedResponse(http.client.HTTPResponse):
 
 
 class _GuardedConnectionMixin:
-    response_class = _HeadersEndedResponse
+    response_class: type[http.client.HTTPResponse] = _HeadersEndedResponse
 
     def _new_conn(self) -> socket.socket:
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]

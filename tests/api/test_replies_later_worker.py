@@ -195,7 +195,6 @@ def test_a_worker_killed_mid_answer_leaves_its_task_to_another_worker_which_answ
     assert Workspace.objects.get(pk=workspace.pk).credit_balance == 99
 
 
-
 @contextmanager
 def database_refusing_connections() -> Iterator[Callable[[], None]]:
     """The test database refuses new connections (as during a restart or a failover), and every backend on it

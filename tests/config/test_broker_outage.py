@@ -9,8 +9,8 @@ and their webhook events are still sent (by the web process, as without a broker
 down."""
 
 import http.client
-import secrets
 import json
+import secrets
 import socket
 import statistics
 import threading

@@ -63,7 +63,13 @@ def hostile_receiver(script: Script) -> Iterator[str]:
                     while b"\r\n\r\n" not in received:
                         received += conn.recv(65536)
                     head, _, body = received.partition(b"\r\n\r\n")
-                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                    length = int(
+                        next(
+                            line.split(b":")[1]
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length")
+                        )
+                    )
                     while len(body) < length:
                         body += conn.recv(65536)
                     script(conn)
