@@ -147,3 +147,32 @@ def assert_statements():
         )
 
     return check
+
+
+def assert_books_hold() -> None:
+    """What a fault must never break (issue 22's "done when"): no inbound message PENDING past its lease, each
+    workspace's (that has messages) balance the sum of its ledger, no reserved credits without a pending message, no message
+    answered twice."""
+    from django.db.models import Count, Sum
+    from django.utils import timezone
+
+    from billing.models import UsageLedgerEntry
+    from channels_app.models import Workspace
+    from conversations.models import Message
+
+    stuck = Message.objects.filter(
+        direction=Message.Direction.INBOUND, status=Message.Status.PENDING, lease_until__lt=timezone.now()
+    )
+    assert not stuck.exists(), list(stuck.values_list("pk", flat=True))
+    for workspace in Workspace.objects.filter(pk__in=Message.objects.values("conversation__workspace_id")):
+        ledger = UsageLedgerEntry.objects.filter(workspace=workspace).aggregate(total=Sum("delta"))["total"] or 0
+        assert workspace.credit_balance == ledger, (workspace.pk, workspace.credit_balance, ledger)
+        pending = Message.objects.filter(conversation__workspace=workspace, status=Message.Status.PENDING)
+        assert workspace.credit_reserved == (pending.aggregate(total=Sum("credits_reserved"))["total"] or 0)
+    twice = (
+        Message.objects.filter(direction=Message.Direction.OUTBOUND)
+        .values("reply_to_id", "part")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+    )
+    assert not twice.exists(), list(twice)

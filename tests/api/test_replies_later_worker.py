@@ -26,7 +26,7 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from config import celery_app
 from conversations.models import Message
-from tests.conftest import SEED_TEXT, Api, requires_postgresql, requires_redis
+from tests.conftest import SEED_TEXT, Api, assert_books_hold, requires_postgresql, requires_redis
 from tests.factories import AIAgentFactory, ChannelFactory
 from tests.live_gunicorn import database_url_for_servers
 from tests.llm_stand_in import StandIn, Step, start
@@ -252,7 +252,54 @@ def test_a_task_taken_up_while_the_database_is_down_waits_it_out_and_answers_its
         )
         wait_for(lambda: IdempotencyRecord.objects.get().state == IdempotencyRecord.State.COMPLETED, what="key")
     assert replies_to(message_id) == ["Answered after the outage."]
+    assert_books_hold()
     assert "interrupted by the database" in (tmp_path / "patient.log").read_text(errors="replace")
     assert UsageLedgerEntry.objects.filter(message_id=message_id).count() == 1
     workspace.refresh_from_db()
     assert (workspace.credit_balance, workspace.credit_reserved) == (99, 0)
+
+
+def test_a_receiver_that_hangs_holds_only_delivery_workers_never_the_answers(
+    api, broker, stand_in, workspace, tmp_path, settings
+):
+    from tests.factories import WorkspaceFactory
+    from tests.webhooks.conftest import Receiver, Reply
+    from webhooks.services import event_emit, webhook_set
+
+    # given: another tenant's receiver that hangs 15 s on each of twelve events
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = ["127.0.0.1"]
+    slow = Receiver().start()
+    slow.plan.extend(Reply(delay=15.0) for _ in range(12))
+    other = ChannelFactory(workspace=WorkspaceFactory())
+    webhook_set(channel_id=other.pk, url=slow.url)
+    stand_in.script("Answered beside the hung receiver.")
+    delivering = {"WEBHOOK_ALLOW_PRIVATE_HOSTS": "127.0.0.1", "SECRET_KEY": settings.SECRET_KEY}
+    try:
+        # the README's two workers: deliveries, and answers (with the clean-ups)
+        with (
+            worker(tmp_path, "deliveries", "-Q", "webhooks", "--pool", "threads", "--concurrency", "4", **delivering),
+            worker(tmp_path, "answers", "-Q", "answers,celery", "--pool", "threads", "--concurrency", "2"),
+        ):
+            for n in range(12):
+                event_emit(channel_id=other.pk, type="conversation.closed", data={"conversation": {"n": n}})
+            slow.wait_for(2)  # the receiver holds its share of the delivery workers
+
+            # when: a message of this workspace asks for its answer later
+            started = time.monotonic()
+            response = api.post(SEED_TEXT, **ASYNC)
+            assert response.status_code == 202, response.content
+            message_id = response.json()["messageId"]
+
+            # then: answered while the receiver still hangs, by the answers' worker
+            wait_for(
+                lambda: Message.objects.get(pk=message_id).status == Message.Status.ANSWERED,
+                seconds=15,
+                what="answered beside the hung receiver",
+            )
+            assert time.monotonic() - started < 15
+            # and the hung channel never had more than its share of attempts at once
+            assert len(slow.requests) == 2
+    finally:
+        slow.stop()
+    assert replies_to(message_id) == ["Answered beside the hung receiver."]
+    assert_books_hold()

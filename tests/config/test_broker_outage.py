@@ -22,7 +22,7 @@ import pytest
 
 from conversations.models import Message
 from tests.config.test_database_outage import live_channel  # noqa: F401  (a fixture)
-from tests.conftest import SEED_TEXT, requires_postgresql
+from tests.conftest import SEED_TEXT, assert_books_hold, requires_postgresql
 from tests.live_gunicorn import database_url_for_servers, gunicorn
 from tests.webhooks.conftest import Receiver, free_port
 from webhooks.models import WebhookEvent
@@ -138,7 +138,9 @@ def test_a_redis_that_hangs_or_is_gone_costs_requests_a_bounded_moment_and_loses
             # when: an asynchronous message (its task cannot be queued)
             status, seconds, body = say(channel, key, server, "async@example.com", Prefer="respond-async")
             assert status == 202, body
-            assert seconds < 3, f"the 202 took {seconds:.1f} s"
+            # (the process's first API request, on a shared machine: bounded, not instant; the broker's reconnect
+            # attempts took 8 s here before, a hung broker forever)
+            assert seconds < 5, f"the 202 took {seconds:.1f} s"
             async_id = body["messageId"]
 
             # and: ten concurrent synchronous messages, each writing a webhook event, on a pool of two
@@ -188,3 +190,4 @@ def test_a_redis_that_hangs_or_is_gone_costs_requests_a_bounded_moment_and_loses
     assert events.count() == 1 + 10 + 6 + 1
     assert {r.headers["webhook-id"] for r in receiver.requests} == set(events.values_list("pk", flat=True))
     assert not Message.objects.filter(status=Message.Status.PENDING).exists()
+    assert_books_hold()
