@@ -150,9 +150,9 @@ def assert_statements():
 
 
 def assert_books_hold() -> None:
-    """What a fault must never break (issue 22's "done when"): no inbound message PENDING past its lease, each
-    workspace's (that has messages) balance the sum of its ledger, no reserved credits without a pending message, no message
-    answered twice."""
+    """What a fault must never break: no inbound message PENDING past its lease; in each workspace that has
+    messages, the balance the sum of its ledger and the reserved credits those of its pending messages; no
+    message answered twice."""
     from django.db.models import Count, Sum
     from django.utils import timezone
 
