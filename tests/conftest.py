@@ -7,6 +7,7 @@ from django.db.backends.signals import connection_created
 
 from api.flow import writes
 from billing.credits import credits_grant
+from config.broker import broker_outage, cache_outage
 from conversations.agents.base import get_backend
 from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
@@ -62,6 +63,14 @@ def _nothing_after_the_commit_in_a_statement():
         for database in connections.all(initialized_only=True):
             if commit_last_guard in database.execute_wrappers:
                 database.execute_wrappers.remove(commit_last_guard)
+
+
+@pytest.fixture(autouse=True)
+def _redis_outages_forgotten():
+    """A test that found Redis down leaves this process's back-off (config/broker.py) to no later test."""
+    yield
+    broker_outage.clear()
+    cache_outage.clear()
 
 
 def error_of(response, *, status: int | None = None) -> dict:
@@ -173,3 +182,32 @@ def assert_statements():
         )
 
     return check
+
+
+def assert_books_hold() -> None:
+    """What a fault must never break: no inbound message PENDING past its lease; in each workspace that has
+    messages, the balance the sum of its ledger and the reserved credits those of its pending messages; no
+    message answered twice."""
+    from django.db.models import Count, Sum
+    from django.utils import timezone
+
+    from billing.models import UsageLedgerEntry
+    from channels_app.models import Workspace
+    from conversations.models import Message
+
+    stuck = Message.objects.filter(
+        direction=Message.Direction.INBOUND, status=Message.Status.PENDING, lease_until__lt=timezone.now()
+    )
+    assert not stuck.exists(), list(stuck.values_list("pk", flat=True))
+    for workspace in Workspace.objects.filter(pk__in=Message.objects.values("conversation__workspace_id")):
+        ledger = UsageLedgerEntry.objects.filter(workspace=workspace).aggregate(total=Sum("delta"))["total"] or 0
+        assert workspace.credit_balance == ledger, (workspace.pk, workspace.credit_balance, ledger)
+        pending = Message.objects.filter(conversation__workspace=workspace, status=Message.Status.PENDING)
+        assert workspace.credit_reserved == (pending.aggregate(total=Sum("credits_reserved"))["total"] or 0)
+    twice = (
+        Message.objects.filter(direction=Message.Direction.OUTBOUND)
+        .values("reply_to_id", "part")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+    )
+    assert not twice.exists(), list(twice)

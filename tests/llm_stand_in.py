@@ -22,6 +22,7 @@ class Step:
     hold: threading.Event | None = None  # answer only once this is set
     gate: threading.Event | None = None  # a streamed answer: the pieces after the first only once this is set
     finished: threading.Event = field(default_factory=threading.Event)  # set once the whole answer went out
+    cut: bool = False  # a streamed answer: the connection closes after the pieces, without finish_reason or [DONE]
 
 
 @dataclass
@@ -105,6 +106,10 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
                     step.gate.wait(60)
                 time.sleep(step.pause)
                 self._event({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            if step.cut:
+                self.close_connection = True
+                step.finished.set()
+                return
             self._event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             self._event({**chunk, "choices": [], "usage": _usage(10, 5)})
             self.wfile.write(b"data: [DONE]\n\n")

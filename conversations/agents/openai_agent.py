@@ -112,13 +112,15 @@ class OpenAICompatibleAgent:
         """As `reply`, as a stream (`stream=True`; the usage comes in the last chunk, `include_usage`): yield
         each piece of text as it arrives, then the `AgentReply`. The agent's `timeout_seconds` bounds the
         whole call, the stream's reading included (`_DeadlineBackend`); a failure before the first piece is
-        retried as in `reply`, one after it is not (the pieces went out)."""
+        retried as in `reply`, one after it is not (the pieces went out). A stream that ends before a choice's
+        `finish_reason` is a failure (AgentUnavailable, `incomplete_stream`), whatever pieces came."""
         client = _client_for(agent)
         body = _completion_body(agent, _messages(agent, history))
         deadline = time.monotonic() + agent.timeout_seconds
         pieces: list[str] = []
         input_tokens = output_tokens = 0
         raw_model = ""
+        finished = False  # a choice's finish_reason came: the model ended its answer
         with _provider_errors(agent):
             stream = _within_deadline(
                 agent,
@@ -142,6 +144,8 @@ class OpenAICompatibleAgent:
                             output_tokens = _token_count(chunk.usage.completion_tokens)
                         if chunk.choices:
                             piece = _storable_text(chunk.choices[0].delta.content)
+                            if chunk.choices[0].finish_reason is not None:
+                                finished = True
                             if piece:
                                 pieces.append(piece)
                                 yield piece
@@ -151,6 +155,14 @@ class OpenAICompatibleAgent:
                 raise openai.APIConnectionError(request=httpx2.Request("POST", "stream")) from exc
             finally:
                 _call_deadline.reset(token)
+        if not finished:
+            # The stream ended (the connection closed, or the SDK met `[DONE]`) before the model said why it
+            # stopped: the pieces are a fragment of an answer, not one to store, charge or replay.
+            logger.warning("LLM call failed for agent %s: %s", agent.id, "IncompleteStream")
+            raise AgentUnavailable(
+                "The AI agent's answer was cut off before it finished. Send the message again.",
+                details={"reason": "incomplete_stream"},
+            )
         text = "".join(pieces).strip()
         if not text:
             logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
