@@ -2,6 +2,8 @@ import json
 import os
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
 
@@ -71,6 +73,16 @@ def _redis_outages_forgotten():
     yield
     broker_outage.clear()
     cache_outage.clear()
+
+
+def broker_keys_delete() -> None:
+    """Deletes this test worker's Redis keys (its REDIS_KEY_PREFIX: the broker's queues, the cache), not other
+    workers' running tests'."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    if not settings.REDIS_KEY_PREFIX:
+        client.flushdb()
+    elif keys := list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*")):
+        client.delete(*keys)
 
 
 def error_of(response, *, status: int | None = None) -> dict:

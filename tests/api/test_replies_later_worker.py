@@ -26,7 +26,7 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from config import celery_app
 from conversations.models import Message
-from tests.conftest import SEED_TEXT, Api, assert_books_hold, requires_redis
+from tests.conftest import SEED_TEXT, Api, assert_books_hold, broker_keys_delete, requires_redis
 from tests.factories import AIAgentFactory, ChannelFactory
 from tests.live_gunicorn import database_url_for_servers
 from tests.llm_stand_in import StandIn, Step, start
@@ -62,21 +62,12 @@ def stand_in() -> Iterator[StandIn]:
 @pytest.fixture
 def broker():
     """Redis's database of this test run, emptied (no task of an earlier run), and Celery sending to it."""
-    _empty_broker()
+    broker_keys_delete()
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     yield
     celery_app.conf.task_always_eager = eager
-    _empty_broker()
-
-
-def _empty_broker() -> None:
-    """Deletes this test worker's broker keys (its REDIS_KEY_PREFIX), not other workers' running tests'."""
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    if not settings.REDIS_KEY_PREFIX:
-        client.flushdb()
-    elif keys := list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*")):
-        client.delete(*keys)
+    broker_keys_delete()
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import time
 
 import pytest
 import redis
+from django.conf import settings
 
 from config import celery_app
-from tests.conftest import requires_redis
+from tests.conftest import broker_keys_delete, requires_redis
 from tests.factories import ChannelFactory
 from tests.webhooks.conftest import Receiver, Reply
 from webhooks.delivery import delivery_attempt
@@ -24,7 +25,7 @@ def test_answers_and_deliveries_go_to_queues_of_their_own():
     from webhooks.tasks import webhook_deliver_task, webhooks_sweep_task
 
     queue = redis.Redis.from_url(os.environ["REDIS_URL"])
-    queue.flushdb()
+    broker_keys_delete()
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     try:
@@ -32,10 +33,11 @@ def test_answers_and_deliveries_go_to_queues_of_their_own():
         webhook_deliver_task.apply_async(("dl_x",))
         webhooks_sweep_task.apply_async()
         cleanup_task.apply_async()
-        assert (queue.llen("answers"), queue.llen("webhooks"), queue.llen("celery")) == (1, 2, 1)
+        prefix = settings.REDIS_KEY_PREFIX  # kombu's global_keyprefix: each test worker its own queues
+        assert tuple(queue.llen(f"{prefix}{name}") for name in ("answers", "webhooks", "celery")) == (1, 2, 1)
     finally:
         celery_app.conf.task_always_eager = eager
-        queue.flushdb()
+        broker_keys_delete()
     # and a worker started without -Q consumes all three
     assert set(celery_app.amqp.queues) == {"celery", "answers", "webhooks"}
 
