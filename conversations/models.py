@@ -1,4 +1,6 @@
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from django.db import models
 from django.db.models import Q
@@ -191,3 +193,21 @@ def content_body(*, type: str, content: object) -> dict[str, Any]:
     the content holds none (the admin, the exports and the agents read stored messages of any age)."""
     body = content.get(type.lower()) if isinstance(content, dict) else None
     return body if isinstance(body, dict) else {}
+
+
+FILENAME_MAX = 255  # the API's limit for `filename`; a URL's last segment is cut to it
+
+
+def media_filename(*, type: str, content: object) -> str:
+    """A media message's file name as the agent is told it, on its own turn and in every later one: the
+    request's `filename`, else the URL path's last segment, decoded (what the type check reads an extension
+    from when the request names no file)."""
+    body = content_body(type=type, content=content)
+    filename = str(body.get("filename") or "")
+    if filename:
+        return filename
+    try:
+        path = urlsplit(str(body.get("url") or "")).path
+    except ValueError:  # media_download refuses such a URL with the contract's error
+        return ""
+    return PurePosixPath(unquote(path)).name[:FILENAME_MAX]

@@ -302,9 +302,9 @@ def test_other_media_are_described_as_text(httpserver, agent):
     contents = [message["content"] for message in sent(httpserver).get_json()["messages"][1:]]
     assert contents == [
         '[Document "report.pdf" (application/pdf, 12 KB): Q3 numbers]\nDocument text:\nRevenue grew 12%.',
-        "[Audio transcription]: Where is my order?",
-        "[Video (video/mp4, 3.0 MB): Unboxing]",
-        "[Audio]",
+        '[Audio "v.ogg" (audio/ogg)]\nTranscription:\nWhere is my order?',
+        '[Video "c.mp4" (video/mp4, 3.0 MB): Unboxing]',
+        '[Audio "a.mp3"]',
     ]
 
 
