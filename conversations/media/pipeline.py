@@ -39,8 +39,8 @@ from conversations.media.inspect import (
 )
 from conversations.models import MediaAsset, Message, media_filename
 
-# A document's text (or an audio's transcription) kept with its asset: about 5,000 tokens, several pages of a contract or an invoice.
-# The agent gets at most its own history budget (`history_max_chars`) of it.
+# A document's text (or an audio's transcription) kept with its asset: about 5,000 tokens, several pages of
+# a contract or an invoice. The agent gets at most its own history budget (`history_max_chars`) of it.
 DOCUMENT_TEXT_MAX_CHARS = 20_000
 
 
