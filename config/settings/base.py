@@ -139,6 +139,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODEL = env.str("LLM_MODEL", default="")
+# The speech-to-text model an OpenAI-compatible agent's voice messages go to (`/audio/transcriptions`) when
+# the agent names none (its `transcription_model`): OpenAI's; compatible servers (faster-whisper-server,
+# LocalAI, Groq) accept or alias the name, or name theirs here.
+LLM_TRANSCRIPTION_MODEL = env.str("LLM_TRANSCRIPTION_MODEL", default="whisper-1")
 
 # --- AI agent backends (Django's EMAIL_BACKEND pattern) ------------------------------------------------------
 # Every provider an agent may name, and the class that answers for it (conversations/agents/base.py says what a

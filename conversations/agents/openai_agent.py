@@ -50,9 +50,6 @@ _RETRY_PAUSE_FIRST, _RETRY_PAUSE_MAX = 0.5, 8.0
 _RETRY_MIN_TIME_SHARE = 0.25
 # Local servers (Ollama, llama.cpp) need no key, but the SDK refuses to build a client without one.
 NO_KEY_PLACEHOLDER = "not-needed"
-# OpenAI's transcription model; compatible servers (faster-whisper-server, LocalAI, Groq) accept or alias
-# the name. There is no agent field for it yet: the chat model cannot transcribe, so `agent.model` won't do.
-TRANSCRIPTION_MODEL = "whisper-1"
 # A request body goes out in slices of this size, the deadline checked before each: one socket write can
 # otherwise go on as long as the provider keeps reading, a byte at a time (a 10 MB voice note).
 _WRITE_SLICE_BYTES = 64 * 1024
@@ -169,7 +166,8 @@ class OpenAICompatibleAgent:
 
 
 def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
-    """Transcribe a voice message with the provider's `/audio/transcriptions` endpoint.
+    """Transcribe a voice message with the provider's `/audio/transcriptions` endpoint, with the agent's
+    `transcription_model` (else settings.LLM_TRANSCRIPTION_MODEL; the chat model cannot transcribe).
 
     Uses the agent's cached client (same endpoint, key and timeout) and the same error mapping as `reply`.
     Returns the stripped text, "" for silence.
@@ -180,7 +178,7 @@ def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_typ
             agent,
             lambda timeout: client.audio.transcriptions.create(
                 file=(filename or "audio", data, mime_type or "application/octet-stream"),
-                model=TRANSCRIPTION_MODEL,
+                model=agent.transcription_model or settings.LLM_TRANSCRIPTION_MODEL,
                 timeout=timeout,
             ),
         )

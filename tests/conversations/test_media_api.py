@@ -717,6 +717,7 @@ def test_a_documents_name_and_text_stay_in_later_turns(stand_in_api, stand_in, h
 def test_an_audios_transcription_and_a_videos_name_stay_in_later_turns(stand_in_api, stand_in, httpserver):
     # given: an agent that transcribes; a voice note and a video
     stand_in_api.channel.agent.transcribe_audio = True
+    stand_in_api.channel.agent.transcription_model = "whisper-large-v3"
     stand_in_api.channel.agent.save()
     stand_in.transcript = "Where is my order?"
     audio = serve(httpserver, "/voice/note.wav", wav_bytes())
@@ -727,8 +728,8 @@ def test_an_audios_transcription_and_a_videos_name_stay_in_later_turns(stand_in_
     # when
     assert stand_in_api.post(_text("Any news?")).status_code == 200
 
-    # then: one transcription, kept; both files named in the third turn
-    assert len(stand_in.transcriptions) == 1
+    # then: one transcription (by the agent's model), kept; both files named in the third turn
+    assert stand_in.transcriptions == [{"model": "whisper-large-v3", "file": len(wav_bytes())}]
     third = stand_in.requests[-1]
     assert _user_contents(third) == [
         f'[Audio "note.wav" (audio/x-wav, {_human_size(len(wav_bytes()))})]\nTranscription:\nWhere is my order?',

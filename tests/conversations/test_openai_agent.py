@@ -465,6 +465,28 @@ def test_transcribe_audio_posts_the_file_as_multipart(httpserver, agent):
     assert upload.read() == audio
 
 
+@pytest.mark.parametrize(
+    ("agent_model", "setting", "expected"),
+    [
+        pytest.param("", None, "whisper-1", id="default"),
+        pytest.param("", "whisper-large-v3", "whisper-large-v3", id="setting"),
+        pytest.param("gpt-4o-transcribe", "whisper-large-v3", "gpt-4o-transcribe", id="agent"),
+    ],
+)
+def test_the_transcription_model_is_the_agents_else_the_settings(httpserver, settings, agent_model, setting, expected):
+    # given
+    if setting is not None:
+        settings.LLM_TRANSCRIPTION_MODEL = setting
+    agent = make_agent(base_url=httpserver.url_for("/v1"), transcription_model=agent_model)
+    httpserver.expect_request("/v1/audio/transcriptions", method="POST").respond_with_json({"text": "Hi"})
+
+    # when
+    transcribe_audio(agent=agent, data=b"OggS\x00voice", filename="voice.ogg", mime_type="audio/ogg")
+
+    # then
+    assert sent(httpserver).form["model"] == expected
+
+
 def test_transcribe_audio_maps_provider_errors(httpserver, agent, caplog):
     httpserver.expect_request("/v1/audio/transcriptions").respond_with_json(
         {"error": {"message": PROVIDER_SECRET}}, status=400
