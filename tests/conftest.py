@@ -2,7 +2,8 @@ import json
 import os
 
 import pytest
-from django.db import connection
+from django.core.management import execute_from_command_line
+from django.db import connection, connections
 
 from billing.credits import credits_grant
 from conversations.agents.base import get_backend
@@ -138,3 +139,20 @@ def assert_statements():
         )
 
     return check
+
+
+@pytest.fixture
+def manage_py(monkeypatch, capsys):
+    """Run a command as `manage.py` does, for its exit status and output (the test's connection is kept)."""
+    monkeypatch.setattr(connections, "close_all", lambda: None)
+
+    def run(*args) -> tuple[int, str, str]:
+        try:
+            execute_from_command_line(["manage.py", *args])
+            code = 0
+        except SystemExit as exited:
+            code = exited.code if isinstance(exited.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -12,7 +12,6 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from channels_app.services import WorkspaceSlugTaken, workspace_create
 from tests.conftest import requires_postgresql
-from tests.webhooks.test_commands import manage_py  # noqa: F401 (the fixture)
 
 
 def test_create_prints_the_id_of_a_new_workspace_with_its_credits_as_a_ledger_entry(manage_py, api, channel):

@@ -3,31 +3,13 @@
 import base64
 
 import pytest
-from django.core.management import call_command, execute_from_command_line
-from django.db import connections
+from django.core.management import call_command
 from django.utils import timezone
 
 from tests.webhooks.conftest import Reply, verified
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.secret import secret_decrypt
 from webhooks.services import event_emit
-
-
-@pytest.fixture
-def manage_py(monkeypatch, capsys):
-    """Run a command as `manage.py` does, for its exit status and output (the test's connection is kept)."""
-    monkeypatch.setattr(connections, "close_all", lambda: None)
-
-    def run(*args) -> tuple[int, str, str]:
-        try:
-            execute_from_command_line(["manage.py", *args])
-            code = 0
-        except SystemExit as exited:
-            code = exited.code if isinstance(exited.code, int) else 1
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def test_set_prints_a_new_secret_once_and_stores_it_encrypted(channel, receiver, manage_py):
