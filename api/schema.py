@@ -305,8 +305,10 @@ RESPONSES = {
         response={"type": "string"},
         description="With `Accept: text/event-stream`: Server-Sent Events. `event: delta`, data "
         '`{"text": "..."}`, each piece of the answer as the agent writes it; `event: message`, data one '
-        "finished `aiMessages` item; then `event: done`, data exactly the 200 JSON body (also what a retry "
-        "with the same idempotency key replays: as the one `done` event when the retry asks for a stream). "
+        "finished `aiMessages` item; then `event: done`, data exactly the 200 JSON body. Every event has an "
+        "`id:`: a delta `<messageId>:<n>`, a message its item's id, done and error the `messageId`. A retry "
+        "with the same idempotency key that asks for a stream replays the end of the stream, its `message` "
+        "events and `done` with the same ids (no deltas). "
         "A failure once the agent started is `event: error`, data the error body. Errors found before the "
         "agent starts are JSON responses with their status code, as without streaming.",
     ),
