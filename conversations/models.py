@@ -4,6 +4,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from config import ids
 
@@ -45,7 +46,9 @@ class Conversation(models.Model):
     # is fixed in commit order and a later message always sees the earlier one (docs/architecture.md, "Order
     # within a conversation").
     last_seq = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The accept phase's `now`, as its first `last_message_at` (conversations.services.conversation_build), not
+    # the insert's own later time: a conversation whose only message failed would read last before created.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Set when the conversation is closed (README "Example": `closedAt`, `closeReason`); null while active.
     closed_at = models.DateTimeField(null=True, blank=True)

@@ -228,13 +228,15 @@ def inbound_message_store(
 def conversation_build(
     *, workspace_id: str, channel_id: str, contact_id: str, agent_id: str, now: datetime
 ) -> Conversation:
-    """A new active conversation whose first message is at position 1, not saved yet."""
+    """A new active conversation whose first message is at position 1, not saved yet; created and last
+    written to at `now`."""
     return Conversation(
         workspace_id=workspace_id,
         channel_id=channel_id,
         contact_id=contact_id,
         agent_id=agent_id,
         last_seq=1,
+        created_at=now,
         last_message_at=now,
     )
 
