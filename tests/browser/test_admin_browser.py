@@ -171,6 +171,8 @@ def test_the_history_lists_fit_1400_px_with_the_navigation_sidebar_open(live_ser
     admin = f"{live_server.url}/admin"
 
     with chromium_page(viewport={"width": 1400, "height": 1000}) as page:
+        refused: list[str] = []  # nothing the pages load answers 4xx: not the favicon either
+        page.on("response", lambda response: refused.append(response.url) if response.status >= 400 else None)
         page.goto(f"{admin}/login/?next=/admin/")
         page.fill("#id_username", "operator")
         page.fill("#id_password", PASSWORD)
@@ -195,3 +197,5 @@ def test_the_history_lists_fit_1400_px_with_the_navigation_sidebar_open(live_ser
             last_header = page.locator("#result_list thead th").last
             right = last_header.bounding_box()
             assert right["x"] + right["width"] <= window, path
+        assert page.evaluate("async () => (await fetch('/favicon.ico')).status") == 204
+        assert refused == []
