@@ -14,9 +14,8 @@ from typing import Any
 from django.core.validators import URLValidator
 from rest_framework import serializers
 
-from conversations.models import FILENAME_MAX, Message
+from conversations.models import FILENAME_MAX, MESSAGE_TYPES
 
-MESSAGE_TYPES = tuple(Message.Type.values)
 # Documented limits (README "Limits"). An e-mail address is at most 320 characters (RFC 3696 errata).
 CONTACT_IDENTIFIER_MAX = 320
 CONTACT_NAME_MAX = 200

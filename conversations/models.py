@@ -158,6 +158,10 @@ class Message(models.Model):
         return self.id
 
 
+# The message types as the API writes them (the OpenAPI document's one MessageTypeEnum, config/settings).
+MESSAGE_TYPES = tuple(Message.Type.values)
+
+
 class MediaAsset(models.Model):
     """A media file downloaded for a message, kept until `expires_at` (settings.MEDIA_CACHE_SECONDS).
 

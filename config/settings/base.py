@@ -254,9 +254,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
+    # Named enums, never drf-spectacular's hash names: the message types (several fields named `type`) have
+    # one component, and a nullable enum (`closeReason`) is `nullable`, not a separate `NullEnum`.
+    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "conversations.models.MESSAGE_TYPES"},
+    "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.require_request_bodies",
+        "api.schema.document_method_not_allowed",
     ],
 }
 
