@@ -87,7 +87,8 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             )
             fields = {}
             for part in form.iter_parts():
-                value = part.get_payload(decode=True) or b""
+                payload = part.get_payload(decode=True)
+                value = payload if isinstance(payload, bytes) else b""
                 fields[part.get_param("name", header="content-disposition")] = (
                     len(value) if part.get_filename() else value.decode()
                 )

@@ -144,7 +144,9 @@ WIDE_LISTS = (
 
 def _wide_rows() -> None:
     """A conversation whose contact has a long address and name, and a failed webhook delivery."""
-    channel = ChannelFactory(workspace=WorkspaceFactory(name="Acme shop international"), name="Support API EU")
+    channel = ChannelFactory.create(
+        workspace=WorkspaceFactory.create(name="Acme shop international"), name="Support API EU"
+    )
     conversation_with_exchanges(channel=channel, identifier="customer.support.escalations@example-company.com")
     conversation_with_exchanges(channel=channel, identifier="+44 (20) 7946-0958")
     event = WebhookEvent.objects.create(
