@@ -82,6 +82,6 @@ class Command(BaseCommand):
         self.stdout.write(workspace.pk)
         self.stderr.write(
             f"Created workspace {workspace.slug} ({workspace.pk}) with {credits} credits. "
-            f"Next: manage.py apikey create --workspace {workspace.slug}",
+            f"Next: .venv/bin/python manage.py apikey create --workspace {workspace.slug}",
             style_func=str,
         )
