@@ -3,9 +3,11 @@
 `{"success": false, "error": {"code": "...", "message": "...", "details": {...}}}`
 """
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -132,6 +134,21 @@ def method_not_allowed(*, method: str, allowed: list[str]) -> MethodNotAllowed:
     return MethodNotAllowed(
         f"This URL does not take {method}. Use {' or '.join(usable)}.", details={"method": method, "allowed": usable}
     )
+
+
+def require_safe(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Django's `require_safe` for a plain view (the probes, the favicon), whose refusal of another method is
+    the error body (405 method_not_allowed) rather than an empty HTML page."""
+
+    @functools.wraps(view)
+    def safe_only(request, *args, **kwargs) -> HttpResponse:
+        if request.method in ("GET", "HEAD"):
+            return view(request, *args, **kwargs)
+        response = error_response(method_not_allowed(method=request.method, allowed=["GET", "HEAD"]))
+        response["Allow"] = "GET, HEAD"
+        return response
+
+    return safe_only
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:

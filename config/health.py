@@ -13,7 +13,8 @@ from django.core.cache import cache
 from django.db import connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+
+from config.exception_handler import require_safe
 
 logger = logging.getLogger(__name__)
 

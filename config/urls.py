@@ -2,9 +2,9 @@ from django.contrib import admin
 from django.contrib.staticfiles.views import serve as static_serve
 from django.http import HttpResponse
 from django.urls import include, path, re_path
-from django.views.decorators.http import require_safe
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.exception_handler import require_safe
 from config.health import healthz, readyz
 
 

@@ -6,6 +6,8 @@ from contextlib import contextmanager
 import pytest
 from django.db import connections
 
+from tests.conftest import error_of
+
 DOWN_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
@@ -128,3 +130,15 @@ def test_favicon_answers_204_not_a_404_on_the_admins_host(admin_client):
     assert (response.status_code, response.content) == (204, b"")
     assert "max-age=86400" in response["Cache-Control"]
     assert admin_client.head("/favicon.ico").status_code == 204
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/favicon.ico"])
+def test_another_method_than_get_is_the_json_error_body(client, db, path):
+    response = client.post(path)
+
+    assert error_of(response, status=405) == {
+        "code": "method_not_allowed",
+        "message": "This URL does not take POST. Use GET.",
+        "details": {"method": "POST", "allowed": ["GET"]},
+    }
+    assert response["Allow"] == "GET, HEAD"
