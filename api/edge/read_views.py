@@ -39,6 +39,7 @@ from config.logs import log_bind
 from config.pagination import cursor_decode, cursor_encode, page_limit
 from config.text import text_storable
 from contacts.errors import ContactNotFound
+from contacts.models import contact_name_or_null
 from contacts.selectors import contact_list_queryset, contact_queryset
 from conversations.errors import ConversationNotFound, MessageNotFound
 from conversations.models import Conversation
@@ -83,7 +84,7 @@ def _time_cursor(at: datetime, row_id: str) -> list[Any]:
 
 
 def _contact(row: dict[str, Any]) -> dict[str, Any]:
-    return represent(ContactSerializer, {**row, "name": row["name"] or None})
+    return represent(ContactSerializer, {**row, "name": contact_name_or_null(row["name"])})
 
 
 def _conversation(row: dict[str, Any]) -> dict[str, Any]:
