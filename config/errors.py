@@ -4,7 +4,7 @@
 Here are the base class and the errors the handler itself produces from framework exceptions (bad JSON, a
 body too large, an unknown URL or method, a throttled request, an exhausted database pool). Every other
 error class lives beside the code that raises it (e.g. channels_app.authentication, billing.credits,
-api.idempotency, conversations.agents.errors, conversations.media.errors), a subclass of ApplicationError.
+api.flow.idempotency, conversations.agents.errors, conversations.media.errors), a subclass of ApplicationError.
 """
 
 from typing import Any
@@ -43,7 +43,7 @@ class NotFound(ApplicationError):
 class MethodNotAllowed(ApplicationError):
     code = "method_not_allowed"
     status_code = 405
-    default_message = "The method is not allowed here. Use POST."
+    default_message = "The URL does not take this method; its Allow header lists the methods it takes."
 
 
 class PermissionDenied(ApplicationError):

@@ -1,7 +1,13 @@
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Upper
+from django.utils import timezone
 
 from config import ids
 
@@ -43,13 +49,15 @@ class Conversation(models.Model):
     # is fixed in commit order and a later message always sees the earlier one (docs/architecture.md, "Order
     # within a conversation").
     last_seq = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The accept phase's `now`, as its first `last_message_at` (conversations.services.conversation_build), not
+    # the insert's own later time: a conversation whose only message failed would read last before created.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Set when the conversation is closed (README "Example": `closedAt`, `closeReason`); null while active.
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=20, choices=CloseReason.choices, blank=True)
     # Set when the contact was erased (DELETE /api/v1/contacts/{id}, README "Erasing a contact"): a message
-    # of the contact still in flight then records no content here (api.messaging, ContactErased).
+    # of the contact still in flight then records no content here (api.flow.messaging, ContactErased).
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -60,7 +68,7 @@ class Conversation(models.Model):
             models.Index(fields=["workspace", "-last_message_at", "-id"], name="conversation_ws_recent"),
             models.Index(fields=["channel", "-last_message_at", "-id"], name="conversation_channel_recent"),
             models.Index(fields=["contact", "-last_message_at", "-id"], name="conversation_contact_recent"),
-            # The inactivity clean-up (api/cleanup.py) reads the oldest active conversations only.
+            # The inactivity clean-up (api/maintenance/cleanup.py) reads the oldest active conversations only.
             models.Index(fields=["last_message_at"], condition=Q(status="ACTIVE"), name="conversation_active_idle"),
         ]
         constraints = [
@@ -148,9 +156,23 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq", "part"], name="message_unique_position"),
         ]
+        indexes = [
+            # The admin's search of a text (conversations/search.py): a trigram index of the expression Django's
+            # `icontains` compares (`UPPER(expr::text) LIKE UPPER('%term%')`), so a substring is an index scan.
+            GinIndex(
+                OpClass(Upper(Cast(KT("content__text__body"), models.TextField())), name="gin_trgm_ops"),
+                name="message_text_trgm",
+            ),
+            # The admin's message list filtered by what failed, newest first: failed messages are few.
+            models.Index(fields=["error_code", "id"], condition=Q(status="FAILED"), name="message_failed"),
+        ]
 
     def __str__(self) -> str:
         return self.id
+
+
+# The message types as the API writes them (the OpenAPI document's one MessageTypeEnum, config/settings).
+MESSAGE_TYPES = tuple(Message.Type.values)
 
 
 class MediaAsset(models.Model):
@@ -191,3 +213,21 @@ def content_body(*, type: str, content: object) -> dict[str, Any]:
     the content holds none (the admin, the exports and the agents read stored messages of any age)."""
     body = content.get(type.lower()) if isinstance(content, dict) else None
     return body if isinstance(body, dict) else {}
+
+
+FILENAME_MAX = 255  # the API's limit for `filename`; a URL's last segment is cut to it
+
+
+def media_filename(*, type: str, content: object) -> str:
+    """A media message's file name as the agent is told it, on its own turn and in every later one: the
+    request's `filename`, else the URL path's last segment, decoded (what the type check reads an extension
+    from when the request names no file)."""
+    body = content_body(type=type, content=content)
+    filename = str(body.get("filename") or "")
+    if filename:
+        return filename
+    try:
+        path = urlsplit(str(body.get("url") or "")).path
+    except ValueError:  # media_download refuses such a URL with the contract's error
+        return ""
+    return PurePosixPath(unquote(path)).name[:FILENAME_MAX]

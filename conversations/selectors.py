@@ -4,7 +4,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 
 from channels_app.models import AIAgent
 from config.statements import Columns, columns, quote
@@ -31,30 +31,10 @@ def contact_with_active_conversation(
     Returns None for an unknown contact; `conversation_id` is None when the contact has no active
     conversation on this channel.
 
-    On PostgreSQL the conversation is a LATERAL probe of the (channel, contact) index of active conversations,
+    The conversation is a LATERAL probe of the (channel, contact) index of active conversations,
     whatever the planner's statistics say: as a plain join, a freshly loaded table's statistics (one active
     conversation per channel) made it scan all of the channel's active conversations for every message.
     """
-    if connection.vendor != "postgresql":
-        row = (
-            Contact.objects.filter(workspace_id=workspace_id, identifier_key=identifier_key)
-            .annotate(
-                active_conversation=FilteredRelation(
-                    "conversations",
-                    condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.ACTIVE),
-                )
-            )
-            .values(
-                "id",
-                "name",
-                conversation_id=F("active_conversation__id"),
-                conversation_created_at=F("active_conversation__created_at"),
-                conversation_agent_id=F("active_conversation__agent_id"),
-                conversation_last_message_at=F("active_conversation__last_message_at"),
-            )
-            .order_by()[:1]
-        )
-        return next(iter(row), None)
     with connection.cursor() as cursor:
         cursor.execute(_contact_sql(), [channel_id, Conversation.Status.ACTIVE, workspace_id, identifier_key])
         found = cursor.fetchone()
@@ -84,7 +64,9 @@ _WINDOW_MESSAGE = (
     "media_mime_type",
     "media_size",
 )
-_WINDOW_ASSET = ("file", "sha256")  # as media_asset__file, media_asset__sha256
+# As media_asset__file, media_asset__sha256, media_asset__text: the cached file, and a document's text or an
+# audio's transcription, which later turns show the agent again (conversations.services.history_build).
+_WINDOW_ASSET = ("file", "sha256", "text")
 
 
 @cache
@@ -109,7 +91,7 @@ def history_window_sql() -> tuple[str, Columns, Columns]:
 
 def history_window(*, conversation_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
     """`history_window_sql`, read: one query, each row a dict of the message's fields and the asset's
-    `media_asset__file` and `media_asset__sha256`."""
+    `media_asset__file`, `media_asset__sha256` and `media_asset__text`."""
     sql, message, asset = history_window_sql()
     names = (*_WINDOW_MESSAGE, *(f"media_asset__{name}" for name in _WINDOW_ASSET))
     with connection.cursor() as cursor:
@@ -143,7 +125,7 @@ def agent_config(*, agent: AIAgent) -> AgentConfig:
     return AgentConfig(**{name: getattr(agent, name) for name in _ROW_FIELDS})
 
 
-# --- the read API (api/read_views.py) --------------------------------------------------------------------
+# --- the read API (api/edge/read_views.py) --------------------------------------------------------------------
 
 CONVERSATION_FIELDS = (
     "id",
@@ -187,11 +169,14 @@ def conversation_list(
     status: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
+    by_creation: bool = False,
+    after_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The workspace's conversations, newest `last_message_at` first (ties by id), after the key `after`
     (the last row of the previous page). One query on conversation_ws_recent, conversation_channel_recent
     or conversation_contact_recent: the `>=`-bound on the key is the index range's start, so a page deep in
-    the list reads as few rows as the first."""
+    the list reads as few rows as the first. With `by_creation`, newest created first, after the id
+    `after_id`: a key that does not move while the client pages (a conversation's last message does)."""
     queryset = Conversation.objects.filter(workspace_id=workspace_id, last_message_at__isnull=False)
     if channel_id is not None:
         queryset = queryset.filter(channel_id=channel_id)
@@ -199,6 +184,11 @@ def conversation_list(
         queryset = queryset.filter(contact_id=contact_id)
     if status is not None:
         queryset = queryset.filter(status=status)
+    if by_creation:
+        # newest created first: by id (time-ordered, conversations/models.py), a key that never moves
+        if after_id is not None:
+            queryset = queryset.filter(id__lt=after_id)
+        return list(_conversation_rows(queryset.order_by("-id"))[:limit])
     if after is not None:
         at, last_id = after
         queryset = queryset.filter(last_message_at__lte=at).filter(Q(last_message_at__lt=at) | Q(id__lt=last_id))

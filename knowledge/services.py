@@ -327,7 +327,7 @@ def knowledge_reindex(*, agent_id: str) -> None:
 
 def document_fetch_later(*, document_pk: int, token: str) -> None:
     """Fetch and index the document's URL in a Celery worker, or without a broker (or when it does not take
-    the task) in a daemon thread of this process, as the messages endpoint's replies later do (api/later.py)."""
+    the task) in a daemon thread of this process, as the messages endpoint's replies later do (api/flow/later.py)."""
     if not current_app.conf.task_always_eager:
         from knowledge.tasks import document_fetch_task  # the task calls this module
 

@@ -56,6 +56,7 @@ class AgentConfig:
     max_output_tokens: int | None
     timeout_seconds: float
     transcribe_audio: bool
+    transcription_model: str  # "" = settings.LLM_TRANSCRIPTION_MODEL
     greeting_text: str
     fallback_text: str
     split_threshold_chars: int
@@ -68,7 +69,7 @@ class AgentConfig:
     knowledge_max_chars: int = 6000
     knowledge_language: str = "english"
     knowledge_passages: int = 0  # 0: the agent has no passages, and the think phase looks for none
-    # The passages found for this message, best first: set in the think phase (api/messaging.py), () before.
+    # The passages found for this message, best first: set in the think phase (api/flow/messaging.py), () before.
     knowledge: tuple[KnowledgePassage, ...] = ()
 
 

@@ -1,0 +1,553 @@
+"""The messages endpoint's service: a contact's message in, the agent's replies out, in three phases.
+
+1. Accept (one short transaction): claim the idempotency key, load the channel, store the inbound message,
+   reserve the credits. Commit and give the connection back to the pool.
+2. Think (no transaction, no connection held): fetch and check the message's media, wait for the
+   conversation's turn, build the history, call the agent.
+3. Record (one short transaction): store the replies, settle the credits, store the idempotent response.
+A failed agent call keeps the inbound message, releases the credits and frees the idempotency key.
+"""
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from analytics.stats import message_stats_failed
+from api.flow import writes
+from api.flow.idempotency import (
+    Claim,
+    Replay,
+    idempotency_attach_message,
+    idempotency_claim,
+    idempotency_hold,
+    idempotency_lock_extend,
+    idempotency_release,
+)
+from api.maintenance.conversations import conversations_closed_announce
+from api.serializers import (
+    AiMessageView,
+    ConversationView,
+    MessageResult,
+    MessageResultSerializer,
+    UsageView,
+    represent,
+)
+from billing.credits import (
+    credits_charge,
+    credits_cost,
+    credits_estimate,
+    credits_release,
+    credits_reserve,
+)
+from channels_app.models import Workspace
+from channels_app.selectors import channel_get_for_workspace
+from config.db import connection_release
+from config.errors import ApplicationError
+from config.exception_handler import to_application_error
+from config.logs import log_bind
+from config.metrics import agent_latency_observe, credits_spent_observe
+from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
+from conversations.media.pipeline import history_media_load, media_prepare
+from conversations.models import Conversation, Message
+from conversations.selectors import agent_config
+from conversations.services import (
+    StoredReplies,
+    TurnNotReady,
+    history_build,
+    inbound_message_fail,
+    inbound_message_lease_extend,
+    inbound_message_lock_pending,
+    inbound_message_resume,
+)
+from knowledge.retrieval import knowledge_select, knowledge_sources
+from webhooks.services import message_failed_emit, message_replied_emit
+
+
+class ConversationBusy(ApplicationError):
+    code = "conversation_busy"
+    status_code = 409
+    default_message = (
+        "An earlier message of this conversation is still being answered. Retry after the time given in Retry-After."
+    )
+
+
+logger = structlog.get_logger(__name__)
+
+_ACCEPT_ATTEMPTS = 3  # a creation race loses at most once per unique row (contact, conversation, key)
+# What a lease holds beyond the media download and the agent's deadline: a wait for a pooled connection
+# (up to DB_POOL_TIMEOUT, 10 s), storing the media file, the record phase, and clocks of different machines
+# a little apart; LEASE_RENEW_SECONDS of it may already be used when the agent is called (`_lease_keep`).
+LEASE_MARGIN_SECONDS = 30.0
+# A request waiting for its turn renews its lease once this much of it is used: at most two UPDATEs (the
+# message, the idempotency key) per waiting request per 10 s, none on a request that does not wait.
+LEASE_RENEW_SECONDS = 10.0
+# Seconds between looks at an earlier message's progress: a waiting message costs one indexed query per look,
+# and a burst of N messages to one conversation is answered in about N x (agent time + this pause).
+_TURN_POLL_FIRST, _TURN_POLL_MAX = 0.02, 0.2
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A contact's message as the view validated it (api.serializers.InboundMessageSerializer's
+    `validated_data`), with the workspace of the request's key, its idempotency key and its fingerprint."""
+
+    workspace: Workspace
+    channel_id: str
+    contact_identifier: str
+    contact_name: str  # "" when none was sent
+    type: str
+    content: dict[str, Any]
+    metadata: dict[str, str]  # {} when none was sent
+    idempotency_key: str | None
+    fingerprint: str
+
+
+@dataclass
+class PostResult:
+    status: int
+    body: bytes
+    replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/flow/streaming.py)
+
+
+class AnsweredElsewhere(Exception):
+    """Another run of the same answer (a task delivered twice, or one that took over a dead worker's lease)
+    recorded or failed the message first: this run stores, settles and emits nothing."""
+
+
+@dataclass
+class Accepted:
+    workspace_id: str
+    channel_id: str
+    team_id: str | None
+    team_name: str | None
+    agent: AgentConfig
+    contact_id: str
+    conversation_id: str
+    conversation_created_at: datetime
+    conversation_status: str
+    conversation_closed_at: datetime | None
+    conversation_close_reason: str | None
+    message: Message
+    reserved: int
+    claim: Claim | None
+    lease_seconds: float  # see `lease_seconds`
+    lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
+    # True for an answer run by a task (api/flow/later.py): more than one run may hold the same message and key
+    # (a redelivered task carries the same claim), so the record and failure phases first check, under the
+    # message row's lock, that the message still waits for its answer.
+    exclusive: bool = False
+    agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
+    # The documents whose passages the agent was given, best first (the 200 body's `sources`): think phase.
+    sources: list[dict[str, str | None]] = field(default_factory=list)
+
+
+def render(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def lease_seconds(*, agent: AgentConfig) -> float:
+    """How long a request's lease lasts: its conversation turn (`Message.lease_until`, which later messages
+    of the conversation wait on) and its idempotency key (`IdempotencyRecord.locked_until`).
+
+    A live request must never lose its lease: a later message would take it for dead, skip it and be
+    answered before it, without its reply in the history. A dead one (its process killed) must not block
+    its conversation and key for long. So the lease covers the longest stretch a request spends without
+    coming back to the database, and the request renews it whenever it is back there anyway (`_lease_keep`):
+
+    - accept to the first look at the turn: the media download (MEDIA_DOWNLOAD_TIMEOUT_SECONDS, a deadline
+      for the whole download), a document's text (MEDIA_EXTRACT_TIMEOUT_SECONDS) or an audio's
+      transcription (the agent's `timeout_seconds`, a deadline for the whole call, see
+      conversations/agents/openai_agent.py);
+    - the wait for the turn: as long as the earlier messages take (up to CONVERSATION_TURN_WAIT_SECONDS);
+      renewed at the looks, every LEASE_RENEW_SECONDS;
+    - the last look to the record phase: the agent call (its `timeout_seconds` again).
+
+    Hence media download + text extraction + the agent's timeout + LEASE_MARGIN_SECONDS, and never less than
+    PROCESSING_LEASE_SECONDS. Not renewed during the media step and the agent call: that would take a
+    timer and a database connection for each request in flight, and both steps end at their deadlines.
+    A lease that also covered the turn wait would need no renewal at all, but would keep a dead request's
+    conversation blocked for the turn wait as well (and the turn wait is per message, so a queue of them
+    could outlast even that). The clean-up (api/maintenance/cleanup.py) takes a message as abandoned only well
+    after its lease ran out, so it never touches a live request either.
+    """
+    return max(
+        float(settings.PROCESSING_LEASE_SECONDS),
+        float(settings.MEDIA_DOWNLOAD_TIMEOUT_SECONDS)
+        + float(settings.MEDIA_EXTRACT_TIMEOUT_SECONDS)
+        + agent.timeout_seconds
+        + LEASE_MARGIN_SECONDS,
+    )
+
+
+def message_answer(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> PostResult:
+    """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
+    one code path of every mode: the request's own (synchronous), a task's (api/flow/later.py) and a stream's
+    (api/flow/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
+    before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
+    try:
+        return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
+    except AnsweredElsewhere:
+        raise
+    except Exception as error:
+        _fail(accepted, error)
+        raise
+
+
+def processing_result(
+    *, message_id: str, contact_id: str | None = None, conversation_id: str | None = None
+) -> PostResult:
+    """The 202 of the asynchronous mode: the message's ids, where its result will be (`Location`)."""
+    if contact_id is None or conversation_id is None:
+        conversation_id, contact_id = (
+            Message.objects.filter(pk=message_id).values_list("conversation_id", "conversation__contact_id").get()
+        )
+    body = {
+        "success": True,
+        "status": "PROCESSING",
+        "contactId": contact_id,
+        "conversationId": conversation_id,
+        "messageId": message_id,
+    }
+    return PostResult(
+        status=202,
+        body=render(body),
+        headers={"Location": f"/api/v1/messages/{message_id}", "Preference-Applied": "respond-async"},
+    )
+
+
+def _accept(inbound: InboundRequest) -> Accepted | Replay:
+    for attempt in range(1, _ACCEPT_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return _accept_once(inbound)
+        except IntegrityError:
+            # A concurrent request created the same contact, conversation or key first; now it is visible.
+            if attempt == _ACCEPT_ATTEMPTS:
+                raise
+        except writes.Aborted as aborted:
+            # Rolled back: the workspace's credits ran short, or the conversation was closed or erased after
+            # the lookup (a closed one: run again, the message opens a new conversation).
+            error = aborted.error()
+            if error is not None:
+                raise error from None
+            if attempt == _ACCEPT_ATTEMPTS:
+                raise ConversationBusy(headers={"Retry-After": "1"}) from None
+    raise AssertionError("unreachable")
+
+
+def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
+    workspace = inbound.workspace
+    now = timezone.now()
+    claim = None
+    if inbound.idempotency_key is not None:
+        # Locked for PROCESSING_LEASE_SECONDS until the agent is known; then for the request's lease.
+        claimed = idempotency_claim(
+            workspace_id=workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint, now=now
+        )
+        if isinstance(claimed, Replay):
+            return claimed
+        claim = claimed
+    channel = channel_get_for_workspace(channel_id=inbound.channel_id, workspace_id=workspace.pk)
+    assert channel.agent is not None  # channel_get_for_workspace refuses a channel without an agent
+    agent = agent_config(agent=channel.agent)
+    lease = lease_seconds(agent=agent)
+    lease_until = now + timedelta(seconds=lease)
+    if claim is not None and claim.message_id is not None:
+        # An earlier attempt stored the message and failed (or died): answer that message, not a new one.
+        message = inbound_message_resume(message_id=claim.message_id, lease_until=lease_until)
+        if lease > settings.PROCESSING_LEASE_SECONDS:  # else the claim already locked the key until then
+            idempotency_attach_message(claim=claim, message_id=message.pk, locked_until=lease_until)
+        conversation = message.conversation
+        reserved = message.credits_reserved  # still held if the earlier attempt died mid-way
+        if reserved == 0:
+            reserved = credits_estimate(agent=agent)
+            credits_reserve(workspace_id=workspace.pk, amount=reserved)
+            Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
+            message.credits_reserved = reserved
+        contact_id, conversation_id, conversation_created_at = (
+            conversation.contact_id,
+            conversation.pk,
+            conversation.created_at,
+        )
+        status, closed_at, close_reason = conversation.status, conversation.closed_at, conversation.close_reason or None
+    else:
+        reserved = credits_estimate(agent=agent)
+        store: dict[str, Any] = dict(
+            workspace_id=workspace.pk,
+            channel_id=channel.pk,
+            agent_id=agent.id,
+            inactivity_timeout_seconds=channel.inactivity_timeout_seconds,
+            contact_identifier=inbound.contact_identifier,
+            contact_name=inbound.contact_name,
+            type=inbound.type,
+            content=inbound.content,
+            metadata=inbound.metadata,
+            now=now,
+            lease_until=lease_until,
+            credits_reserved=reserved,
+        )
+        stored = writes.inbound_accept(**store, claim=claim)
+        if stored.closed_idle_id is not None:
+            # The contact's conversation had timed out: closed now, with its event, in this transaction.
+            conversations_closed_announce(conversation_ids=[stored.closed_idle_id])
+        message = stored.message
+        contact_id, conversation_id, conversation_created_at = (
+            stored.contact_id,
+            stored.conversation_id,
+            stored.conversation_created_at,
+        )
+        status, closed_at, close_reason = Conversation.Status.ACTIVE, None, None
+    return Accepted(
+        workspace_id=workspace.pk,
+        channel_id=channel.pk,
+        team_id=channel.team_id,
+        team_name=channel.team.name if channel.team is not None else None,
+        agent=agent,
+        contact_id=contact_id,
+        conversation_id=conversation_id,
+        conversation_created_at=conversation_created_at,
+        conversation_status=status,
+        conversation_closed_at=closed_at,
+        conversation_close_reason=close_reason,
+        message=message,
+        reserved=reserved,
+        claim=claim,
+        lease_seconds=lease,
+        lease_until=lease_until,
+    )
+
+
+def _history(accepted: Accepted, *, media_chars: int = 0) -> list[HistoryItem]:
+    """Wait until every earlier message of the conversation is answered, then read the history, within the
+    agent's character budget less `media_chars` (the new message's document text or transcription). The
+    connection goes back to the pool between looks, so a waiting request holds none; each look keeps the
+    request's lease (`_lease_keep`), so that later messages keep waiting for this one."""
+    deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
+    pause = _TURN_POLL_FIRST
+    while True:
+        now = timezone.now()
+        try:
+            history = history_build(
+                message=accepted.message,
+                max_messages=accepted.agent.history_max_messages,
+                max_chars=accepted.agent.history_max_chars - media_chars,
+                now=now,
+            )
+        except TurnNotReady:
+            _lease_keep(accepted, now=now)
+            connection_release()
+            if time.monotonic() + pause > deadline:
+                raise ConversationBusy(
+                    "An earlier message of this conversation is still being answered. Retry this message "
+                    "with the same idempotency key in a few seconds.",
+                    details={"conversationId": accepted.conversation_id},
+                    headers={"Retry-After": "5"},
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, _TURN_POLL_MAX)
+        else:
+            _lease_keep(accepted, now=now)  # the agent call ahead gets (nearly) a whole lease
+            return history
+
+
+def _lease_keep(accepted: Accepted, *, now: datetime) -> None:
+    """Renew the request's lease (the message's turn and its idempotency key) once LEASE_RENEW_SECONDS of
+    it are used; a request that does not wait for its turn never writes here. Conditional UPDATEs: a
+    message no longer pending, or a key another attempt took over, is left alone (the record phase then
+    finds out, in `idempotency_hold`)."""
+    if accepted.lease_until - now > timedelta(seconds=accepted.lease_seconds - LEASE_RENEW_SECONDS):
+        return
+    until = now + timedelta(seconds=accepted.lease_seconds)
+    inbound_message_lease_extend(message_id=accepted.message.pk, lease_until=until)
+    if accepted.claim is not None:
+        idempotency_lock_extend(claim=accepted.claim, locked_until=until)
+    accepted.lease_until = until
+
+
+def _think(
+    accepted: Accepted,
+    *,
+    on_agent_start: Callable[[], None] | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> AgentReply:
+    # First: an agent whose provider is not configured fails before any download or wait.
+    backend = get_backend(accepted.agent.provider)
+    media = None
+    if accepted.message.type != Message.Type.TEXT:
+        # Before the turn's wait: a refused or unreachable file fails the message without waiting.
+        media = media_prepare(message=accepted.message, agent=accepted.agent, workspace_id=accepted.workspace_id)
+    history = _history(accepted, media_chars=len(media.text) if media is not None else 0)
+    if media is not None:
+        history[-1] = replace(history[-1], media=media)
+    agent = accepted.agent
+    if agent.knowledge_passages:  # an agent without passages costs no statement (tests/api/test_query_counts.py)
+        agent = replace(agent, knowledge=knowledge_select(agent=agent, history=history))
+        accepted.sources = knowledge_sources(agent.knowledge)
+    connection_release()
+    history = history_media_load(history=history, agent=accepted.agent)
+    if on_agent_start is not None:
+        on_agent_start()
+    started = time.monotonic()
+    if on_delta is None:
+        reply = backend.reply(agent=agent, history=history)
+    else:
+        reply = reply_streamed(backend, agent=agent, history=history, on_delta=on_delta)
+    seconds = round(time.monotonic() - started, 3)
+    log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
+    accepted.agent_seconds = seconds
+    agent_latency_observe(provider=accepted.agent.provider, seconds=seconds)
+    logger.info("agent replied", agent_id=accepted.agent.id, parts=len(reply.texts))
+    return reply
+
+
+def _fail(accepted: Accepted, error: Exception) -> None:
+    # As the client is answered (config/exception_handler.py): a connection that broke is 503
+    # database_unavailable there, so it is on the message and in its message.failed event too.
+    known = to_application_error(error)
+    code = known.code if known is not None else "internal_error"
+    with transaction.atomic():
+        if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+            return  # another run of this answer recorded or failed it first
+        if accepted.claim is not None and not idempotency_release(claim=accepted.claim):
+            return  # a retry took the key over, with the message and its reservation: they are not ours
+        released = inbound_message_fail(message_id=accepted.message.pk, error_code=code, reserved=accepted.reserved)
+        credits_release(workspace_id=accepted.workspace_id, amount=released)
+        message_failed_emit(
+            channel_id=accepted.channel_id,
+            contact_id=accepted.contact_id,
+            conversation_id=accepted.conversation_id,
+            message_id=accepted.message.pk,
+            error=known or error,
+        )
+        message_stats_failed(message_ids=[accepted.message.pk], error_code=code, at=timezone.now())
+
+
+_RESERVED_CONSTRAINT = "workspace_reserved_not_negative"  # channels_app.models.Workspace's check constraint
+
+
+class _ReservationGone(Exception):
+    """The clean-up released the message's reservation while the agent worked (api.flow.messaging._record)."""
+
+
+def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
+    now = timezone.now()
+    cost = credits_cost(agent=accepted.agent, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+    try:
+        with transaction.atomic():
+            body, charged = _record_once(accepted, reply, now=now, cost=cost, reserved=accepted.reserved)
+    except (_ReservationGone, IntegrityError) as error:
+        # Rare: the clean-up judged this request dead and gave the reservation back. The settlement then
+        # took it a second time (the workspace's reserved credits went below zero: its check constraint) or
+        # the UPDATE that marks the message answered found the reservation gone. Either way the transaction
+        # rolled back; record again, from its start, as an answer that charges nothing.
+        if isinstance(error, IntegrityError) and _RESERVED_CONSTRAINT not in str(error):
+            raise
+        with transaction.atomic():
+            body, charged = _record_once(accepted, reply, now=now, cost=cost, reserved=0)
+    # Back to the pool now, not at the end of the request: rendering and logging need no connection, and
+    # under load every moment a waiting request holds one is a moment another request waits for it.
+    connection_release()
+    credits_spent_observe(charged)
+    return PostResult(status=200, body=body)
+
+
+def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int) -> MessageResult:
+    """The 200 body's content, with `writes.BALANCE_PLACEHOLDER` as the balance, for the settlement to fill in."""
+    return MessageResult(
+        contact_id=accepted.contact_id,
+        conversation_id=accepted.conversation_id,
+        message_id=accepted.message.pk,
+        conversation=ConversationView(
+            id=accepted.conversation_id,
+            status=stored.status,
+            channel_id=accepted.channel_id,
+            contact_id=accepted.contact_id,
+            agent_id=accepted.agent.id,
+            agent_name=accepted.agent.name,
+            team_id=accepted.team_id,
+            team_name=accepted.team_name,
+            created_at=accepted.conversation_created_at,
+            last_message_at=now,
+            closed_at=stored.closed_at,
+            close_reason=stored.close_reason,
+        ),
+        ai_messages=[
+            AiMessageView(
+                id=part.pk,
+                type=part.type,
+                content=part.content,
+                sender_name=accepted.agent.name,
+                created_at=part.created_at,
+            )
+            for part in stored.messages
+        ],
+        usage=UsageView(
+            credits=charged,
+            balance=writes.BALANCE_PLACEHOLDER,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+        ),
+        sources=accepted.sources,
+    )
+
+
+def _record_once(
+    accepted: Accepted, reply: AgentReply, *, now: datetime, cost: int, reserved: int
+) -> tuple[bytes, int]:
+    """The record phase's statements, in the caller's transaction; returns (the 200 body, credits charged).
+    The body is rendered before the UPDATE that marks the message answered, so that UPDATE stores it too
+    (`Message.result`, for GET /api/v1/messages/{id}) at no statement of its own: everything it shows is
+    known by then (reply ids and times are made in Python), but for the balance after the settlement, which
+    the same statement writes into the body (`writes.inbound_settle_answer`)."""
+    if accepted.claim is not None:
+        idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
+    if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+        raise AnsweredElsewhere
+    charge = credits_charge(cost=cost, reserved=reserved)
+    # The replies first; the settlement last, in the statement that commits (api/flow/writes.py): the workspace
+    # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
+    stored, has_webhook = writes.replies_store(
+        message=accepted.message,
+        workspace_id=accepted.workspace_id,
+        channel_id=accepted.channel_id,
+        texts=reply.texts,
+        charge=charge,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        agent_seconds=accepted.agent_seconds,
+        now=now,
+    )
+    template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge)))
+    try:
+        body = writes.inbound_settle_answer(
+            message_id=accepted.message.pk,
+            workspace_id=accepted.workspace_id,
+            reserved=reserved,
+            charge=charge,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            template=template,
+            claim=accepted.claim,
+            commit=writes.record_commits(has_webhook=has_webhook),
+            now=now,
+        )
+    except writes.Aborted:
+        raise _ReservationGone from None
+    if has_webhook:
+        message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    return body, charge
