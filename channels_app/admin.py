@@ -123,7 +123,9 @@ class ChannelAdminForm(forms.ModelForm):
 
     def _or_default(self, name: str) -> Any:
         value = self.cleaned_data.get(name)
-        return Channel._meta.get_field(name).default if value in (None, "") else value
+        field = Channel._meta.get_field(name)
+        assert isinstance(field, models.Field)
+        return field.default if value in (None, "") else value
 
     def clean_inactivity_timeout_seconds(self) -> int:
         return self._or_default("inactivity_timeout_seconds")

@@ -38,6 +38,7 @@ from api.serializers import (
     ConversationView,
     MessageResult,
     MessageResultSerializer,
+    SupersededResultSerializer,
     UsageView,
     represent,
 )
@@ -49,7 +50,7 @@ from billing.credits import (
     credits_release,
     credits_reserve,
 )
-from channels_app.models import Workspace
+from channels_app.models import BURST_WINDOW_MAX_MS, Channel, Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
 from config.errors import ApplicationError
@@ -59,7 +60,7 @@ from config.metrics import agent_latency_observe, credits_spent_observe
 from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
 from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
-from conversations.selectors import agent_config
+from conversations.selectors import agent_config, burst_state, inbound_newest
 from conversations.services import (
     StoredReplies,
     TurnNotReady,
@@ -148,6 +149,15 @@ class Accepted:
     # message row's lock, that the message still waits for its answer.
     exclusive: bool = False
     agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
+    # The channel's burst mode and window (README "Bursts of short messages"; `_burst_turn`).
+    burst_mode: str = Channel.BurstMode.QUEUE
+    burst_window_ms: int = 0
+
+    @property
+    def latest(self) -> bool:
+        """Whether a newer message of the conversation supersedes this one: the latest burst mode, unless
+        this message answers its burst whatever comes after (`Message.burst_final`)."""
+        return self.burst_mode == Channel.BurstMode.LATEST and not self.message.burst_final
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -200,6 +210,8 @@ def message_answer(
     before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
         return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
+    except _Superseded:
+        return _supersede_alone(accepted)
     except AnsweredElsewhere:
         raise
     except Exception as error:
@@ -328,6 +340,8 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
         claim=claim,
         lease_seconds=lease,
         lease_until=lease_until,
+        burst_mode=channel.burst_mode,
+        burst_window_ms=channel.burst_window_ms,
     )
 
 
@@ -389,7 +403,7 @@ def _think(
     if accepted.message.type != Message.Type.TEXT:
         # Before the turn's wait: a refused or unreachable file fails the message without waiting.
         media = media_prepare(message=accepted.message, agent=accepted.agent, workspace_id=accepted.workspace_id)
-    history = _history(accepted)
+    history = _burst_turn(accepted) if accepted.burst_mode == Channel.BurstMode.LATEST else _history(accepted)
     if media is not None:
         history[-1] = replace(history[-1], media=media)
     connection_release()
@@ -511,6 +525,12 @@ def _record_once(
         idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
     if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
         raise AnsweredElsewhere
+    if accepted.latest:
+        # The check in the record phase's transaction: a newer message accepted while the agent thought
+        # supersedes this one, and the reply is discarded; one accepted after this transaction sees the reply.
+        position = writes.burst_lock(message_id=accepted.message.pk, conversation_id=accepted.conversation_id)
+        if position.last_seq > accepted.message.seq:
+            return _supersede(accepted, position), 0
     charge = credits_charge(cost=cost, reserved=reserved)
     # The replies first; the settlement last, in the statement that commits (api/flow/writes.py): the workspace
     # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
@@ -544,3 +564,127 @@ def _record_once(
     if has_webhook:
         message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
     return body, charge
+
+
+# --- bursts (README "Bursts of short messages"; docs/architecture.md, "Bursts") --------------------------------
+
+# Seconds between looks at a burst while a message waits for its window: a newer message supersedes it
+# within this much, at one indexed query per look.
+_BURST_POLL_SECONDS = 0.1
+_BURST_WINDOW_MAX = timedelta(milliseconds=BURST_WINDOW_MAX_MS)
+
+
+class _Superseded(Exception):
+    """A newer message of the conversation arrived before the agent was called (`_burst_turn`)."""
+
+
+def _burst_turn(accepted: Accepted) -> list[HistoryItem]:
+    """The latest burst mode's wait, instead of the turn's (`_history`): no wait for the earlier unanswered
+    messages (this one answers them, or a newer one answers all), only for an earlier message that answers its
+    burst whatever comes after (`Message.burst_final`), and for the channel's window after the newest
+    message, restarted by each newer one and capped at BURST_WINDOW_MAX_MS after the burst's first message.
+    Raises _Superseded as soon as a newer message is seen. Past the cap the message becomes its burst's
+    final one (so a contact who never stops typing is answered). Then the history, the burst's messages in it.
+    Holds no connection between looks, and keeps the lease as `_history` does."""
+    deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
+    message = accepted.message
+    window = timedelta(milliseconds=accepted.burst_window_ms)
+    while True:
+        now = timezone.now()
+        state = burst_state(conversation_id=accepted.conversation_id, seq=message.seq, now=now)
+        if state.last_seq > message.seq and not message.burst_final:
+            raise _Superseded
+        cap = state.burst_start + _BURST_WINDOW_MAX
+        start_at = min(state.newest_at + window, cap)
+        if not state.final_pending and now >= start_at:
+            if now >= cap and not message.burst_final and not _burst_pin(accepted):
+                continue  # a newer message came first: the next look supersedes this one
+            history = history_build(
+                message=message,
+                max_messages=accepted.agent.history_max_messages,
+                max_chars=accepted.agent.history_max_chars,
+                now=now,
+                burst=True,
+            )
+            _lease_keep(accepted, now=now)
+            return history
+        _lease_keep(accepted, now=now)
+        connection_release()
+        pause = _BURST_POLL_SECONDS
+        if not state.final_pending:
+            pause = min(pause, max((start_at - now).total_seconds(), 0.0))
+        elif time.monotonic() + pause > deadline:
+            raise ConversationBusy(
+                "An earlier message of this conversation is still being answered. Retry this message "
+                "with the same idempotency key in a few seconds.",
+                details={"conversationId": accepted.conversation_id},
+                headers={"Retry-After": "5"},
+            )
+        time.sleep(pause)
+
+
+def _burst_pin(accepted: Accepted) -> bool:
+    """Make the message its burst's final one (`Message.burst_final`) if it is still the newest; False when a
+    newer message came first. Under the rows' locks (`writes.burst_lock`), so that a newer message's accept
+    phase either comes first (and supersedes this one) or sees the mark (and waits for this one's answer)."""
+    with transaction.atomic():
+        position = writes.burst_lock(message_id=accepted.message.pk, conversation_id=accepted.conversation_id)
+        if position.last_seq > accepted.message.seq:
+            return False
+        writes.burst_pin(message_id=accepted.message.pk)
+    accepted.message.burst_final = True
+    return True
+
+
+def _supersede_alone(accepted: Accepted) -> PostResult:
+    """A message superseded before its agent was called: its own short transaction (as the record phase's),
+    with the checks of `_record_once` first."""
+    with transaction.atomic():
+        if accepted.claim is not None:
+            idempotency_hold(claim=accepted.claim)
+        if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+            raise AnsweredElsewhere
+        position = writes.burst_lock(message_id=accepted.message.pk, conversation_id=accepted.conversation_id)
+        body = _supersede(accepted, position)
+    connection_release()
+    return PostResult(status=200, body=body)
+
+
+def _supersede(accepted: Accepted, position: writes.BurstPosition) -> bytes:
+    """In the caller's transaction, which holds the message's and the conversation's rows: the message
+    SUPERSEDED with its 200 body (no agent messages, no credits, `supersededBy` the newest message), its
+    reservation released, its key completed with the body, and the body as `message.replied` for the
+    channel's webhook. Returns the body."""
+    result = MessageResult(
+        contact_id=accepted.contact_id,
+        conversation_id=accepted.conversation_id,
+        message_id=accepted.message.pk,
+        conversation=ConversationView(
+            id=accepted.conversation_id,
+            status=position.status,
+            channel_id=accepted.channel_id,
+            contact_id=accepted.contact_id,
+            agent_id=accepted.agent.id,
+            agent_name=accepted.agent.name,
+            team_id=accepted.team_id,
+            team_name=accepted.team_name,
+            created_at=accepted.conversation_created_at,
+            last_message_at=position.last_message_at,
+            closed_at=position.closed_at,
+            close_reason=position.close_reason,
+        ),
+        ai_messages=[],
+        usage=UsageView(credits=0, balance=writes.BALANCE_PLACEHOLDER, input_tokens=0, output_tokens=0),
+        superseded_by=inbound_newest(conversation_id=accepted.conversation_id),
+    )
+    body = writes.inbound_supersede(
+        message_id=accepted.message.pk,
+        workspace_id=accepted.workspace_id,
+        template=render(represent(SupersededResultSerializer, result)),
+        claim=accepted.claim,
+    )
+    if body is None:
+        raise AnsweredElsewhere  # the clean-up took the message as abandoned, or another run answered it
+    logger.info("message superseded", message_id=accepted.message.pk, superseded_by=result.superseded_by)
+    message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    return body
