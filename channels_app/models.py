@@ -171,7 +171,7 @@ class Team(models.Model):
 
 
 # A burst's wait for a newer message (`Channel.burst_window_ms`) is at most this long, and so is the wait of a
-# contact who never stops typing: the agent starts within it after the burst's first message (README "Bursts").
+# contact who never stops typing: the agent starts within it after the burst's first message (README "Bursts of short messages").
 BURST_WINDOW_MAX_MS = 15000
 
 
