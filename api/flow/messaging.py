@@ -31,6 +31,7 @@ from api.flow.idempotency import (
     idempotency_hold,
     idempotency_lock_extend,
     idempotency_message_id,
+    idempotency_owned,
     idempotency_release,
 )
 from api.serializers import (
@@ -215,6 +216,11 @@ def message_answer(
     except AnsweredElsewhere:
         raise
     except Exception as error:
+        # The latest burst mode: a message that failed after a newer one arrived is superseded, not failed
+        # (the newer one answers it); a later failure of that one is its own.
+        superseded = _supersede_alone(accepted, only_if_newer=True) if accepted.latest else None
+        if superseded is not None:
+            return superseded
         _fail(accepted, error)
         raise
 
@@ -568,9 +574,10 @@ def _record_once(
 
 # --- bursts (README "Bursts of short messages"; docs/architecture.md, "Bursts") --------------------------------
 
-# Seconds between looks at a burst while a message waits for its window: a newer message supersedes it
-# within this much, at one indexed query per look.
-_BURST_POLL_SECONDS = 0.1
+# Seconds between looks at a burst while a message waits for its window (or for an earlier final message):
+# a waiting request answers its superseded body within this much of the newer message's arrival, at one
+# indexed query per look (the turn's wait looks as often at the most, `_TURN_POLL_MAX`).
+_BURST_POLL_SECONDS = 0.2
 _BURST_WINDOW_MAX = timedelta(milliseconds=BURST_WINDOW_MAX_MS)
 
 
@@ -636,15 +643,20 @@ def _burst_pin(accepted: Accepted) -> bool:
     return True
 
 
-def _supersede_alone(accepted: Accepted) -> PostResult:
-    """A message superseded before its agent was called: its own short transaction (as the record phase's),
-    with the checks of `_record_once` first."""
+def _supersede_alone(accepted: Accepted, *, only_if_newer: bool = False) -> PostResult | None:
+    """A message superseded before its agent was called (or, `only_if_newer`, one whose think phase failed,
+    if a newer message arrived meanwhile; else None, and nothing written): its own short transaction (as the
+    record phase's), with the checks of `_record_once` first."""
     with transaction.atomic():
         if accepted.claim is not None:
+            if only_if_newer and not idempotency_owned(claim=accepted.claim):
+                return None  # a retry took the key over: `_fail` leaves it alone too
             idempotency_hold(claim=accepted.claim)
         if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
             raise AnsweredElsewhere
         position = writes.burst_lock(message_id=accepted.message.pk, conversation_id=accepted.conversation_id)
+        if only_if_newer and position.last_seq <= accepted.message.seq:
+            return None
         body = _supersede(accepted, position)
     connection_release()
     return PostResult(status=200, body=body)

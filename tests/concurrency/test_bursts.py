@@ -23,6 +23,7 @@ from api.flow import messaging
 from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
 from channels_app.models import Channel
+from conversations.agents.errors import AgentTimeout
 from conversations.models import Message
 from tests.concurrency.conftest import (
     THREAD_TIMEOUT_SECONDS,
@@ -34,6 +35,8 @@ from tests.concurrency.conftest import (
 )
 from tests.conftest import SEED_TEXT, Api
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
+from webhooks.models import WebhookEvent
+from webhooks.services import webhook_set
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -298,10 +301,14 @@ def test_a_newer_message_arriving_during_the_record_phase_waits_for_it_and_sees_
     assert_books_balanced(channel.workspace)
 
 
-def test_a_newer_message_accepted_while_the_agent_thinks_discards_the_reply(race_channel_factory, scripted_agent):
-    # given: the first message's agent thinking
+def test_a_newer_message_accepted_while_the_agent_thinks_discards_the_reply(
+    race_channel_factory, scripted_agent, settings
+):
+    # given: the first message's agent thinking, on a channel with a webhook
     channel, key = race_channel_factory(credits=10)
     Channel.objects.filter(pk=channel.pk).update(burst_mode=Channel.BurstMode.LATEST)
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = ["127.0.0.1"]
+    webhook_set(channel_id=channel.pk, url="http://127.0.0.1:9/hook")
     thinking, go = agent_thinks_until_told(scripted_agent)
     results: dict[str, Any] = {}
     first = in_thread(results, "first", lambda: Api(Client(), channel, key).post(say("hi"), idempotency_key="b-1"))
@@ -320,6 +327,11 @@ def test_a_newer_message_accepted_while_the_agent_thinks_discards_the_reply(race
     assert Message.objects.filter(direction=Message.Direction.OUTBOUND).count() == 1
     assert_books_balanced(channel.workspace)
     assert UsageLedgerEntry.objects.filter(kind=UsageLedgerEntry.Kind.CHARGE).count() == 1
+    # the webhook gets the same body, as message.replied, for each of the two
+    events = [json.loads(event.payload) for event in WebhookEvent.objects.filter(type="message.replied")]
+    assert sorted(json.dumps(event["data"], sort_keys=True) for event in events) == sorted(
+        json.dumps(response.json(), sort_keys=True) for response in (results["first"], second)
+    )
 
     # and its idempotent retry replays the superseded body, byte for byte, with no agent call
     calls = scripted_agent.count
@@ -328,6 +340,34 @@ def test_a_newer_message_accepted_while_the_agent_thinks_discards_the_reply(race
     assert retry.content == results["first"].content
     assert retry["Idempotent-Replayed"] == "true"
     assert scripted_agent.count == calls
+    assert_books_balanced(channel.workspace)
+
+
+def test_an_agent_failure_after_a_newer_message_arrived_is_superseded_not_failed(race_channel_factory, scripted_agent):
+    # given: the first message's agent, which will fail
+    channel, key = race_channel_factory(credits=10)
+    Channel.objects.filter(pk=channel.pk).update(burst_mode=Channel.BurstMode.LATEST)
+    thinking, go = threading.Event(), threading.Event()
+
+    def fail(**_: Any) -> None:
+        thinking.set()
+        assert go.wait(THREAD_TIMEOUT_SECONDS)
+        raise AgentTimeout()
+
+    scripted_agent.script(fail)
+    results: dict[str, Any] = {}
+    first = in_thread(results, "first", lambda: Api(Client(), channel, key).post(say("hi")))
+    assert thinking.wait(THREAD_TIMEOUT_SECONDS)
+
+    # when: a newer message is answered, then the first's agent fails
+    second = Api(Client(), channel, key).post(say("about my order"))
+    go.set()
+    first.join(THREAD_TIMEOUT_SECONDS)
+
+    # then: the first is superseded (200), not a 504
+    assert results["first"].status_code == 200, results["first"].content
+    assert results["first"].json()["supersededBy"] == second.json()["messageId"]
+    assert Message.objects.get(pk=results["first"].json()["messageId"]).status == Message.Status.SUPERSEDED
     assert_books_balanced(channel.workspace)
 
 
