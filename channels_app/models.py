@@ -170,8 +170,9 @@ class Team(models.Model):
         return self.name
 
 
-# A burst's wait for a newer message (`Channel.burst_window_ms`) is at most this long, and so is the wait of a
-# contact who never stops typing: the agent starts within it after the burst's first message (README "Bursts of short messages").
+# README "Bursts of short messages": a burst's wait for a newer message (`Channel.burst_window_ms`) is at most
+# this long, and so is the wait of a contact who never stops typing: the agent starts within it after the
+# burst's first message.
 BURST_WINDOW_MAX_MS = 15000
 
 

@@ -100,9 +100,10 @@ def inbound_target(
     contact_name: str,
     now: datetime,
 ) -> InboundTarget:
-    """The contact and active conversation of a message (api/flow/writes.py, `inbound_accept`), in one indexed query; a known
-    contact without a name takes `contact_name`, and a conversation idle for longer than the channel's timeout
-    is closed here. Nothing else is written: the caller stores the contact, the conversation and the message."""
+    """The contact and active conversation of a message (api/flow/writes.py, `inbound_accept`), in one indexed
+    query; a known contact without a name takes `contact_name`, and a conversation idle for longer than the
+    channel's timeout is closed here. Nothing else is written: the caller stores the contact, the conversation
+    and the message."""
     row = contact_with_active_conversation(
         workspace_id=workspace_id, channel_id=channel_id, identifier_key=identifier_key(contact_identifier)
     )

@@ -20,20 +20,19 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from analytics.stats import message_stats_failed
 from api.flow import writes
-from api.maintenance.conversations import conversations_closed_announce
 from api.flow.idempotency import (
     Claim,
-    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
     idempotency_hold,
     idempotency_lock_extend,
-    idempotency_message_id,
     idempotency_owned,
     idempotency_release,
 )
+from api.maintenance.conversations import conversations_closed_announce
 from api.serializers import (
     AiMessageView,
     ConversationView,
@@ -43,7 +42,6 @@ from api.serializers import (
     UsageView,
     represent,
 )
-from analytics.stats import message_stats_failed
 from billing.credits import (
     credits_charge,
     credits_cost,
@@ -212,7 +210,9 @@ def message_answer(
     try:
         return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
     except _Superseded:
-        return _supersede_alone(accepted)
+        superseded = _supersede_alone(accepted)
+        assert superseded is not None  # only `only_if_newer` gives None
+        return superseded
     except AnsweredElsewhere:
         raise
     except Exception as error:

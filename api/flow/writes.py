@@ -34,17 +34,17 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Model
 
+from analytics.stats import message_stats_answered_statement
 from api.flow.idempotency import Claim
 from api.models import IdempotencyRecord
-from analytics.stats import message_stats_answered_statement
 from billing.credits import (
     credits_reserve_statement,
     credits_settle_statement,
     credits_shortfall,
     ledger_charge_build,
 )
-from config.statements import insert_select, table
 from channels_app.models import Workspace
+from config.statements import insert_select, table
 from contacts.models import Contact
 from conversations.models import Conversation, Message
 from conversations.services import (

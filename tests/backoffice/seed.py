@@ -20,8 +20,8 @@ from django.db.models import F
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from api.maintenance.cleanup import abandoned_messages_release
 from analytics.stats import message_stats_answered_statement
+from api.maintenance.cleanup import abandoned_messages_release
 from billing.credits import credits_grant
 from channels_app.models import Channel, Workspace
 from contacts.models import Contact

@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
-from backoffice.dashboard import DASHBOARD_MAX_DAYS, DateRange, dashboard_get, dashboard_range, percentile_ms
 from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
+from backoffice.dashboard import DASHBOARD_MAX_DAYS, DateRange, dashboard_get, dashboard_range, percentile_ms
 from billing.models import UsageLedgerEntry
 from conversations.failures import failure_cause
 from conversations.models import Conversation, Message

@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from api.maintenance.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
 from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
 from analytics.stats import latency_bucket, message_stats_failed
+from api.maintenance.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from conversations.models import Message

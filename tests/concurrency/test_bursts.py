@@ -92,7 +92,7 @@ def llm_server(monkeypatch: pytest.MonkeyPatch):
 def latest_channel(*, llm_server: HTTPServer | None = None, window_ms: int = 0, credits: int = 100):
     """A workspace with `credits`, a channel in the latest burst mode with `window_ms`, and a key. Its agent
     (1 credit a reply) is the OpenAI-compatible one at `llm_server`, else the factory's."""
-    workspace = WorkspaceFactory()
+    workspace = WorkspaceFactory.create()
     credits_grant(workspace=workspace, amount=credits)
     extra = {}
     if llm_server is not None:
@@ -156,7 +156,9 @@ def assert_burst_outcome(channel, key: str, responses: list[Any]) -> tuple[list[
     answered = [body for body in bodies if "supersededBy" not in body]
     for response, body in zip(responses, bodies, strict=True):
         message = inbound[body["messageId"]]
-        assert bytes(message.result) == response.content  # what polling gives is what the request got
+        assert (
+            message.result is not None and bytes(message.result) == response.content
+        )  # what polling gives is what the request got
         if "supersededBy" in body:
             assert message.status == Message.Status.SUPERSEDED
             assert body["aiMessages"] == [] and body["usage"]["credits"] == 0
