@@ -9,7 +9,8 @@ worker), and measures, with the CPU of the worker and of the database's backends
 
 1. single: `--contacts` contacts at once each send one message (the `queue` mode, the default): CPU per
    message, agent calls per message;
-2. burst: the channel in the `latest` mode with `--window-ms`, `--contacts` contacts at once each send three
+2. queue burst: the same contacts' three messages `--apart-ms` apart, still in the `queue` mode;
+3. burst: the channel in the `latest` mode with `--window-ms`, `--contacts` contacts at once each send three
    messages `--apart-ms` apart: CPU per burst, agent calls per burst, answered and superseded messages.
 
 The goal (issue #26): a burst costs one agent call and about one message's CPU. Every process it starts is
@@ -148,6 +149,16 @@ def main() -> int:
             args.contacts,
             lambda n: _conversation(web_port, path, key, f"single-{token}-{n}@bench.example", TEXTS[:1], 0),
         )
+        outcomes: list = []
+
+        def burst(n: int, mode: str) -> None:
+            answers = _conversation(
+                web_port, path, key, f"{mode}-{token}-{n}@bench.example", TEXTS, args.apart_ms / 1000
+            )
+            outcomes.extend(answers)
+
+        queued = _round(meter, stub_port, args.contacts, lambda n: burst(n, "queue"))
+        outcomes.clear()
         subprocess.run(
             [*manage, "channel", "set", demo["channelId"], "--burst-mode", "latest"]
             + ["--burst-window-ms", str(args.window_ms)],
@@ -157,23 +168,17 @@ def main() -> int:
             capture_output=True,
             timeout=120,
         )
-        outcomes: list = []
-
-        def burst(n: int) -> None:
-            answers = _conversation(
-                web_port, path, key, f"burst-{token}-{n}@bench.example", TEXTS, args.apart_ms / 1000
-            )
-            outcomes.extend(answers)
-
-        bursts = _round(meter, stub_port, args.contacts, burst)
+        bursts = _round(meter, stub_port, args.contacts, lambda n: burst(n, "latest"))
         ok = [body for status, body in outcomes if status == 200]
         per_message = single["cpu"].get("gunicornCpuMsPerRequest", 0) + single["cpu"].get("postgresCpuMsPerRequest", 0)
+        per_queued = queued["cpu"].get("gunicornCpuMsPerRequest", 0) + queued["cpu"].get("postgresCpuMsPerRequest", 0)
         per_burst = bursts["cpu"].get("gunicornCpuMsPerRequest", 0) + bursts["cpu"].get("postgresCpuMsPerRequest", 0)
         results = {
             "contacts": args.contacts,
             "windowMs": args.window_ms,
             "apartMs": args.apart_ms,
             "single": {**single, "cpuMsPerMessage": round(per_message, 2)},
+            "queueBurst": {**queued, "cpuMsPerBurst": round(per_queued, 2)},
             "burst": {
                 **bursts,
                 "cpuMsPerBurst": round(per_burst, 2),
