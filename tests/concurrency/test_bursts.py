@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.db import connection
 from django.test import Client
 from pytest_httpserver import HTTPServer
@@ -488,40 +486,3 @@ def test_queue_mode_answers_every_message_in_order(race_channel_factory, scripte
     assert all(response.status_code == 200 and "supersededBy" not in response.json() for response in responses)
     assert scripted_agent.count == 3
     assert UsageLedgerEntry.objects.filter(kind=UsageLedgerEntry.Kind.CHARGE).count() == 3
-
-
-# --- manage.py channel set ------------------------------------------------------------------------------------
-
-
-def test_channel_set_changes_and_prints_the_settings(capsys):
-    channel, _ = latest_channel()
-
-    call_command("channel", "set", channel.pk, "--burst-mode", "queue", "--burst-window-ms", "1500")
-    call_command("channel", "set", channel.pk, "--inactivity-timeout", "60")
-
-    out = capsys.readouterr().out
-    assert "burst mode: queue" in out and "burst window: 1500 ms" in out and "inactivity timeout: 60 s" in out
-    channel.refresh_from_db()
-    assert (channel.burst_mode, channel.burst_window_ms, channel.inactivity_timeout_seconds) == ("queue", 1500, 60)
-
-
-@pytest.mark.parametrize(
-    ("arguments", "said"),
-    [
-        (["--burst-mode", "newest"], "Use queue or latest"),
-        (["--burst-window-ms", "15001"], "Use 0 to 15000"),
-        (["--burst-window-ms", "-1"], "Use 0 to 15000"),
-        (["--inactivity-timeout", "-5"], "0 to never close"),
-    ],
-)
-def test_channel_set_refuses_bad_values_with_a_sentence(arguments, said):
-    channel, _ = latest_channel()
-    with pytest.raises(CommandError, match=said):
-        call_command("channel", "set", channel.pk, *arguments)
-    channel.refresh_from_db()
-    assert (channel.burst_mode, channel.burst_window_ms) == ("latest", 0)
-
-
-def test_channel_set_names_an_unknown_channel():
-    with pytest.raises(CommandError, match="No channel with id"):
-        call_command("channel", "set", "ch_missing", "--burst-mode", "latest")
