@@ -8,7 +8,10 @@
 A failed agent call keeps the inbound message, releases the credits and frees the idempotency key.
 """
 
+import contextvars
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -17,7 +20,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from analytics.stats import message_stats_failed
@@ -417,10 +420,13 @@ def _think(
     if on_agent_start is not None:
         on_agent_start()
     started = time.monotonic()
-    if on_delta is None:
-        reply = backend.reply(agent=accepted.agent, history=history)
-    else:
-        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
+
+    def call() -> AgentReply:
+        if on_delta is None:
+            return backend.reply(agent=accepted.agent, history=history)
+        return reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
+
+    reply = _call_watched(accepted, call) if accepted.latest else call()
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     accepted.agent_seconds = seconds
@@ -579,6 +585,9 @@ def _record_once(
 # indexed query per look (the turn's wait looks as often at the most, `_TURN_POLL_MAX`).
 _BURST_POLL_SECONDS = 0.2
 _BURST_WINDOW_MAX = timedelta(milliseconds=BURST_WINDOW_MAX_MS)
+# The longest pause between looks while the agent call of a message that may be superseded runs
+# (`_call_watched`): a 10 s call costs about 12 looks.
+_CALL_POLL_MAX_SECONDS = 1.0
 
 
 class _Superseded(Exception):
@@ -628,6 +637,42 @@ def _burst_turn(accepted: Accepted) -> list[HistoryItem]:
                 headers={"Retry-After": "5"},
             )
         time.sleep(pause)
+
+
+def _call_watched(accepted: Accepted, call: Callable[[], AgentReply]) -> AgentReply:
+    """The agent call of a message a newer one may supersede, in a thread of its own (a greenlet under
+    gevent) while this one looks at the burst (one indexed query, no connection held between looks, the
+    pauses growing from _BURST_POLL_SECONDS to a second): once a newer message is there, raises _Superseded
+    at once, and the call is abandoned: it runs on to its deadline in its thread (no backend of ours can be
+    interrupted mid-request) and its reply is discarded. The record phase checks again (`_record_once`)."""
+    outcome: queue.Queue[tuple[AgentReply | None, BaseException | None]] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            outcome.put((call(), None))
+        except BaseException as error:  # given to the waiting request, which raises it
+            outcome.put((None, error))
+        finally:
+            connections.close_all()  # this thread's own, should a backend have used one
+
+    context = contextvars.copy_context()  # the request's log fields
+    threading.Thread(target=context.run, args=(run,), name=f"agent-{accepted.message.pk}", daemon=True).start()
+    pause = _BURST_POLL_SECONDS
+    while True:
+        try:
+            reply, error = outcome.get(timeout=pause)
+        except queue.Empty:
+            state = burst_state(conversation_id=accepted.conversation_id, seq=accepted.message.seq, now=timezone.now())
+            connection_release()
+            if state.last_seq > accepted.message.seq:
+                logger.info("agent call abandoned: a newer message arrived", message_id=accepted.message.pk)
+                raise _Superseded from None
+            pause = min(pause * 2, _CALL_POLL_MAX_SECONDS)
+            continue
+        if error is not None:
+            raise error
+        assert reply is not None
+        return reply
 
 
 def _burst_pin(accepted: Accepted) -> bool:
