@@ -65,7 +65,9 @@ _WINDOW_MESSAGE = (
     "media_mime_type",
     "media_size",
 )
-_WINDOW_ASSET = ("file", "sha256")  # as media_asset__file, media_asset__sha256
+# As media_asset__file, media_asset__sha256, media_asset__text: the cached file, and a document's text or an
+# audio's transcription, which later turns show the agent again (conversations.services.history_build).
+_WINDOW_ASSET = ("file", "sha256", "text")
 
 
 @cache
@@ -90,7 +92,7 @@ def history_window_sql() -> tuple[str, Columns, Columns]:
 
 def history_window(*, conversation_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
     """`history_window_sql`, read: one query, each row a dict of the message's fields and the asset's
-    `media_asset__file` and `media_asset__sha256`."""
+    `media_asset__file`, `media_asset__sha256` and `media_asset__text`."""
     sql, message, asset = history_window_sql()
     names = (*_WINDOW_MESSAGE, *(f"media_asset__{name}" for name in _WINDOW_ASSET))
     with connection.cursor() as cursor:
@@ -192,11 +194,14 @@ def conversation_list(
     status: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
+    by_creation: bool = False,
+    after_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The workspace's conversations, newest `last_message_at` first (ties by id), after the key `after`
     (the last row of the previous page). One query on conversation_ws_recent, conversation_channel_recent
     or conversation_contact_recent: the `>=`-bound on the key is the index range's start, so a page deep in
-    the list reads as few rows as the first."""
+    the list reads as few rows as the first. With `by_creation`, newest created first, after the id
+    `after_id`: a key that does not move while the client pages (a conversation's last message does)."""
     queryset = Conversation.objects.filter(workspace_id=workspace_id, last_message_at__isnull=False)
     if channel_id is not None:
         queryset = queryset.filter(channel_id=channel_id)
@@ -204,6 +209,11 @@ def conversation_list(
         queryset = queryset.filter(contact_id=contact_id)
     if status is not None:
         queryset = queryset.filter(status=status)
+    if by_creation:
+        # newest created first: by id (time-ordered, conversations/models.py), a key that never moves
+        if after_id is not None:
+            queryset = queryset.filter(id__lt=after_id)
+        return list(_conversation_rows(queryset.order_by("-id"))[:limit])
     if after is not None:
         at, last_id = after
         queryset = queryset.filter(last_message_at__lte=at).filter(Q(last_message_at__lt=at) | Q(id__lt=last_id))

@@ -354,8 +354,9 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
     )
 
 
-def _history(accepted: Accepted) -> list[HistoryItem]:
-    """Wait until every earlier message of the conversation is answered, then read the history. The
+def _history(accepted: Accepted, *, media_chars: int = 0) -> list[HistoryItem]:
+    """Wait until every earlier message of the conversation is answered, then read the history, within the
+    agent's character budget less `media_chars` (the new message's document text or transcription). The
     connection goes back to the pool between looks, so a waiting request holds none; each look keeps the
     request's lease (`_lease_keep`), so that later messages keep waiting for this one."""
     deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
@@ -366,7 +367,7 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
             history = history_build(
                 message=accepted.message,
                 max_messages=accepted.agent.history_max_messages,
-                max_chars=accepted.agent.history_max_chars,
+                max_chars=accepted.agent.history_max_chars - media_chars,
                 now=now,
             )
         except TurnNotReady:
@@ -412,7 +413,11 @@ def _think(
     if accepted.message.type != Message.Type.TEXT:
         # Before the turn's wait: a refused or unreachable file fails the message without waiting.
         media = media_prepare(message=accepted.message, agent=accepted.agent, workspace_id=accepted.workspace_id)
-    history = _burst_turn(accepted) if accepted.burst_mode == Channel.BurstMode.LATEST else _history(accepted)
+    media_chars = len(media.text) if media is not None else 0
+    if accepted.burst_mode == Channel.BurstMode.LATEST:
+        history = _burst_turn(accepted, media_chars=media_chars)
+    else:
+        history = _history(accepted, media_chars=media_chars)
     if media is not None:
         history[-1] = replace(history[-1], media=media)
     connection_release()
@@ -594,13 +599,14 @@ class _Superseded(Exception):
     """A newer message of the conversation arrived before the agent was called (`_burst_turn`)."""
 
 
-def _burst_turn(accepted: Accepted) -> list[HistoryItem]:
+def _burst_turn(accepted: Accepted, *, media_chars: int = 0) -> list[HistoryItem]:
     """The latest burst mode's wait, instead of the turn's (`_history`): no wait for the earlier unanswered
     messages (this one answers them, or a newer one answers all), only for an earlier message that answers its
     burst whatever comes after (`Message.burst_final`), and for the channel's window after the newest
     message, restarted by each newer one and capped at BURST_WINDOW_MAX_MS after the burst's first message.
     Raises _Superseded as soon as a newer message is seen. Past the cap the message becomes its burst's
-    final one (so a contact who never stops typing is answered). Then the history, the burst's messages in it.
+    final one (so a contact who never stops typing is answered). Then the history, the burst's messages in it,
+    within the budget `_history` keeps.
     Holds no connection between looks, and keeps the lease as `_history` does."""
     deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
     message = accepted.message
@@ -618,7 +624,7 @@ def _burst_turn(accepted: Accepted) -> list[HistoryItem]:
             history = history_build(
                 message=message,
                 max_messages=accepted.agent.history_max_messages,
-                max_chars=accepted.agent.history_max_chars,
+                max_chars=accepted.agent.history_max_chars - media_chars,
                 now=now,
                 burst=True,
             )

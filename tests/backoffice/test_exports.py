@@ -157,3 +157,55 @@ def test_the_dashboard_links_the_ledger_export_for_its_range(admin_client, db):
     ChannelFactory()
     html = admin_client.get("/admin/", {"from": "2026-11-01", "to": "2026-11-07"}).content.decode()
     assert f"{ledger_url('csv')}?from=2026-11-01&amp;to=2026-11-07" in html
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"to": "0001-01-01"},
+        {"from": "0001-01-01", "to": "0001-01-02"},
+        {"from": "9999-12-31", "to": "9999-12-31"},
+        {"from": "9999-12-01"},
+    ],
+)
+def test_extreme_dates_are_refused_before_anything_is_streamed(admin_client, workspace, dates):
+    # the ledger export: a 400 saying which days, not a 500 or a stream cut half-way
+    for format in ("csv", "json"):
+        response = admin_client.get(ledger_url(format), dates)
+        assert response.status_code == 400, response.status_code
+        assert b"between 2000-01-01 and 9998-12-31" in response.content
+    # the dashboard: the default range, with the sentence
+    page = admin_client.get("/admin/", dates)
+    assert page.status_code == 200
+    assert "between 2000-01-01 and 9998-12-31" in page.content.decode()
+
+
+def test_the_transcript_exports_carry_each_messages_metadata(admin_client, history):
+    # given: the integrator's metadata on the first message (as the transcript page shows it)
+    first = history.messages[0]
+    Message.objects.filter(pk=first.pk).update(metadata={"orderId": "A-1001", "plan": "=pro"})
+
+    # when
+    rows = list(csv.DictReader(io.StringIO(body_of(admin_client.get(transcript_url(history.conversation.pk, "csv"))))))
+    document = json.loads(body_of(admin_client.get(transcript_url(history.conversation.pk, "json"))))
+
+    # then: CSV as compact JSON (empty for none), JSON as the object
+    assert json.loads(rows[0]["metadata"]) == {"orderId": "A-1001", "plan": "=pro"}
+    assert [row["metadata"] for row in rows[1:]] == [""] * (len(rows) - 1)
+    assert document["messages"][0]["metadata"] == {"orderId": "A-1001", "plan": "=pro"}
+    assert document["messages"][1]["metadata"] == {}
+
+
+def test_the_json_transcript_writes_a_missing_contact_name_as_null_like_the_api(admin_client, api, history):
+    # given: a contact without a name
+    contact = history.conversation.contact
+    contact.name = ""
+    contact.save()
+
+    # when
+    document = json.loads(body_of(admin_client.get(transcript_url(history.conversation.pk, "json"))))
+
+    # then: what the read API writes for the same contact
+    assert document["conversation"]["contactName"] is None
+    read = api.client.get(f"/api/v1/contacts/{contact.pk}", HTTP_X_API_KEY=api.key)
+    assert read.json()["contact"]["name"] is None

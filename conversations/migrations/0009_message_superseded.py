@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0007_search_indexes'),
+        ('conversations', '0008_conversation_created_at_from_the_accept_phase'),
     ]
 
     operations = [
