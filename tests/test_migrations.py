@@ -167,9 +167,16 @@ def test_a_database_migrated_by_the_release_before_keeps_its_rows_and_its_search
         conversation = Conversation.objects.create(
             workspace=channel.workspace, channel=channel, contact=contact, agent=channel.agent
         )
-        message = Message.objects.create(
-            conversation=conversation, seq=1, direction="INBOUND", type="TEXT", content={"text": {"body": "hi"}}
-        )
+        # the row as that release wrote it: by its columns (this release's model has more)
+        message = Message(pk="msg_release_before")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO conversations_message (id, conversation_id, seq, part, direction, type, content, "
+                "metadata, status, credits_reserved, credits, input_tokens, output_tokens, error_code, "
+                "media_mime_type, created_at) VALUES (%s, %s, 1, 0, 'INBOUND', 'TEXT', %s, '{}', 'PENDING', "
+                "0, 0, 0, 0, '', '', now())",
+                [message.pk, conversation.pk, '{"text": {"body": "hi"}}'],
+            )
 
         # when this release migrates it
         call_command("migrate", verbosity=0)
