@@ -27,6 +27,7 @@ on arrival, a retry resuming a stored message, a webhook's event, the failure pa
 both databases, in the same transaction, which then commits as Django commits it.
 """
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.db.models import Model
 
+from api.actions import TurnEffects
 from api.idempotency import Claim
 from api.models import IdempotencyRecord
 from backoffice.stats import message_stats_answered_statement
@@ -45,6 +47,8 @@ from billing.credits import (
 )
 from config.statements import insert_select, table_columns
 from contacts.models import Contact
+from contacts.services import contact_attributes_merge_statement
+from conversations.labels import LABELS_MAX
 from conversations.models import Conversation, Message
 from conversations.services import (
     ContactErased,
@@ -211,6 +215,7 @@ def inbound_accept(
             conversation_created_at=target.conversation_created_at,
             message=message,
             closed_idle_id=target.closed_idle_id,
+            **target.agent_context(),
         )
     conversation = conversation_build(
         workspace_id=workspace_id, channel_id=channel_id, contact_id=target.contact_id, agent_id=agent_id, now=now
@@ -239,16 +244,20 @@ def inbound_accept(
         conversation_created_at=conversation.created_at,
         message=message,
         closed_idle_id=target.closed_idle_id,
+        contact_name=target.contact_name,
+        contact_attributes=target.contact_attributes,
     )
 
 
 def _appended(conversation_id: str, *, agent_id: str, now: datetime) -> _Statement:
     """The active conversation's next position (conversations.services._seq_take: the UPDATE holds the row
-    until commit and finds nothing once the conversation is closed or erased); its agent follows the channel's."""
+    until commit and finds nothing once the conversation is closed or erased); its agent follows the channel's
+    unless the conversation was transferred to another (README "Actions")."""
     statement = _Statement()
     statement.step(
         "s",
-        f"UPDATE {_table(Conversation)} SET last_seq = last_seq + 1, last_message_at = %s, agent_id = %s "
+        f"UPDATE {_table(Conversation)} SET last_seq = last_seq + 1, last_message_at = %s, "
+        "agent_id = CASE WHEN agent_transferred THEN agent_id ELSE %s END "
         "WHERE id = %s AND status = %s AND erased_at IS NULL RETURNING last_seq",
         [now, agent_id, conversation_id, Conversation.Status.ACTIVE],
     )
@@ -309,6 +318,8 @@ def replies_store(
     output_tokens: int,
     agent_seconds: float | None,
     now: datetime,
+    contact_id: str = "",
+    effects: TurnEffects | None = None,
 ) -> tuple[StoredReplies, bool]:
     """The record phase's first statement: the conversation's stamp (conversations.services.replies_store: it
     finds nothing once the conversation was erased, then ContactErased), the replies, the daily rollup
@@ -319,12 +330,18 @@ def replies_store(
         message=message, texts=texts, credits=charge, input_tokens=input_tokens, output_tokens=output_tokens
     )
     statement = _Statement()
+    changes, changed = _effects_on_conversation(effects)
     statement.step(
         "v",
-        f"UPDATE {_table(Conversation)} SET last_message_at = %s WHERE id = %s AND erased_at IS NULL "
-        "RETURNING status, closed_at, close_reason",
-        [now, message.conversation_id],
+        f"UPDATE {_table(Conversation)} SET last_message_at = %s{changes} WHERE id = %s AND erased_at IS NULL "
+        "RETURNING status, closed_at, close_reason, labels",
+        [now, *changed, message.conversation_id],
     )
+    if effects is not None and effects.attributes:
+        # The contact's attributes, merged as PATCH /api/v1/contacts/{id} merges them; skipped (not failed)
+        # when a concurrent change left no room for the new keys.
+        sql, params = contact_attributes_merge_statement(contact_id=contact_id, changes=effects.attributes)
+        statement.step("ca", sql + statement.after("AND") + " RETURNING 1", params)
     for index, reply in enumerate(replies):
         statement.insert(f"r{index}", reply, source="v")
     sql, params = message_stats_answered_statement(
@@ -339,17 +356,49 @@ def replies_store(
     )
     statement.step("d", sql, params)
     row = statement.run(
-        "SELECT v.status, v.closed_at, v.close_reason, "
+        "SELECT v.status, v.closed_at, v.close_reason, v.labels, "
         f"EXISTS (SELECT 1 FROM {_table(WebhookEndpoint)} WHERE channel_id = %s) FROM v",
         [channel_id],
     )
     if row is None:
         raise ContactErased()
-    status, closed_at, close_reason, has_webhook = row
+    status, closed_at, close_reason, labels, has_webhook = row
     if status == Conversation.Status.ACTIVE:
         closed_at, close_reason = None, None
-    stored = StoredReplies(messages=replies, status=status, closed_at=closed_at, close_reason=close_reason or None)
+    stored = StoredReplies(
+        messages=replies,
+        status=status,
+        closed_at=closed_at,
+        close_reason=close_reason or None,
+        labels=tuple(json.loads(labels) if isinstance(labels, str) else labels),
+    )
     return stored, has_webhook
+
+
+# The labels after adding new ones: the old first, then the new in the order given, each once; unchanged when
+# that would be more than LABELS_MAX.
+_LABELS_MERGED = (
+    "(SELECT coalesce(jsonb_agg(x ORDER BY o), '[]'::jsonb) FROM (SELECT x, min(o) AS o FROM ("
+    "SELECT x, o FROM jsonb_array_elements_text(labels) WITH ORDINALITY AS e(x, o) UNION ALL "
+    "SELECT x, 1000 + o FROM jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS n(x, o)) AS u GROUP BY x) AS d)"
+)
+
+
+def _effects_on_conversation(effects: TurnEffects | None) -> tuple[str, list[Any]]:
+    """The SET clauses (and their parameters) of the turn's labels and transfer (api/actions.py), written by
+    the record phase's conversation UPDATE: no statement of their own. A close is written after it
+    (api.messaging), with its `conversation.closed` event."""
+    if not effects:
+        return "", []
+    sql, params = "", []
+    if effects.labels:
+        new = json.dumps(effects.labels, ensure_ascii=False)
+        sql += f", labels = CASE WHEN jsonb_array_length({_LABELS_MERGED}) <= %s THEN {_LABELS_MERGED} ELSE labels END"
+        params += [new, LABELS_MAX, new]
+    if effects.transfer_to is not None:
+        sql += ", agent_id = %s, agent_transferred = TRUE"
+        params.append(effects.transfer_to[0])
+    return sql, params
 
 
 # The 200 body shows the balance after the settlement, which only the settlement's statement knows: the body is
@@ -373,6 +422,7 @@ def inbound_settle_answer(
     claim: Claim | None,
     commit: bool,
     now: datetime,
+    actions: list[dict[str, Any]] | None = None,
 ) -> bytes:
     """The record phase's last statement: the settlement (billing.credits_settle: the reservation off, the
     charge from the balance, its ledger entry), the message answered with its 200 body
@@ -398,13 +448,15 @@ def inbound_settle_answer(
     statement.step(
         "a",
         f"UPDATE {_table(Message)} m SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
-        "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8') "
-        f"FROM w WHERE m.id = %s{condition} RETURNING m.result",
+        "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8')"
+        + (", actions = %s::jsonb" if actions else "")
+        + f" FROM w WHERE m.id = %s{condition} RETURNING m.result",
         [
             Message.Status.ANSWERED,
             template.decode(),
             _BALANCE_MARK,
             _BALANCE_FIELD,
+            *([json.dumps(actions, ensure_ascii=False)] if actions else []),
             message_id,
             *([reserved] if reserved > 0 else []),
         ],

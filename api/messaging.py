@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from api import hot_path
+from api.actions import ActionRun
 from api.conversations import conversations_closed_announce
 from api.idempotency import (
     Claim,
@@ -51,20 +52,29 @@ from billing.credits import (
     credits_reserve,
     credits_settle,
 )
-from channels_app.models import Workspace
+from channels_app.models import AIAgent, Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
 from config.errors import ApplicationError
 from config.exception_handler import to_application_error
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
-from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
+from conversations.agents.base import (
+    AgentConfig,
+    AgentReply,
+    ContactContext,
+    HistoryItem,
+    get_backend,
+    provider_has,
+    reply_streamed,
+)
 from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
 from conversations.selectors import agent_config
 from conversations.services import (
     StoredReplies,
     TurnNotReady,
+    conversation_close,
     history_build,
     inbound_message_answer,
     inbound_message_fail,
@@ -153,6 +163,10 @@ class Accepted:
     # message row's lock, that the message still waits for its answer.
     exclusive: bool = False
     agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
+    # What the agent is told about the contact (README "Contact attributes and labels").
+    contact_name: str = ""
+    contact_attributes: dict[str, str] = field(default_factory=dict)
+    actions: ActionRun | None = None  # set by the think phase for an agent with actions (api/actions.py)
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -236,13 +250,16 @@ def message_answer(
     *,
     on_agent_start: Callable[[], None] | None = None,
     on_delta: Callable[[str], None] | None = None,
+    on_action: Callable[[dict[str, Any]], None] | None = None,
 ) -> PostResult:
     """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
     one code path of every mode: the request's own (synchronous), a task's (api/later.py) and a stream's
     (api/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
     before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
-        return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
+        return _record(
+            accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta, on_action=on_action)
+        )
     except AnsweredElsewhere:
         raise
     except Exception as error:
@@ -327,6 +344,11 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             conversation.created_at,
         )
         status, closed_at, close_reason = conversation.status, conversation.closed_at, conversation.close_reason or None
+        contact = dict(
+            contact_name=conversation.contact.name,
+            contact_attributes=conversation.contact.attributes,
+            transferred_agent_id=conversation.agent_id if conversation.agent_transferred else None,
+        )
     else:
         reserved = credits_estimate(agent=agent)
         store: dict[str, Any] = dict(
@@ -355,12 +377,30 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             # The contact's conversation had timed out: closed now, with its event, in this transaction.
             conversations_closed_announce(conversation_ids=[stored.closed_idle_id])
         message = stored.message
+        contact = dict(
+            contact_name=stored.contact_name,
+            contact_attributes=stored.contact_attributes,
+            transferred_agent_id=stored.transferred_agent_id,
+        )
         contact_id, conversation_id, conversation_created_at = (
             stored.contact_id,
             stored.conversation_id,
             stored.conversation_created_at,
         )
         status, closed_at, close_reason = Conversation.Status.ACTIVE, None, None
+    transferred = contact.pop("transferred_agent_id")
+    if transferred is not None and transferred != agent.id:
+        # A transfer_to_agent gave the conversation another agent of the workspace: it answers, and the
+        # reservation covers its price too.
+        other = AIAgent.objects.filter(pk=transferred, workspace_id=workspace.pk).first()
+        if other is not None:
+            agent = agent_config(agent=other)
+            more = credits_estimate(agent=agent) - reserved
+            if more > 0:
+                credits_reserve(workspace_id=workspace.pk, amount=more)
+                reserved += more
+                Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
+                message.credits_reserved = reserved
     return Accepted(
         workspace_id=workspace.pk,
         channel_id=channel.pk,
@@ -378,6 +418,7 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
         claim=claim,
         lease_seconds=lease,
         lease_until=lease_until,
+        **contact,
     )
 
 
@@ -432,6 +473,7 @@ def _think(
     *,
     on_agent_start: Callable[[], None] | None = None,
     on_delta: Callable[[str], None] | None = None,
+    on_action: Callable[[dict[str, Any]], None] | None = None,
 ) -> AgentReply:
     # First: an agent whose provider is not configured fails before any download or wait.
     backend = get_backend(accepted.agent.provider)
@@ -442,15 +484,29 @@ def _think(
     history = _history(accepted)
     if media is not None:
         history[-1] = replace(history[-1], media=media)
+    history[-1] = replace(
+        history[-1], contact=ContactContext(name=accepted.contact_name, attributes=accepted.contact_attributes)
+    )
     connection_release()
     history = history_media_load(history=history, agent=accepted.agent)
     if on_agent_start is not None:
         on_agent_start()
+    tools: dict[str, Any] = {}
+    if accepted.agent.acts and provider_has(accepted.agent.provider, "uses_tools"):
+        accepted.actions = ActionRun(
+            agent=accepted.agent,
+            message_id=accepted.message.pk,
+            conversation_id=accepted.conversation_id,
+            contact_id=accepted.contact_id,
+            contact_attributes=accepted.contact_attributes,
+            on_action=on_action,
+        )
+        tools["actions"] = accepted.actions
     started = time.monotonic()
     if on_delta is None:
-        reply = backend.reply(agent=accepted.agent, history=history)
+        reply = backend.reply(agent=accepted.agent, history=history, **tools)
     else:
-        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta)
+        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta, tools=tools)
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     accepted.agent_seconds = seconds
@@ -514,6 +570,10 @@ def _result(
     accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int, balance: int | None
 ) -> MessageResult:
     """The 200 body's content; `balance` None: `hot_path.BALANCE_PLACEHOLDER`, for the settlement to fill in."""
+    agent_id, agent_name = accepted.agent.id, accepted.agent.name
+    run = accepted.actions
+    if run is not None and run.effects.transfer_to is not None:
+        agent_id, agent_name = run.effects.transfer_to  # the conversation's agent from now on
     return MessageResult(
         contact_id=accepted.contact_id,
         conversation_id=accepted.conversation_id,
@@ -523,14 +583,15 @@ def _result(
             status=stored.status,
             channel_id=accepted.channel_id,
             contact_id=accepted.contact_id,
-            agent_id=accepted.agent.id,
-            agent_name=accepted.agent.name,
+            agent_id=agent_id,
+            agent_name=agent_name,
             team_id=accepted.team_id,
             team_name=accepted.team_name,
             created_at=accepted.conversation_created_at,
             last_message_at=now,
             closed_at=stored.closed_at,
             close_reason=stored.close_reason,
+            labels=stored.labels,
         ),
         ai_messages=[
             AiMessageView(
@@ -548,6 +609,7 @@ def _result(
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
         ),
+        actions=tuple(run.actions) if run is not None else (),
     )
 
 
@@ -577,7 +639,11 @@ def _record_once(
             output_tokens=reply.output_tokens,
             agent_seconds=accepted.agent_seconds,
             now=now,
+            contact_id=accepted.contact_id,
+            effects=accepted.actions.effects if accepted.actions is not None else None,
         )
+        if accepted.actions is not None and accepted.actions.effects.close:
+            stored = _agent_close(accepted, stored, now=now)
         template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge, None)))
         try:
             body = hot_path.inbound_settle_answer(
@@ -591,6 +657,7 @@ def _record_once(
                 claim=accepted.claim,
                 commit=hot_path.record_commits(has_webhook=has_webhook),
                 now=now,
+                actions=accepted.actions.actions if accepted.actions is not None else None,
             )
         except hot_path.Aborted:
             raise _ReservationGone from None
@@ -633,3 +700,19 @@ def _record_once(
     if has_webhook:
         message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
     return body, charged
+
+
+def _agent_close(accepted: Accepted, stored: StoredReplies, *, now: datetime) -> StoredReplies:
+    """The agent's close_conversation, in the record phase's transaction after its replies: the close
+    (closeReason "agent") with its `conversation.closed` event; a conversation closed meanwhile stays as it is."""
+    if conversation_close(
+        conversation_id=accepted.conversation_id,
+        workspace_id=accepted.workspace_id,
+        reason=Conversation.CloseReason.AGENT,
+        now=now,
+    ):
+        conversations_closed_announce(conversation_ids=[accepted.conversation_id])
+        return replace(
+            stored, status=Conversation.Status.CLOSED, closed_at=now, close_reason=Conversation.CloseReason.AGENT
+        )
+    return stored

@@ -572,6 +572,7 @@ REPLY_EXAMPLE = {
         "lastMessageAt": "2026-11-25T18:54:50.698Z",
         "closedAt": None,
         "closeReason": None,
+        "labels": [],
     },
     "aiMessages": [
         {
@@ -585,6 +586,7 @@ REPLY_EXAMPLE = {
         }
     ],
     "usage": {"credits": 1, "balance": 999, "inputTokens": 28, "outputTokens": 40},
+    "actions": [],
 }
 
 message_create_schema = extend_schema(
@@ -637,6 +639,7 @@ _CONTACT_EXAMPLE = {
     "id": "ct_01m8a0z0svjtnbznghw1rmd1t3",
     "identifier": "user@example.com",
     "name": "User Name",
+    "attributes": {"language": "pt", "lastOrder": "A-1001"},
     "createdAt": "2026-11-25T18:54:50.684Z",
     "lastMessageAt": "2026-11-25T18:54:50.698Z",
 }
@@ -649,6 +652,7 @@ _MESSAGE_EXAMPLE = {
     "status": "ANSWERED",
     "errorCode": None,
     "metadata": {"orderId": "A-1001"},
+    "actions": REPLY_EXAMPLE["actions"],
     "createdAt": "2026-11-25T18:54:50.690Z",
 }
 _REPLY_ITEM_EXAMPLE = {
@@ -660,6 +664,7 @@ _REPLY_ITEM_EXAMPLE = {
     "status": "SENT",
     "errorCode": None,
     "metadata": {},
+    "actions": [],
     "createdAt": "2026-11-25T18:54:50.700Z",
 }
 _NEXT_CURSOR = "WzEsMSwibXNnXzAxbThhMHowdGNzdG5qY2IwcGR4NWV3Z21oIl0"
@@ -737,6 +742,35 @@ contact_get_schema = extend_schema(
     tags=["contacts"],
     responses={**_ok(ContactResultSerializer, "The contact.", "contact"), **_read_errors(_CONTACT_404)},
 )
+contact_patch_schema = extend_schema(
+    operation_id="contact_update",
+    summary="Set or remove a contact's attributes",
+    description="Merges `attributes` into the contact's: a string sets the key, `null` removes it; other keys stay. "
+    "At most 50 keys of 1-64 characters, values strings of at most 512. The agent is given them with every "
+    "message, in every conversation.",
+    tags=["contacts"],
+    request={
+        "application/json": {
+            "type": "object",
+            "properties": {
+                "attributes": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "nullable": True, "maxLength": 512},
+                    "maxProperties": 50,
+                }
+            },
+            "required": ["attributes"],
+            "additionalProperties": False,
+        }
+    },
+    examples=[
+        OpenApiExample("Set and remove", value={"attributes": {"language": "pt", "plan": None}}, request_only=True)
+    ],
+    responses={
+        **_ok(ContactResultSerializer, "The contact, its attributes merged.", "contact"),
+        **_read_errors(_CONTACT_404),
+    },
+)
 contact_list_schema = extend_schema(
     operation_id="contact_list",
     summary="Contacts, or the one an identifier names",
@@ -769,6 +803,7 @@ conversation_list_schema = extend_schema(
         _query("channelId", "Only this channel's conversations."),
         _query("contactId", "Only this contact's conversations."),
         _query("status", "Only ACTIVE or only CLOSED conversations.", enum=["ACTIVE", "CLOSED"]),
+        _query("label", "Only conversations with this label (set by the agent's add_conversation_labels)."),
         *_PAGING,
     ],
     responses={**_ok(ConversationPageSerializer, "A page of conversations.", "conversations"), **_read_errors()},

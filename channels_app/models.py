@@ -121,6 +121,8 @@ class AIAgent(models.Model):
     actions = models.JSONField(
         default=list, blank=True, help_text="Built-in actions the agent may take (README, Actions)."
     )
+    # Whether it has HTTP tools (`agent_tool_changed` keeps it): an agent without any reads none per message.
+    has_tools = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -169,7 +171,9 @@ class AgentTool(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.tool_id, editable=False)
     agent = models.ForeignKey(AIAgent, on_delete=models.CASCADE, related_name="tools", db_index=False)
-    name = models.CharField(max_length=64, validators=[RegexValidator(TOOL_NAME_PATTERN, "Use 1-64 of A-Z a-z 0-9 _ -.")])
+    name = models.CharField(
+        max_length=64, validators=[RegexValidator(TOOL_NAME_PATTERN, "Use 1-64 of A-Z a-z 0-9 _ -.")]
+    )
     description = models.TextField(help_text="What the tool does, for the model.")
     method = models.CharField(max_length=4, choices=Method.choices, default=Method.GET)
     url = models.URLField(max_length=2048)
@@ -201,8 +205,10 @@ class AgentTool(models.Model):
 
 @receiver([post_save, post_delete], sender=AgentTool)
 def agent_tool_changed(sender: type[AgentTool], instance: AgentTool, **kwargs: object) -> None:
-    """As `knowledge_entry_changed`: the agent's tools are cached per (agent id, updated_at)."""
-    AIAgent.objects.filter(pk=instance.agent_id).update(updated_at=timezone.now())
+    """As `knowledge_entry_changed`: the agent's tools are cached per (agent id, updated_at); and `has_tools`."""
+    AIAgent.objects.filter(pk=instance.agent_id).update(
+        updated_at=timezone.now(), has_tools=AgentTool.objects.filter(agent_id=instance.agent_id).exists()
+    )
 
 
 class Team(models.Model):

@@ -1,7 +1,7 @@
 from typing import Any
 
-from django.db import models
 from django.contrib.postgres.indexes import GinIndex
+from django.db import models
 from django.db.models import Q
 
 from config import ids

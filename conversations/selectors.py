@@ -1,5 +1,6 @@
 import dataclasses
 import threading
+from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -7,10 +8,11 @@ from typing import Any
 from django.db import connection
 from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 
-from channels_app.models import AIAgent, KnowledgeEntry
+from channels_app.models import AgentTool, AIAgent, KnowledgeEntry
+from channels_app.validators import BUILTIN_ACTIONS
 from config.statements import Columns, columns, quote
 from contacts.models import Contact
-from conversations.agents.base import AgentConfig, provider_uses_knowledge
+from conversations.agents.base import AgentConfig, ToolSpec, provider_has, provider_uses_knowledge
 from conversations.models import Conversation, MediaAsset, Message
 
 _CONTACT_ROW = (
@@ -20,6 +22,8 @@ _CONTACT_ROW = (
     "conversation_created_at",
     "conversation_agent_id",
     "conversation_last_message_at",
+    "attributes",
+    "conversation_agent_transferred",
 )
 
 
@@ -52,6 +56,8 @@ def contact_with_active_conversation(
                 conversation_created_at=F("active_conversation__created_at"),
                 conversation_agent_id=F("active_conversation__agent_id"),
                 conversation_last_message_at=F("active_conversation__last_message_at"),
+                attributes=F("attributes"),
+                conversation_agent_transferred=F("active_conversation__agent_transferred"),
             )
             .order_by()[:1]
         )
@@ -66,8 +72,9 @@ def contact_with_active_conversation(
 def _contact_sql() -> str:
     contact, conversation = Contact._meta.db_table, Conversation._meta.db_table
     return (
-        "SELECT c.id, c.name, v.id, v.created_at, v.agent_id, v.last_message_at "
-        f"FROM {contact} c LEFT JOIN LATERAL (SELECT id, created_at, agent_id, last_message_at FROM {conversation} "
+        "SELECT c.id, c.name, v.id, v.created_at, v.agent_id, v.last_message_at, c.attributes, v.agent_transferred "
+        f"FROM {contact} c LEFT JOIN LATERAL (SELECT id, created_at, agent_id, last_message_at, agent_transferred "
+        f"FROM {conversation} "
         "WHERE channel_id = %s AND contact_id = c.id AND status = %s LIMIT 1) v ON TRUE "
         "WHERE c.workspace_id = %s AND c.identifier_key = %s"
     )
@@ -155,16 +162,50 @@ def _knowledge(agent: AIAgent) -> tuple[tuple[str, str], ...]:
     return cached
 
 
+# Tools per (agent, updated_at), per process, as the knowledge (AgentTool's signal moves `updated_at`).
+_tools_cache: dict[tuple[str, str], tuple[ToolSpec, ...]] = {}
+
+
+def _tools(agent: AIAgent) -> tuple[ToolSpec, ...]:
+    key = (agent.pk, agent.updated_at.isoformat())
+    cached = _tools_cache.get(key)
+    if cached is None:
+        cached = tuple(
+            ToolSpec(**{name: getattr(tool, name) for name in _TOOL_FIELDS})
+            for tool in AgentTool.objects.filter(agent=agent).order_by("name")
+        )
+        cached = tuple(replace(tool, secret_encrypted=bytes(tool.secret_encrypted)) for tool in cached)
+        with _knowledge_lock:
+            if len(_tools_cache) >= _KNOWLEDGE_CACHE_MAX:
+                _tools_cache.clear()
+            _tools_cache[key] = cached
+    return cached
+
+
+_TOOL_FIELDS = tuple(field.name for field in dataclasses.fields(ToolSpec))
 # AgentConfig's fields that are the AIAgent row's fields of the same name (tests/conversations/test_agent_config.py
-# checks that each one exists on the model); `knowledge` is the agent's KnowledgeEntry rows instead.
-_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name != "knowledge")
+# checks that each one exists on the model); the others are read from the agent's related rows.
+_RELATED_FIELDS = ("knowledge", "tools", "transfer_targets")
+_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name not in _RELATED_FIELDS)
 
 
 def agent_config(*, agent: AIAgent) -> AgentConfig:
-    """The agent's snapshot: its row's fields read off by name, and its knowledge when its provider uses it."""
+    """The agent's snapshot: its row's fields read off by name, and its knowledge when its provider uses it;
+    its tools and, with transfer_to_agent enabled, the agents it may transfer to, when its provider calls
+    tools (an agent with neither costs no query)."""
+    row = {name: getattr(agent, name) for name in _ROW_FIELDS}
+    acting = provider_has(agent.provider, "uses_tools")
+    row["actions"] = tuple(name for name in (agent.actions or ()) if name in BUILTIN_ACTIONS) if acting else ()
+    targets: tuple[tuple[str, str], ...] = ()
+    if "transfer_to_agent" in row["actions"]:
+        targets = tuple(
+            AIAgent.objects.filter(workspace_id=agent.workspace_id).exclude(pk=agent.pk).values_list("id", "name")
+        )
     return AgentConfig(
-        **{name: getattr(agent, name) for name in _ROW_FIELDS},
+        **row,
         knowledge=_knowledge(agent) if provider_uses_knowledge(agent.provider) else (),
+        tools=_tools(agent) if acting and agent.has_tools else (),
+        transfer_targets=targets,
     )
 
 
@@ -180,8 +221,21 @@ CONVERSATION_FIELDS = (
     "last_message_at",
     "closed_at",
     "close_reason",
+    "labels",
 )
-MESSAGE_FIELDS = ("id", "seq", "part", "direction", "type", "content", "status", "error_code", "metadata", "created_at")
+MESSAGE_FIELDS = (
+    "id",
+    "seq",
+    "part",
+    "direction",
+    "type",
+    "content",
+    "status",
+    "error_code",
+    "metadata",
+    "actions",
+    "created_at",
+)
 
 
 def _conversation_rows(queryset: QuerySet[Conversation, Any]) -> QuerySet[Conversation, dict[str, Any]]:
@@ -212,6 +266,7 @@ def conversation_list(
     status: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
+    label: str | None = None,
 ) -> list[dict[str, Any]]:
     """The workspace's conversations, newest `last_message_at` first (ties by id), after the key `after`
     (the last row of the previous page). One query on conversation_ws_recent, conversation_channel_recent
@@ -224,6 +279,8 @@ def conversation_list(
         queryset = queryset.filter(contact_id=contact_id)
     if status is not None:
         queryset = queryset.filter(status=status)
+    if label is not None:
+        queryset = queryset.filter(labels__contains=[label])  # conversation_labels (GIN, jsonb @>)
     if after is not None:
         at, last_id = after
         queryset = queryset.filter(last_message_at__lte=at).filter(Q(last_message_at__lt=at) | Q(id__lt=last_id))
@@ -262,6 +319,6 @@ def contact_rows(*, queryset: QuerySet[Contact, Any], limit: int) -> list[dict[s
     )
     return list(
         queryset.annotate(last_message_at=Subquery(latest)).values(
-            "id", "identifier", "name", "created_at", "last_message_at"
+            "id", "identifier", "name", "attributes", "created_at", "last_message_at"
         )[:limit]
     )

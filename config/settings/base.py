@@ -250,6 +250,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
+    # An action's `type` (api.serializers.ActionSerializer) beside the messages' `type`.
+    "ENUM_NAME_OVERRIDES": {"ActionTypeEnum": "api.serializers.ACTION_TYPES"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.require_request_bodies",

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('channels_app', '0007_aiagent_actions_agenttool'),
+        ('channels_app', '0006_channel_inactivity_timeout'),
         ('contacts', '0005_contact_attributes'),
         ('conversations', '0006_single_column_indexes_dropped'),
     ]
