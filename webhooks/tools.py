@@ -12,6 +12,7 @@ Every failure is an answer (`ToolAnswer.error`), for the model: nothing here rai
 import http.client
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +20,18 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
+from django.db import transaction
 from django.utils import timezone
 
+from channels_app.models import AgentTool
+from channels_app.tool_schema import schema_errors
+from channels_app.validators import BUILTIN_ACTIONS, TOOL_NAME_PATTERN, TOOL_TIMEOUT_MAX_SECONDS
 from conversations.agents.base import ToolSpec
 from conversations.media.transport import _DeadlineGuard, _session
-from webhooks.address import ALLOW_SETTING, url_syntax_reason
+from webhooks.address import ALLOW_SETTING, url_syntax_reason, webhook_url_check
 from webhooks.delivery import _failure_outcome, attempt_headers
-from webhooks.secret import SecretUnreadable, secret_decrypt
+from webhooks.errors import WebhookUrlNotAllowed
+from webhooks.secret import SecretUnreadable, secret_decrypt, secret_encrypt, secret_generate
 
 USER_AGENT = "ChannelsAPI-Tools/1.0"
 TOOL_CONNECT_SECONDS = 3.0
@@ -138,3 +144,77 @@ def _read(response: requests.Response, *, deadline: float) -> tuple[bytes, bool]
             return bytes(data), True
         data += chunk
     return bytes(data[:TOOL_ANSWER_MAX_BYTES]), False
+
+
+# --- setting up a tool (manage.py agent tool, the admin) ---------------------------------------------------
+
+
+def agent_tool_problems(
+    *, name: str, method: str, url: str, parameters: Any, header_name: str, header_env_var: str, timeout_seconds: float
+) -> dict[str, str]:
+    """What is wrong with a tool's definition, by field; {} when nothing is. The URL is checked under the
+    webhook address rules (its host resolved), the parameters against the strict subset."""
+    problems: dict[str, str] = {}
+    if not re.fullmatch(TOOL_NAME_PATTERN, name):
+        problems["name"] = "Use 1 to 64 of A-Z a-z 0-9 _ -."
+    elif name in BUILTIN_ACTIONS:
+        problems["name"] = "This is a built-in action's name. Choose another."
+    if method not in ("GET", "POST"):
+        problems["method"] = "GET or POST."
+    try:
+        webhook_url_check(url=url)
+    except WebhookUrlNotAllowed as error:
+        problems["url"] = error.message
+    errors = schema_errors(parameters)
+    if errors:
+        problems["parameters"] = "; ".join(errors[:5])
+    if bool(header_name) != bool(header_env_var):
+        problems["header"] = "Give both the header's name and the environment variable of its value, or neither."
+    elif header_env_var and not re.fullmatch(r"[A-Z][A-Z0-9_]*", header_env_var):
+        problems["header"] = "Name the environment variable in capitals, digits and underscores."
+    if not 0 < timeout_seconds <= TOOL_TIMEOUT_MAX_SECONDS:
+        problems["timeout"] = f"More than 0 and at most {TOOL_TIMEOUT_MAX_SECONDS:g} seconds."
+    return problems
+
+
+def agent_tool_put(
+    *,
+    agent_id: str,
+    name: str,
+    description: str,
+    method: str,
+    url: str,
+    parameters: dict[str, Any],
+    header_name: str = "",
+    header_env_var: str = "",
+    timeout_seconds: float = 10.0,
+) -> str:
+    """Add the agent's HTTP tool `name`, or replace it, with a new signing secret; returns the secret (shown
+    once: it is stored encrypted). Raises ValueError with the problems (`agent_tool_problems`)."""
+    problems = agent_tool_problems(
+        name=name,
+        method=method,
+        url=url,
+        parameters=parameters,
+        header_name=header_name,
+        header_env_var=header_env_var,
+        timeout_seconds=timeout_seconds,
+    )
+    if problems:
+        raise ValueError("; ".join(f"{field}: {why}" for field, why in problems.items()))
+    secret = secret_generate()
+    with transaction.atomic():
+        AgentTool.objects.filter(agent_id=agent_id, name=name).delete()
+        AgentTool(
+            agent_id=agent_id,
+            name=name,
+            description=description,
+            method=method,
+            url=url,
+            parameters=parameters,
+            header_name=header_name,
+            header_env_var=header_env_var,
+            secret_encrypted=secret_encrypt(secret=secret),
+            timeout_seconds=timeout_seconds,
+        ).save(force_insert=True)
+    return secret
