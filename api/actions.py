@@ -192,7 +192,7 @@ class ActionRun:
             problem = labels_errors(labels) if set(arguments) == {"labels"} else 'Send {"labels": [...]}.'
             if problem is not None:
                 return _error(problem), False
-            for label in labels:
+            for label in labels or []:
                 if label.strip() not in self.effects.labels:
                     self.effects.labels.append(label.strip())
             return _ok("Labelled."), True

@@ -655,7 +655,7 @@ _MESSAGE_EXAMPLE = {
     "actions": REPLY_EXAMPLE["actions"],
     "createdAt": "2026-11-25T18:54:50.690Z",
 }
-_REPLY_ITEM_EXAMPLE = {
+_REPLY_ITEM_EXAMPLE: dict[str, Any] = {
     "id": "msg_01m8a0z0tcstnjcb0pdx5ewgmh",
     "direction": "OUTBOUND",
     "sender_type": "AI",

@@ -185,8 +185,8 @@ def _tools(agent: AIAgent) -> tuple[ToolSpec, ...]:
 _TOOL_FIELDS = tuple(field.name for field in dataclasses.fields(ToolSpec))
 # AgentConfig's fields that are the AIAgent row's fields of the same name (tests/conversations/test_agent_config.py
 # checks that each one exists on the model); the others are read from the agent's related rows.
-_RELATED_FIELDS = ("knowledge", "tools", "transfer_targets")
-_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name not in _RELATED_FIELDS)
+RELATED_FIELDS = ("knowledge", "tools", "transfer_targets")
+_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name not in RELATED_FIELDS)
 
 
 def agent_config(*, agent: AIAgent) -> AgentConfig:

@@ -116,7 +116,11 @@ class OpenAICompatibleAgent:
                     _token_count(usage.completion_tokens if usage is not None else None),
                     str(response.model or ""),
                 )
-                calls = [(call.id, call.function.name, call.function.arguments) for call in (message.tool_calls or [])]
+                calls = [
+                    (call.id, function.name, function.arguments)
+                    for call in (message.tool_calls or [])
+                    if (function := getattr(call, "function", None)) is not None
+                ]
             turn.calls = [(str(id), str(name), str(arguments)) for id, name, arguments in calls]
         return turn.finished()
 

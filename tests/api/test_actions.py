@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -181,7 +182,7 @@ def order_tool(agent, tool_server) -> str:
 # --- contact attributes and labels through the API ----------------------------------------------------------
 
 
-def patch(client, api_key, contact_id: str, body) -> object:
+def patch(client, api_key, contact_id: str, body) -> Any:
     return client.patch(
         f"/api/v1/contacts/{contact_id}", data=json.dumps(body), content_type="application/json", HTTP_X_API_KEY=api_key
     )
