@@ -643,3 +643,47 @@ def test_agent_tool_command_adds_prints_the_secret_once_and_refuses_a_private_ad
         )  # fmt: skip
     call_command("agent", "tool", "remove", agent.pk, "lookup_order")
     assert not AgentTool.objects.filter(agent=agent).exists()
+
+
+# --- the admin -------------------------------------------------------------------------------------------------
+
+
+def test_the_transcript_shows_each_action_with_arguments_result_and_duration(admin_client, api, stand_in):
+    stand_in.script(calls(("add_conversation_labels", {"labels": ["vip"]})), "Done.")
+    body = api.post(say("Hi")).json()
+
+    page = admin_client.get(f"/admin/conversations/conversation/{body['conversationId']}/change/").content.decode()
+
+    actions = page.split('class="message-actions"', 1)[1].split("</ol>", 1)[0]
+    assert "add_conversation_labels" in actions and "succeeded" in actions and " ms" in actions
+    assert "{&quot;labels&quot;: [&quot;vip&quot;]}" in actions  # the arguments
+    assert "Labelled." in actions  # the result
+
+
+def test_the_admin_saves_a_tool_with_a_new_secret_shown_once_and_refuses_a_private_url(
+    admin_client, agent, tool_server
+):
+    form = {
+        "agent": agent.pk,
+        "name": "lookup_order",
+        "description": "Orders.",
+        "method": "GET",
+        "url": tool_server.url,
+        "parameters": json.dumps(ORDER_PARAMETERS),
+        "header_name": "",
+        "header_env_var": "",
+        "timeout_seconds": "5",
+    }
+    saved = admin_client.post("/admin/channels_app/agenttool/add/", form, follow=True)
+
+    tool = AgentTool.objects.get(agent=agent)
+    (notice,) = [str(message) for message in saved.context["messages"] if "whsec_" in str(message)]
+    secret = notice.rsplit(" ", 1)[1]
+    assert Webhook(secret)  # a Standard Webhooks secret
+    assert secret.encode() not in bytes(tool.secret_encrypted)
+
+    refused = admin_client.post(
+        "/admin/channels_app/agenttool/add/", {**form, "name": "meta", "url": "http://169.254.169.254/x"}
+    )
+    assert refused.status_code == 200 and "url" in refused.context["adminform"].form.errors
+    assert AgentTool.objects.filter(agent=agent).count() == 1

@@ -236,7 +236,7 @@ def test_conversations_by_label_counts_the_ranges_labelled_conversations_and_lin
             last_message_at=now,
         )
 
-    page = index(admin_client).content.decode()
+    page = index(admin_client)
 
     panel = page.split('id="conversations-by-label"', 1)[1].split("</section>", 1)[0]
     assert '<tr data-label="vip">' in panel and '<tr data-label="billing">' in panel
