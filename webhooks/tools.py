@@ -5,7 +5,8 @@ connects to is checked against the webhook address rules (WEBHOOK_ALLOW_PRIVATE_
 exception), and the whole call is cut at its deadline by `_DeadlineGuard` (a server that drips cannot hold
 it). A GET tool follows at most TOOL_REDIRECTS_MAX redirects, each URL checked again; a POST tool follows
 none (its body is not sent twice). It is signed per Standard Webhooks with the tool's own secret: the
-`webhook-id` is the call's Idempotency-Key, the signed body the POST's JSON or the GET's query string.
+`webhook-id` is the call's Idempotency-Key, the signed body the POST's JSON or the GET's query string as a
+JSON string.
 Every failure is an answer (`ToolAnswer.error`), for the model: nothing here raises for the network.
 """
 
@@ -77,9 +78,12 @@ def tool_call_send(
         payload = json.dumps({"arguments": arguments, **ids}, ensure_ascii=False, separators=(",", ":"))
         url = tool.url
     else:
-        payload = urlencode({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in arguments.items()})
+        # strings as they are, anything else as its JSON (true, 12.5, ["a"])
+        payload = urlencode({k: v if isinstance(v, str) else json.dumps(v) for k, v in arguments.items()})
         url = f"{tool.url}{'&' if urlsplit(tool.url).query else '?'}{payload}" if payload else tool.url
-    headers = attempt_headers(event_id=idempotency_key, payload=payload, secret=secret, at=timezone.now())
+    # A GET's query string is signed as a JSON string (`"orderId=A-1"`): standardwebhooks' verify reads JSON.
+    signed = payload if tool.method == "POST" else json.dumps(payload)
+    headers = attempt_headers(event_id=idempotency_key, payload=signed, secret=secret, at=timezone.now())
     headers["Idempotency-Key"] = idempotency_key
     if tool.header_name and tool.header_env_var:
         headers[tool.header_name] = os.environ[tool.header_env_var]

@@ -555,7 +555,7 @@ def test_a_misbehaving_tool_is_an_error_result_and_the_turn_answers(
     api, stand_in, tool_server, agent, behaviour, error
 ):
     tool_server.behaviour = behaviour
-    agent_tool_put(
+    secret = agent_tool_put(
         agent_id=agent.pk,
         name="lookup_order",
         description="Look up an order.",
@@ -577,7 +577,12 @@ def test_a_misbehaving_tool_is_an_error_result_and_the_turn_answers(
     if behaviour == "metadata_redirect":
         assert len(tool_server.requests) == 1  # the redirect was never followed to the metadata address
     if behaviour != "metadata_redirect":
-        assert tool_server.requests[0]["path"] == "/orders?orderId=A-1&verbose=True"
+        request = tool_server.requests[0]
+        assert request["path"] == "/orders?orderId=A-1&verbose=true"
+        headers = {name.lower(): value for name, value in request["headers"].items()}
+        assert Webhook(secret).verify(json.dumps(request["path"].split("?", 1)[1]), headers) == (
+            "orderId=A-1&verbose=true"
+        )
 
 
 def test_a_tool_answering_invalid_json_gives_the_model_its_text(api, stand_in, tool_server, order_tool):
