@@ -9,11 +9,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from standardwebhooks import Webhook
 
 from channels_app.models import AgentTool, AIAgent
@@ -123,6 +125,10 @@ class ToolServer:
 
             def _hang(self) -> None:
                 tool.release.wait(30)
+
+            def _held(self) -> None:
+                tool.release.wait(30)
+                self._json()
 
             def _drip(self) -> None:
                 self.send_response(200)
@@ -692,3 +698,73 @@ def test_the_admin_saves_a_tool_with_a_new_secret_shown_once_and_refuses_a_priva
     )
     assert refused.status_code == 200 and "url" in refused.context["adminform"].form.errors
     assert AgentTool.objects.filter(agent=agent).count() == 1
+
+
+# --- races and deaths ------------------------------------------------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Stands for the worker's death: no `except Exception` of ours sees it, so no failure is recorded."""
+
+
+def test_a_worker_killed_between_a_tool_call_and_the_record_phase_is_retried_without_calling_again(
+    api, stand_in, tool_server, order_tool, monkeypatch
+):
+    from api import hot_path
+    from api.models import IdempotencyRecord
+
+    stand_in.script(calls(("lookup_order", {"orderId": "A-1", "verbose": None})), "It shipped.")
+
+    def killed(**kwargs):
+        raise _Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(hot_path, "replies_store", killed)
+        with pytest.raises(_Killed):
+            api.post(say("Order A-1?"), idempotency_key="killed-1")
+    assert len(tool_server.requests) == 1 and ToolCall.objects.get().status == ToolCall.Status.SUCCEEDED
+    # the dead request's lease and the key's lock run out
+    past = timezone.now() - timedelta(seconds=1)
+    Message.objects.filter(direction=Message.Direction.INBOUND).update(lease_until=past)
+    IdempotencyRecord.objects.update(locked_until=past)
+    stand_in.script(calls(("lookup_order", {"orderId": "A-1", "verbose": None})), "It shipped.")
+
+    retried = api.post(say("Order A-1?"), idempotency_key="killed-1")
+
+    assert retried.status_code == 200, retried.content
+    assert len(tool_server.requests) == 1
+    assert retried.json()["actions"][0]["status"] == "succeeded"
+    assert Message.objects.filter(direction=Message.Direction.INBOUND).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idempotent_replay_racing_the_first_request_calls_the_tool_once(api, stand_in, tool_server, order_tool):
+    from django.db import connections
+    from django.test import Client
+
+    tool_server.behaviour = "held"
+    stand_in.script(calls(("lookup_order", {"orderId": "A-1", "verbose": None})), "It shipped.")
+    first: list = []
+
+    def send() -> None:
+        try:
+            first.append(Api(Client(), api.channel, api.key).post(say("Order A-1?"), idempotency_key="race-1"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not tool_server.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert tool_server.requests, "the first request did not reach the tool"
+
+    racing = api.post(say("Order A-1?"), idempotency_key="race-1")  # while the first waits for the tool
+
+    tool_server.release.set()
+    thread.join(30)
+    assert error_of(racing, status=409)["code"] == "idempotency_in_progress"
+    assert first[0].status_code == 200, first[0].content
+    replay = api.post(say("Order A-1?"), idempotency_key="race-1")
+    assert replay.content == first[0].content
+    assert len(tool_server.requests) == 1 and len(stand_in.requests) == 2
