@@ -200,6 +200,7 @@ class _Turn:
         self.calls: list[tuple[str, str, str]] = []
         self.input_tokens = self.output_tokens = 0
         self.raw_model = ""
+        self.tool_rounds = 0
 
     def rounds(self) -> Iterator[dict[str, Any]]:
         for round_number in range(MAX_TOOL_ROUNDS + 1):
@@ -211,6 +212,7 @@ class _Turn:
             yield body
             if not (offered and self.calls and self.actions is not None):
                 return
+            self.tool_rounds += 1
             self.messages.append(
                 {
                     "role": "assistant",
@@ -232,6 +234,10 @@ class _Turn:
 
     def finished(self) -> AgentReply:
         text = "".join(self.pieces).strip()
+        if not text and self.tool_rounds and self.agent.fallback_text.strip():
+            # A model that still asks for tools when none are offered any more (a loop): its actions stand,
+            # and the contact gets the agent's fallback text rather than a 502.
+            text = self.agent.fallback_text.strip()
         if not text:
             logger.warning("LLM call failed for agent %s: %s", self.agent.id, "EmptyAnswer")
             raise AgentUnavailable("The AI agent returned an empty answer.", details={"reason": "empty_answer"})

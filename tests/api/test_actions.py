@@ -449,6 +449,16 @@ def test_a_model_that_loops_gets_five_rounds_then_one_call_without_tools(api, st
     assert body["conversation"]["labels"] == [f"r{i}" for i in range(5)]
 
 
+def test_a_model_that_still_calls_tools_when_none_are_offered_answers_the_fallback_text(api, agent, stand_in):
+    stand_in.script(*[calls(("add_conversation_labels", {"labels": ["loop"]})) for _ in range(6)])
+
+    response = api.post(say("Loop forever"))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["aiMessages"][0]["content"]["text"]["body"] == agent.fallback_text
+    assert len(stand_in.requests) == 6 and len(response.json()["actions"]) == 5
+
+
 def test_a_failed_turn_changes_nothing(api, stand_in):
     # the model acts, then its next call fails: the turn is 502 and its actions are not written
     stand_in.script(
