@@ -279,13 +279,16 @@ def test_concurrent_patches_lose_no_key(api, api_key):
     assert Contact.objects.get(pk=contact_id).attributes == {f"k{index}": str(index) for index in range(8)}
 
 
-def test_erasure_erases_the_attributes(client, api, api_key):
+def test_erasure_erases_the_attributes_actions_and_tool_calls(client, api, api_key, stand_in, tool_server, order_tool):
+    stand_in.script(calls(("lookup_order", {"orderId": "jane-A-1", "verbose": None})), "Shipped.")
     contact_id = api.post(say("Hi")).json()["contactId"]
     patch(client, api_key, contact_id, {"attributes": {"language": "pt"}})
+    assert Message.objects.get(direction="INBOUND").actions and ToolCall.objects.exists()
 
     assert client.delete(f"/api/v1/contacts/{contact_id}", HTTP_X_API_KEY=api_key).status_code == 200
 
     assert Contact.objects.get(pk=contact_id).attributes == {}
+    assert Message.objects.get(direction="INBOUND").actions == [] and not ToolCall.objects.exists()
     assert error_of(patch(client, api_key, contact_id, {"attributes": {"k": "v"}}), status=404)
 
 
