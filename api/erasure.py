@@ -4,8 +4,7 @@ What goes: the contact's identifier, name and attributes, the content and metada
 conversations (inbound and the agent's), the agent's actions and HTTP tool calls, the stored 200 bodies
 (`Message.result`), its messages' media assets (cached file, extracted text, URL) and each stored file no other
 asset names, the idempotency records of its messages (their replayable bodies), and the payloads of its webhook
-events. What stays:
-every id, the rows themselves (so counts hold), the credits and the usage ledger.
+events. What stays: every id, the rows themselves (so counts hold), the credits and the usage ledger.
 
 The first step, one short transaction, cuts the contact off: the identifier becomes a placeholder no
 request can name, its conversations are closed and marked erased. From then on a message of the contact
