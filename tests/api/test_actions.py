@@ -781,3 +781,28 @@ def test_an_idempotent_replay_racing_the_first_request_calls_the_tool_once(api, 
     replay = api.post(say("Order A-1?"), idempotency_key="race-1")
     assert replay.content == first[0].content
     assert len(tool_server.requests) == 1 and len(stand_in.requests) == 2
+
+
+def test_a_tools_header_comes_from_its_environment_variable_at_each_call(
+    api, agent, stand_in, tool_server, monkeypatch
+):
+    agent_tool_put(
+        agent_id=agent.pk,
+        name="lookup_order",
+        description="Orders.",
+        method="GET",
+        url=tool_server.url,
+        parameters=ORDER_PARAMETERS,
+        header_name="X-Shop-Key",
+        header_env_var="TEST_SHOP_KEY",
+    )
+    monkeypatch.setenv("TEST_SHOP_KEY", "shop-key-1")
+    stand_in.script(calls(("lookup_order", {"orderId": "A-1", "verbose": None})), "One.")
+    assert api.post(say("Order?")).status_code == 200
+    monkeypatch.delenv("TEST_SHOP_KEY")
+    stand_in.script(calls(("lookup_order", {"orderId": "A-2", "verbose": None})), "Two.")
+    assert api.post(say("Order?")).status_code == 200
+
+    assert [request["headers"].get("X-Shop-Key") for request in tool_server.requests] == ["shop-key-1"]
+    assert tool_results(stand_in.requests[-1]) == [{"ok": False, "error": "header_variable_unset"}]
+    assert "shop-key-1" not in json.dumps(list(AgentTool.objects.values()), default=str)  # never stored
