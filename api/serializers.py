@@ -1,9 +1,9 @@
 """The messages endpoint's request body and its 200 body. JSON is camelCase on the wire (the spec's), with
 Blubash's snake_case names where its clients read them; `source=` maps both to Python's snake_case.
 
-The 200 body has one definition: the output serializers below. `api.messaging` renders them from
+The 200 body has one definition: the output serializers below. `api.flow.messaging` renders them from
 the plain dataclasses (once: the same bytes are stored for idempotent replays), and drf-spectacular
-documents them (api.schema), so the OpenAPI document cannot drift from what is sent.
+documents them (api.edge.schema), so the OpenAPI document cannot drift from what is sent.
 """
 
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from channels_app.validators import BUILTIN_ACTIONS, HTTP_TOOL_ACTION
 from conversations.models import Message
 
 MESSAGE_TYPES = tuple(Message.Type.values)
-# Documented limits (README "Limits"). An e-mail address is at most 320 characters (RFC 3696 errata).
+# Documented limits (README "Request body"). An e-mail address is at most 320 characters (RFC 3696 errata).
 CONTACT_IDENTIFIER_MAX = 320
 CONTACT_NAME_MAX = 200
 TEXT_BODY_MAX = 4096  # WhatsApp's limit for a text message; long enough for any chat turn
@@ -210,7 +210,7 @@ def metadata_field(**kwargs: Any) -> _MetadataField:
 
 
 class InboundMessageSerializer(_StrictObject):
-    """A contact's message. `validated_data` holds exactly the keyword arguments of api.messaging's
+    """A contact's message. `validated_data` holds exactly the keyword arguments of api.flow.messaging's
     InboundRequest that come from the body: snake_case, `contact_name` "" and `metadata` {} when not sent."""
 
     type = serializers.ChoiceField(
@@ -317,7 +317,7 @@ class MessageResult:
     ai_messages: list[AiMessageView]
     usage: UsageView
     success: bool = True
-    actions: tuple[dict[str, Any], ...] = ()  # api.actions' records, in the order made
+    actions: tuple[dict[str, Any], ...] = ()  # api.flow.actions' records, in the order made
 
 
 class IsoDateTimeField(serializers.DateTimeField):
@@ -328,7 +328,7 @@ class IsoDateTimeField(serializers.DateTimeField):
 
 
 class ReplyContentField(serializers.DictField):
-    """A reply's content object; api.schema documents its shapes (`ReplyContent`)."""
+    """A reply's content object; api.edge.schema documents its shapes (`ReplyContent`)."""
 
     def to_representation(self, value):
         return value
@@ -426,7 +426,7 @@ class MessageResultSerializer(serializers.Serializer):
     actions = ActionSerializer(many=True, help_text="The agent's actions in this turn, in order; [] when none.")
 
 
-# --- the read and data API (api/read_views.py) ----------------------------------------------------------
+# --- the read and data API (api/edge/read_views.py) ----------------------------------------------------------
 
 
 class NullableIsoDateTimeField(IsoDateTimeField):

@@ -1,12 +1,12 @@
-"""Celery tasks: interfaces that call one service each (api.cleanup, api.later)."""
+"""Celery tasks: interfaces that call one service each (api.maintenance.cleanup, api.flow.later)."""
 
 from dataclasses import asdict
 from datetime import datetime
 
 from celery import shared_task
 
-from api.cleanup import cleanup_run
-from api.later import message_answer_run
+from api.flow.later import MESSAGE_ANSWER_TASK_NAME, message_answer_run
+from api.maintenance.cleanup import cleanup_run
 
 # The task's name is what a queued message and the beat schedule (settings.CELERY_BEAT_SCHEDULE) carry. It is
 # the name the task had before it moved here from channels_app, so that messages queued by a worker or beat of
@@ -23,10 +23,10 @@ def cleanup_task() -> dict[str, int]:
 
 @shared_task(
     bind=True,
-    name="api.tasks.message_answer_task",
+    name=MESSAGE_ANSWER_TASK_NAME,
     ignore_result=True,
     # Acknowledged once done, not when taken: a worker killed mid-answer leaves the task with the broker, which
-    # hands it to another worker (settings.CELERY_BROKER_TRANSPORT_OPTIONS); the run is idempotent (api/later.py).
+    # hands it to another worker (settings.CELERY_BROKER_TRANSPORT_OPTIONS); the run is idempotent (api/flow/later.py).
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # a run waiting on another run's lease tries again until that lease ends

@@ -2,8 +2,8 @@ from django.apps import AppConfig
 
 
 class BackofficeConfig(AppConfig):
-    """The operators' back office: the admin site with its dashboard and exports, and the daily rollup of
-    message outcomes the dashboard draws (fed by the messages endpoint's record and failure paths)."""
+    """The operators' back office: the admin site with its dashboard and exports. The dashboard draws the daily
+    rollup of message outcomes, which the analytics app keeps."""
 
     name = "backoffice"
     verbose_name = "Back office"

@@ -1,4 +1,4 @@
-"""The dashboard's numbers: read from the daily rollup (backoffice.models.MessageDay), never from the messages,
+"""The dashboard's numbers: read from the daily rollup (analytics.models.MessageDay), never from the messages,
 so a page costs the same with a thousand messages or a billion.
 
 Four queries, each bounded by the date range (at most DASHBOARD_MAX_DAYS days) and indexed:
@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Q, Sum
 
-from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
+from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
 from channels_app.models import Workspace
 from conversations.failures import CAUSES, Cause, failure_cause
 from conversations.models import Conversation

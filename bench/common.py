@@ -112,16 +112,16 @@ def area_of(filename: str) -> str:
 
 # (label, file substring, function name): frames whose cumulative (inclusive) share a profile reports
 FUNCTIONS = [
-    ("view: ChannelMessageCreateApi.post", "api/views.py", "post"),
+    ("view: ChannelMessageCreateApi.post", "api/edge/views.py", "post"),
     ("auth: apikey_authenticate", "channels_app/authentication.py", "apikey_authenticate"),
     ("auth: key hash check (is_valid)", "rest_framework_api_key", "is_valid"),
     ("serializer: is_valid", "rest_framework/serializers.py", "is_valid"),
-    ("idempotency: request_fingerprint", "api/idempotency.py", "request_fingerprint"),
-    ("pipeline: message_post", "api/messaging.py", "message_post"),
-    ("pipeline: _accept (phase 1)", "api/messaging.py", "_accept"),
-    ("pipeline: _history", "api/messaging.py", "_history"),
+    ("idempotency: request_fingerprint", "api/flow/idempotency.py", "request_fingerprint"),
+    ("pipeline: message_post", "api/flow/post.py", "message_post"),
+    ("pipeline: _accept (phase 1)", "api/flow/messaging.py", "_accept"),
+    ("pipeline: _history", "api/flow/messaging.py", "_history"),
     ("pipeline: agent reply (phase 2 call)", "conversations/agents/openai_agent.py", "reply"),
-    ("pipeline: _record (phase 3)", "api/messaging.py", "_record"),
+    ("pipeline: _record (phase 3)", "api/flow/messaging.py", "_record"),
     ("pipeline: connection_release", "config/db.py", "connection_release"),
     ("openai: _client_for", "conversations/agents/openai_agent.py", "_client_for"),
     ("logging: Logger.info", "logging/__init__.py", "info"),

@@ -53,7 +53,7 @@ def admin_connection(base: str) -> psycopg.Connection:
 
 def seed(cursor) -> None:
     """The bulk rows, in SQL. The small configuration tables come from the ORM (setup_config)."""
-    from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS
+    from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS
 
     total_inbound = CONTACTS * INBOUND_PER_CONVERSATION
     cursor.execute("SELECT setseed(0.16)")

@@ -57,7 +57,7 @@ def credits_cost(*, agent: AgentConfig, input_tokens: int, output_tokens: int) -
 
 def credits_reserve_statement(*, workspace_id: str, amount: int) -> tuple[str, list[Any]]:
     """The reservation's conditional UPDATE (`credits_reserve`): the WHERE clause ends with its last condition,
-    so api/hot_path.py can add one. It matches no row when the workspace cannot cover `amount`."""
+    so api/flow/writes.py can add one. It matches no row when the workspace cannot cover `amount`."""
     return (
         f"UPDATE {_q(Workspace._meta.db_table)} SET credit_reserved = credit_reserved + %s "
         "WHERE id = %s AND credit_balance >= credit_reserved + %s",
@@ -104,18 +104,16 @@ def credits_release(*, workspace_id: str, amount: int) -> None:
 
 def credits_charge(*, cost: int, reserved: int) -> int:
     """What a reply is charged: its cost, never more than was reserved for it (so a balance cannot go below
-    zero). The one rule for both the replies' stored credits and the ledger's charge (`credits_settle`)."""
+    zero). The one rule for both the replies' stored credits and the ledger's charge (api/flow/writes.py)."""
     return min(cost, reserved)
 
 
-def credits_settle_statement(
-    *, workspace_id: str, reserved: int, charge: int, now: datetime, condition: str = ""
-) -> tuple[str, list[Any]]:
-    """The settlement's UPDATE (`credits_settle`), returning the balance after it: the reservation comes off
-    and the charge (`credits_charge`) is taken from the balance. `condition` is SQL the row must also meet."""
+def credits_settle_statement(*, workspace_id: str, reserved: int, charge: int, now: datetime) -> tuple[str, list[Any]]:
+    """The settlement's UPDATE (a step of api/flow/writes.py's last statement), returning the balance after it:
+    the reservation comes off and the charge (`credits_charge`) is taken from the balance."""
     return (
         f"UPDATE {_q(Workspace._meta.db_table)} SET credit_balance = credit_balance - %s, "
-        f"credit_reserved = credit_reserved - %s, updated_at = %s WHERE id = %s{condition} RETURNING credit_balance",
+        f"credit_reserved = credit_reserved - %s, updated_at = %s WHERE id = %s RETURNING credit_balance",
         [charge, reserved, now, workspace_id],
     )
 
@@ -123,7 +121,7 @@ def credits_settle_statement(
 def ledger_charge_build(
     *, workspace_id: str, charge: int, balance: int, message_id: str, input_tokens: int, output_tokens: int
 ) -> UsageLedgerEntry:
-    """The ledger entry of a settled charge (`credits_settle`), not saved yet."""
+    """The ledger entry of a settled charge (`credits_settle_statement`), not saved yet."""
     return UsageLedgerEntry(
         workspace_id=workspace_id,
         kind=UsageLedgerEntry.Kind.CHARGE,
@@ -133,35 +131,6 @@ def ledger_charge_build(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
     )
-
-
-def credits_settle(
-    *,
-    workspace_id: str,
-    reserved: int,
-    cost: int,
-    message_id: str,
-    input_tokens: int,
-    output_tokens: int,
-    now: datetime,
-) -> tuple[int, int]:
-    """Turn a reservation into a charge: the balance drops by the cost (never more than was reserved, so
-    it cannot go below zero) and a ledger entry records it. Returns (credits charged, balance after)."""
-    charge = credits_charge(cost=cost, reserved=reserved)
-    sql, params = credits_settle_statement(workspace_id=workspace_id, reserved=reserved, charge=charge, now=now)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        balance = cursor.fetchone()[0]
-    if charge > 0:
-        ledger_charge_build(
-            workspace_id=workspace_id,
-            charge=charge,
-            balance=balance,
-            message_id=message_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        ).save(force_insert=True)
-    return charge, balance
 
 
 @transaction.atomic

@@ -62,7 +62,7 @@ def _key_with_workspace(prefix: str) -> WorkspaceApiKey | None:
     from the models' fields (`_key_lookup`). The ORM's compilation was about 0.5 ms of CPU, more than half of
     the authentication's cost and a few percent of a message's (bench/RESULTS.md, "CPU per message");
     `prefix` is unique, so the ORM's ORDER BY for `first()` chose nothing."""
-    sql, key_fields, workspace_fields = _key_lookup(connection.vendor)
+    sql, key_fields, workspace_fields = _key_lookup()
     with connection.cursor() as cursor:
         cursor.execute(sql, [prefix])
         row = cursor.fetchone()
@@ -77,9 +77,9 @@ _Converters = tuple[tuple[Col, tuple[Any, ...]], ...]
 
 
 @cache
-def _key_lookup(vendor: str) -> tuple[str, _Converters, _Converters]:
+def _key_lookup() -> tuple[str, _Converters, _Converters]:
     """The key's and its workspace's columns by prefix, and each field with the converters the ORM applies
-    to its value on this database (SQLite returns booleans as integers and times as text)."""
+    to its value."""
     quote = connection.ops.quote_name
 
     def columns(model: type[Model], alias: str) -> tuple[list[str], _Converters]:

@@ -10,7 +10,7 @@ makes the workers' greenlets share one database connection, and every request fa
 
 SECRET_KEY_HINT = (
     "Set SECRET_KEY to a long random value, for example the output of "
-    "`python -c 'import secrets; print(secrets.token_urlsafe(50))'` (README \"Production\"), "
+    "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'` (README \"Production\"), "
     "or set DEBUG=true for a development server."
 )
 
@@ -30,8 +30,32 @@ def development_secret_key_check(app_configs, **kwargs):
     return [checks.Error(problem, hint=SECRET_KEY_HINT, id="channels.E001")] if problem else []
 
 
+COMMIT_IN_STATEMENT_HINT = (
+    "Set DB_SERVER_SIDE_BINDING=false (the default), or WRITES_COMMIT_IN_STATEMENT=false to have the messages "
+    "endpoint's transactions committed by a COMMIT of their own."
+)
+
+
+def commit_in_statement_problem(settings) -> str | None:
+    """Why the messages endpoint's last statement may not carry its COMMIT (api/flow/writes.py), or None: a
+    server-side bound statement is prepared, and a prepared statement holds one command, not two."""
+    binding = any(database.get("OPTIONS", {}).get("server_side_binding") for database in settings.DATABASES.values())
+    if settings.WRITES_COMMIT_IN_STATEMENT and binding:
+        return "WRITES_COMMIT_IN_STATEMENT is on with server-side binding, which cannot send two commands at once."
+    return None
+
+
+def commit_in_statement_check(app_configs, **kwargs):
+    from django.conf import settings
+    from django.core import checks
+
+    problem = commit_in_statement_problem(settings)
+    return [checks.Error(problem, hint=COMMIT_IN_STATEMENT_HINT, id="channels.E002")] if problem else []
+
+
 def checks_register() -> None:
     """Called from channels_app's AppConfig.ready()."""
     from django.core import checks
 
     checks.register(development_secret_key_check, checks.Tags.security, "production", deploy=True)
+    checks.register(commit_in_statement_check)  # settings only: every command runs it

@@ -4,7 +4,7 @@
 Here are the base class and the errors the handler itself produces from framework exceptions (bad JSON, a
 body too large, an unknown URL or method, a throttled request, an exhausted database pool). Every other
 error class lives beside the code that raises it (e.g. channels_app.authentication, billing.credits,
-api.idempotency, conversations.agents.errors, conversations.media.errors), a subclass of ApplicationError.
+api.flow.idempotency, conversations.agents.errors, conversations.media.errors), a subclass of ApplicationError.
 """
 
 from typing import Any

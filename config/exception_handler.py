@@ -162,7 +162,7 @@ class NulInputMiddleware:
     """A U+0000 from a URL, a query string or a form that reaches PostgreSQL outside the API (an admin object
     id `%00`, a list filter, an autocomplete term, a choice in a form) is the client's mistake: 400, not a 500.
     psycopg refuses the NUL while adapting the parameters, so the query was never sent. The messages API
-    checks its own inputs at the edge (api/views.py, channels_app selectors, authentication) and DRF answers its
+    checks its own inputs at the edge (api/edge/views.py, channels_app selectors, authentication) and DRF answers its
     errors before they get here, so a NUL from anywhere else (an agent's reply) stays the bug it is."""
 
     def __init__(self, get_response):

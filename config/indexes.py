@@ -1,4 +1,9 @@
-"""Dropping a foreign key's own index in a migration without touching its constraint.
+"""Migration operations for indexes that exist in the database before (or apart from) the model's state.
+
+Adopting an index another app's migration built (`index_adopt_operation`): the index is declared on its own
+model now, and a database that already holds it under its former name keeps it, renamed, not rebuilt.
+
+Dropping a foreign key's own index in a migration without touching its constraint (`index_drop_operation`):
 
 Django's AlterField(db_index=False) on PostgreSQL drops the foreign key's constraint and adds it back, which
 validates every row of the table under a lock that blocks writes: minutes on a large messages table. A key
@@ -53,4 +58,35 @@ def index_drop_operation(app_label: str, model_name: str, field_name: str, field
         database_operations=[
             migrations.RunPython(_drop(app_label, model_name, field_name), _create(app_label, model_name, field_name))
         ],
+    )
+
+
+def _index_exists(schema_editor: Any, table: str, name: str) -> bool:
+    with schema_editor.connection.cursor() as cursor:
+        return name in schema_editor.connection.introspection.get_constraints(cursor, table)
+
+
+def index_adopt_operation(app_label: str, model_name: str, index: Any, former_name: str) -> Operation:
+    """AddIndex(`index`) in the state; in the database the index built under `former_name` (by an earlier
+    migration of another app) renamed to `index.name`, or built when there is none. Migrating back renames
+    it to `former_name` again, as the database was before."""
+
+    def rename(schema_editor: Any, table: str, old: str, new: str) -> None:
+        schema_editor.execute(f"ALTER INDEX {schema_editor.quote_name(old)} RENAME TO {schema_editor.quote_name(new)}")
+
+    def forward(apps: Any, schema_editor: Any) -> None:
+        model = apps.get_model(app_label, model_name)
+        table = model._meta.db_table
+        if _index_exists(schema_editor, table, former_name):
+            rename(schema_editor, table, former_name, index.name)
+        elif not _index_exists(schema_editor, table, index.name):
+            schema_editor.add_index(model, index)
+
+    def backward(apps: Any, schema_editor: Any) -> None:
+        table = apps.get_model(app_label, model_name)._meta.db_table
+        rename(schema_editor, table, index.name, former_name)
+
+    return migrations.SeparateDatabaseAndState(
+        state_operations=[migrations.AddIndex(model_name=model_name, index=index)],
+        database_operations=[migrations.RunPython(forward, backward, elidable=False)],
     )

@@ -24,18 +24,15 @@ def lock_key(name: str) -> int:
 @contextmanager
 def database_lock(*, name: str, using: str = "default") -> Iterator[None]:
     """Hold the advisory lock `name` on database `using` for the block; wait (without a limit) while another
-    node holds it. On PostgreSQL only: other databases have no such lock, and SQLite, the only other one we
-    run, is one file on one machine, so the block runs unlocked there.
+    node holds it.
 
     The lock lives on a connection of its own, opened here and closed after the block: not on Django's
     connection, which the block may close (or, pooled, give back to the pool with the lock still held) and
     whose failures must not end the lock early. PostgreSQL releases the lock when that connection ends, so a
     node that dies inside the block frees it too."""
-    wrapper = connections[using]
-    if wrapper.vendor != "postgresql":
-        yield
-        return
     import psycopg
+
+    wrapper = connections[using]
 
     key = lock_key(name)
     with psycopg.connect(**wrapper.get_connection_params(), autocommit=True) as lock_connection:

@@ -1,4 +1,4 @@
-"""A model instance as the values of a hand-written INSERT (api/hot_path.py, api/idempotency.py).
+"""A model instance as the values of a hand-written INSERT (api/flow/writes.py, api/flow/idempotency.py).
 
 Statements that write several tables at once (PostgreSQL's data-modifying CTEs) are written by hand, but the
 rows they insert are still the models': `insert_select` takes an unsaved instance (its defaults, ids and
@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model
+from django.db.models.expressions import DatabaseDefault
 
 
 def quote(name: str) -> str:
@@ -18,14 +19,20 @@ def quote(name: str) -> str:
 
 
 @cache
-def table_columns(model: type[Model]) -> tuple[str, str, tuple[str, ...]]:
-    """A model's table and its concrete columns (quoted), and each column's type for a cast."""
-    fields = model._meta.concrete_fields
-    return (
-        quote(model._meta.db_table),
-        ", ".join(quote(field.column) for field in fields),
-        tuple(field.db_type(connection) or "text" for field in fields),
+def _insert_fields(model: type[Model]) -> tuple[tuple[Any, str, str], ...]:
+    """Each field an INSERT of `model` may write, with its quoted column and its type for a cast: not a
+    `GeneratedField`, which the database computes (Django's insert leaves it out too)."""
+    return tuple(
+        (field, quote(field.column), field.db_type(connection) or "text")
+        for field in model._meta.concrete_fields
+        if not field.generated
     )
+
+
+@cache
+def table(model: type[Model]) -> str:
+    """A model's table, quoted."""
+    return quote(model._meta.db_table)
 
 
 def insert_select(instance: Model, *, expressions: dict[str, str] | None = None) -> tuple[str, str, list[Any]]:
@@ -33,24 +40,30 @@ def insert_select(instance: Model, *, expressions: dict[str, str] | None = None)
 
     Each value as the ORM's insert makes it (`pre_save(add=True)`, which also sets `auto_now_add` times on the
     instance, then `get_db_prep_save`) and cast to its column's type: in a SELECT list an untyped NULL or string
-    would be text, which no timestamp or JSON column takes. `expressions` replaces the named columns' values
-    by SQL, such as a value an earlier step of the statement returns."""
+    would be text, which no timestamp or JSON column takes. The columns are those the ORM's insert writes: not
+    a `GeneratedField`, nor a field with a `db_default` the instance left unset (the database fills it in; a
+    SELECT list has no DEFAULT), nor an unset auto-incremented primary key. `expressions` replaces the named
+    columns' values by SQL, such as a value an earlier step of the statement returns."""
     model = type(instance)
-    table, columns, types = table_columns(model)
     expressions = expressions or {}
-    values, params = [], []
-    for field, db_type in zip(model._meta.concrete_fields, types, strict=True):
+    columns, values, params = [], [], []
+    for field, column, db_type in _insert_fields(model):
         if field.column in expressions:
+            columns.append(column)
             values.append(expressions[field.column])
             continue
+        value = field.pre_save(instance, add=True)
+        if isinstance(value, DatabaseDefault) or (value is None and field is model._meta.auto_field):
+            continue
+        columns.append(column)
         values.append(f"CAST(%s AS {db_type})")
-        params.append(field.get_db_prep_save(field.pre_save(instance, add=True), connection))
-    return table, f"({columns}) SELECT {', '.join(values)}", params
+        params.append(field.get_db_prep_save(value, connection))
+    return table(model), f"({', '.join(columns)}) SELECT {', '.join(values)}", params
 
 
 class Columns:
     """Some of a model's columns in a hand-written SELECT, and the values of a fetched row as the ORM would
-    give them (each field's converters applied: JSON decoded, SQLite's times made aware, ...). For reads on
+    give them (each field's converters applied: JSON decoded, ...). For reads on
     the hot path, where the ORM's compiler costs more CPU than the query: build one per process (`columns`)."""
 
     def __init__(self, model: type[Model], alias: str, names: tuple[str, ...] | None) -> None:

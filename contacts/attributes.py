@@ -1,6 +1,6 @@
 """A contact's `attributes` (README "Contact attributes and labels"): a flat object the agent and the
 integrator write and the agent reads with every message. The limits and their one check live here: the PATCH
-endpoint (api/contact_views.py) and the agent's `set_contact_attributes` action (api/actions.py) both use it."""
+endpoint (api/edge/read_views.py) and the agent's `set_contact_attributes` action (api/flow/actions.py) both use it."""
 
 from typing import Any
 

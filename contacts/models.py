@@ -1,4 +1,6 @@
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
+from django.db.models.functions import Cast, Upper
 
 from config import ids
 from contacts.identity import KEY_MAX_LENGTH
@@ -26,13 +28,22 @@ class Contact(models.Model):
     attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Set by the erasure (api/erasure.py): identifier and name are then a placeholder and "".
+    # Set by the erasure (api/maintenance/erasure.py): identifier and name are then a placeholder and "".
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         # The read API's contact list, newest first by (created_at, id), keyset-paged (contacts/selectors.py).
-        indexes = [models.Index(fields=["workspace", "-created_at", "-id"], name="contact_ws_recent")]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at", "-id"], name="contact_ws_recent"),
+            # The admin's searches by identifier and name (conversations/search.py, backoffice/site.py): trigram
+            # indexes of the expressions Django's `icontains` compares (`UPPER(col::text) LIKE UPPER('%term%')`).
+            GinIndex(
+                OpClass(Upper(Cast("identifier", models.TextField())), name="gin_trgm_ops"),
+                name="contact_identifier_trgm",
+            ),
+            GinIndex(OpClass(Upper(Cast("name", models.TextField())), name="gin_trgm_ops"), name="contact_name_trgm"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["workspace", "identifier_key"], name="contact_unique_identifier_key"),
         ]

@@ -1,4 +1,4 @@
-"""The read API's queries about contacts (api/read_views.py). Which contacts: here; what the API shows of
+"""The read API's queries about contacts (api/edge/read_views.py). Which contacts: here; what the API shows of
 each (with its last message's time, from the conversations above this layer): conversations.selectors."""
 
 from datetime import datetime

@@ -44,7 +44,7 @@ class TranscriptEntry:
     credits: int | None  # set on the first part of a reply: what answering the contact's message cost
     admin_url: str
     metadata: list[tuple[str, str]]  # the integrator's `metadata` of an inbound message, as sent
-    # An inbound message's turn: each action with its arguments, result and duration (api/actions.py)
+    # An inbound message's turn: each action with its arguments, result and duration (api/flow/actions.py)
     actions: list[dict[str, str]] = field(default_factory=list)
 
 

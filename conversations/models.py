@@ -1,8 +1,10 @@
 from typing import Any
 
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Upper
 
 from config import ids
 
@@ -50,7 +52,7 @@ class Conversation(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=20, choices=CloseReason.choices, blank=True)
     # Set when the contact was erased (DELETE /api/v1/contacts/{id}, README "Erasing a contact"): a message
-    # of the contact still in flight then records no content here (api.messaging, ContactErased).
+    # of the contact still in flight then records no content here (api.flow.messaging, ContactErased).
     erased_at = models.DateTimeField(null=True, blank=True)
     # Set by the agent's add_conversation_labels action (conversations/labels.py has the limits); the read
     # API filters by one (`?label=`, through conversation_labels, a GIN index).
@@ -66,7 +68,7 @@ class Conversation(models.Model):
             models.Index(fields=["workspace", "-last_message_at", "-id"], name="conversation_ws_recent"),
             models.Index(fields=["channel", "-last_message_at", "-id"], name="conversation_channel_recent"),
             models.Index(fields=["contact", "-last_message_at", "-id"], name="conversation_contact_recent"),
-            # The inactivity clean-up (api/cleanup.py) reads the oldest active conversations only.
+            # The inactivity clean-up (api/maintenance/cleanup.py) reads the oldest active conversations only.
             models.Index(fields=["last_message_at"], condition=Q(status="ACTIVE"), name="conversation_active_idle"),
             GinIndex(fields=["labels"], opclasses=["jsonb_path_ops"], name="conversation_labels"),
         ]
@@ -148,7 +150,7 @@ class Message(models.Model):
     # Inbound only: the messages endpoint's 200 body for this message, the exact bytes it answered (JSON),
     # set in the UPDATE that marks it answered; GET /api/v1/messages/{id} returns it as `result`.
     result = models.BinaryField(null=True, blank=True, editable=False)
-    # Inbound only: the actions its turn made (api/actions.py), in order, each with its result and duration;
+    # Inbound only: the actions its turn made (api/flow/actions.py), in order, each with its result and duration;
     # written with the replies in the record phase.
     actions = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -157,6 +159,16 @@ class Message(models.Model):
         ordering = ["conversation", "seq", "part"]
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq", "part"], name="message_unique_position"),
+        ]
+        indexes = [
+            # The admin's search of a text (conversations/search.py): a trigram index of the expression Django's
+            # `icontains` compares (`UPPER(expr::text) LIKE UPPER('%term%')`), so a substring is an index scan.
+            GinIndex(
+                OpClass(Upper(Cast(KT("content__text__body"), models.TextField())), name="gin_trgm_ops"),
+                name="message_text_trgm",
+            ),
+            # The admin's message list filtered by what failed, newest first: failed messages are few.
+            models.Index(fields=["error_code", "id"], condition=Q(status="FAILED"), name="message_failed"),
         ]
 
     def __str__(self) -> str:
@@ -204,7 +216,7 @@ def content_body(*, type: str, content: object) -> dict[str, Any]:
 
 
 class ToolCall(models.Model):
-    """One HTTP tool call of a message's turn (api/actions.py), keyed by the message and its position in the
+    """One HTTP tool call of a message's turn (api/flow/actions.py), keyed by the message and its position in the
     turn. Stored before the call is made and its result after it: a replay or a retry of the message finds
     a finished call here and reuses its result instead of calling again."""
 

@@ -1,11 +1,11 @@
 """The message list's search: by id, by text, by contact identifier, each on an index.
 
-On PostgreSQL the text and identifier lookups are `UPPER(expr) LIKE UPPER('%term%')` (Django's
-`icontains`), served by the trigram indexes of backoffice/migrations/0002_search_indexes.py; every branch of
+The text and identifier lookups are `UPPER(expr) LIKE UPPER('%term%')` (Django's `icontains`), served by
+the trigram indexes declared on Message and Contact (`message_text_trgm`, `contact_identifier_trgm`); every branch of
 the final OR is an index scan on the messages table (primary key, the (conversation, seq, part) index,
 reply_to, the text's trigram index), which PostgreSQL combines with a bitmap OR. The contact branch first
 finds the contacts' conversations (one query, bounded), so it is `conversation_id IN (...)` on an index,
-not a join the OR could not use an index for. On SQLite the same lookups are a plain LIKE.
+not a join the OR could not use an index for.
 """
 
 from django.db.models import Q

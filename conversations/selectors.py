@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 
 from channels_app.models import AgentTool, AIAgent, KnowledgeEntry
 from channels_app.validators import BUILTIN_ACTIONS
@@ -36,32 +36,10 @@ def contact_with_active_conversation(
     Returns None for an unknown contact; `conversation_id` is None when the contact has no active
     conversation on this channel.
 
-    On PostgreSQL the conversation is a LATERAL probe of the (channel, contact) index of active conversations,
+    The conversation is a LATERAL probe of the (channel, contact) index of active conversations,
     whatever the planner's statistics say: as a plain join, a freshly loaded table's statistics (one active
     conversation per channel) made it scan all of the channel's active conversations for every message.
     """
-    if connection.vendor != "postgresql":
-        row = (
-            Contact.objects.filter(workspace_id=workspace_id, identifier_key=identifier_key)
-            .annotate(
-                active_conversation=FilteredRelation(
-                    "conversations",
-                    condition=Q(conversations__channel_id=channel_id, conversations__status=Conversation.Status.ACTIVE),
-                )
-            )
-            .values(
-                "id",
-                "name",
-                conversation_id=F("active_conversation__id"),
-                conversation_created_at=F("active_conversation__created_at"),
-                conversation_agent_id=F("active_conversation__agent_id"),
-                conversation_last_message_at=F("active_conversation__last_message_at"),
-                attributes=F("attributes"),
-                conversation_agent_transferred=F("active_conversation__agent_transferred"),
-            )
-            .order_by()[:1]
-        )
-        return next(iter(row), None)
     with connection.cursor() as cursor:
         cursor.execute(_contact_sql(), [channel_id, Conversation.Status.ACTIVE, workspace_id, identifier_key])
         found = cursor.fetchone()
@@ -209,7 +187,7 @@ def agent_config(*, agent: AIAgent) -> AgentConfig:
     )
 
 
-# --- the read API (api/read_views.py) --------------------------------------------------------------------
+# --- the read API (api/edge/read_views.py) --------------------------------------------------------------------
 
 CONVERSATION_FIELDS = (
     "id",

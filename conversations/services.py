@@ -48,8 +48,9 @@ class StoredInbound:
 def _close(*, where: str, params: list[Any], reason: str, now: datetime) -> list[str]:
     """Close the ACTIVE conversations `where` selects, in one conditional UPDATE, and return the ids of those
     it closed. The status condition is checked again on the locked row: of two closes racing, and of a
-    close racing a message's `_seq_take`, each row is closed once, and never under a message still being
-    accepted (the close waits for that transaction's row lock, then sees the row as it committed)."""
+    close racing a message's position step (api/flow/writes.py), each row is closed once, and never under a
+    message still being accepted (the close waits for that transaction's row lock, then sees the row as it
+    committed)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Conversation._meta.db_table} SET status = %s, closed_at = %s, close_reason = %s "
@@ -81,24 +82,6 @@ def conversations_close_idle(*, conversation_ids: list[str], idle_before: dateti
         reason=Conversation.CloseReason.INACTIVITY,
         now=now,
     )
-
-
-def _seq_take(*, conversation_id: str, now: datetime) -> int | None:
-    """Take the active conversation's next position; None when it is closed (then the message opens a new
-    one). The UPDATE holds the conversation row's lock until commit, so a second message of the same
-    conversation gets the next position only after this one is visible, and a close waits for it too."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, last_message_at = %s "
-            "WHERE id = %s AND status = %s AND erased_at IS NULL RETURNING last_seq",
-            [now, conversation_id, Conversation.Status.ACTIVE],
-        )
-        row = cursor.fetchone()
-    if row is not None:
-        return row[0]
-    if Conversation.objects.filter(pk=conversation_id, erased_at__isnull=False).exists():
-        raise ContactErased()  # erased after the lookup (the erasure's UPDATE held the row until it committed)
-    return None  # closed after the lookup
 
 
 @dataclass
@@ -134,9 +117,10 @@ def inbound_target(
     contact_name: str,
     now: datetime,
 ) -> InboundTarget:
-    """The contact and active conversation of a message (`inbound_message_store`), in one indexed query; a known
-    contact without a name takes `contact_name`, and a conversation idle for longer than the channel's timeout
-    is closed here. Nothing else is written: the caller stores the contact, the conversation and the message."""
+    """The contact and active conversation of a message (api/flow/writes.py, `inbound_accept`), in one indexed
+    query; a known contact without a name takes `contact_name`, and a conversation idle for longer than the
+    channel's timeout is closed here. Nothing else is written: the caller stores the contact, the conversation
+    and the message."""
     row = contact_with_active_conversation(
         workspace_id=workspace_id, channel_id=channel_id, identifier_key=identifier_key(contact_identifier)
     )
@@ -172,79 +156,6 @@ def inbound_target(
         contact_name=row["name"] or contact_name,
         contact_attributes=json.loads(attributes) if isinstance(attributes, str) else (attributes or {}),
         conversation_agent_transferred=bool(append_to and row["conversation_agent_transferred"]),
-    )
-
-
-def inbound_message_store(
-    *,
-    workspace_id: str,
-    channel_id: str,
-    agent_id: str,
-    inactivity_timeout_seconds: int,
-    contact_identifier: str,
-    contact_name: str,
-    type: str,
-    content: dict[str, Any],
-    metadata: dict[str, str],
-    now: datetime,
-    lease_until: datetime,
-    credits_reserved: int,
-) -> StoredInbound:
-    """Resolve the contact (by its identifier's normalised key, contacts.identity), open or reuse its
-    active conversation and append the contact's message.
-
-    Must run inside a transaction. A concurrent first message of the same contact, under any spelling of
-    its identifier, makes the contact or conversation insert raise IntegrityError (unique constraints); the
-    caller retries the transaction. A known contact without a name takes `contact_name` when one is sent.
-
-    An active conversation idle for longer than the channel's `inactivity_timeout_seconds` (0: never) is
-    closed here, for inactivity, whether or not the clean-up got to it yet (`closed_idle_id` says so), and
-    one closed meanwhile (through the API, by an operator) is found by `_seq_take`: either way the message
-    opens a new conversation, whose history starts empty.
-    """
-    target = inbound_target(
-        workspace_id=workspace_id,
-        channel_id=channel_id,
-        inactivity_timeout_seconds=inactivity_timeout_seconds,
-        contact_identifier=contact_identifier,
-        contact_name=contact_name,
-        now=now,
-    )
-    if target.contact is not None:
-        target.contact.save(force_insert=True)
-    seq = None
-    if target.append_to is not None:
-        seq = _seq_take(conversation_id=target.append_to, now=now)
-    if seq is None:
-        # No active conversation, or it was closed (here, or by a close that committed first).
-        conversation = conversation_build(
-            workspace_id=workspace_id, channel_id=channel_id, contact_id=target.contact_id, agent_id=agent_id, now=now
-        )
-        conversation.save(force_insert=True)
-        conversation_id, created_at, seq = conversation.id, conversation.created_at, 1
-    else:
-        assert target.append_to is not None and target.conversation_created_at is not None
-        conversation_id, created_at = target.append_to, target.conversation_created_at
-        if target.conversation_agent_id != agent_id and not target.conversation_agent_transferred:
-            # The channel was given another agent: its active conversations follow it (not a transferred one).
-            Conversation.objects.filter(pk=conversation_id).update(agent_id=agent_id)
-    message = inbound_message_build(
-        conversation_id=conversation_id,
-        seq=seq,
-        type=type,
-        content=content,
-        metadata=metadata,
-        lease_until=lease_until,
-        credits_reserved=credits_reserved,
-    )
-    message.save(force_insert=True)
-    return StoredInbound(
-        contact_id=target.contact_id,
-        conversation_id=conversation_id,
-        conversation_created_at=created_at,
-        message=message,
-        closed_idle_id=target.closed_idle_id,
-        **target.agent_context(),
     )
 
 
@@ -369,66 +280,10 @@ def _history_media(row: dict[str, Any]) -> MediaPart | None:
     )
 
 
-def inbound_message_answer(*, message_id: str, reserved: int, result: bytes) -> bool:
-    """Mark the message answered, take its credit reservation off it and store `result` (the 200 body's
-    bytes, for GET /api/v1/messages/{id}), in one UPDATE. With `reserved` > 0 only while the message still
-    holds exactly that reservation; False when it does not: the clean-up judged the request dead and already
-    gave the reservation back, and the caller records again with `reserved=0` (api.messaging._record).
-    The reservation moves with the message row, so whoever clears it (this, the failure path, or the
-    clean-up of an abandoned message) is the only one to settle or release it."""
-    messages = Message.objects.filter(pk=message_id)
-    if reserved > 0:
-        messages = messages.filter(credits_reserved=reserved)
-    return bool(
-        messages.update(
-            status=Message.Status.ANSWERED, lease_until=None, credits_reserved=0, error_code="", result=result
-        )
-    )
-
-
-def replies_store(
-    *,
-    message: Message,
-    texts: list[str],
-    credits: int,
-    input_tokens: int,
-    output_tokens: int,
-    now: datetime,
-) -> "StoredReplies":
-    """Store the agent's replies after `message` (marked answered later in the same transaction), in its own
-    conversation even when that was closed while the agent was thinking: the close stands, and the result
-    says so. The first reply carries the reply's credits and tokens (the transcript shows them there).
-
-    Raises ContactErased when the conversation was erased meanwhile: the caller's transaction rolls back and
-    nothing of the reply is kept. The conversation's UPDATE is the check (its condition), so it costs no
-    statement of its own; under READ COMMITTED an erasure in progress holds the row and the UPDATE then
-    sees it erased."""
-    replies = replies_build(
-        message=message, texts=texts, credits=credits, input_tokens=input_tokens, output_tokens=output_tokens
-    )
-    Message.objects.bulk_create(replies)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Conversation._meta.db_table} SET last_message_at = %s "
-            "WHERE id = %s AND erased_at IS NULL RETURNING status",
-            [now, message.conversation_id],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise ContactErased()
-    status = row[0]
-    if status == Conversation.Status.ACTIVE:
-        return StoredReplies(messages=replies, status=status)
-    closed_at, close_reason = Conversation.objects.values_list("closed_at", "close_reason").get(
-        pk=message.conversation_id
-    )
-    return StoredReplies(messages=replies, status=status, closed_at=closed_at, close_reason=close_reason or None)
-
-
 def replies_build(
     *, message: Message, texts: list[str], credits: int, input_tokens: int, output_tokens: int
 ) -> list[Message]:
-    """The agent's replies to `message`, at its position, parts 1, 2, ..., not saved yet (`replies_store`)."""
+    """The agent's replies to `message`, at its position, parts 1, 2, ..., not saved yet (api/flow/writes.py)."""
     return [
         Message(
             conversation_id=message.conversation_id,
@@ -468,7 +323,7 @@ def inbound_message_fail(*, message_id: str, error_code: str, reserved: int) -> 
 
 
 def inbound_message_lease_extend(*, message_id: str, lease_until: datetime) -> None:
-    """Move a pending message's lease to `lease_until` (api.messaging._lease_keep): its request is
+    """Move a pending message's lease to `lease_until` (api.flow.messaging._lease_keep): its request is
     alive, so later messages of the conversation keep waiting for it. An answered or failed message has no
     lease to keep."""
     Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(lease_until=lease_until)
@@ -482,7 +337,7 @@ def inbound_message_lock_pending(*, message_id: str) -> bool:
 
 
 def inbound_message_lease_take(*, message_id: str, expected: datetime, now: datetime, lease_until: datetime) -> bool:
-    """Take a pending message's lease for a run of its answer (api/later.py): when the lease is still the one
+    """Take a pending message's lease for a run of its answer (api/flow/later.py): when the lease is still the one
     `expected` (set when the message was accepted, for this run) or has run out (the run that held it died).
     False when the message no longer waits, or another live run holds it."""
     return bool(

@@ -2,8 +2,10 @@ import json
 import os
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
+from django.db.backends.signals import connection_created
 
+from api.flow import writes
 from billing.credits import credits_grant
 from conversations.agents.base import get_backend
 from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
@@ -17,16 +19,49 @@ SEED_TEXT = {
 }
 
 
-def on_postgresql() -> bool:
-    return connection.vendor == "postgresql"
-
-
-requires_postgresql = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
-    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite serializes all writers, so the race "
-    "this test provokes cannot happen there",
-)
 requires_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL=redis://...)")
+
+
+class StatementAfterCommit(AssertionError):
+    """A statement sent after the COMMIT inside a statement (api/flow/writes.py), in the same atomic block."""
+
+
+def commit_last_guard(execute, sql, params, many, context):
+    """An execute wrapper that fails a statement sent after the COMMIT inside a statement in the same atomic
+    block (docs/architecture.md, "Statements per message"): that statement would run in a transaction of its
+    own that the block then commits, or outside any. The block is known by the outermost Atomic object and
+    ends with its commit (an on-commit hook) or when that object is no longer the outermost."""
+    database = context["connection"]
+    after = getattr(database, "_committed_in_statement", None)
+    if after is not None:
+        if database.atomic_blocks and database.atomic_blocks[0] is after:
+            raise StatementAfterCommit(f"a statement after the COMMIT sent inside the last one: {sql[:200]}")
+        database._committed_in_statement = None
+    result = execute(sql, params, many, context)
+    if isinstance(sql, str) and sql.endswith(f"; {writes.COMMIT_SQL}") and database.atomic_blocks:
+        database._committed_in_statement = database.atomic_blocks[0]
+        database.on_commit(lambda: setattr(database, "_committed_in_statement", None))
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _nothing_after_the_commit_in_a_statement():
+    """Every test's connections, its threads' too, run `commit_last_guard`."""
+
+    def install(sender, connection, **kwargs):
+        if commit_last_guard not in connection.execute_wrappers:
+            connection.execute_wrappers.append(commit_last_guard)
+
+    for database in connections.all(initialized_only=True):
+        install(None, database)
+    connection_created.connect(install)
+    try:
+        yield
+    finally:
+        connection_created.disconnect(install)
+        for database in connections.all(initialized_only=True):
+            if commit_last_guard in database.execute_wrappers:
+                database.execute_wrappers.remove(commit_last_guard)
 
 
 def error_of(response, *, status: int | None = None) -> dict:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
@@ -28,13 +29,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def database_url_for_servers() -> str:
-    """The URL of the database this test runs on (pytest-django's test database), for a server process."""
+def database_url_for_servers(name: str | None = None) -> str:
+    """The URL of the database this test runs on (pytest-django's test database), or of another database
+    `name` on its server, for a server process. A Unix socket's directory (the project-local PostgreSQL)
+    goes in ?host=."""
     conf = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{conf['NAME']}"
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    return f"postgres://{conf['USER']}{password}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{conf['NAME']}"
+    password = f":{quote(conf['PASSWORD'])}" if conf.get("PASSWORD") else ""
+    name = name or conf["NAME"]
+    host, port = conf["HOST"] or "127.0.0.1", conf["PORT"] or 5432
+    if host.startswith("/"):
+        return f"postgres://{conf['USER']}{password}@:{port}/{name}?host={quote(host)}"
+    return f"postgres://{conf['USER']}{password}@{host}:{port}/{name}"
 
 
 def server_env(**overrides: str) -> dict[str, str]:

@@ -1,11 +1,14 @@
 """The one-way rule between the apps (README "Layout"): the layers below, lowest first. Each one imports, points
 its foreign keys and has its migrations depend only on itself and the layers before it, never on a later one.
-tests/ and bench/ stand outside the layers: they may use everything, and no layer may use them."""
+tests/ and bench/ stand outside the layers: they may use everything, and no layer may use them.
+
+Inside `api` the same rule holds between its parts (API_PARTS, docs/architecture.md "Layers"), and no two of its
+modules import each other, not even through others or inside a function."""
 
 import ast
 import subprocess
 import sys
-from graphlib import TopologicalSorter
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,27 @@ from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["config", "channels_app", "contacts", "conversations", "billing", "webhooks", "backoffice", "api"]
+LAYERS = [
+    "config",
+    "channels_app",
+    "contacts",
+    "conversations",
+    "billing",
+    "webhooks",
+    "analytics",
+    "backoffice",
+    "api",
+]
 OUTSIDE = {"tests", "bench"}  # importable by no layer
+# api's parts, lowest first: the models and the bodies' serializers; what acts on stored data outside a message;
+# a message's flow; the HTTP edge; the other ways in (Celery's tasks, the admin, manage.py's commands).
+API_PARTS = [
+    ("api.models", "api.serializers", "api.apps", "api.migrations"),
+    ("api.maintenance",),
+    ("api.flow",),
+    ("api.edge",),
+    ("api.tasks", "api.admin", "api.management"),
+]
 
 
 def layer(package: str) -> int | None:
@@ -45,6 +67,56 @@ def import_violations(root: Path) -> list[str]:
     return violations
 
 
+def module_name(root: Path, path: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(root: Path, path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import of the tree's own modules in the file: `from api.flow import
+    later` names api.flow.later, `from api.flow.later import x` api.flow.later."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                package = root.joinpath(*submodule.split("."))
+                is_module = package.with_suffix(".py").exists() or (package / "__init__.py").exists()
+                found.append((node.lineno, submodule if is_module else node.module))
+    return found
+
+
+def api_part(module: str) -> int | None:
+    return next(
+        (
+            index
+            for index, names in enumerate(API_PARTS)
+            for name in names
+            if module == name or module.startswith(name + ".")
+        ),
+        None,
+    )
+
+
+def api_violations(root: Path) -> list[str]:
+    """An import of a later part of api, and every cycle among api's modules."""
+    violations, graph = [], {}
+    for path in sorted((root / "api").rglob("*.py")):
+        own = module_name(root, path)
+        imported = [(line, module) for line, module in imported_modules(root, path) if module.split(".")[0] == "api"]
+        graph[own] = {module for _, module in imported} - {own}
+        for line, module in imported:
+            if (api_part(module) or 0) > (api_part(own) or 0):
+                violations.append(f"{path.relative_to(root)}:{line} imports {module}")
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as cycle:
+        violations.append("cycle: " + " -> ".join(cycle.args[1]))
+    return violations
+
+
 def test_the_apps_are_installed_lowest_layer_first():
     ours = [app for app in settings.INSTALLED_APPS if app in LAYERS]
     assert ours == LAYERS[1:]
@@ -66,6 +138,32 @@ def test_the_import_check_finds_an_upward_import(tmp_path):
         "channels_app/models.py:2 imports api",
         "conversations/media.py:2 imports billing",
     ]
+
+
+def test_api_s_parts_import_only_lower_parts_and_form_no_cycle():
+    assert api_violations(ROOT) == []
+
+
+def test_the_api_check_finds_an_upward_import_and_a_cycle(tmp_path):
+    # the check itself can fail: the flow importing the edge, and two modules importing each other
+    for package in ("api", "api/flow", "api/edge", "api/maintenance"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "api" / "edge" / "views.py").write_text("from api.flow import later\n")
+    (tmp_path / "api" / "flow" / "later.py").write_text("def f():\n    from api.flow.messaging import x\n")
+    (tmp_path / "api" / "flow" / "messaging.py").write_text("import api.edge.views\n")
+    (tmp_path / "api" / "maintenance" / "cleanup.py").write_text("from api.flow.messaging import x\n")
+    violations = api_violations(tmp_path)
+    assert violations[:2] == [
+        "api/flow/messaging.py:1 imports api.edge.views",
+        "api/maintenance/cleanup.py:1 imports api.flow.messaging",
+    ]
+    assert len(violations) == 3 and violations[2].startswith("cycle: ")
+    assert set(violations[2].removeprefix("cycle: ").split(" -> ")) == {
+        "api.flow.later",
+        "api.flow.messaging",
+        "api.edge.views",
+    }
 
 
 def test_no_foreign_key_points_to_a_later_layer():

@@ -9,21 +9,27 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 from django.core.checks import run_checks
 from django.db import connection
 
-from tests.live_gunicorn import BASE_DIR, BIN, free_port, gunicorn, server_env, stop, wait_until_up
+from tests.live_gunicorn import (
+    BASE_DIR,
+    BIN,
+    database_url_for_servers,
+    free_port,
+    gunicorn,
+    server_env,
+    stop,
+    wait_until_up,
+)
 
 RUN_TIMEOUT_SECONDS = 120  # a start-up or a migrate on a busy machine; a bound, not a measurement
 
-requires_postgresql = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
-    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): the race is between two migrates of one "
-    "PostgreSQL database, and the lock is PostgreSQL's (on SQLite migrate_locked is plain migrate)",
-)
 requires_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
@@ -51,13 +57,39 @@ def end_group(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+@contextmanager
+def _fresh_database() -> Iterator[str]:
+    """An empty PostgreSQL database of its own (next to the test database), dropped afterwards: its URL."""
+    conf = connection.settings_dict
+    name = f"{conf['NAME']}_fresh_{uuid.uuid4().hex[:8]}"
+    params = {"host": conf["HOST"] or "127.0.0.1", "port": conf["PORT"] or 5432, "user": conf["USER"]}
+    if conf.get("PASSWORD"):
+        params["password"] = conf["PASSWORD"]
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url_for_servers(name)
+    finally:
+        with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _migrated(url: str) -> bool:
+    with psycopg.connect(_libpq(url)) as conn:
+        (migrated,) = conn.execute("SELECT to_regclass('django_migrations') IS NOT NULL").fetchone() or (False,)
+        return migrated
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
+
 # --- the development SECRET_KEY -----------------------------------------------------------------------------
 
 
 @requires_make
-def test_make_serve_refuses_the_development_secret_key_before_migrating(tmp_path):
-    database = tmp_path / "db.sqlite3"
-    env = server_env(DATABASE_URL=f"sqlite:///{database}", BIND=f"127.0.0.1:{free_port()}")
+def test_make_serve_refuses_the_development_secret_key_before_migrating(fresh_database):
+    env = server_env(DATABASE_URL=fresh_database, BIND=f"127.0.0.1:{free_port()}")
     del env["SECRET_KEY"]
 
     process = make_serve(env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -68,11 +100,11 @@ def test_make_serve_refuses_the_development_secret_key_before_migrating(tmp_path
 
     assert process.returncode != 0
     assert "SECRET_KEY is the public development key" in err and "secrets.token_urlsafe(50)" in err
-    assert not database.exists()  # refused before `migrate` touched the database
+    assert not _migrated(fresh_database)  # refused before `migrate` touched the database
 
 
-def test_gunicorn_with_our_config_refuses_the_development_secret_key(tmp_path):
-    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+def test_gunicorn_with_our_config_refuses_the_development_secret_key():
+    env = server_env(DATABASE_URL=database_url_for_servers())
     del env["SECRET_KEY"]
 
     result = subprocess.run(
@@ -89,9 +121,9 @@ def test_gunicorn_with_our_config_refuses_the_development_secret_key(tmp_path):
 
 
 @requires_make
-def test_make_serve_starts_with_the_development_key_when_debug_is_on(tmp_path):
+def test_make_serve_starts_with_the_development_key_when_debug_is_on(tmp_path, fresh_database):
     port = free_port()
-    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", BIND=f"127.0.0.1:{port}", DEBUG="true")
+    env = server_env(DATABASE_URL=fresh_database, BIND=f"127.0.0.1:{port}", DEBUG="true")
     del env["SECRET_KEY"]
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
@@ -115,22 +147,11 @@ def test_check_deploy_reports_the_development_secret_key(settings):
 
 
 @pytest.fixture
-def fresh_database():
-    """An empty PostgreSQL database of its own (next to the test database), dropped after the test."""
-    conf = connection.settings_dict
-    name = f"{conf['NAME']}_fresh_{uuid.uuid4().hex[:8]}"
-    params = {"host": conf["HOST"] or "127.0.0.1", "port": conf["PORT"] or 5432, "user": conf["USER"]}
-    if conf.get("PASSWORD"):
-        params["password"] = conf["PASSWORD"]
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    yield f"postgres://{params['user']}{password}@{params['host']}:{params['port']}/{name}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def fresh_database() -> Iterator[str]:
+    with _fresh_database() as url:
+        yield url
 
 
-@requires_postgresql
 def test_nodes_running_the_serve_time_migrate_at_once_on_a_fresh_database_all_succeed(fresh_database):
     """Plain `migrate` twice at once on an empty database: one of them fails creating a table type, a content
     type or a permission the other created a moment before. `make serve` runs `migrate_locked`."""
@@ -155,28 +176,29 @@ def test_nodes_running_the_serve_time_migrate_at_once_on_a_fresh_database_all_su
                 node.wait(timeout=10)
 
     assert [node.returncode for node in nodes] == [0, 0, 0], outputs
-    with psycopg.connect(fresh_database.replace("postgres://", "postgresql://", 1)) as conn:
+    with psycopg.connect(_libpq(fresh_database)) as conn:
         (applied,) = conn.execute("SELECT count(*) FROM django_migrations").fetchone()
         (waiting,) = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
     assert applied > 0 and waiting == 0  # migrated once, and no node still holds the lock
 
 
-def test_migrate_locked_on_sqlite_is_plain_migrate(tmp_path):
-    database = tmp_path / "db.sqlite3"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "migrate_locked", "--verbosity", "0"],
-        cwd=BASE_DIR,
-        env=server_env(DATABASE_URL=f"sqlite:///{database}"),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_SECONDS,
-    )
+@requires_make
+def test_make_serve_without_its_database_ends_with_one_sentence():
+    """The production section's first trap: the database named by DATABASE_URL was never created."""
+    missing = database_url_for_servers(f"never_created_{uuid.uuid4().hex[:8]}")
+    env = server_env(DATABASE_URL=missing, BIND=f"127.0.0.1:{free_port()}")
 
-    assert result.returncode == 0, result.stderr
-    import sqlite3
+    process = make_serve(env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        end_group(process)
 
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("SELECT count(*) FROM django_migrations").fetchone()[0] > 0
+    assert process.returncode != 0
+    assert "Traceback" not in err, err
+    sentence = [line for line in err.splitlines() if line.strip() and not line.startswith("make")]
+    assert len(sentence) == 1, err
+    assert sentence[0].startswith("Cannot reach the database 'never_created_") and "create the database" in sentence[0]
 
 
 # --- what gunicorn itself answers: malformed HTTP ----------------------------------------------------------
@@ -214,10 +236,15 @@ def with_host(data: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def live_server_log(tmp_path_factory):
-    """One gunicorn for the malformed-HTTP tests, on a migrated SQLite file with the demo channel and key."""
+def live_server_log(tmp_path_factory, django_db_setup, django_db_blocker):
+    """One gunicorn for the malformed-HTTP tests, on a migrated database of its own with the demo channel and
+    key."""
     tmp = tmp_path_factory.mktemp("gunicorn")
-    env = server_env(DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}")
+    with django_db_blocker.unblock(), _fresh_database() as url:
+        yield from _served(tmp, server_env(DATABASE_URL=url))
+
+
+def _served(tmp, env):
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=BASE_DIR, env=env, check=True)
     demo = subprocess.run(
         [sys.executable, "manage.py", "bootstrap_demo", "--json"],

@@ -195,7 +195,7 @@ def _dispatch_on_commit(claims: list[tuple[str, str]]) -> None:
 
 
 def events_erase_for_contact(*, contact_id: str) -> int:
-    """Blank the payload of every event about the contact (erasure, api/erasure.py) and stop their pending
+    """Blank the payload of every event about the contact (erasure, api/maintenance/erasure.py) and stop their pending
     deliveries: an event's body is the messages endpoint's 200 body, the contact's words and the agent's.
     The events, their deliveries and attempts stay, for operators. Returns the events blanked."""
     pending = WebhookDelivery.objects.filter(event__contact_id=contact_id, status=WebhookDelivery.Status.PENDING)

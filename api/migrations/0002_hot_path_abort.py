@@ -1,5 +1,4 @@
-# The function the hot path's statements raise with (api/hot_path.py, "One round trip to commit"). PostgreSQL
-# only: SQLite runs the ORM path.
+# The function the messages endpoint's statements stop their transaction with (api/flow/writes.py, `_abort`).
 
 from django.db import migrations
 
@@ -7,8 +6,6 @@ FUNCTION = "channels_hot_path_abort"
 
 
 def create(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
     schema_editor.execute(
         f"CREATE OR REPLACE FUNCTION {FUNCTION}(reason text) RETURNS integer LANGUAGE plpgsql AS $$ "
         "BEGIN RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = reason; END $$"
@@ -16,8 +13,7 @@ def create(apps, schema_editor):
 
 
 def drop(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}(text)")
+    schema_editor.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}(text)")
 
 
 class Migration(migrations.Migration):

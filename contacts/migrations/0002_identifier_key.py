@@ -53,10 +53,9 @@ def keys_fill(apps, schema_editor):
             )
     if kept:
         logger.warning("contact identifier collisions: %d contacts keep their own identifier as key", kept)
-    if schema_editor.connection.vendor == "postgresql":
-        # A row updated twice in this transaction leaves its (deferred) foreign key check pending, and
-        # PostgreSQL refuses the ALTER TABLE below while checks are pending: run them now.
-        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    # A row updated twice in this transaction leaves its (deferred) foreign key check pending, and
+    # PostgreSQL refuses the ALTER TABLE below while checks are pending: run them now.
+    schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 class Migration(migrations.Migration):

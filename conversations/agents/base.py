@@ -123,7 +123,7 @@ class ContactContext:
 
 class ActionRunner(Protocol):
     """What the runtime hands a backend that calls tools (`uses_tools = True`) for an agent with actions
-    (api/actions.py): the tools to offer, and their execution. Every failure is a result for the model."""
+    (api/flow/actions.py): the tools to offer, and their execution. Every failure is a result for the model."""
 
     def tools(self) -> list[dict[str, Any]]:
         """The OpenAI function tools (strict JSON Schemas)."""

@@ -723,7 +723,7 @@ class _Killed(BaseException):
 def test_a_worker_killed_between_a_tool_call_and_the_record_phase_is_retried_without_calling_again(
     api, stand_in, tool_server, order_tool, monkeypatch
 ):
-    from api import hot_path
+    from api.flow import writes
     from api.models import IdempotencyRecord
 
     stand_in.script(calls(("lookup_order", {"orderId": "A-1", "verbose": None})), "It shipped.")
@@ -732,7 +732,7 @@ def test_a_worker_killed_between_a_tool_call_and_the_record_phase_is_retried_wit
         raise _Killed
 
     with monkeypatch.context() as patched:
-        patched.setattr(hot_path, "replies_store", killed)
+        patched.setattr(writes, "replies_store", killed)
         with pytest.raises(_Killed):
             api.post(say("Order A-1?"), idempotency_key="killed-1")
     assert len(tool_server.requests) == 1 and ToolCall.objects.get().status == ToolCall.Status.SUCCEEDED

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from api.demo import demo_key_file
+from api.maintenance.demo import demo_key_file
 from billing.models import UsageLedgerEntry
 from channels_app.models import AIAgent, Channel, Workspace, WorkspaceApiKey
 from tests.conftest import SEED_TEXT, Api

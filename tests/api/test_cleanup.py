@@ -12,7 +12,12 @@ from django.core.management import call_command
 from django.db.models import F
 from django.utils import timezone
 
-from api.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release, cleanup_run, idempotency_records_purge
+from api.maintenance.cleanup import (
+    ABANDONED_MARGIN_SECONDS,
+    abandoned_messages_release,
+    cleanup_run,
+    idempotency_records_purge,
+)
 from api.models import IdempotencyRecord
 from api.tasks import cleanup_task
 from channels_app.models import Workspace

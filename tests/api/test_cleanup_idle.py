@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from api.cleanup import cleanup_run, idle_conversations_close
+from api.maintenance.cleanup import cleanup_run, idle_conversations_close
 from contacts.services import contact_create
 from conversations.models import Conversation
 from tests.factories import ChannelFactory, WorkspaceFactory

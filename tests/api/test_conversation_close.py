@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.core.cache import cache
 
-from api.messaging import render
+from api.flow.messaging import render
 from channels_app.models import Channel, Workspace
 from conversations.models import Conversation, Message
 from tests.conftest import SEED_TEXT, Api, error_of

@@ -10,7 +10,7 @@ from django.apps import apps
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from api.erasure import contact_erase
+from api.maintenance.erasure import contact_erase
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact
@@ -224,7 +224,9 @@ def test_pg_dump_of_the_database_holds_no_erased_string(client, settings, tmp_pa
     assert client.delete(f"/api/v1/contacts/{first.json()['contactId']}", HTTP_X_API_KEY=key).status_code == 200
 
     name = connection.settings_dict["NAME"]
-    env = {**os.environ, "PGHOST": "127.0.0.1", "PGUSER": connection.settings_dict.get("USER") or "postgres"}
+    conf = connection.settings_dict
+    env = {**os.environ, "PGHOST": conf["HOST"] or "127.0.0.1", "PGPORT": str(conf["PORT"] or 5432)}
+    env["PGUSER"] = conf.get("USER") or "postgres"
     dump = subprocess.run(["pg_dump", "--data-only", name], env=env, capture_output=True, check=True, timeout=60)
     text = dump.stdout.decode("utf-8", "replace")
     assert "pg-dump-key" not in text  # the idempotency record went with its response body

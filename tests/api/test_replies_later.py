@@ -15,14 +15,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from api.later import message_answer_run
-from api.messaging import InboundRequest, _accept
+from api.flow.later import message_answer_run
+from api.flow.messaging import InboundRequest, _accept
 from api.models import IdempotencyRecord
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from conversations.agents.errors import AgentTimeout
 from conversations.models import Message
-from tests.conftest import SEED_TEXT, error_of, requires_postgresql
+from tests.conftest import SEED_TEXT, error_of
 
 ASYNC = {"HTTP_PREFER": "respond-async"}
 WAIT_SECONDS = 30  # generous: the machine is shared
@@ -53,7 +53,6 @@ def test_prefer_without_respond_async_is_the_synchronous_mode(api):
     assert "Preference-Applied" not in response
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_respond_async_answers_202_before_the_agent_runs_then_answers_in_the_background(
     api, channel, workspace, scripted_agent
@@ -100,7 +99,6 @@ def test_respond_async_answers_202_before_the_agent_runs_then_answers_in_the_bac
     assert Workspace.objects.get(pk=workspace.pk).credit_reserved == 0
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_an_async_retry_with_the_same_key_answers_202_while_processing_then_the_stored_200(
     api, channel, scripted_agent
@@ -139,7 +137,6 @@ def test_an_async_retry_with_the_same_key_answers_202_while_processing_then_the_
     assert scripted_agent.count == 1
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_an_async_failure_is_recorded_and_a_retry_with_the_key_answers_the_same_message(
     api, channel, workspace, scripted_agent
@@ -169,7 +166,6 @@ def test_an_async_failure_is_recorded_and_a_retry_with_the_key_answers_the_same_
     ]
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_async_messages_of_one_conversation_are_answered_in_order_each_seeing_the_earlier(api, channel, scripted_agent):
     # given: the first answer is slow, so the second message's run waits for its turn

@@ -26,12 +26,12 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from config import celery_app
 from conversations.models import Message
-from tests.conftest import SEED_TEXT, Api, requires_postgresql, requires_redis
+from tests.conftest import SEED_TEXT, Api, requires_redis
 from tests.factories import AIAgentFactory, ChannelFactory
 from tests.live_gunicorn import database_url_for_servers
 from tests.llm_stand_in import StandIn, Step, start
 
-pytestmark = [requires_redis, requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = [requires_redis, pytest.mark.django_db(transaction=True)]
 
 KEY_VAR = "TEST_CHANNELS_LLM_API_KEY"
 ASYNC = {"HTTP_PREFER": "respond-async"}
@@ -62,12 +62,21 @@ def stand_in() -> Iterator[StandIn]:
 @pytest.fixture
 def broker():
     """Redis's database of this test run, emptied (no task of an earlier run), and Celery sending to it."""
-    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    _empty_broker()
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     yield
     celery_app.conf.task_always_eager = eager
-    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    _empty_broker()
+
+
+def _empty_broker() -> None:
+    """Deletes this test worker's broker keys (its REDIS_KEY_PREFIX), not other workers' running tests'."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    if not settings.REDIS_KEY_PREFIX:
+        client.flushdb()
+    elif keys := list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*")):
+        client.delete(*keys)
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def test_null_for_an_optional_field_is_the_field_left_out(api):
     ],
 )
 def test_null_caption_and_filename_are_left_out(api, monkeypatch, type_, content, stored):
-    from api import messaging
+    from api.flow import messaging
 
     seen = []
     monkeypatch.setattr(messaging, "media_prepare", lambda **kwargs: seen.append(kwargs["message"].content))

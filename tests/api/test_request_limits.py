@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from api.idempotency import request_fingerprint
-from api.views import MAX_JSON_DEPTH
+from api.edge.views import MAX_JSON_DEPTH
+from api.flow.idempotency import request_fingerprint
 from config.exception_handler import error_body
 from contacts.models import Contact
 from conversations.models import Message

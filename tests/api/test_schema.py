@@ -9,7 +9,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
-from api.schema import CLOSE_EXAMPLE, REPLY_EXAMPLE, SPEC_EXAMPLES
+from api.edge.schema import CLOSE_EXAMPLE, REPLY_EXAMPLE, SPEC_EXAMPLES
 from channels_app.models import Team
 from tests.conftest import SEED_TEXT
 

@@ -22,7 +22,7 @@ from conversations.agents.openai_agent import OpenAICompatibleAgent
 from conversations.models import Message
 from conversations.selectors import agent_config
 from tests.api.test_replies_later import wait_for
-from tests.conftest import SEED_TEXT, error_of, requires_postgresql
+from tests.conftest import SEED_TEXT, error_of
 from tests.factories import AIAgentFactory, ChannelFactory
 from tests.live_gunicorn import database_url_for_servers, gunicorn
 from tests.llm_stand_in import StandIn, Step, start
@@ -60,7 +60,6 @@ def stand_in():
 # --- in process ---------------------------------------------------------------------------------------------------
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_a_stream_has_the_deltas_then_each_message_then_done_with_the_stored_200_body(api, channel, scripted_agent):
     # given: an answer of two messages
@@ -86,7 +85,6 @@ def test_a_stream_has_the_deltas_then_each_message_then_done_with_the_stored_200
     assert scripted_agent.count == 1
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_a_failure_once_the_agent_started_is_an_error_event_and_is_recorded(api, channel, workspace, scripted_agent):
     scripted_agent.take_over(channel.agent)
@@ -209,7 +207,6 @@ def next_event(response) -> tuple[str, bytes]:
             fields[name] = value
 
 
-@requires_postgresql
 def test_over_gunicorn_the_first_delta_arrives_while_the_agent_still_writes(live, stand_in):
     server, channel, key = live
     gate = threading.Event()
@@ -235,7 +232,6 @@ def test_over_gunicorn_the_first_delta_arrives_while_the_agent_still_writes(live
     assert bytes(IdempotencyRecord.objects.get().response_body) == events[3][1]
 
 
-@requires_postgresql
 def test_over_gunicorn_a_client_gone_mid_stream_still_gets_its_message_answered_and_replayable(live, stand_in):
     server, channel, key = live
     gate = threading.Event()
@@ -271,7 +267,6 @@ def test_over_gunicorn_a_client_gone_mid_stream_still_gets_its_message_answered_
     assert len(stand_in.requests) == 1
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_respond_async_wins_over_a_stream(api, channel, scripted_agent):
     scripted_agent.take_over(channel.agent)

@@ -119,17 +119,17 @@ def test_unreachable_cache_fails_open_with_a_warning(api, workspace, settings, c
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
-    from api import throttling
+    from api.edge import throttling
 
     throttling._last_warning = float("-inf")
 
     # when
-    with caplog.at_level(logging.WARNING, logger="api.throttling"):
+    with caplog.at_level(logging.WARNING, logger="api.edge.throttling"):
         statuses = [api.post(SEED_TEXT).status_code for _ in range(3)]
 
     # then: served, not limited, and said once
     assert statuses == [200, 200, 200]
-    warnings = [r for r in caplog.records if r.name == "api.throttling"]
+    warnings = [r for r in caplog.records if r.name == "api.edge.throttling"]
     assert len(warnings) == 1 and "cache is unreachable" in warnings[0].getMessage()
 
 

@@ -12,13 +12,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import cycle
+from typing import Any
 
 import time_machine
+from django.db import connection
 from django.db.models import F
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from api.cleanup import abandoned_messages_release
+from analytics.stats import message_stats_answered_statement
+from api.maintenance.cleanup import abandoned_messages_release
 from billing.credits import credits_grant
 from channels_app.models import Channel, Workspace
 from contacts.models import Contact
@@ -144,3 +147,10 @@ def seed_days(*, client, httpserver: HTTPServer, today: date, days: int = 6) -> 
     finally:
         openai_agent.MAX_RETRIES = retries
     return Seeded(acme=acme, globex=globex, support=support, sales=sales, helpdesk=helpdesk, days=seeded_days)
+
+
+def message_stats_answered(**answered: Any) -> None:
+    """Count one answered message as the record phase's first statement does (api/flow/writes.py runs this upsert
+    as one of its steps)."""
+    with connection.cursor() as cursor:
+        cursor.execute(*message_stats_answered_statement(**answered))

@@ -9,13 +9,12 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
+from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
 from backoffice.dashboard import DASHBOARD_MAX_DAYS, DateRange, dashboard_get, dashboard_range, percentile_ms
-from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
-from backoffice.stats import message_stats_answered
 from billing.models import UsageLedgerEntry
 from conversations.failures import failure_cause
 from conversations.models import Conversation, Message
-from tests.backoffice.seed import seed_days
+from tests.backoffice.seed import message_stats_answered, seed_days
 from tests.factories import ChannelFactory, WorkspaceFactory
 
 DASHBOARD_QUERIES = 8  # session, user, the 5 of backoffice/dashboard.py (labels too), recent actions

@@ -1,4 +1,4 @@
-"""The daily rollup (backoffice.stats): fed by the record and failure paths and the clean-up, rebuilt from the
+"""The daily rollup (analytics.stats): fed by the record and failure paths and the clean-up, rebuilt from the
 messages by `manage.py stats rebuild`."""
 
 import io
@@ -10,13 +10,13 @@ from django.core.management import call_command
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from api.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
-from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
-from backoffice.stats import latency_bucket, message_stats_answered, message_stats_failed
+from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
+from analytics.stats import latency_bucket, message_stats_failed
+from api.maintenance.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from conversations.models import Message
-from tests.backoffice.seed import seed_days
+from tests.backoffice.seed import message_stats_answered, seed_days
 from tests.conftest import SEED_TEXT
 
 

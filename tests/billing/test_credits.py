@@ -4,19 +4,21 @@ the ledger, and neither the balance nor the reservation goes below zero. (The AP
 cases are in tests/api/test_messages_api.py, tests/api/test_idempotency_api.py and
 tests/concurrency/test_credits_race.py.)"""
 
+import json
 from dataclasses import replace
 
 import pytest
 from django.utils import timezone
 
+from api.flow import writes
 from billing.credits import (
     InsufficientCredits,
+    credits_charge,
     credits_cost,
     credits_estimate,
     credits_grant,
     credits_release,
     credits_reserve,
-    credits_settle,
 )
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
@@ -55,15 +57,23 @@ def message_of(workspace: Workspace) -> Message:
 
 
 def settle(workspace: Workspace, *, reserved: int, cost: int) -> tuple[int, int]:
-    return credits_settle(
+    """The record phase's settlement (api/flow/writes.py) of a message holding `reserved`: (charged, balance after)."""
+    message = message_of(workspace)
+    Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
+    charge = credits_charge(cost=cost, reserved=reserved)
+    body = writes.inbound_settle_answer(
+        message_id=message.pk,
         workspace_id=workspace.pk,
         reserved=reserved,
-        cost=cost,
-        message_id=message_of(workspace).pk,
+        charge=charge,
         input_tokens=30,
         output_tokens=10,
+        template=f'{{"balance":{writes.BALANCE_PLACEHOLDER}}}'.encode(),
+        claim=None,
+        commit=False,
         now=timezone.now(),
     )
+    return charge, json.loads(body)["balance"]
 
 
 # --- what a reply may cost, and costs ------------------------------------------------------------------

@@ -3,14 +3,14 @@ message kept at its own position and answered in order."""
 
 import pytest
 
-from api import messaging
+from api.flow import messaging
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Conversation, Message
 from tests.concurrency.conftest import run_together
-from tests.conftest import SEED_TEXT, requires_postgresql
+from tests.conftest import SEED_TEXT
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REQUESTS = 50
 

@@ -12,17 +12,17 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from api import messaging
-from api.cleanup import idle_conversations_close
+from api.flow import messaging
+from api.maintenance.cleanup import idle_conversations_close
 from conversations.models import Conversation, Message
 from conversations.services import conversation_close
 from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, in_thread, run_together, wait_for_lock_waiters
-from tests.conftest import SEED_TEXT, Api, requires_postgresql
+from tests.conftest import SEED_TEXT, Api
 from tests.webhooks.conftest import Receiver
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_set
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 ROUNDS = 8
 

@@ -22,10 +22,10 @@ from billing.credits import credits_grant
 from channels_app.models import AIAgent
 from conversations.models import Message
 from tests.concurrency.conftest import run_together
-from tests.conftest import SEED_TEXT, Api, requires_postgresql
+from tests.conftest import SEED_TEXT, Api
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY_VAR = "TEST_CONCURRENCY_LLM_API_KEY"
 CHAT_PATH = "/v1/chat/completions"
@@ -198,7 +198,7 @@ QUEUE_LENGTH = 7  # about 3.5 s at the agent, one after the other
 
 @pytest.fixture
 def short_lease(settings, monkeypatch, setup):
-    from api import messaging
+    from api.flow import messaging
 
     settings.PROCESSING_LEASE_SECONDS = 1
     settings.MEDIA_DOWNLOAD_TIMEOUT_SECONDS = 0.1

@@ -7,9 +7,9 @@ from billing.models import UsageLedgerEntry
 from contacts.models import Contact
 from conversations.models import Message
 from tests.concurrency.conftest import run_together
-from tests.conftest import SEED_TEXT, requires_postgresql
+from tests.conftest import SEED_TEXT
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REQUESTS = 100
 CREDITS = 40

@@ -1,4 +1,4 @@
-"""A database connection that dies inside or between the phases' statements (api/hot_path.py, PostgreSQL): the
+"""A database connection that dies inside or between the phases' statements (api/flow/writes.py, PostgreSQL): the
 request's backend is terminated while its statement waits for a row this test holds (or, between the
 phases, every idle pooled connection is). The request is answered 503 `database_unavailable` with nothing
 half-written, the failure path runs on a fresh connection, and a retry with the same key answers once."""
@@ -20,10 +20,10 @@ from tests.concurrency.conftest import (
     lock_waiters,
     wait_for_lock_waiters,
 )
-from tests.config.test_database_outage import requires_postgresql, terminate_backends
+from tests.config.test_database_outage import terminate_backends
 from tests.conftest import SEED_TEXT, Api, error_of
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = "terminated-%s-key"
 SECOND = {**SEED_TEXT, "content": {"text": {"body": "Can I get a refund?"}}}

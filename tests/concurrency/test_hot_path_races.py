@@ -1,4 +1,4 @@
-"""Races a hostile integrator provokes against the accept phase's one statement (api/hot_path.py, PostgreSQL):
+"""Races a hostile integrator provokes against the accept phase's one statement (api/flow/writes.py, PostgreSQL):
 an erasure committing while a message of the contact opens a new conversation, one idempotency key sent at
 once with different bodies or after its record expired, and reservations larger than the charges."""
 
@@ -16,10 +16,10 @@ from contacts.models import Contact
 from conversations.agents.base import AgentReply
 from conversations.models import Conversation, Message
 from tests.concurrency.conftest import THREAD_TIMEOUT_SECONDS, books, in_thread, run_together, wait_for_lock_waiters
-from tests.conftest import SEED_TEXT, Api, requires_postgresql
+from tests.conftest import SEED_TEXT, Api
 from tests.factories import ChannelFactory
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = "hostile-%s-'quoted'-\\-key"  # psycopg binds it client-side: a `%s` in a value must stay a value
 

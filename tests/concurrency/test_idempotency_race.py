@@ -19,9 +19,9 @@ from billing.models import UsageLedgerEntry
 from conversations.agents.errors import AgentTimeout
 from conversations.models import Message
 from tests.concurrency.conftest import run_together
-from tests.conftest import Api, requires_postgresql
+from tests.conftest import Api
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = "race-6f1c2a0e-5d0b-4c61-9a57-2f0e3f1d9b11"
 REQUESTS = 50

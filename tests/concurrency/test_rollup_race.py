@@ -4,12 +4,12 @@ counted once, and the day's credits equal the ledger's."""
 import pytest
 from django.db.models import Sum
 
-from backoffice.models import MessageDay
+from analytics.models import MessageDay
 from billing.models import UsageLedgerEntry
 from tests.concurrency.conftest import run_together
-from tests.conftest import SEED_TEXT, requires_postgresql
+from tests.conftest import SEED_TEXT
 
-pytestmark = [requires_postgresql, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 REQUESTS = 40
 

@@ -7,7 +7,6 @@ production process has, with connections idle between requests."""
 
 import http.client
 import json
-import os
 import threading
 import time
 
@@ -23,11 +22,6 @@ from tests.conftest import SEED_TEXT, error_of
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
 from tests.live_gunicorn import database_url_for_servers, gunicorn
 
-requires_postgresql = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
-    reason="needs PostgreSQL (set DATABASE_URL=postgres://...): a restart is simulated by terminating the test "
-    "database's backends, and only PostgreSQL has a connection pool",
-)
 LLM_ANSWER = {
     "id": "c1",
     "object": "chat.completion",
@@ -77,7 +71,6 @@ def full_checks(transactional_db, monkeypatch):
     return sent
 
 
-@requires_postgresql
 def test_a_connection_back_from_a_request_moments_ago_is_reused_without_a_round_trip(full_checks):
     for _ in range(5):  # a busy pool: each connection comes back and goes out again at once
         connection.ensure_connection()
@@ -92,7 +85,6 @@ def test_a_connection_back_from_a_request_moments_ago_is_reused_without_a_round_
         assert cursor.fetchone() == (1,)
 
 
-@requires_postgresql
 def test_a_connection_idle_for_longer_gets_the_round_trip(full_checks, monkeypatch):
     from config.postgresql import base
 
@@ -106,7 +98,6 @@ def test_a_connection_idle_for_longer_gets_the_round_trip(full_checks, monkeypat
     assert len(full_checks) == checked + 1
 
 
-@requires_postgresql
 def test_a_recent_connection_whose_backend_was_terminated_is_not_trusted(transactional_db):
     """What a restart does to a connection that was back in the pool a moment before: the server's FATAL
     error and the closed socket make it readable, so it gets the full check however recent it is."""
@@ -200,7 +191,6 @@ def terminate_backends() -> int:
     return len(pids)
 
 
-@requires_postgresql
 def test_after_a_restart_the_connections_idle_in_the_pool_fail_no_request(live_channel, tmp_path):
     channel, key = live_channel
     with gunicorn(tmp_path / "server.log", DATABASE_URL=database_url_for_servers()) as server:
@@ -216,7 +206,6 @@ def test_after_a_restart_the_connections_idle_in_the_pool_fail_no_request(live_c
         assert [(status, body.get("error", {}).get("code")) for status, _, body in after] == [(200, None)] * 12
 
 
-@requires_postgresql
 def test_requests_inside_a_statement_at_a_restart_get_503_and_later_ones_succeed(live_channel, tmp_path):
     channel, key = live_channel
     with gunicorn(tmp_path / "server.log", DATABASE_URL=database_url_for_servers()) as server:
@@ -256,7 +245,6 @@ def test_requests_inside_a_statement_at_a_restart_get_503_and_later_ones_succeed
     assert not [line for line in lines if line["event"].startswith("unhandled error")]
 
 
-@requires_postgresql
 def test_a_restart_while_the_reply_is_recorded_frees_the_idempotency_key_for_the_retry(
     live_channel, tmp_path, httpserver
 ):

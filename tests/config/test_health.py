@@ -11,14 +11,11 @@ DOWN_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 @contextmanager
 def database_down():
-    """Swap this thread's default connection for one whose server is gone: SQLite's file in a folder that
-    does not exist, PostgreSQL on a port nothing listens on. The real connection is put back after."""
+    """Swap this thread's default connection for one whose server is gone (a port nothing listens on). The
+    real connection is put back after."""
     real = connections["default"]
     settings_dict = {**real.settings_dict, "OPTIONS": {}}
-    if real.vendor == "sqlite":
-        settings_dict["NAME"] = "/nonexistent-folder/db.sqlite3"
-    else:
-        settings_dict.update({"HOST": "127.0.0.1", "PORT": "1"})
+    settings_dict.update({"HOST": "127.0.0.1", "PORT": "1"})
     broken = real.__class__(settings_dict, alias="default")
     connections["default"] = broken
     try:

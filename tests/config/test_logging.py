@@ -16,7 +16,7 @@ from pytest_httpserver import HTTPServer
 from channels_app.models import AIAgent
 from config.logs import REDACTED, formatter
 from tests.config.test_database_outage import LLM_ANSWER
-from tests.conftest import SEED_TEXT, Api, on_postgresql
+from tests.conftest import SEED_TEXT, Api
 from tests.factories import ChannelFactory, api_key_for
 
 BODY = "My order 4411 never arrived, my phone is +1 555 0100"
@@ -233,8 +233,7 @@ def test_a_database_error_quoting_a_message_body_never_reaches_the_log(api, monk
     (error,) = [line for line in log_lines() if line["event"].startswith("unhandled error")]
     assert error["request_id"] == "req-db"
     assert "IntegrityError" in error["exception"] and ", in storing_a_bad_row" in error["exception"]
-    if on_postgresql():
-        assert "sqlstate=23502" in error["exception"] and "column=conversation_id" in error["exception"]
+    assert "sqlstate=23502" in error["exception"] and "column=conversation_id" in error["exception"]
     text = log_lines.text()
     assert "9931" not in text and "Hidden Lane" not in text
 

@@ -215,7 +215,7 @@ def test_history_is_one_query_whatever_the_conversations_length(db):
     reason="needs PostgreSQL (set DATABASE_URL=postgres://...): the plan checked here is PostgreSQL's; "
     "SQLite's planner and EXPLAIN output are different things",
 )
-def test_history_query_reads_the_position_index_backwards_on_postgresql(db):
+def test_history_query_reads_the_position_index_backwards(db):
     # given: a long conversation among others, with fresh statistics
     conversation_with(50, identifier="other@example.com")
     conversation, message = conversation_with(LONG)

@@ -11,7 +11,7 @@ from django.test import Client
 
 from billing.credits import credits_grant
 from config import celery_app
-from tests.conftest import Api, requires_postgresql, requires_redis
+from tests.conftest import Api, requires_redis
 from tests.factories import ChannelFactory, WorkspaceFactory, api_key_for
 from tests.webhooks.conftest import Reply, verified
 from webhooks.delivery import delivery_attempt
@@ -133,7 +133,6 @@ def test_the_beat_schedule_sweeps_webhooks(settings):
     assert webhooks_sweep_task.name in celery_app.tasks
 
 
-@requires_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_workers_racing_for_one_delivery_send_it_once(receiver, settings):
     # given: a due delivery, and a receiver slow enough that every racer arrives while it is being sent

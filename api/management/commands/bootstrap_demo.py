@@ -4,7 +4,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from api.demo import demo_base_url, demo_bootstrap, demo_key_file
+from api.maintenance.demo import demo_base_url, demo_bootstrap, demo_key_file
 
 DEFAULT_BIND = "127.0.0.1:8000"
 

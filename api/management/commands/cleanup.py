@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from api.cleanup import cleanup_run
+from api.maintenance.cleanup import cleanup_run
 
 
 class Command(BaseCommand):

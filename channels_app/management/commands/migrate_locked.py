@@ -11,7 +11,7 @@ class Command(BaseCommand):
     help = (
         "Run `migrate` while holding a PostgreSQL advisory lock, so that nodes starting at once migrate one "
         "after the other (`make serve` runs this). Without a lock, two migrates on a fresh database race on "
-        "creating the same tables and content types, and one of them fails. On SQLite it is plain `migrate`."
+        "creating the same tables and content types, and one of them fails."
     )
     requires_system_checks: list = []  # `migrate` runs them, inside the lock
 

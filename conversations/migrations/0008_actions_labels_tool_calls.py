@@ -10,8 +10,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('channels_app', '0006_channel_inactivity_timeout'),
-        ('contacts', '0005_contact_attributes'),
-        ('conversations', '0006_single_column_indexes_dropped'),
+        ('contacts', '0006_contact_attributes'),
+        ('conversations', '0007_search_indexes'),
     ]
 
     operations = [

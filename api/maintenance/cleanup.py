@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from api.conversations import conversations_closed_announce
+from analytics.stats import message_stats_failed
+from api.maintenance.conversations import conversations_closed_announce
 from api.models import IdempotencyRecord
-from backoffice.stats import message_stats_failed
 from billing.credits import credits_release
 from channels_app.models import Channel
 from conversations.media.cache import media_assets_purge
@@ -29,7 +29,7 @@ IDLE_CLOSE_BATCH_SIZE = 100
 # An inbound message still PENDING this long after its lease ran out lost its request: the process died
 # between accept and record. A live request never lets its lease run out: the lease covers its media step
 # and its agent call, and it is renewed while the request waits for its turn
-# (api.messaging.lease_seconds); the margin covers clocks of different machines and a request
+# (api.flow.messaging.lease_seconds); the margin covers clocks of different machines and a request
 # that a stalled process finishes late, which would otherwise release the same reservation a second time.
 ABANDONED_MARGIN_SECONDS = 600
 ABANDONED_ERROR_CODE = "abandoned"
@@ -63,7 +63,7 @@ def idle_conversations_close(*, now: datetime, batch_size: int = IDLE_CLOSE_BATC
     event in the batch's transaction. Returns how many were closed.
 
     The clean-up only tidies up: a message to a timed-out conversation closes it itself at once
-    (conversations.services.inbound_message_store). The channels are taken by timeout, and there are few
+    (conversations.services.inbound_target). The channels are taken by timeout, and there are few
     distinct timeouts; each batch reads the oldest active conversations through their partial index
     (`conversation_active_idle`). The close re-checks the conditions on each locked row, so a message
     that arrives in between keeps its conversation open.

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('contacts', '0004_single_column_indexes_dropped'),
+        ('contacts', '0005_search_indexes'),
     ]
 
     operations = [

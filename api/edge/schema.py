@@ -1,7 +1,7 @@
 """The OpenAPI description of the messages endpoint and the conversation close (drf-spectacular), kept out of
 the views.
 
-The view parses its JSON itself (api/parsers.py), so the request is declared here: a `oneOf` of one
+The view parses its JSON itself (api/edge/parsers.py), so the request is declared here: a `oneOf` of one
 schema per message type, told apart by `type` (the discriminator), built from the same content serializers
 that validate requests, so the documented limits are the enforced ones. The responses: the success body is
 api.serializers.MessageResultSerializer (the one that renders it), and every error status has the
@@ -26,8 +26,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from api.idempotency import MAX_KEY_LENGTH, IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
-from api.messaging import ConversationBusy
+from api.flow.idempotency import MAX_KEY_LENGTH, IdempotencyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
+from api.flow.messaging import ConversationBusy
 from api.serializers import (
     CONTENT_SERIALIZERS,
     MESSAGE_TYPES,
@@ -288,7 +288,7 @@ def _error(status: int, summary: str, errors: dict[type[ApplicationError], tuple
 
 
 class ProcessingSerializer(serializers.Serializer):
-    """The 202 of the asynchronous mode (`Prefer: respond-async`), api.messaging.processing_result."""
+    """The 202 of the asynchronous mode (`Prefer: respond-async`), api.flow.messaging.processing_result."""
 
     success = serializers.BooleanField(default=True)
     status = serializers.ChoiceField(choices=["PROCESSING"])
@@ -633,7 +633,7 @@ def require_request_bodies(result, generator, request, public):
     return result
 
 
-# --- the read and data API (api/read_views.py) ----------------------------------------------------------
+# --- the read and data API (api/edge/read_views.py) ----------------------------------------------------------
 
 _CONTACT_EXAMPLE = {
     "id": "ct_01m8a0z0svjtnbznghw1rmd1t3",

@@ -20,21 +20,19 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from api import hot_path
-from api.actions import ActionRun
-from api.conversations import conversations_closed_announce
-from api.idempotency import (
+from analytics.stats import message_stats_failed
+from api.flow import writes
+from api.flow.actions import ActionRun
+from api.flow.idempotency import (
     Claim,
-    IdempotencyInProgress,
     Replay,
     idempotency_attach_message,
     idempotency_claim,
-    idempotency_complete,
     idempotency_hold,
     idempotency_lock_extend,
-    idempotency_message_id,
     idempotency_release,
 )
+from api.maintenance.conversations import conversations_closed_announce
 from api.serializers import (
     AiMessageView,
     ConversationView,
@@ -43,14 +41,12 @@ from api.serializers import (
     UsageView,
     represent,
 )
-from backoffice.stats import message_stats_answered, message_stats_failed
 from billing.credits import (
     credits_charge,
     credits_cost,
     credits_estimate,
     credits_release,
     credits_reserve,
-    credits_settle,
 )
 from channels_app.models import AIAgent, Workspace
 from channels_app.selectors import channel_get_for_workspace
@@ -76,13 +72,10 @@ from conversations.services import (
     TurnNotReady,
     conversation_close,
     history_build,
-    inbound_message_answer,
     inbound_message_fail,
     inbound_message_lease_extend,
     inbound_message_lock_pending,
     inbound_message_resume,
-    inbound_message_store,
-    replies_store,
 )
 from webhooks.services import message_failed_emit, message_replied_emit
 
@@ -132,7 +125,7 @@ class PostResult:
     body: bytes
     replayed: bool = False
     headers: dict[str, str] = field(default_factory=dict)
-    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/streaming.py)
+    events: Iterator[bytes] | None = None  # a streamed answer's Server-Sent Events (api/flow/streaming.py)
 
 
 class AnsweredElsewhere(Exception):
@@ -158,7 +151,7 @@ class Accepted:
     claim: Claim | None
     lease_seconds: float  # see `lease_seconds`
     lease_until: datetime  # the message's lease (and its key's lock) as this request last set it
-    # True for an answer run by a task (api/later.py): more than one run may hold the same message and key
+    # True for an answer run by a task (api/flow/later.py): more than one run may hold the same message and key
     # (a redelivered task carries the same claim), so the record and failure phases first check, under the
     # message row's lock, that the message still waits for its answer.
     exclusive: bool = False
@@ -166,7 +159,7 @@ class Accepted:
     # What the agent is told about the contact (README "Contact attributes and labels").
     contact_name: str = ""
     contact_attributes: dict[str, str] = field(default_factory=dict)
-    actions: ActionRun | None = None  # set by the think phase for an agent with actions (api/actions.py)
+    actions: ActionRun | None = None  # set by the think phase for an agent with actions (api/flow/actions.py)
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -195,7 +188,7 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     timer and a database connection for each request in flight, and both steps end at their deadlines.
     A lease that also covered the turn wait would need no renewal at all, but would keep a dead request's
     conversation blocked for the turn wait as well (and the turn wait is per message, so a queue of them
-    could outlast even that). The clean-up (api/cleanup.py) takes a message as abandoned only well
+    could outlast even that). The clean-up (api/maintenance/cleanup.py) takes a message as abandoned only well
     after its lease ran out, so it never touches a live request either.
     """
     return max(
@@ -207,44 +200,6 @@ def lease_seconds(*, agent: AgentConfig) -> float:
     )
 
 
-def message_post(*, inbound: InboundRequest, respond_async: bool = False, stream: bool = False) -> PostResult:
-    """Accept, think, record (the module's docstring).
-
-    With `respond_async` (README "Replies later") only the accept phase runs here: the answer is 202 with the
-    message's ids, and think and record run later (api/later.py), in a Celery worker or, without a broker, in
-    a background thread of this process. A retry with the same key while that runs answers the same 202; once
-    answered, the stored 200 body. With `stream` the answer's `events` stream it as the agent writes
-    (api/streaming.py)."""
-    try:
-        accepted = _accept(inbound)
-    except IdempotencyInProgress:
-        message_id = (
-            idempotency_message_id(
-                workspace_id=inbound.workspace.pk, key=inbound.idempotency_key, fingerprint=inbound.fingerprint
-            )
-            if respond_async and inbound.idempotency_key is not None
-            else None
-        )
-        if message_id is None:
-            raise
-        return processing_result(message_id=message_id)
-    if isinstance(accepted, Replay):
-        return PostResult(status=accepted.status, body=accepted.body, replayed=True)
-    connection_release()
-    if respond_async:
-        from api.later import message_answer_later  # it runs message_answer, from this module
-
-        message_answer_later(accepted)
-        return processing_result(
-            message_id=accepted.message.pk, contact_id=accepted.contact_id, conversation_id=accepted.conversation_id
-        )
-    if stream:
-        from api.streaming import message_answer_streamed  # it runs message_answer, from this module
-
-        return message_answer_streamed(accepted)
-    return message_answer(accepted)
-
-
 def message_answer(
     accepted: Accepted,
     *,
@@ -253,8 +208,8 @@ def message_answer(
     on_action: Callable[[dict[str, Any]], None] | None = None,
 ) -> PostResult:
     """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
-    one code path of every mode: the request's own (synchronous), a task's (api/later.py) and a stream's
-    (api/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
+    one code path of every mode: the request's own (synchronous), a task's (api/flow/later.py) and a stream's
+    (api/flow/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
     before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
         return _record(
@@ -298,7 +253,7 @@ def _accept(inbound: InboundRequest) -> Accepted | Replay:
             # A concurrent request created the same contact, conversation or key first; now it is visible.
             if attempt == _ACCEPT_ATTEMPTS:
                 raise
-        except hot_path.Aborted as aborted:
+        except writes.Aborted as aborted:
             # Rolled back: the workspace's credits ran short, or the conversation was closed or erased after
             # the lookup (a closed one: run again, the message opens a new conversation).
             error = aborted.error()
@@ -365,14 +320,7 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             lease_until=lease_until,
             credits_reserved=reserved,
         )
-        if hot_path.enabled():
-            stored = hot_path.inbound_accept(**store, claim=claim)  # the same writes, in one statement
-        else:
-            stored = inbound_message_store(**store)
-            if claim is not None:
-                idempotency_attach_message(claim=claim, message_id=stored.message.pk, locked_until=lease_until)
-            # Last, so the workspace row's lock is held for the shortest time before commit.
-            credits_reserve(workspace_id=workspace.pk, amount=reserved)
+        stored = writes.inbound_accept(**store, claim=claim)
         if stored.closed_idle_id is not None:
             # The contact's conversation had timed out: closed now, with its event, in this transaction.
             conversations_closed_announce(conversation_ids=[stored.closed_idle_id])
@@ -541,7 +489,7 @@ _RESERVED_CONSTRAINT = "workspace_reserved_not_negative"  # channels_app.models.
 
 
 class _ReservationGone(Exception):
-    """The clean-up released the message's reservation while the agent worked (api.messaging._record)."""
+    """The clean-up released the message's reservation while the agent worked (api.flow.messaging._record)."""
 
 
 def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
@@ -566,10 +514,8 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     return PostResult(status=200, body=body)
 
 
-def _result(
-    accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int, balance: int | None
-) -> MessageResult:
-    """The 200 body's content; `balance` None: `hot_path.BALANCE_PLACEHOLDER`, for the settlement to fill in."""
+def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int) -> MessageResult:
+    """The 200 body's content, with `writes.BALANCE_PLACEHOLDER` as the balance, for the settlement to fill in."""
     agent_id, agent_name = accepted.agent.id, accepted.agent.name
     run = accepted.actions
     if run is not None and run.effects.transfer_to is not None:
@@ -605,7 +551,7 @@ def _result(
         ],
         usage=UsageView(
             credits=charged,
-            balance=hot_path.BALANCE_PLACEHOLDER if balance is None else balance,
+            balance=writes.BALANCE_PLACEHOLDER,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
         ),
@@ -620,86 +566,51 @@ def _record_once(
     The body is rendered before the UPDATE that marks the message answered, so that UPDATE stores it too
     (`Message.result`, for GET /api/v1/messages/{id}) at no statement of its own: everything it shows is
     known by then (reply ids and times are made in Python), but for the balance after the settlement, which
-    on PostgreSQL the same statement writes into the body (`hot_path.inbound_settle_answer`)."""
+    the same statement writes into the body (`writes.inbound_settle_answer`)."""
     if accepted.claim is not None:
         idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
     if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
         raise AnsweredElsewhere
     charge = credits_charge(cost=cost, reserved=reserved)
-    if hot_path.enabled():
-        # The replies first; the settlement last, in the statement that commits (api/hot_path.py): the workspace
-        # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
-        stored, has_webhook = hot_path.replies_store(
-            message=accepted.message,
+    run = accepted.actions
+    # The replies first, with the turn's labels, transfer and attributes (api/flow/actions.py); the settlement
+    # last, in the statement that commits (api/flow/writes.py): the workspace row, which every message of the
+    # workspace locks, is held only while PostgreSQL runs that statement.
+    stored, has_webhook = writes.replies_store(
+        message=accepted.message,
+        workspace_id=accepted.workspace_id,
+        channel_id=accepted.channel_id,
+        texts=reply.texts,
+        charge=charge,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        agent_seconds=accepted.agent_seconds,
+        now=now,
+        contact_id=accepted.contact_id,
+        effects=run.effects if run is not None else None,
+    )
+    if run is not None and run.effects.close:
+        stored = _agent_close(accepted, stored, now=now)
+    template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge)))
+    try:
+        body = writes.inbound_settle_answer(
+            message_id=accepted.message.pk,
             workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            texts=reply.texts,
+            reserved=reserved,
             charge=charge,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
+            template=template,
+            claim=accepted.claim,
+            commit=writes.record_commits(has_webhook=has_webhook),
             now=now,
-            contact_id=accepted.contact_id,
-            effects=accepted.actions.effects if accepted.actions is not None else None,
+            actions=run.actions if run is not None else None,
         )
-        if accepted.actions is not None and accepted.actions.effects.close:
-            stored = _agent_close(accepted, stored, now=now)
-        template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge, None)))
-        try:
-            body = hot_path.inbound_settle_answer(
-                message_id=accepted.message.pk,
-                workspace_id=accepted.workspace_id,
-                reserved=reserved,
-                charge=charge,
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-                template=template,
-                claim=accepted.claim,
-                commit=hot_path.record_commits(has_webhook=has_webhook),
-                now=now,
-                actions=accepted.actions.actions if accepted.actions is not None else None,
-            )
-        except hot_path.Aborted:
-            raise _ReservationGone from None
-        charged = charge
-    else:
-        stored = replies_store(
-            message=accepted.message,
-            texts=reply.texts,
-            credits=charge,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        charged, balance = credits_settle(
-            workspace_id=accepted.workspace_id,
-            reserved=reserved,
-            cost=cost,
-            message_id=accepted.message.pk,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            now=now,
-        )
-        message_stats_answered(
-            workspace_id=accepted.workspace_id,
-            channel_id=accepted.channel_id,
-            at=now,
-            replies=len(stored.messages),
-            credits=charged,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            agent_seconds=accepted.agent_seconds,
-        )
-        # Rendered once: these bytes are the response and, for a retry with the same key, its replay.
-        body = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charged, balance)))
-        if not inbound_message_answer(message_id=accepted.message.pk, reserved=reserved, result=body):
-            raise _ReservationGone
-        if accepted.claim is not None:
-            idempotency_complete(claim=accepted.claim, status=200, body=body)
-        has_webhook = True  # event_emit looks
+    except writes.Aborted:
+        raise _ReservationGone from None
     if has_webhook:
         message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
-    return body, charged
+    return body, charge
 
 
 def _agent_close(accepted: Accepted, stored: StoredReplies, *, now: datetime) -> StoredReplies:

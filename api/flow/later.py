@@ -7,7 +7,7 @@ the rest from the database, and answers only a message that still waits (PENDING
 carries or has run out. So a task delivered twice, or redelivered after its worker was killed, still gives
 the message exactly one answer: the late acknowledgement hands a dead worker's task to another worker, whose
 run takes over once the dead run's lease has run out (earlier it tries again later), and the record and
-failure phases store nothing when another run finished first (api.messaging.AnsweredElsewhere).
+failure phases store nothing when another run finished first (api.flow.messaging.AnsweredElsewhere).
 """
 
 import threading
@@ -18,8 +18,8 @@ from celery import current_app
 from django.db import connections, transaction
 from django.utils import timezone
 
-from api.idempotency import Claim, idempotency_lock_extend, idempotency_owned
-from api.messaging import Accepted, AnsweredElsewhere, lease_seconds, message_answer
+from api.flow.idempotency import Claim, idempotency_lock_extend, idempotency_owned
+from api.flow.messaging import Accepted, AnsweredElsewhere, lease_seconds, message_answer
 from config.db import connection_release
 from config.errors import ApplicationError
 from conversations.models import Message
@@ -31,6 +31,9 @@ logger = structlog.get_logger(__name__)
 # A run that finds another live run's lease tries again this long after that lease ends (clocks of the
 # web and worker machines a little apart).
 _RETRY_MARGIN_SECONDS = 2.0
+# The task that runs `message_answer_run` (api/tasks.py), sent by its name: the tasks import this module, not
+# the other way round. Queued messages carry the name, so it never changes.
+MESSAGE_ANSWER_TASK_NAME = "api.tasks.message_answer_task"
 
 
 def message_answer_later(accepted: Accepted) -> None:
@@ -44,11 +47,9 @@ def message_answer_later(accepted: Accepted) -> None:
         accepted.claim.owner if accepted.claim is not None else "",
     )
     if not current_app.conf.task_always_eager:
-        from api.tasks import message_answer_task  # the tasks import this module
-
         try:
             # retry=False: a broker that does not answer is not waited for; this process answers instead.
-            message_answer_task.apply_async(args, retry=False)
+            current_app.send_task(MESSAGE_ANSWER_TASK_NAME, args, retry=False)
             return
         except Exception:
             logger.warning("message task not queued; answering in this process", message_id=accepted.message.pk)
@@ -58,7 +59,7 @@ def message_answer_later(accepted: Accepted) -> None:
 
 def _run_here(message_id: str, lease_until: str, claim_record_id: str, claim_owner: str) -> None:
     """A background thread's run. A daemon: should the process end first, the message's lease runs out and
-    the clean-up releases its credits (api/cleanup.py); a retry with its idempotency key answers it."""
+    the clean-up releases its credits (api/maintenance/cleanup.py); a retry with its idempotency key answers it."""
     try:
         message_answer_run(
             message_id=message_id,

@@ -100,20 +100,17 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
     lock_until = now + timedelta(seconds=settings.PROCESSING_LEASE_SECONDS)
     owner = secrets.token_hex(8)
     expires_at = now + timedelta(seconds=settings.IDEMPOTENCY_RETENTION_SECONDS)
-    if connection.vendor == "postgresql":
-        claimed = _claim_or_read(
-            workspace_id=workspace_id,
-            key=key,
-            fingerprint=fingerprint,
-            owner=owner,
-            locked_until=lock_until,
-            expires_at=expires_at,
-        )
-        if isinstance(claimed, Claim):
-            return claimed
-        record = claimed
-    else:
-        record = _record(workspace_id=workspace_id, key=key)
+    claimed = _claim_or_read(
+        workspace_id=workspace_id,
+        key=key,
+        fingerprint=fingerprint,
+        owner=owner,
+        locked_until=lock_until,
+        expires_at=expires_at,
+    )
+    if isinstance(claimed, Claim):
+        return claimed
+    record = claimed
     if record is not None and record["expires_at"] <= now:
         # Past its retention the key is forgotten, as if the clean-up had already deleted it.
         IdempotencyRecord.objects.filter(pk=record["id"]).delete()
@@ -136,7 +133,7 @@ def idempotency_claim(*, workspace_id: str, key: str, fingerprint: str, now: dat
         )
     if record["state"] == IdempotencyRecord.State.COMPLETED:
         status, body = record["response_status"], record["response_body"]
-        # idempotency_complete writes the state, the status and the body in one UPDATE
+        # the record phase's last statement writes the state, the status and the body at once (api/flow/writes.py)
         assert status is not None and body is not None, "a COMPLETED record always has its response"
         return Replay(status=status, body=bytes(body))
     taken = (
@@ -178,7 +175,7 @@ def _record(*, workspace_id: str, key: str) -> dict[str, Any] | None:
 def _claim_or_read(
     *, workspace_id: str, key: str, fingerprint: str, owner: str, locked_until: datetime, expires_at: datetime
 ) -> Claim | dict[str, Any] | None:
-    """On PostgreSQL, the common cases of `idempotency_claim` in one statement: a new key is claimed
+    """The common cases of `idempotency_claim` in one statement: a new key is claimed
     (`INSERT ... ON CONFLICT DO NOTHING`), else the existing record is read. When a concurrent first request
     inserted the key, the INSERT waits for it to commit and then does nothing, and the read, which sees the
     database as the statement began, finds no row: the record is read again, as the other request left it."""
@@ -210,7 +207,7 @@ def _claim_or_read(
 
 def idempotency_attach_message(*, claim: Claim, message_id: str, locked_until: datetime) -> None:
     """Keep the inbound message with the key, and lock the key for the request's lease (known only once
-    the channel's agent is loaded, after the claim; see api.messaging.lease_seconds)."""
+    the channel's agent is loaded, after the claim; see api.flow.messaging.lease_seconds)."""
     IdempotencyRecord.objects.filter(pk=claim.record_id).update(message_id=message_id, locked_until=locked_until)
 
 
@@ -227,21 +224,17 @@ def idempotency_hold(*, claim: Claim) -> None:
     caller's transaction ends, so no retry can take the key over before this attempt's result is stored.
 
     A live attempt renews its lock while it waits for its turn, and the lock covers its media step and its
-    agent call (api.messaging.lease_seconds); it can still outlive it when its process stalls
+    agent call (api.flow.messaging.lease_seconds); it can still outlive it when its process stalls
     (CPU starved, paused). A retry that took the key over adopted its inbound message and credit
     reservation, so the late attempt must store and settle nothing. Raises IdempotencyInProgress for it:
     the key's response is the new owner's, which the client gets by retrying.
     """
-    if connection.vendor == "postgresql":  # the same query, written by hand: the ORM's compiler costs more CPU
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT 1 FROM {quote(IdempotencyRecord._meta.db_table)} WHERE id = %s AND owner = %s "
-                "FOR NO KEY UPDATE",
-                [claim.record_id, claim.owner],
-            )
-            held = cursor.fetchone() is not None
-    else:  # SQLite has no row locks: its one writer at a time holds the key
-        held = IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).exists()
+    with connection.cursor() as cursor:  # written by hand: the ORM's compiler costs more CPU
+        cursor.execute(
+            f"SELECT 1 FROM {quote(IdempotencyRecord._meta.db_table)} WHERE id = %s AND owner = %s FOR NO KEY UPDATE",
+            [claim.record_id, claim.owner],
+        )
+        held = cursor.fetchone() is not None
     if not held:
         raise IdempotencyInProgress(
             "This request took longer than its idempotency lock and a retry with the same key took it over. "
@@ -249,14 +242,6 @@ def idempotency_hold(*, claim: Claim) -> None:
             details={"header": "X-Idempotency-Key", "retryAfterSeconds": 1},
             headers={"Retry-After": "1"},
         )
-
-
-def idempotency_complete(*, claim: Claim, status: int, body: bytes) -> None:
-    """Store the response for replay. Only the owner may complete: a request that lost its lock (it ran
-    past `locked_until` and another took over) must not overwrite the new owner's result."""
-    IdempotencyRecord.objects.filter(pk=claim.record_id, owner=claim.owner).update(
-        state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=body, locked_until=None
-    )
 
 
 def idempotency_release(*, claim: Claim) -> bool:

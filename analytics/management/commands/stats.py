@@ -1,5 +1,5 @@
 """`manage.py stats rebuild [--from YYYY-MM-DD] [--to YYYY-MM-DD]`: recompute the dashboard's daily rollup from
-the messages (backoffice.stats.message_stats_rebuild).
+the messages (analytics.stats.message_stats_rebuild).
 
 Run it once after deploying the rollup, for the history before it; later only to mend days. By default it
 rebuilds every day from the first message to yesterday: today's rows are being written by live messages,
@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from backoffice.stats import message_stats_rebuild
+from analytics.stats import message_stats_rebuild
 from conversations.models import Message
 
 

@@ -1,12 +1,12 @@
-"""The daily rollup of message outcomes (backoffice.models.MessageDay): how it is fed, and rebuilt.
+"""The daily rollup of message outcomes (analytics.models.MessageDay): how it is fed, and rebuilt.
 
 Fed on the hot path with one statement per outcome, each inside the caller's transaction, so a row counts a
 message exactly when the message's own change commits:
-- `message_stats_answered` in the record phase (channels_app/messaging.py), beside the ledger entry;
-- `message_stats_failed` in the failure path and in the clean-up of abandoned messages (channels_app/
-  cleanup.py), for the rows that transaction has just marked FAILED.
+- `message_stats_answered_statement` in the record phase, a step of its first statement (api/flow/writes.py);
+- `message_stats_failed` in the failure path and in the clean-up of abandoned messages (api/maintenance/cleanup.py),
+  for the rows that transaction has just marked FAILED.
 The statement is `INSERT ... ON CONFLICT (workspace, day, channel, error_code) DO UPDATE SET col = col +
-EXCLUDED.col`: the same SQL on PostgreSQL and SQLite (3.24+). Concurrent messages of one channel update the
+EXCLUDED.col`. Concurrent messages of one channel update the
 same row and wait on its lock only until their transactions commit, which are short by design.
 
 `message_stats_rebuild` recomputes past days from the messages (`manage.py stats rebuild`), for history that
@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Count, F, Min, Sum
 
-from backoffice.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
+from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
 from conversations.models import Conversation, Message
 
 _KEY = ("workspace_id", "day", "channel_id", "error_code")
@@ -55,33 +55,6 @@ def latency_bucket(milliseconds: int) -> int:
     return bisect_left(LATENCY_BUCKETS_MS, milliseconds)
 
 
-def message_stats_answered(
-    *,
-    workspace_id: str,
-    channel_id: str,
-    at: datetime,
-    replies: int,
-    credits: int,
-    input_tokens: int,
-    output_tokens: int,
-    agent_seconds: float | None,
-) -> None:
-    """Count one answered message (the record phase, inside its transaction). `agent_seconds` is the agent
-    call's duration; None leaves the latency histogram alone."""
-    sql, params = message_stats_answered_statement(
-        workspace_id=workspace_id,
-        channel_id=channel_id,
-        at=at,
-        replies=replies,
-        credits=credits,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        agent_seconds=agent_seconds,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
 def message_stats_answered_statement(
     *,
     workspace_id: str,
@@ -93,8 +66,9 @@ def message_stats_answered_statement(
     output_tokens: int,
     agent_seconds: float | None,
 ) -> tuple[str, list[Any]]:
-    """`message_stats_answered`'s upsert and its parameters (api/hot_path.py runs it as a step of the record
-    phase's statement)."""
+    """Count one answered message: the upsert and its parameters, which api/flow/writes.py runs as a step of the
+    record phase's statement. `agent_seconds` is the agent call's duration; None leaves the latency histogram
+    alone."""
     values = dict.fromkeys(_SUMS, 0)
     values.update(messages=1, replies=replies, credits=credits, input_tokens=input_tokens, output_tokens=output_tokens)
     if agent_seconds is not None:

@@ -32,7 +32,7 @@ class MessageDay(models.Model):
     messages, else the failure's code. The dashboard reads these rows, never the messages table, so its cost
     depends on days x channels x codes, not on the number of messages.
 
-    Fed by backoffice.stats: one upsert per outcome, inside the record (answered) and failure transactions of
+    Fed by analytics.stats: one upsert per outcome, inside the record (answered) and failure transactions of
     the messages endpoint and the clean-up of abandoned messages; `manage.py stats rebuild` recomputes past
     days from the messages. Days are UTC dates of the outcome. A message that failed and was answered on a
     retry counts once in each: the rows count what happened, as the integrator saw it.
@@ -76,6 +76,7 @@ class MessageDay(models.Model):
 
     class Meta:
         verbose_name = "message day"
+        db_table = "backoffice_messageday"  # its name from before it moved out of the back office (analytics/0001)
         constraints = [
             # The upsert's conflict target; its leading columns serve one workspace's date range.
             models.UniqueConstraint(fields=["workspace", "day", "channel", "error_code"], name="message_day_key"),

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from api.conversation_views import ConversationCloseApi
-from api.read_views import (
+from api.edge.conversation_views import ConversationCloseApi
+from api.edge.read_views import (
     ContactDetailApi,
     ContactListApi,
     ConversationDetailApi,
@@ -10,7 +10,7 @@ from api.read_views import (
     MessageDetailApi,
     UsageApi,
 )
-from api.views import ChannelMessageCreateApi
+from api.edge.views import ChannelMessageCreateApi
 
 urlpatterns = [
     path("v1/channels/<str:channelId>/messages", ChannelMessageCreateApi.as_view(), name="channel-message-create"),

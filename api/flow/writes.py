@@ -1,30 +1,28 @@
-"""The messages endpoint's writes on PostgreSQL: a few statements per phase (api/messaging.py).
+"""The messages endpoint's writes: a few statements per phase (api/flow/messaging.py), the only place they are made.
 
-The accept and record phases write to several tables in one short transaction each. Through the ORM that is
-one round trip per row and per table: 13 statements of work per message, each built by the ORM's compiler
-and planned by PostgreSQL anew. Here the same rows are written by data-modifying CTEs
+The accept and record phases write to several tables in one short transaction each. Through the ORM that
+would be one round trip per row and per table: 13 statements of work per message, each built by the ORM's
+compiler and planned by PostgreSQL anew. Here the same rows are written by data-modifying CTEs
 (`WITH ... INSERT/UPDATE ... RETURNING`): the accept phase's writes in one statement (`inbound_accept`), the
 record phase's in two (`replies_store`, then `inbound_settle_answer`), and the statement that locks the
 workspace row (every message of a workspace locks it twice) is its transaction's last and commits it in the
-same round trip (`_commits`; docs/architecture.md "Statements per message").
+same round trip (`_commits`; docs/architecture.md, "Statements per message").
 
-What stays as the ORM path does it (the SQLite path, which has no data-modifying CTEs, runs the ORM
-functions these statements stand for):
+What the ORM would do stays:
 - the rows: each is built as a model instance (its defaults, `auto_now_add`, ids) and adapted by its fields
   (config/statements.py), so a column added to a model is written here too, with its default;
-- the order of row locks: in the accept phase the workspace row (credit reservation) last, after the inserts;
-  in the record phase the conversation row, then the workspace row, then the message row. PostgreSQL runs a
-  step when the statement first reads its result, and a step nothing reads after the main query: so each
-  step that must come after another reads it (`WHERE EXISTS (SELECT 1 FROM <previous step>)` or `FROM
-  <previous step>`), which fixes the order and makes a step whose predecessor found nothing do nothing;
+- the order of row locks (docs/architecture.md, "Row locks"). PostgreSQL runs a step when the statement
+  first reads its result, and a step nothing reads after the main query: so each step that must come after
+  another reads it (`WHERE EXISTS (SELECT 1 FROM <previous step>)` or `FROM <previous step>`), which fixes
+  the order and makes a step whose predecessor found nothing do nothing;
 - the races: a unique constraint that fires (a concurrent first message of the same contact) fails the whole
   statement with IntegrityError, and the caller retries the transaction; a conversation closed or erased
   after the lookup stops the statement, and the caller opens a new conversation or gives up
   (`ContactErased`); too few credits stop it (InsufficientCredits).
 
 Only the common path is here. The rare branches (a contact's first name, a conversation closed for inactivity
-on arrival, a retry resuming a stored message, a webhook's event, the failure path) run the ORM functions on
-both databases, in the same transaction, which then commits as Django commits it.
+on arrival, a retry resuming a stored message, a webhook's event, the failure path) run ORM functions in the
+same transaction, which then commits as Django commits it.
 """
 
 import json
@@ -32,20 +30,21 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Model
 
-from api.actions import TurnEffects
-from api.idempotency import Claim
+from analytics.stats import message_stats_answered_statement
+from api.flow.actions import TurnEffects
+from api.flow.idempotency import Claim
 from api.models import IdempotencyRecord
-from backoffice.stats import message_stats_answered_statement
 from billing.credits import (
     credits_reserve_statement,
     credits_settle_statement,
     credits_shortfall,
     ledger_charge_build,
 )
-from config.statements import insert_select, table_columns
+from config.statements import insert_select, table
 from contacts.models import Contact
 from contacts.services import contact_attributes_merge_statement
 from conversations.labels import LABELS_MAX
@@ -61,18 +60,9 @@ from conversations.services import (
 )
 from webhooks.models import WebhookEndpoint
 
-
-def enabled() -> bool:
-    """Whether the phases write through these statements (PostgreSQL) or through the ORM (SQLite)."""
-    return connection.vendor == "postgresql"
-
-
+COMMIT_SQL = "COMMIT"
 ABORT_FUNCTION = "channels_hot_path_abort"  # created by api/migrations/0002_hot_path_abort.py
 _CONVERSATION_GONE, _NO_CREDITS, _RESERVATION_GONE = "conversation_gone", "insufficient_credits", "reservation_gone"
-
-
-def _table(model: type[Model]) -> str:
-    return table_columns(model)[0]
 
 
 class _Statement:
@@ -96,9 +86,9 @@ class _Statement:
         self, name: str, instance: Model, *, source: str | None = None, returning: str = "1", **expressions: str
     ) -> None:
         """Insert `instance` after the previous step, or once per row of the step `source`."""
-        table, values, params = insert_select(instance, expressions=expressions)
+        into, values, params = insert_select(instance, expressions=expressions)
         tail = f" FROM {source}" if source else self.after()
-        self.step(name, f"INSERT INTO {table} {values}{tail} RETURNING {returning}", params)
+        self.step(name, f"INSERT INTO {into} {values}{tail} RETURNING {returning}", params)
 
     def run(
         self,
@@ -110,7 +100,11 @@ class _Statement:
     ) -> tuple[Any, ...] | None:
         """Run the statement: its steps, then `select` (which may stop the transaction with `_abort(reason)`,
         raising Aborted with `aborts[reason]`); with `commit`, the transaction's COMMIT in the same round trip."""
-        sql = f"WITH {', '.join(self.steps)} {select}" + ("; COMMIT" if commit else "")
+        if commit:
+            # The COMMIT ends the transaction of the outermost atomic block, which must not issue anything after
+            # it (tests/conftest.py fails a test that does); a nested block's savepoint would be lost with it.
+            assert len(connection.atomic_blocks) == 1 and not connection.get_autocommit(), "COMMIT outside its block"
+        sql = f"WITH {', '.join(self.steps)} {select}" + (f"; {COMMIT_SQL}" if commit else "")
         with connection.cursor() as cursor:
             try:
                 cursor.execute(sql, [*self.params, *(params or [])])
@@ -147,8 +141,11 @@ def _commits() -> bool:
     PostgreSQL runs it and syncs the commit. Only the outermost transaction (a test's wrapping transaction
     must not be committed); Django's own COMMIT at the end of the atomic block then finds the transaction
     already committed (psycopg sends nothing) and runs the on-commit hooks as usual. A statement that commits
-    is the transaction's last, and an outcome that must write nothing stops it (`_abort`), never returns."""
-    return len(connection.atomic_blocks) == 1
+    is the transaction's last, and an outcome that must write nothing stops it (`_abort`), never returns.
+
+    Off with the setting WRITES_COMMIT_IN_STATEMENT (the atomic block commits then), and refused with
+    server-side binding (config/checks.py): a prepared statement holds one command, not two."""
+    return settings.WRITES_COMMIT_IN_STATEMENT and len(connection.atomic_blocks) == 1
 
 
 # --- accept ----------------------------------------------------------------------------------------------
@@ -170,10 +167,11 @@ def inbound_accept(
     credits_reserved: int,
     claim: Claim | None,
 ) -> StoredInbound:
-    """The accept phase's writes (conversations.services.inbound_message_store, then the claim's
-    `idempotency_attach_message` and `credits_reserve`, as the SQLite path runs them): the contact lookup, then
-    one statement. Raises InsufficientCredits (the caller's transaction rolls back what the statement wrote),
-    ContactErased, or IntegrityError for a concurrent first message of the same contact (the caller retries)."""
+    """The accept phase's writes: the contact lookup (conversations.services.inbound_target), then one
+    statement that stores the contact, the conversation and the message, attaches the message to the claim
+    and reserves the credits (billing.credits_reserve_statement). Raises InsufficientCredits (the caller's
+    transaction rolls back what the statement wrote), ContactErased, or IntegrityError for a concurrent first
+    message of the same contact (the caller retries)."""
     target = inbound_target(
         workspace_id=workspace_id,
         channel_id=channel_id,
@@ -196,8 +194,9 @@ def inbound_accept(
         claim=claim,
         workspace_id=workspace_id,
         reserve=credits_reserved,
-        # the idle close's event is written after this statement, in the same transaction
-        commit=_commits() and target.closed_idle_id is None,
+        # the idle close's event is written after this statement, in the same transaction, and so is the
+        # reservation for the agent a transfer gave the conversation (api.flow.messaging)
+        commit=_commits() and target.closed_idle_id is None and not target.conversation_agent_transferred,
     )
     if target.append_to is not None:
 
@@ -229,10 +228,10 @@ def inbound_accept(
         # waits for it, then reads the row as it committed); the conversation's foreign key is checked only
         # at commit and an erased contact's row still exists, so without this the message and its replies
         # would be kept in a conversation the erasure never saw. The lock makes a later erasure wait for this
-        # transaction, so that it sees the conversation and marks it erased (api/erasure.py).
+        # transaction, so that it sees the conversation and marks it erased (api/maintenance/erasure.py).
         statement.step(
             "e",
-            f"SELECT 1 FROM {_table(Contact)} WHERE id = %s AND erased_at IS NULL FOR KEY SHARE",
+            f"SELECT 1 FROM {table(Contact)} WHERE id = %s AND erased_at IS NULL FOR KEY SHARE",
             [target.contact_id],
         )
     statement.insert("v", conversation)
@@ -250,13 +249,14 @@ def inbound_accept(
 
 
 def _appended(conversation_id: str, *, agent_id: str, now: datetime) -> _Statement:
-    """The active conversation's next position (conversations.services._seq_take: the UPDATE holds the row
-    until commit and finds nothing once the conversation is closed or erased); its agent follows the channel's
+    """The active conversation's next position: the UPDATE holds the conversation row until commit, so a second
+    message of the same conversation gets the next position only after this one is visible, and a close waits
+    for it too; it finds nothing once the conversation is closed or erased. Its agent follows the channel's
     unless the conversation was transferred to another (README "Actions")."""
     statement = _Statement()
     statement.step(
         "s",
-        f"UPDATE {_table(Conversation)} SET last_seq = last_seq + 1, last_message_at = %s, "
+        f"UPDATE {table(Conversation)} SET last_seq = last_seq + 1, last_message_at = %s, "
         "agent_id = CASE WHEN agent_transferred THEN agent_id ELSE %s END "
         "WHERE id = %s AND status = %s AND erased_at IS NULL RETURNING last_seq",
         [now, agent_id, conversation_id, Conversation.Status.ACTIVE],
@@ -284,7 +284,7 @@ def _accept_run(
     if claim is not None:
         statement.step(
             "k",
-            f"UPDATE {_table(IdempotencyRecord)} SET message_id = %s, locked_until = %s WHERE id = %s"
+            f"UPDATE {table(IdempotencyRecord)} SET message_id = %s, locked_until = %s WHERE id = %s"
             + statement.after("AND")
             + " RETURNING 1",
             [message.pk, message.lease_until, claim.record_id],
@@ -321,27 +321,37 @@ def replies_store(
     contact_id: str = "",
     effects: TurnEffects | None = None,
 ) -> tuple[StoredReplies, bool]:
-    """The record phase's first statement: the conversation's stamp (conversations.services.replies_store: it
-    finds nothing once the conversation was erased, then ContactErased), the replies, the daily rollup
-    (backoffice.stats.message_stats_answered), and whether the channel has a webhook (webhooks.services.event_emit).
-    Returns the replies as stored and that flag. Locks the conversation row; the workspace row comes last, in
+    """The record phase's first statement: the conversation's stamp (its UPDATE is the check: it finds
+    nothing once the conversation was erased, then ContactErased; under READ COMMITTED an erasure in progress
+    holds the row and the UPDATE then sees it erased), the replies, in the conversation even when it was closed
+    while the agent was thinking (the close stands, and the result says so), the daily rollup
+    (analytics.stats.message_stats_answered_statement), and whether the channel has a webhook
+    (webhooks.services.event_emit).
+    Returns the replies as stored and that flag. Locks the message row, then the contact's when the turn sets
+    its attributes (`effects`), then the conversation row; the workspace row comes last, in
     `inbound_settle_answer`."""
     replies = replies_build(
         message=message, texts=texts, credits=charge, input_tokens=input_tokens, output_tokens=output_tokens
     )
     statement = _Statement()
+    # The message's row first, as every transaction that changes a message and a workspace locks them
+    # (docs/architecture.md, "Row locks"): the clean-up of abandoned messages locks it before the workspace's.
+    statement.step("p", f"SELECT 1 FROM {table(Message)} WHERE id = %s FOR NO KEY UPDATE", [message.pk])
+    if effects is not None and effects.attributes:
+        # The contact's attributes, merged as PATCH /api/v1/contacts/{id} merges them, its row locked after the
+        # message's and before the conversation's (the row-lock order); skipped (not failed) when a concurrent
+        # change left no room for the new keys: the next step counts its rows, so the stamp runs after it either way.
+        sql, params = contact_attributes_merge_statement(contact_id=contact_id, changes=effects.attributes)
+        statement.step("ca", sql + statement.after("AND") + " RETURNING 1", params)
+        statement.step("cn", "SELECT count(*) FROM ca", [])
     changes, changed = _effects_on_conversation(effects)
     statement.step(
         "v",
-        f"UPDATE {_table(Conversation)} SET last_message_at = %s{changes} WHERE id = %s AND erased_at IS NULL "
-        "RETURNING status, closed_at, close_reason, labels",
+        f"UPDATE {table(Conversation)} SET last_message_at = %s{changes} WHERE id = %s AND erased_at IS NULL"
+        + statement.after("AND")
+        + " RETURNING status, closed_at, close_reason, labels",
         [now, *changed, message.conversation_id],
     )
-    if effects is not None and effects.attributes:
-        # The contact's attributes, merged as PATCH /api/v1/contacts/{id} merges them; skipped (not failed)
-        # when a concurrent change left no room for the new keys.
-        sql, params = contact_attributes_merge_statement(contact_id=contact_id, changes=effects.attributes)
-        statement.step("ca", sql + statement.after("AND") + " RETURNING 1", params)
     for index, reply in enumerate(replies):
         statement.insert(f"r{index}", reply, source="v")
     sql, params = message_stats_answered_statement(
@@ -357,7 +367,7 @@ def replies_store(
     statement.step("d", sql, params)
     row = statement.run(
         "SELECT v.status, v.closed_at, v.close_reason, v.labels, "
-        f"EXISTS (SELECT 1 FROM {_table(WebhookEndpoint)} WHERE channel_id = %s) FROM v",
+        f"EXISTS (SELECT 1 FROM {table(WebhookEndpoint)} WHERE channel_id = %s) FROM v",
         [channel_id],
     )
     if row is None:
@@ -385,9 +395,9 @@ _LABELS_MERGED = (
 
 
 def _effects_on_conversation(effects: TurnEffects | None) -> tuple[str, list[Any]]:
-    """The SET clauses (and their parameters) of the turn's labels and transfer (api/actions.py), written by
+    """The SET clauses (and their parameters) of the turn's labels and transfer (api/flow/actions.py), written by
     the record phase's conversation UPDATE: no statement of their own. A close is written after it
-    (api.messaging), with its `conversation.closed` event."""
+    (api.flow.messaging), with its `conversation.closed` event."""
     if not effects:
         return "", []
     sql, params = "", []
@@ -424,12 +434,14 @@ def inbound_settle_answer(
     now: datetime,
     actions: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    """The record phase's last statement: the settlement (billing.credits_settle: the reservation off, the
-    charge from the balance, its ledger entry), the message answered with its 200 body
-    (conversations.services.inbound_message_answer) and the key's response stored for replay
-    (api.idempotency.idempotency_complete), with the COMMIT when `commit` (`_commits`). `template` is the body
-    with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the transaction (Aborted,
-    `error()` None) when the message no longer holds `reserved`: the clean-up released it meanwhile."""
+    """The record phase's last statement: the settlement (billing.credits_settle_statement: the reservation
+    off, the charge from the balance, its ledger entry), the message answered with its 200 body (only while it
+    still holds `reserved`: the reservation moves with the message row, so whoever clears it, this, the
+    failure path or the clean-up of an abandoned message, is the only one to settle or release it) and the
+    key's response stored for replay (only by the key's owner), with the COMMIT when `commit` (`_commits`).
+    `template` is the body with BALANCE_PLACEHOLDER as the balance; returns the body as stored. Stops the
+    transaction (Aborted, `error()` None) when the message no longer holds `reserved`: the clean-up released
+    it meanwhile."""
     assert template.count(_BALANCE_MARK.encode()) == 1, "the body shows the balance once"
     statement = _Statement()
     sql, params = credits_settle_statement(workspace_id=workspace_id, reserved=reserved, charge=charge, now=now)
@@ -447,7 +459,7 @@ def inbound_settle_answer(
     condition = " AND m.credits_reserved = %s" if reserved > 0 else ""
     statement.step(
         "a",
-        f"UPDATE {_table(Message)} m SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
+        f"UPDATE {table(Message)} m SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
         "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8')"
         + (", actions = %s::jsonb" if actions else "")
         + f" FROM w WHERE m.id = %s{condition} RETURNING m.result",
@@ -462,11 +474,11 @@ def inbound_settle_answer(
         ],
     )
     if claim is not None:
-        table = _table(IdempotencyRecord)
+        records = table(IdempotencyRecord)
         statement.step(
             "k",
-            f"UPDATE {table} SET state = %s, response_status = 200, response_body = a.result, locked_until = NULL "
-            f"FROM a WHERE {table}.id = %s AND {table}.owner = %s RETURNING 1",
+            f"UPDATE {records} SET state = %s, response_status = 200, response_body = a.result, locked_until = NULL "
+            f"FROM a WHERE {records}.id = %s AND {records}.owner = %s RETURNING 1",
             [IdempotencyRecord.State.COMPLETED, claim.record_id, claim.owner],
         )
     row = statement.run(

@@ -1,13 +1,14 @@
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from rest_framework.views import APIView
 
-from api.idempotency import InvalidIdempotencyKey, idempotency_key_validate, request_fingerprint
-from api.messaging import InboundRequest, message_post
-from api.parsers import MAX_JSON_DEPTH, BodyRequest, BoundedJSONParser
-from api.schema import message_create_schema
+from api.edge.parsers import MAX_JSON_DEPTH, BodyRequest, BoundedJSONParser
+from api.edge.schema import message_create_schema
+from api.flow.idempotency import InvalidIdempotencyKey, idempotency_key_validate, request_fingerprint
+from api.flow.messaging import InboundRequest
+from api.flow.post import message_post
+from api.flow.streaming import CONTENT_TYPE as EVENT_STREAM
+from api.flow.streaming import replay_events
 from api.serializers import InboundMessageSerializer
-from api.streaming import CONTENT_TYPE as EVENT_STREAM
-from api.streaming import replay_events
 from channels_app.authentication import ApiKeyAuthentication
 from config.logs import log_bind
 from config.metrics import message_observe

@@ -4,9 +4,9 @@ error body as the messages endpoint."""
 from django.http import HttpResponse
 from rest_framework.views import APIView
 
-from api.conversations import conversation_close_request
-from api.messaging import render
-from api.schema import conversation_close_schema
+from api.edge.schema import conversation_close_schema
+from api.flow.messaging import render
+from api.maintenance.conversations import conversation_close_request
 from channels_app.authentication import ApiKeyAuthentication
 from config.logs import log_bind
 

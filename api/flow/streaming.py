@@ -2,7 +2,7 @@
 the agent writes, `action` as each of its actions completes (README "Actions"), `message` for each stored
 reply, then `done` with the 200 body (the one stored for idempotent replay), or `error` with the error body.
 
-The phases are the synchronous mode's (api.messaging.message_answer), run in a thread of their own (a
+The phases are the synchronous mode's (api.flow.messaging.message_answer), run in a thread of their own (a
 greenlet under gevent) that feeds a queue; the response's generator only reads the queue and writes. So no
 transaction or connection is held while the text flows, and a client that goes away mid-stream (the
 generator is closed, or raises on its next write) leaves the thread to record the answer all the same: a
@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from django.db import connections
 
-from api.messaging import Accepted, PostResult, message_answer, render
+from api.flow.messaging import Accepted, PostResult, message_answer, render
 from api.serializers import ActionSerializer, represent
 from config.errors import ApplicationError
 from config.exception_handler import error_body, to_application_error
@@ -55,7 +55,7 @@ def message_answer_streamed(accepted: Accepted) -> PostResult:
                 on_action=lambda action: events.put(("action", action)),
             )
             events.put(("done", result.body))
-        except Exception as error:  # message_answer recorded the failure (api.messaging._fail)
+        except Exception as error:  # message_answer recorded the failure (api.flow.messaging._fail)
             events.put(("error", error))
         finally:
             connections.close_all()

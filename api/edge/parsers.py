@@ -2,7 +2,7 @@
 
 `BoundedJSONParser` is the view's only parser and `BodyRequest` makes DRF hand it every body (DRF itself
 skips the parsers when Content-Length is missing or 0, which a chunked body's is). Every failure is an
-ApplicationError, so it gets the contract's error body (README "Errors").
+ApplicationError, so it gets the contract's error body (README "Example", which shows it).
 """
 
 import json

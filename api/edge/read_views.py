@@ -1,7 +1,7 @@
 """The read and data API (README "The read API"): contacts, conversations, messages, usage, and erasing
 a contact. Same key authentication, rate limit and error body as the messages endpoint; another
 workspace's ids answer 404. Thin views: the queries are the owning apps' selectors, the shapes
-api.serializers', the documentation api.schema's."""
+api.serializers', the documentation api.edge.schema's."""
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -10,9 +10,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.views import APIView
 
-from api.erasure import contact_erase
-from api.messaging import render
-from api.schema import (
+from api.edge.schema import (
     contact_delete_schema,
     contact_get_schema,
     contact_list_schema,
@@ -23,6 +21,8 @@ from api.schema import (
     message_get_schema,
     usage_schema,
 )
+from api.flow.messaging import render
+from api.maintenance.erasure import contact_erase
 from api.serializers import (
     ContactSerializer,
     ConversationSerializer,

@@ -2,7 +2,7 @@
 checked and run, and what the turn leaves for the record phase.
 
 Built-in actions change nothing while the agent thinks: each is checked and remembered here (`TurnEffects`),
-and the record phase writes its effect in the transaction that stores the replies (api/hot_path.py), so a
+and the record phase writes its effect in the transaction that stores the replies (api/flow/writes.py), so a
 turn that fails changes nothing. An HTTP tool's call is a side effect outside our database, so it is stored
 before it is made and its result after (conversations.models.ToolCall, by message and position): a replay or
 a retry of the message finds the finished call and reuses its result, never calling again. Each access to
