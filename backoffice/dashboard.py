@@ -18,6 +18,7 @@ from django.db.models import Q, Sum
 
 from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
 from channels_app.models import Workspace
+from config.days import FIRST_DAY, LAST_DAY
 from conversations.failures import CAUSES, Cause, failure_cause
 from conversations.models import Conversation
 
@@ -48,9 +49,17 @@ def dashboard_range(*, params: dict[str, str], today: date) -> DateRange:
         return default
     try:
         end = date.fromisoformat(raw_end) if raw_end else today
-        start = date.fromisoformat(raw_start) if raw_start else end - timedelta(days=DASHBOARD_DEFAULT_DAYS - 1)
+        start = (
+            date.fromisoformat(raw_start)
+            if raw_start
+            else max(FIRST_DAY, end) - timedelta(days=DASHBOARD_DEFAULT_DAYS - 1)
+        )
     except ValueError:
         default.error = "The dates must look like 2026-11-25 (from and to, both included)."
+        return default
+    if not (FIRST_DAY <= start <= LAST_DAY and FIRST_DAY <= end <= LAST_DAY):
+        # bounded before any day arithmetic (a chart's days, an export's next midnight) can leave the calendar
+        default.error = f"The dates must lie between {FIRST_DAY} and {LAST_DAY}. Pick days in that range."
         return default
     if start > end:
         default.error = "The range starts after it ends. Pick a start date on or before the end date."

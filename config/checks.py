@@ -53,9 +53,35 @@ def commit_in_statement_check(app_configs, **kwargs):
     return [checks.Error(problem, hint=COMMIT_IN_STATEMENT_HINT, id="channels.E002")] if problem else []
 
 
+def broker_redelivery_check(app_configs, **kwargs):
+    """The broker's visibility timeout against the tasks' lengths (README "Replies later"): it must be longer
+    than a task that answers a message may run (its lease plus its turn's wait), or Redis hands a running
+    task to a second worker. (The clean-up's side of the order, not abandoning a message before its task
+    comes back, holds by construction: api.cleanup.abandoned_margin_seconds.)"""
+    from django.conf import settings
+    from django.core import checks
+
+    if not settings.REDIS_URL:
+        return []
+    visibility = float(settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600))
+    longest = float(settings.PROCESSING_LEASE_SECONDS) + float(settings.CONVERSATION_TURN_WAIT_SECONDS)
+    if visibility > longest:
+        return []
+    return [
+        checks.Warning(
+            f"CELERY_VISIBILITY_TIMEOUT_SECONDS ({visibility:g}) is not longer than a task that answers a message "
+            f"may run (PROCESSING_LEASE_SECONDS + CONVERSATION_TURN_WAIT_SECONDS = {longest:g}): Redis would hand "
+            "a running task to a second worker.",
+            hint=f'Set CELERY_VISIBILITY_TIMEOUT_SECONDS above {longest:g} (README "Configuration").',
+            id="channels.W002",
+        )
+    ]
+
+
 def checks_register() -> None:
     """Called from channels_app's AppConfig.ready()."""
     from django.core import checks
 
     checks.register(development_secret_key_check, checks.Tags.security, "production", deploy=True)
     checks.register(commit_in_statement_check)  # settings only: every command runs it
+    checks.register(broker_redelivery_check)

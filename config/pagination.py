@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from config.errors import InvalidRequest
-from config.text import text_storable
+from config.text import ascii_digits, text_storable
 
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 100  # a page is read in one indexed query and rendered at once: keep it small
@@ -22,7 +22,7 @@ def page_limit(raw: str | None) -> int:
     """The `limit` query parameter: 1 to LIMIT_MAX, LIMIT_DEFAULT when absent."""
     if raw is None or raw == "":
         return LIMIT_DEFAULT
-    if not raw.isdigit() or not 1 <= int(raw) <= LIMIT_MAX:
+    if not ascii_digits(raw) or not 1 <= int(raw) <= LIMIT_MAX:
         raise InvalidRequest(
             f"The limit must be a whole number from 1 to {LIMIT_MAX}. Send a smaller one or leave it out.",
             details={"limit": f"got {raw[:20]!r}"},

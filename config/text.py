@@ -20,6 +20,13 @@ def text_storable(value: str) -> bool:
     return _UNSTORABLE.search(value) is None
 
 
+def ascii_digits(value: str) -> bool:
+    """Whether `value` is one or more ASCII digits, 0-9, and nothing else. Not `str.isdigit()`: that is
+    true for superscripts (`²`), circled digits (`①`) and the digits of other scripts (`٣`), some of which
+    `int()` then refuses (a 500) and others it reads as numbers nobody meant."""
+    return value.isascii() and value.isdigit()
+
+
 def human_size(size: int) -> str:
     """A byte count for people: "512 B", "12 KB", "3.0 MB"; "" for nothing. Where the exact count matters
     it goes into an error's details as well (e.g. `limitBytes`)."""

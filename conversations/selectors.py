@@ -245,11 +245,14 @@ def conversation_list(
     after: tuple[datetime, str] | None,
     limit: int,
     label: str | None = None,
+    by_creation: bool = False,
+    after_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The workspace's conversations, newest `last_message_at` first (ties by id), after the key `after`
     (the last row of the previous page). One query on conversation_ws_recent, conversation_channel_recent
     or conversation_contact_recent: the `>=`-bound on the key is the index range's start, so a page deep in
-    the list reads as few rows as the first."""
+    the list reads as few rows as the first. With `by_creation`, newest created first, after the id
+    `after_id`: a key that does not move while the client pages (a conversation's last message does)."""
     queryset = Conversation.objects.filter(workspace_id=workspace_id, last_message_at__isnull=False)
     if channel_id is not None:
         queryset = queryset.filter(channel_id=channel_id)
@@ -259,6 +262,11 @@ def conversation_list(
         queryset = queryset.filter(status=status)
     if label is not None:
         queryset = queryset.filter(labels__contains=[label])  # conversation_labels (GIN, jsonb @>)
+    if by_creation:
+        # newest created first: by id (time-ordered, conversations/models.py), a key that never moves
+        if after_id is not None:
+            queryset = queryset.filter(id__lt=after_id)
+        return list(_conversation_rows(queryset.order_by("-id"))[:limit])
     if after is not None:
         at, last_id = after
         queryset = queryset.filter(last_message_at__lte=at).filter(Q(last_message_at__lt=at) | Q(id__lt=last_id))

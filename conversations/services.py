@@ -69,6 +69,11 @@ def conversation_close(*, conversation_id: str, workspace_id: str, reason: str, 
     )
 
 
+def conversations_close_of_contact(*, contact_id: str, reason: str, now: datetime) -> list[str]:
+    """Close the contact's active conversations (its erasure); returns their ids, for their events."""
+    return _close(where="contact_id = %s", params=[contact_id], reason=reason, now=now)
+
+
 def conversations_close_idle(*, conversation_ids: list[str], idle_before: datetime, now: datetime) -> list[str]:
     """Close, for inactivity, those of the conversations that are still active and whose last message is
     older than `idle_before`; returns their ids. A message that arrived since the caller looked keeps its

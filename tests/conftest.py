@@ -2,11 +2,14 @@ import json
 import os
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
 
 from api.flow import writes
 from billing.credits import credits_grant
+from config.broker import broker_outage, cache_outage
 from conversations.agents.base import get_backend
 from tests.agents import SCRIPTED_BACKEND, SCRIPTED_PROVIDER, ScriptedAgent
 from tests.factories import ChannelFactory, KnowledgeEntryFactory, WorkspaceFactory, api_key_for
@@ -62,6 +65,24 @@ def _nothing_after_the_commit_in_a_statement():
         for database in connections.all(initialized_only=True):
             if commit_last_guard in database.execute_wrappers:
                 database.execute_wrappers.remove(commit_last_guard)
+
+
+@pytest.fixture(autouse=True)
+def _redis_outages_forgotten():
+    """A test that found Redis down leaves this process's back-off (config/broker.py) to no later test."""
+    yield
+    broker_outage.clear()
+    cache_outage.clear()
+
+
+def broker_keys_delete() -> None:
+    """Deletes this test worker's Redis keys (its REDIS_KEY_PREFIX: the broker's queues, the cache), not other
+    workers' running tests'."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    if not settings.REDIS_KEY_PREFIX:
+        client.flushdb()
+    elif keys := list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*")):
+        client.delete(*keys)
 
 
 def error_of(response, *, status: int | None = None) -> dict:
@@ -173,3 +194,32 @@ def assert_statements():
         )
 
     return check
+
+
+def assert_books_hold() -> None:
+    """What a fault must never break: no inbound message PENDING past its lease; in each workspace that has
+    messages, the balance the sum of its ledger and the reserved credits those of its pending messages; no
+    message answered twice."""
+    from django.db.models import Count, Sum
+    from django.utils import timezone
+
+    from billing.models import UsageLedgerEntry
+    from channels_app.models import Workspace
+    from conversations.models import Message
+
+    stuck = Message.objects.filter(
+        direction=Message.Direction.INBOUND, status=Message.Status.PENDING, lease_until__lt=timezone.now()
+    )
+    assert not stuck.exists(), list(stuck.values_list("pk", flat=True))
+    for workspace in Workspace.objects.filter(pk__in=Message.objects.values("conversation__workspace_id")):
+        ledger = UsageLedgerEntry.objects.filter(workspace=workspace).aggregate(total=Sum("delta"))["total"] or 0
+        assert workspace.credit_balance == ledger, (workspace.pk, workspace.credit_balance, ledger)
+        pending = Message.objects.filter(conversation__workspace=workspace, status=Message.Status.PENDING)
+        assert workspace.credit_reserved == (pending.aggregate(total=Sum("credits_reserved"))["total"] or 0)
+    twice = (
+        Message.objects.filter(direction=Message.Direction.OUTBOUND)
+        .values("reply_to_id", "part")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+    )
+    assert not twice.exists(), list(twice)

@@ -25,6 +25,7 @@ class Step:
     # The model calls these tools instead of answering: (name, arguments as JSON text), as OpenAI sends them.
     tool_calls: list[tuple[str, str]] | None = None
     status: int = 200  # another status: the provider fails this call (an error body)
+    cut: bool = False  # a streamed answer: the connection closes after the pieces, without finish_reason or [DONE]
 
 
 @dataclass
@@ -132,7 +133,12 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
                     step.gate.wait(60)
                 time.sleep(step.pause)
                 self._event({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
-            self._event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            if step.cut:
+                self.close_connection = True
+                step.finished.set()
+                return
+            finish = "tool_calls" if step.tool_calls else "stop"
+            self._event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             self._event({**chunk, "choices": [], "usage": _usage(10, 5)})
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()

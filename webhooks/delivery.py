@@ -64,6 +64,7 @@ SWEEP_BATCH = 500  # deliveries handed out per sweep; the next sweep takes the r
 # A delivery due "now" on a web node whose clock runs a little ahead of the worker's is still due.
 CLOCK_SKEW = timedelta(seconds=2)
 USER_AGENT = "ChannelsAPI-Webhooks/1.0"
+ATTEMPT_OWNER_PREFIX = "a"  # an attempt's lease owner; a sweep's reservation starts with "q"
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,10 @@ def delivery_attempt(*, delivery_id: str, token: str = "") -> WebhookAttempt | N
 
 
 def _claim(*, delivery_id: str, token: str, now: datetime) -> _Claimed | None:
-    owner = "a" + secrets.token_hex(12)
+    owner = ATTEMPT_OWNER_PREFIX + secrets.token_hex(12)
     with transaction.atomic():
+        if _channel_busy(delivery_id=delivery_id, token=token, now=now):
+            return None
         won = WebhookDelivery.objects.filter(
             _lease_free(now=now, token=token),
             pk=delivery_id,
@@ -175,6 +178,35 @@ def _claim(*, delivery_id: str, token: str, now: datetime) -> _Claimed | None:
     )
 
 
+def _channel_busy(*, delivery_id: str, token: str, now: datetime) -> bool:
+    """Whether the delivery's channel already has WEBHOOK_CHANNEL_MAX_IN_FLIGHT attempts being sent (by any
+    worker); then the delivery is put off by WEBHOOK_SWEEP_SECONDS (no attempt counted) and the sweep queues
+    it again. So one channel's slow receiver holds at most that many delivery workers, whatever the number
+    of its events. The channel's webhook row is locked for the check and the claim (released at commit), so
+    two workers cannot both take the last place."""
+    channel_id = WebhookDelivery.objects.filter(pk=delivery_id).values_list("event__channel_id", flat=True).first()
+    if channel_id is None:
+        return False
+    list(WebhookEndpoint.objects.select_for_update().filter(channel_id=channel_id).values_list("pk", flat=True))
+    in_flight = (
+        WebhookDelivery.objects.filter(
+            event__channel_id=channel_id,
+            status=WebhookDelivery.Status.PENDING,
+            lease_owner__startswith=ATTEMPT_OWNER_PREFIX,
+            lease_until__gt=now,
+        )
+        .exclude(pk=delivery_id)
+        .count()
+    )
+    if in_flight < settings.WEBHOOK_CHANNEL_MAX_IN_FLIGHT:
+        return False
+    WebhookDelivery.objects.filter(
+        _lease_free(now=now, token=token), pk=delivery_id, status=WebhookDelivery.Status.PENDING
+    ).update(next_attempt_at=now + timedelta(seconds=settings.WEBHOOK_SWEEP_SECONDS), lease_owner="", lease_until=None)
+    logger.info("webhook delivery put off: its channel's receiver is busy", delivery_id=delivery_id)
+    return True
+
+
 def attempt_headers(*, event_id: str, payload: str, secret: str, at: datetime) -> dict[str, str]:
     """The Standard Webhooks headers, signed with the `standardwebhooks` package: `v1,` + base64 of
     HMAC-SHA256 over "id.timestamp.body". The timestamp is the attempt's (receivers refuse old ones), in
@@ -191,10 +223,10 @@ def attempt_headers(*, event_id: str, payload: str, secret: str, at: datetime) -
 
 
 def attempt_send(*, url: str, event_id: str, payload: str, secret: str) -> Answer:
-    """POST the payload once. A 2xx within WEBHOOK_TIMEOUT_SECONDS (connection, request and the answer's
-    status line and headers, all together) succeeds; anything else is an outcome to retry: another status
-    (a 3xx too: no redirect is followed), no answer in time, or an address the rules refuse (checked at
-    the address the connection goes to)."""
+    """POST the payload once. A whole 2xx answer within WEBHOOK_TIMEOUT_SECONDS (connection, request and the
+    answer's status line, headers and body, all together) succeeds; anything else is an outcome to retry:
+    another status (a 3xx too: no redirect is followed), an answer cut or not whole in time, or an address
+    the rules refuse (checked at the address the connection goes to)."""
     reason = url_syntax_reason(url=url)
     if reason is not None:
         return Answer(outcome=Outcome.INVALID_URL)
@@ -223,8 +255,15 @@ def attempt_send(*, url: str, event_id: str, payload: str, secret: str) -> Answe
         ) as exc:
             return Answer(outcome=_failure_outcome(exc, expired=guard.expired or time.monotonic() >= deadline))
         with response:
-            excerpt = _excerpt(response=response, deadline=deadline)
+            excerpt, complete = _answer_read(response=response, deadline=deadline)
     status = response.status_code
+    if not complete:
+        # The answer did not arrive whole within the time limit (cut, or still dripping at the deadline):
+        # whatever its status line said, the receiver may not have taken the event.
+        expired = guard.expired or time.monotonic() >= deadline
+        return Answer(
+            outcome=Outcome.TIMEOUT if expired else Outcome.CONNECTION_FAILED, status_code=status, excerpt=excerpt
+        )
     if 200 <= status < 300:
         outcome = Outcome.SUCCEEDED
     elif 300 <= status < 400:
@@ -248,26 +287,31 @@ def _failure_outcome(exc: BaseException, *, expired: bool) -> str:
     return Outcome.CONNECTION_FAILED
 
 
-def _excerpt(*, response: requests.Response, deadline: float) -> str:
-    """The answer's first EXCERPT_BYTES, read until the deadline at most, as text whatever the bytes are:
-    invalid UTF-8 and U+0000 (no database text column holds it) become U+FFFD."""
+def _answer_read(*, response: requests.Response, deadline: float) -> tuple[str, bool]:
+    """Read the whole answer, until the deadline at most: its first EXCERPT_BYTES as text whatever the bytes
+    are (invalid UTF-8 and U+0000, which no database text column holds, become U+FFFD), and whether it came
+    whole (to its Content-Length, its last chunk, or the end of the connection) before the deadline. The
+    rest is read and dropped."""
     raw = response.raw
     data = bytearray()
+    complete = False
     try:
-        while len(data) < EXCERPT_BYTES:
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             sock = getattr(getattr(raw, "connection", None), "sock", None)
             if sock is not None:
                 sock.settimeout(remaining)
-            chunk = raw.read1(EXCERPT_BYTES - len(data), decode_content=False)
+            chunk = raw.read1(64 * 1024, decode_content=False)
             if not chunk:
+                complete = time.monotonic() < deadline
                 break
-            data += chunk
+            if len(data) < EXCERPT_BYTES:
+                data += chunk[: EXCERPT_BYTES - len(data)]
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError):
-        pass  # what came before the failure is what there is to show
-    return bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        pass  # cut: what came before the failure is what there is to show
+    return bytes(data).decode("utf-8", errors="replace").replace("\x00", "\ufffd"), complete
 
 
 def _record(*, claimed: _Claimed, answer: Answer, started_at: datetime, duration_ms: int) -> WebhookAttempt:

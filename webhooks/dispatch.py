@@ -15,6 +15,8 @@ from celery import current_app
 from django.conf import settings
 from django.db import connections
 
+from config.broker import broker_outage
+from config.db import connection_release
 from webhooks.delivery import deliveries_due_claim, delivery_attempt
 from webhooks.models import WebhookDelivery
 
@@ -26,21 +28,29 @@ Claims = list[tuple[str, str]]  # (delivery id, the sweep's reservation token or
 def deliveries_dispatch(*, claims: Claims) -> None:
     """Queue one attempt per delivery. Never raises and never waits on a receiver: it runs in the web
     request after its commit (transaction.on_commit), so a slow or dead receiver, or a broker that is
-    down, must cost the request nothing (a delivery that could not be queued waits for the sweep)."""
+    down, must cost the request nothing: the request's database connection goes back to the pool first,
+    the broker is given BROKER_TIMEOUT_SECONDS at most, and a delivery it did not take is sent by this
+    process's local sender, as without a broker (and the sweep finds any that is lost)."""
     if not claims:
         return
-    if current_app.conf.task_always_eager:
+    connection_release()  # a request's connection goes back to the pool before the hand-over
+    if current_app.conf.task_always_eager or broker_outage.down():
         if settings.WEBHOOK_LOCAL_SENDER:
             _local.submit(claims)
         return
     from webhooks.tasks import webhook_deliver_task
 
-    for delivery_id, token in claims:
+    for index, (delivery_id, token) in enumerate(claims):
         try:
-            # retry=False: a broker that does not answer is not waited for; the sweep queues it later.
+            # retry=False and the transport's timeouts (settings): a broker that does not answer costs at
+            # most BROKER_TIMEOUT_SECONDS; then this process sends, as without a broker (config/broker.py).
             webhook_deliver_task.apply_async((delivery_id, token), retry=False)
-        except Exception:
-            logger.warning("webhook delivery not queued; the sweep will send it", delivery_id=delivery_id)
+        except Exception as error:
+            broker_outage.found_down(error)
+            logger.warning("webhook delivery not queued; sending it from this process", delivery_id=delivery_id)
+            if settings.WEBHOOK_LOCAL_SENDER:
+                _local.submit(claims[index:])
+            return
 
 
 def deliveries_sweep() -> int:

@@ -18,7 +18,7 @@ from channels_app.selectors import ChannelNotFound
 from config.errors import ApplicationError
 from webhooks.address import webhook_url_check
 from webhooks.errors import WebhookNotFound
-from webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.secret import secret_encrypt, secret_generate
 
 EventType = WebhookEvent.Type
@@ -196,8 +196,14 @@ def _dispatch_on_commit(claims: list[tuple[str, str]]) -> None:
 
 def events_erase_for_contact(*, contact_id: str) -> int:
     """Blank the payload of every event about the contact (erasure, api/maintenance/erasure.py) and stop their pending
-    deliveries: an event's body is the messages endpoint's 200 body, the contact's words and the agent's.
-    The events, their deliveries and attempts stay, for operators. Returns the events blanked."""
+    deliveries: an event's body is the messages endpoint's 200 body, the contact's words and the agent's. The
+    answers their receivers gave are blanked too. The events, their deliveries and attempts stay, for
+    operators. Returns the events blanked."""
     pending = WebhookDelivery.objects.filter(event__contact_id=contact_id, status=WebhookDelivery.Status.PENDING)
     pending.update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None, last_outcome="erased")
+    # A receiver's answer is kept per attempt (its first KiB), and a receiver that echoes the payload
+    # answers with the contact's words.
+    WebhookAttempt.objects.filter(delivery__event__contact_id=contact_id).exclude(response_excerpt="").update(
+        response_excerpt=""
+    )
     return WebhookEvent.objects.filter(contact_id=contact_id).exclude(payload="").update(payload="")

@@ -14,7 +14,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 
 from config.errors import InvalidRequest, PayloadTooLarge
-from config.text import text_unstorable_reason
+from config.text import ascii_digits, text_unstorable_reason
 
 # The deepest valid body is content.<type>.<field>, three objects deep; ten leaves room for any field the
 # contract adds, far below the roughly 900 levels at which the parser and the fingerprint's encoder (both
@@ -111,7 +111,7 @@ def _json_body(request) -> dict:
             "Send the body as JSON with the header Content-Type: application/json.",
             details={"Content-Type": content_type or "(missing)"},
         )
-    if length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+    if ascii_digits(length) and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         raise _too_large()
     body = _body_bytes(request)
     if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:

@@ -33,6 +33,8 @@ from api.serializers import (
 )
 from billing.selectors import usage_days
 from channels_app.authentication import ApiKeyAuthentication
+from config.days import FIRST_DAY as USAGE_FIRST_DAY
+from config.days import LAST_DAY as USAGE_LAST_DAY
 from config.errors import ApplicationError, InvalidRequest
 from config.logs import log_bind
 from config.pagination import cursor_decode, cursor_encode, page_limit
@@ -56,7 +58,6 @@ from conversations.selectors import (
 
 USAGE_MAX_DAYS = 366  # a leap year: one year's figures in one request, one grouped query
 USAGE_DEFAULT_DAYS = 30
-USAGE_FIRST_DAY, USAGE_LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)  # far from date.min/max: see _day
 
 
 def _json(body: dict[str, Any], status: int = 200) -> HttpResponse:
@@ -204,18 +205,31 @@ class ConversationListApi(_ReadApi):
                 f"A label has at most {LABEL_MAX_CHARS} characters. Send one label as it was set.",
                 details={"label": f"{len(label)} characters"},
             )
+        order = params.get("order") or "lastMessage"
+        if order not in ("lastMessage", "created"):
+            raise InvalidRequest(
+                "The order must be lastMessage or created. Send one of them or leave order out.",
+                details={"order": f"got {order[:20]!r}"},
+            )
+        by_creation = order == "created"
+        created_key = cursor_decode(params.get("cursor"), shape=(str,)) if by_creation else None
         rows = conversation_list(
             workspace_id=request.auth.workspace_id,
             label=label,
             channel_id=params.get("channelId") or None,
             contact_id=params.get("contactId") or None,
             status=status,
-            after=_time_key(params.get("cursor")),
+            after=None if by_creation else _time_key(params.get("cursor")),
             limit=limit + 1,
+            by_creation=by_creation,
+            after_id=created_key[0] if created_key else None,
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        next_key = _time_cursor(rows[-1]["last_message_at"], rows[-1]["id"]) if more else None
+        if by_creation:
+            next_key = [rows[-1]["id"]] if more else None
+        else:
+            next_key = _time_cursor(rows[-1]["last_message_at"], rows[-1]["id"]) if more else None
         return _page([_conversation(row) for row in rows], next_key=next_key)
 
 

@@ -804,6 +804,12 @@ conversation_list_schema = extend_schema(
         _query("contactId", "Only this contact's conversations."),
         _query("status", "Only ACTIVE or only CLOSED conversations.", enum=["ACTIVE", "CLOSED"]),
         _query("label", "Only conversations with this label (set by the agent's add_conversation_labels)."),
+        _query(
+            "order",
+            "lastMessage (the default): newest lastMessageAt first; created: newest created first, a key that "
+            "does not move, so paging it while conversations get messages skips none.",
+            enum=["lastMessage", "created"],
+        ),
         *_PAGING,
     ],
     responses={**_ok(ConversationPageSerializer, "A page of conversations.", "conversations"), **_read_errors()},

@@ -11,7 +11,9 @@ A fixed window lets a client send up to twice the limit across a window's edge; 
 round trip and one small key per API key and minute.
 
 If the cache is unreachable the request is served (fail open) and a warning is logged, at most once a
-minute per process: a Redis outage must not take the API down (README.md, "Rate limits").
+minute per process: a Redis outage must not take the API down (README.md, "Rate limits"). A process that
+found it unreachable does not ask it again for REDIS_BACKOFF_SECONDS (config/broker.py), so a Redis that
+hangs costs one request its socket timeout, not every request.
 
 Every authenticated request counts, a replayed idempotent request too: a replay is cheap but not free,
 and a client looping on one key must meet the same limit as any other.
@@ -25,6 +27,8 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
+
+from config.broker import cache_outage
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +56,14 @@ class ApiKeyRateThrottle(BaseThrottle):
         limit = rate_limit_for(api_key)
         if limit <= 0:
             return True
+        if cache_outage.down():  # found unreachable moments ago: not asked again for a while
+            return True
         now = time.time()
         window = int(now // WINDOW_SECONDS)
         try:
             count = self._hit(f"ratelimit:key:{api_key.prefix}:{window}")
         except Exception as error:  # redis-py raises its own ConnectionError/TimeoutError, not Django's
+            cache_outage.found_down(error)
             self._warn_fail_open(error)
             return True
         if count <= limit:

@@ -11,15 +11,18 @@ failure phases store nothing when another run finished first (api.flow.messaging
 """
 
 import threading
+import time
 from datetime import datetime, timedelta
 
 import structlog
 from celery import current_app
-from django.db import connections, transaction
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from api.flow.idempotency import Claim, idempotency_lock_extend, idempotency_owned
 from api.flow.messaging import Accepted, AnsweredElsewhere, lease_seconds, message_answer
+from config.broker import broker_outage
 from config.db import connection_release
 from config.errors import ApplicationError
 from conversations.models import Message
@@ -27,6 +30,11 @@ from conversations.selectors import agent_config
 from conversations.services import inbound_message_lease_take
 
 logger = structlog.get_logger(__name__)
+
+# The database's failures a run waits out (message_answer_run_retrying): a broken or refused connection, a
+# pool with no connection free (psycopg_pool's PoolTimeout, which Django wraps in OperationalError).
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+_DB_RETRY_FIRST_SECONDS = 0.5
 
 # A run that finds another live run's lease tries again this long after that lease ends (clocks of the
 # web and worker machines a little apart).
@@ -46,12 +54,14 @@ def message_answer_later(accepted: Accepted) -> None:
         accepted.claim.record_id if accepted.claim is not None else "",
         accepted.claim.owner if accepted.claim is not None else "",
     )
-    if not current_app.conf.task_always_eager:
+    if not current_app.conf.task_always_eager and not broker_outage.down():
         try:
-            # retry=False: a broker that does not answer is not waited for; this process answers instead.
+            # retry=False and the transport's timeouts (settings): a broker that does not answer costs at most
+            # BROKER_TIMEOUT_SECONDS; this process answers instead, and skips the broker for a while.
             current_app.send_task(MESSAGE_ANSWER_TASK_NAME, args, retry=False)
             return
-        except Exception:
+        except Exception as error:
+            broker_outage.found_down(error)
             logger.warning("message task not queued; answering in this process", message_id=accepted.message.pk)
     thread = threading.Thread(target=_run_here, args=args, name=f"answer-{accepted.message.pk}", daemon=True)
     transaction.on_commit(thread.start)  # at once: the accept phase committed (unless a caller's block is open)
@@ -61,7 +71,7 @@ def _run_here(message_id: str, lease_until: str, claim_record_id: str, claim_own
     """A background thread's run. A daemon: should the process end first, the message's lease runs out and
     the clean-up releases its credits (api/maintenance/cleanup.py); a retry with its idempotency key answers it."""
     try:
-        message_answer_run(
+        message_answer_run_retrying(
             message_id=message_id,
             lease_until=datetime.fromisoformat(lease_until),
             claim_record_id=claim_record_id,
@@ -71,6 +81,46 @@ def _run_here(message_id: str, lease_until: str, claim_record_id: str, claim_own
         logger.exception("message answer failed", message_id=message_id)
     finally:
         connections.close_all()
+
+
+class _Interrupted(Exception):
+    """The database failed a run after it took the message's lease (`lease_until`)."""
+
+    def __init__(self, *, lease_until: datetime) -> None:
+        super().__init__("interrupted")
+        self.lease_until = lease_until
+
+
+def message_answer_run_retrying(
+    *, message_id: str, lease_until: datetime, claim_record_id: str = "", claim_owner: str = ""
+) -> float | None:
+    """message_answer_run, run again while the database fails it (a restart, a failover, terminated
+    backends, an exhausted pool): after 0.5 s, then twice as long each time up to DB_RETRY_MAX_SECONDS,
+    until the run ends (the message answered or failed, here or by another run, or abandoned by the
+    clean-up). The run is idempotent, so running it again after a failure at any point is safe; without
+    this, a worker that took the task up during an outage acknowledged it and the message waited for its
+    lease to run out, unanswered."""
+    delay = _DB_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return message_answer_run(
+                message_id=message_id,
+                lease_until=lease_until,
+                claim_record_id=claim_record_id,
+                claim_owner=claim_owner,
+            )
+        except (*DATABASE_ERRORS, _Interrupted) as error:
+            if isinstance(error, _Interrupted):
+                lease_until = error.lease_until  # this run's own lease: the next run takes it over at once
+            logger.warning(
+                "message answer interrupted by the database; trying again",
+                message_id=message_id,
+                error=type(error.__cause__ or error).__name__,
+                retry_in=delay,
+            )
+        connections.close_all()  # a broken connection is not reused
+        time.sleep(delay)
+        delay = min(delay * 2, float(settings.DB_RETRY_MAX_SECONDS))
 
 
 def message_answer_run(
@@ -138,6 +188,8 @@ def message_answer_run(
         logger.info("message already answered by another run", message_id=message_id)
     except ApplicationError as error:
         logger.info("message answer failed", message_id=message_id, code=error.code)
+    except DATABASE_ERRORS as error:
+        raise _Interrupted(lease_until=until) from error  # nor its failure recorded: the caller runs it again
     except Exception:
         logger.exception("message answer failed", message_id=message_id)
     return None

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,9 +18,11 @@ from api.maintenance.conversations import conversations_closed_announce
 from api.models import IdempotencyRecord
 from billing.credits import credits_release
 from channels_app.models import Channel
+from config.errors import ApplicationError
 from conversations.media.cache import media_assets_purge
 from conversations.models import Conversation, Message
 from conversations.services import conversations_close_idle
+from webhooks.services import message_failed_emit
 
 IDEMPOTENCY_PURGE_BATCH_SIZE = 1000  # rows per DELETE: no cascade, a stored response is at most ~64 KiB
 ABANDONED_BATCH_SIZE = 100  # message rows locked per transaction
@@ -33,6 +36,29 @@ IDLE_CLOSE_BATCH_SIZE = 100
 # that a stalled process finishes late, which would otherwise release the same reservation a second time.
 ABANDONED_MARGIN_SECONDS = 600
 ABANDONED_ERROR_CODE = "abandoned"
+
+
+def abandoned_margin_seconds() -> float:
+    """How long after its lease ran out a PENDING message counts as abandoned: ABANDONED_MARGIN_SECONDS, and
+    never before the broker could have handed a killed worker's task to another worker (its visibility
+    timeout, plus the interval at which workers look for such tasks, plus a minute): that worker's run takes
+    the message over (README "Replies later"), so the clean-up must not fail it first. The order holds by
+    construction, whatever the settings."""
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    redelivery = float(options.get("visibility_timeout", 0)) + float(options.get("unacked_restore_interval", 0))
+    return max(float(ABANDONED_MARGIN_SECONDS), redelivery + 60.0)
+
+
+class MessageAbandoned(ApplicationError):
+    """A message whose answer was lost with the process answering it (the clean-up found its lease long run
+    out): in its `message.failed` event."""
+
+    code = ABANDONED_ERROR_CODE
+    status_code = 504
+    default_message = (
+        "The message was not answered: the process answering it stopped. Send it again with the same "
+        "idempotency key to have it answered."
+    )
 
 
 @dataclass
@@ -119,14 +145,15 @@ def idempotency_records_purge(*, now: datetime, batch_size: int = IDEMPOTENCY_PU
 def abandoned_messages_release(*, now: datetime, batch_size: int = ABANDONED_BATCH_SIZE) -> tuple[int, int]:
     """Give back the credits still reserved by inbound messages whose request died.
 
-    Such a message is PENDING with `credits_reserved` > 0 and a lease that ran out more than
-    ABANDONED_MARGIN_SECONDS ago. It becomes FAILED with error_code "abandoned" (kept in its conversation,
-    like any failed message; a retry with its idempotency key takes it up again and reserves anew), and its
-    workspace's `credit_reserved` drops by what it held. Each batch is one transaction that locks the
-    message rows in primary-key order, then the workspace rows in primary-key order: the requests take
-    the same two kinds of lock in the same order (message, then workspace). Returns (messages, credits).
+        Such a message is PENDING with `credits_reserved` > 0 and a lease that ran out more than
+        abandoned_margin_seconds() ago. It becomes FAILED with error_code "abandoned" (kept in its conversation,
+        like any failed message; a retry with its idempotency key takes it up again and reserves anew), and its
+        workspace's `credit_reserved` drops by what it held. Each batch is one transaction that locks the
+        message rows in primary-key order, then the workspace rows in primary-key order: the requests take
+        the same two kinds of lock in the same order (message, then workspace). Each sends its channel's webhook a
+    `message.failed` event (code `abandoned`). Returns (messages, credits).
     """
-    cutoff = now - timedelta(seconds=ABANDONED_MARGIN_SECONDS)
+    cutoff = now - timedelta(seconds=abandoned_margin_seconds())
     messages = credits = 0
     while True:
         with transaction.atomic():
@@ -139,22 +166,38 @@ def abandoned_messages_release(*, now: datetime, batch_size: int = ABANDONED_BAT
                     lease_until__lt=cutoff,
                 )
                 .order_by("pk")
-                .values_list("pk", "credits_reserved", "conversation__workspace_id")[:batch_size]
+                .values_list(
+                    "pk",
+                    "credits_reserved",
+                    "conversation__workspace_id",
+                    "conversation_id",
+                    "conversation__channel_id",
+                    "conversation__contact_id",
+                )[:batch_size]
             )
             if not rows:
                 return messages, credits
-            Message.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+            Message.objects.filter(pk__in=[row[0] for row in rows]).update(
                 status=Message.Status.FAILED,
                 error_code=ABANDONED_ERROR_CODE,
                 lease_until=None,
                 credits_reserved=0,
             )
             held: dict[str, int] = defaultdict(int)
-            for _, amount, workspace_id in rows:
+            for _, amount, workspace_id, *_ in rows:
                 held[workspace_id] += amount
             for workspace_id in sorted(held):
                 credits_release(workspace_id=workspace_id, amount=held[workspace_id])
-            message_stats_failed(message_ids=[pk for pk, _, _ in rows], error_code=ABANDONED_ERROR_CODE, at=now)
+            message_stats_failed(message_ids=[row[0] for row in rows], error_code=ABANDONED_ERROR_CODE, at=now)
+            for pk, _, _, conversation_id, channel_id, contact_id in rows:
+                # announced like any failure, in the same transaction (README "Webhooks")
+                message_failed_emit(
+                    channel_id=channel_id,
+                    contact_id=contact_id,
+                    conversation_id=conversation_id,
+                    message_id=pk,
+                    error=MessageAbandoned(),
+                )
         messages += len(rows)
         credits += sum(held.values())
         if len(rows) < batch_size:

@@ -2,9 +2,11 @@
 
 What goes: the contact's identifier, name and attributes, the content and metadata of every message of its
 conversations (inbound and the agent's), the agent's actions and HTTP tool calls, the stored 200 bodies
-(`Message.result`), its messages' media assets (cached file, extracted text, URL) and each stored file no other
-asset names, the idempotency records of its messages (their replayable bodies), and the payloads of its webhook
-events. What stays: every id, the rows themselves (so counts hold), the credits and the usage ledger.
+(`Message.result`), its messages' media assets (cached file, extracted text, URL) that no other contact's
+message uses and each stored file no other asset names, the idempotency records of its messages (their
+replayable bodies), and the payloads of its webhook events with the answers their receivers gave (an
+attempt's excerpt may echo the payload). What stays: every id, the rows themselves (so counts hold), the
+credits and the usage ledger.
 
 The first step, one short transaction, cuts the contact off: the identifier becomes a placeholder no
 request can name, its conversations are closed and marked erased. From then on a message of the contact
@@ -21,13 +23,16 @@ from typing import Any
 
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from api.maintenance.conversations import conversations_closed_announce
 from api.models import IdempotencyRecord
 from contacts.errors import ContactNotFound
 from contacts.models import Contact
 from contacts.services import contact_erase_identity
 from conversations.models import Conversation, MediaAsset, Message, ToolCall
+from conversations.services import conversations_close_of_contact
 from webhooks.services import events_erase_for_contact
 
 # Rows per transaction: short enough that the message rows' locks are held for milliseconds, large enough
@@ -51,11 +56,13 @@ def contact_erase(*, workspace_id: str, contact_id: str, batch_size: int = ERASE
         if not Contact.objects.filter(pk=contact_id, workspace_id=workspace_id).exists():
             raise ContactNotFound(details={"contactId": contact_id})
         contact_erase_identity(contact_id=contact_id, now=now)
-        _conversations_mark_erased(contact_id=contact_id, now=now)
+        closed = _conversations_mark_erased(contact_id=contact_id, now=now)
         IdempotencyRecord.objects.filter(message__conversation__contact_id=contact_id).exclude(
             state=IdempotencyRecord.State.IN_PROGRESS
         ).delete()
         events_erase_for_contact(contact_id=contact_id)
+        # Closed like any other close, with its event (after the blanking: it holds ids and times only).
+        conversations_closed_announce(conversation_ids=closed)
     erased = Erased()
     conversation_ids = list(
         Conversation.objects.filter(contact_id=contact_id).order_by("pk").values_list("pk", flat=True)
@@ -65,12 +72,11 @@ def contact_erase(*, workspace_id: str, contact_id: str, batch_size: int = ERASE
     return erased
 
 
-def _conversations_mark_erased(*, contact_id: str, now: datetime) -> None:
-    conversations = Conversation.objects.filter(contact_id=contact_id)
-    conversations.filter(status=Conversation.Status.ACTIVE).update(
-        status=Conversation.Status.CLOSED, closed_at=now, close_reason=Conversation.CloseReason.API
-    )
-    conversations.filter(erased_at__isnull=True).update(erased_at=now)
+def _conversations_mark_erased(*, contact_id: str, now: datetime) -> list[str]:
+    """Close the contact's active conversations and mark all erased; returns the ids of those it closed."""
+    closed = conversations_close_of_contact(contact_id=contact_id, reason=Conversation.CloseReason.API, now=now)
+    Conversation.objects.filter(contact_id=contact_id, erased_at__isnull=True).update(erased_at=now)
+    return closed
 
 
 def _conversation_messages_erase(*, conversation_id: str, batch_size: int, erased: Erased) -> None:
@@ -98,7 +104,12 @@ def _conversation_messages_erase(*, conversation_id: str, batch_size: int, erase
             )
             ToolCall.objects.filter(message_id__in=[row["pk"] for row in batch]).delete()
             if asset_ids:
-                _, deleted = MediaAsset.objects.filter(pk__in=asset_ids).delete()
+                # An asset is the workspace's cache of a URL: another contact who sent the same URL has a
+                # message that uses it too. Only the assets no other message uses go (with their text).
+                unused = MediaAsset.objects.filter(pk__in=asset_ids).exclude(
+                    Exists(Message.objects.filter(media_asset_id=OuterRef("pk")))
+                )
+                _, deleted = unused.delete()
                 erased.media += deleted.get(MediaAsset._meta.label, 0)
         erased.messages += sum(1 for row in batch if row["content"] != ERASED_CONTENT)
         if names:

@@ -139,17 +139,38 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
+# Two queues besides Celery's default one (the clean-up): the answers of `Prefer: respond-async` messages and
+# the webhook deliveries, so that receivers that hang never hold the workers that answer messages. Run a
+# worker for each (README "Production"); a worker started without -Q consumes all three.
+CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"celery": {}, "answers": {}, "webhooks": {}}
+CELERY_TASK_ROUTES = {
+    "api.tasks.message_answer_task": {"queue": "answers"},
+    "webhooks.tasks.*": {"queue": "webhooks"},
+}
 # Redis hands a task that a worker took but never acknowledged (the worker was killed; tasks that answer
 # messages acknowledge late, api/tasks.py) to another worker after this many seconds. Longer than any
 # task runs (an answer's lease plus its turn's wait, api/flow/messaging.py), or a running task is handed out a
 # second time (harmless, as the task is idempotent, but wasted work); short enough that a dead worker's
 # message is answered within minutes, not Celery's default hour. Workers look for such tasks every
 # CELERY_UNACKED_RESTORE_SECONDS.
+# Every call to the broker is bounded (config/broker.py): a Redis that accepts connections and never answers,
+# or refuses them, costs a web request at most BROKER_TIMEOUT_SECONDS, never kombu's reconnect attempts
+# (seconds each); after a failure the process falls back for REDIS_BACKOFF_SECONDS without trying again.
+BROKER_TIMEOUT_SECONDS = env.float("BROKER_TIMEOUT_SECONDS", default=0.5)
+REDIS_BACKOFF_SECONDS = env.float("REDIS_BACKOFF_SECONDS", default=5.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT_SECONDS
+# A task (or a background run) that meets a database failure tries again after 0.5 s, then twice as long each
+# time, up to this (api/flow/later.py), until its message is answered or failed.
+DB_RETRY_MAX_SECONDS = env.float("DB_RETRY_MAX_SECONDS", default=30.0)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=900),
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),
     "unacked_restore_throttle": 1,
     "global_keyprefix": REDIS_KEY_PREFIX,
+    "socket_timeout": BROKER_TIMEOUT_SECONDS,
+    "socket_connect_timeout": BROKER_TIMEOUT_SECONDS,
+    "max_retries": 0,  # connecting: one try, no back-off loop of kombu's
+    "connect_retries_timeout": BROKER_TIMEOUT_SECONDS,
 }
 
 # --- LLM for the demo agent ------------------------------------------------------------------------------
@@ -197,6 +218,9 @@ WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=10)
 # request); false leaves the deliveries to `manage.py webhook deliver`.
 WEBHOOK_LOCAL_SENDER = env.bool("WEBHOOK_LOCAL_SENDER", default=True)
 WEBHOOK_LOCAL_WORKERS = env.int("WEBHOOK_LOCAL_WORKERS", default=4)
+# Attempts of one channel's webhook sent at once, by all workers together (webhooks/delivery.py): a receiver
+# that hangs holds at most this many delivery workers; the channel's other deliveries wait their turn.
+WEBHOOK_CHANNEL_MAX_IN_FLIGHT = env.int("WEBHOOK_CHANNEL_MAX_IN_FLIGHT", default=2)
 
 # --- the messages pipeline -------------------------------------------------------------------------------
 # The shortest lease on a request's idempotency key and on its message's turn in the conversation: how long

@@ -131,13 +131,15 @@ class OpenAICompatibleAgent:
         each piece of text as it arrives, then the `AgentReply`. The agent's `timeout_seconds` bounds the
         whole call, the stream's reading included (`_DeadlineBackend`); a failure before the first piece is
         retried as in `reply`, one after it is not (the pieces went out). With `actions`, each round is
-        streamed and its tool calls gathered from the chunks."""
+        streamed and its tool calls gathered from the chunks. A round's stream that ends before a choice's
+        `finish_reason` is a failure (AgentUnavailable, `incomplete_stream`), whatever pieces came."""
         client = _client_for(agent)
         turn = _Turn(agent, history, actions)
         for body in turn.rounds():
             calls: dict[int, list[str]] = {}  # index: [id, name, arguments]
             input_tokens = output_tokens = 0
             raw_model = ""
+            finished = False  # a choice's finish_reason came: the model ended its answer (or asked for tools)
             with _provider_errors(agent):
                 stream = _within_deadline(
                     agent,
@@ -161,6 +163,8 @@ class OpenAICompatibleAgent:
                                 output_tokens = _token_count(chunk.usage.completion_tokens)
                             if chunk.choices:
                                 delta = chunk.choices[0].delta
+                                if chunk.choices[0].finish_reason is not None:
+                                    finished = True
                                 piece = _storable_text(delta.content)
                                 if piece:
                                     turn.pieces.append(piece)
@@ -177,6 +181,15 @@ class OpenAICompatibleAgent:
                     raise openai.APIConnectionError(request=httpx2.Request("POST", "stream")) from exc
                 finally:
                     _call_deadline.reset(token)
+            if not finished:
+                # The stream ended (the connection closed, or the SDK met `[DONE]`) before the model said why it
+                # stopped: the pieces are a fragment of an answer (or of its tool calls), not one to store,
+                # charge, replay or run.
+                logger.warning("LLM call failed for agent %s: %s", agent.id, "IncompleteStream")
+                raise AgentUnavailable(
+                    "The AI agent's answer was cut off before it finished. Send the message again.",
+                    details={"reason": "incomplete_stream"},
+                )
             turn.count(input_tokens, output_tokens, raw_model)
             turn.calls = [(id, name, arguments) for _, (id, name, arguments) in sorted(calls.items())]
         yield turn.finished()

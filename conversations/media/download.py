@@ -28,7 +28,7 @@ import requests
 import urllib3
 from django.conf import settings
 
-from config.text import human_size
+from config.text import ascii_digits, human_size
 
 from .addresses import _AddressRefused, _check_url, _NameNotResolved
 from .addresses import address_is_public as address_is_public  # importable from here too (the tests use it)
@@ -141,7 +141,7 @@ def _check_declared_length(*, response: requests.Response, max_bytes: int, field
     """Fail before reading when the server announces too much. A missing or false header changes nothing:
     _read_body counts the bytes themselves."""
     declared = response.headers.get("Content-Length", "").strip()
-    if declared.isdigit() and int(declared) > max_bytes:
+    if ascii_digits(declared) and int(declared) > max_bytes:
         _raise_too_large(max_bytes=max_bytes, field=field)
 
 

@@ -7,6 +7,7 @@ No database access.
 from __future__ import annotations
 
 import contextvars
+import http.client
 import socket
 import threading
 import time
@@ -95,7 +96,46 @@ _current_guard: contextvars.ContextVar[_DeadlineGuard | None] = contextvars.Cont
 )
 
 
+class _LastLine:
+    """A response's file that remembers the last line read from it (the headers' end, _HeadersEndedResponse)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.last: bytes | None = None
+
+    def readline(self, *args: Any) -> bytes:
+        self.last = self.raw.readline(*args)
+        return self.last
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+class HeadersCut(http.client.HTTPException):
+    """The connection ended (or the deadline cut it) inside the response's headers."""
+
+
+class _HeadersEndedResponse(http.client.HTTPResponse):
+    """http.client takes the end of the connection inside the headers for their end: a server that sends
+    `HTTP/1.1 200 OK` and closes (or is cut at the deadline while it drips a header a byte at a time) would
+    look like a complete 200. Here the headers must end with their empty line, or HeadersCut is raised."""
+
+    def begin(self) -> None:
+        tracker = _LastLine(self.fp)
+        self.fp = tracker  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            if self.fp is tracker:
+                self.fp = tracker.raw
+        if tracker.last not in (b"\r\n", b"\n"):
+            self.close()
+            raise HeadersCut("the response's headers were cut")
+
+
 class _GuardedConnectionMixin:
+    response_class: type[http.client.HTTPResponse] = _HeadersEndedResponse
+
     def _new_conn(self) -> socket.socket:
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         guard = _current_guard.get()

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 import time
 from datetime import timedelta
 
@@ -27,6 +28,8 @@ from conversations.media.cache import media_assets_purge, media_file_name
 from conversations.models import Conversation, MediaAsset, Message
 from tests.conftest import requires_redis
 from tests.factories import ChannelFactory, WorkspaceFactory
+from webhooks.models import WebhookEvent
+from webhooks.services import webhook_set
 
 HOUR = timedelta(hours=1)
 
@@ -139,6 +142,60 @@ def test_expired_media_rows_and_files_are_deleted_and_a_shared_file_stays(rich_w
 
 
 # --- abandoned reservations ---------------------------------------------------------------------------------
+
+
+def test_an_abandoned_message_is_announced_to_its_channels_webhook_as_message_failed(rich_workspace, settings):
+    # given: a message whose request died long ago, on a channel with a webhook
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = ["127.0.0.1"]
+    conversation = conversation_of(rich_workspace)
+    webhook_set(channel_id=conversation.channel_id, url="http://127.0.0.1:9/hook")
+    lost = inbound(conversation, 1, lease_until=timezone.now() - timedelta(days=1), credits_reserved=2)
+
+    # when
+    abandoned_messages_release(now=timezone.now())
+
+    # then: the failure is announced, once, as any other failure is
+    event = WebhookEvent.objects.get(type="message.failed")
+    data = json.loads(event.payload)["data"]
+    assert data["error"]["code"] == "abandoned"
+    assert (data["messageId"], data["conversationId"], data["contactId"]) == (
+        lost.pk,
+        conversation.pk,
+        conversation.contact_id,
+    )
+    assert event.deliveries.count() == 1
+    abandoned_messages_release(now=timezone.now())
+    assert WebhookEvent.objects.filter(type="message.failed").count() == 1
+
+
+def test_a_message_is_not_abandoned_before_the_broker_could_hand_its_killed_task_to_another_worker(
+    rich_workspace, settings
+):
+    # given: the broker redelivers a killed worker's task after 900 s (looking every 10 s)
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 900, "unacked_restore_interval": 10}
+    now = timezone.now()
+    conversation = conversation_of(rich_workspace)
+    redelivered_soon = inbound(conversation, 1, lease_until=now - timedelta(seconds=800), credits_reserved=1)
+    long_gone = inbound(conversation, 2, lease_until=now - timedelta(seconds=1000), credits_reserved=1)
+
+    # when
+    abandoned_messages_release(now=now)
+
+    # then: the one whose task may still come back is left to it
+    redelivered_soon.refresh_from_db()
+    long_gone.refresh_from_db()
+    assert (redelivered_soon.status, long_gone.status) == ("PENDING", "FAILED")
+
+
+def test_the_system_check_warns_of_a_visibility_timeout_shorter_than_a_task_may_run(settings):
+    from config.checks import broker_redelivery_check
+
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 900}
+    assert broker_redelivery_check(None) == []
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 200}
+    (warning,) = broker_redelivery_check(None)
+    assert warning.id == "channels.W002"
 
 
 def test_abandoned_reservations_are_released_and_live_ones_kept(rich_workspace):

@@ -2,6 +2,7 @@
 anywhere in the database or the media storage; ids, counts and the ledger stay; idempotent; a message in
 flight records nothing."""
 
+import json
 import os
 import subprocess
 
@@ -18,7 +19,9 @@ from conversations.models import Conversation, MediaAsset, Message
 from tests.conftest import SEED_TEXT, error_of
 from tests.conversations.test_media_inspect import png_bytes
 from tests.factories import ChannelFactory, WorkspaceFactory
-from webhooks.models import WebhookDelivery, WebhookEvent
+from tests.webhooks.conftest import Receiver, Reply
+from webhooks.delivery import delivery_attempt
+from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEvent
 from webhooks.services import webhook_set
 
 SECRETS = ["Jane.Secret@Example.com", "Jane Secretname", "my secret refund question", "SECRET-ORDER-77"]
@@ -98,8 +101,17 @@ def test_erasure_leaves_no_content_anywhere_and_keeps_ids_counts_and_the_ledger(
     assert set(Message.objects.values_list("pk", flat=True)) == message_ids
     assert list(UsageLedgerEntry.objects.values_list("pk", "delta")) == ledger
     assert not IdempotencyRecord.objects.exists()
-    assert set(WebhookEvent.objects.values_list("payload", flat=True)) == {""}
-    assert not WebhookDelivery.objects.filter(status="PENDING").exists()
+    assert set(WebhookEvent.objects.exclude(type="conversation.closed").values_list("payload", flat=True)) == {""}
+    # the close of its active conversation is announced as every close is, with ids and times only
+    (closed,) = WebhookEvent.objects.filter(type="conversation.closed")
+    announced = json.loads(closed.payload)["data"]["conversation"]
+    assert (announced["id"], announced["status"], announced["closeReason"]) == (
+        contact_history["conversationId"],
+        "CLOSED",
+        "api",
+    )
+    assert closed.deliveries.get().status == "PENDING"
+    assert not WebhookDelivery.objects.filter(status="PENDING").exclude(event__type="conversation.closed").exists()
     conversation = Conversation.objects.get(contact_id=contact_id)
     assert (conversation.status, conversation.erased_at is not None) == ("CLOSED", True)
     # and the read API shows the placeholders
@@ -162,6 +174,52 @@ def test_a_file_another_asset_names_is_kept(client, api_key, contact_history):
     assert default_storage.exists(asset.file.name)
 
 
+def test_an_echoing_receivers_stored_answers_are_erased_too(client, api_key, channel, contact_history):
+    # given: the receiver answered each event with the event itself, kept as the attempts' excerpts
+    receiver = Receiver().start()
+    try:
+        receiver.plan.extend(Reply(echo=True) for _ in range(10))
+        webhook_set(channel_id=channel.pk, url=receiver.url)
+        for delivery in WebhookDelivery.objects.all():
+            delivery_attempt(delivery_id=delivery.pk)
+    finally:
+        receiver.stop()
+    assert WebhookAttempt.objects.filter(outcome="succeeded").count() == WebhookEvent.objects.count() > 0
+    assert leaked("\n".join(WebhookAttempt.objects.values_list("response_excerpt", flat=True)))
+
+    # when
+    assert client.delete(f"/api/v1/contacts/{contact_history['contactId']}", HTTP_X_API_KEY=api_key).status_code == 200
+
+    # then: no text column of any table holds the contact's words
+    assert leaked(database_text()) == []
+    assert set(WebhookAttempt.objects.values_list("response_excerpt", flat=True)) == {""}
+
+
+def test_a_media_asset_another_contacts_message_uses_is_kept_until_that_one_goes(api, client, api_key, httpserver):
+    # given: two contacts of the workspace sent the same image (one download, one cached asset)
+    httpserver.expect_request("/shared.png").respond_with_data(png_bytes(), content_type="image/png")
+    image = {"type": "IMAGE", "content": {"image": {"url": httpserver.url_for("/shared.png")}}}
+    first = api.post({**image, "contactIdentifier": "first@example.com"}).json()
+    second = api.post({**image, "contactIdentifier": "second@example.com"}).json()
+    (asset,) = MediaAsset.objects.all()
+    assert Message.objects.filter(media_asset=asset).count() == 2
+
+    # when: the first contact is erased
+    response = client.delete(f"/api/v1/contacts/{first['contactId']}", HTTP_X_API_KEY=api_key)
+
+    # then: the second contact's message keeps its asset, its file and its text
+    assert response.json()["erased"]["media"] == 0
+    assert Message.objects.get(pk=second["messageId"]).media_asset_id == asset.pk
+    assert default_storage.exists(asset.file.name)
+    assert Message.objects.get(pk=first["messageId"]).media_asset_id is None
+
+    # and when the second goes too, so does the asset
+    response = client.delete(f"/api/v1/contacts/{second['contactId']}", HTTP_X_API_KEY=api_key)
+    assert response.json()["erased"]["media"] == 1
+    assert not MediaAsset.objects.exists()
+    assert not default_storage.exists(asset.file.name)
+
+
 def test_a_message_in_flight_during_the_erasure_records_nothing(api, workspace, channel, scripted_agent):
     assert api.post().status_code == 200
     contact_id = Contact.objects.get().pk
@@ -198,7 +256,7 @@ def test_statements_of_an_erasure(api, client, api_key, assert_statements):
     # idempotency records; its webhook deliveries, and events; its conversations' ids; per conversation one
     # batch read, its UPDATE and the DELETE of its HTTP tool calls (a batch shorter than ERASE_BATCH_SIZE is
     # the last)
-    with assert_statements(12):
+    with assert_statements(15):  # the attempts' answers: one UPDATE; the close's event: its conversation, its webhook
         response = client.delete(f"/api/v1/contacts/{contact_id}", HTTP_X_API_KEY=api_key)
 
     assert response.json()["erased"] == {"messages": 2, "media": 0}

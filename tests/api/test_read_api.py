@@ -205,6 +205,35 @@ def test_messages_page_through_more_rows_than_one_page_oldest_first_and_stable_u
     assert seen[2:] == expected and len(seen) == len(set(seen)) == 72
 
 
+def test_conversations_in_creation_order_page_without_skips_while_they_get_messages(api, client, api_key, db):
+    # given: six conversations (one per contact), created one after the other
+    ids = [api.post(text(f"Hello {n}", identifier=f"c{n}@example.com")).json()["conversationId"] for n in range(6)]
+
+    # when: the client pages by two while the last conversations it has not read yet get messages
+    # (which moves them to the top of the lastMessageAt order, past its cursor)
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"order": "created", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = get(client, api_key, "/api/v1/conversations", **params).json()
+        seen += [conversation["id"] for conversation in body["data"]]
+        cursor, pages = body["nextCursor"], pages + 1
+        if pages == 1:
+            for n in (0, 1):
+                assert api.post(text("Still there?", identifier=f"c{n}@example.com")).status_code == 200
+        if cursor is None:
+            break
+
+    # then: every conversation once, newest created first
+    assert seen == ids[::-1]
+    # and a cursor of the other order is refused, as is an unknown order
+    other = get(client, api_key, "/api/v1/conversations", limit=1).json()["nextCursor"]
+    refused = get(client, api_key, "/api/v1/conversations", order="created", cursor=other)
+    assert error_of(refused, status=400)["details"] == {"cursor": "invalid"}
+    assert list(error_of(get(client, api_key, "/api/v1/conversations", order="oldest"), status=400)["details"]) == [
+        "order"
+    ]
+
+
 def test_conversations_and_contacts_page_newest_first_without_repeats_under_inserts(
     client, api_key, workspace, channel
 ):
@@ -263,12 +292,25 @@ def test_conversations_and_contacts_page_newest_first_without_repeats_under_inse
         ({"limit": "0"}, "limit"),
         ({"limit": "101"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        # digits that are not ASCII: int() refuses some (a 500 before) and reads others as numbers
+        ({"limit": "²"}, "limit"),
+        ({"limit": "¹"}, "limit"),
+        ({"limit": "①"}, "limit"),
+        ({"limit": "٣"}, "limit"),
+        ({"limit": "1٠"}, "limit"),
+        ({"limit": " 5"}, "limit"),
         ({"status": "OPEN"}, "status"),
     ],
 )
 def test_bad_paging_parameters_are_400_naming_them(client, api_key, db, params, field):
     error = error_of(get(client, api_key, "/api/v1/conversations", **params), status=400)
     assert (error["code"], list(error["details"])) == ("invalid_request", [field])
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contacts", "/api/v1/conversations"])
+def test_every_list_refuses_a_limit_of_digits_that_are_not_ascii(client, api_key, db, path):
+    error = error_of(get(client, api_key, path, limit="³"), status=400)
+    assert list(error["details"]) == ["limit"]
 
 
 def test_a_cursor_of_another_list_is_400(client, api_key, answered):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from config import celery_app
 from conversations.models import Message
-from tests.conftest import SEED_TEXT, Api, requires_redis
+from tests.conftest import SEED_TEXT, Api, assert_books_hold, broker_keys_delete, requires_redis
 from tests.factories import AIAgentFactory, ChannelFactory
 from tests.live_gunicorn import database_url_for_servers
 from tests.llm_stand_in import StandIn, Step, start
@@ -62,21 +62,12 @@ def stand_in() -> Iterator[StandIn]:
 @pytest.fixture
 def broker():
     """Redis's database of this test run, emptied (no task of an earlier run), and Celery sending to it."""
-    _empty_broker()
+    broker_keys_delete()
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     yield
     celery_app.conf.task_always_eager = eager
-    _empty_broker()
-
-
-def _empty_broker() -> None:
-    """Deletes this test worker's broker keys (its REDIS_KEY_PREFIX), not other workers' running tests'."""
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    if not settings.REDIS_KEY_PREFIX:
-        client.flushdb()
-    elif keys := list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*")):
-        client.delete(*keys)
+    broker_keys_delete()
 
 
 @pytest.fixture
@@ -89,7 +80,7 @@ def api(client, workspace, api_key, stand_in, monkeypatch) -> Api:
 
 
 @contextmanager
-def worker(tmp_path: Path, name: str, *args: str) -> Iterator[subprocess.Popen]:
+def worker(tmp_path: Path, name: str, *args: str, **overrides: str) -> Iterator[subprocess.Popen]:
     """`celery -A config worker` (the README's command, without beat) on this test's database and Redis;
     it hands a dead worker's task on after 3 s, and looks for one every second. Stopped by its pid."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LLM_"))}
@@ -102,6 +93,7 @@ def worker(tmp_path: Path, name: str, *args: str) -> Iterator[subprocess.Popen]:
             "CELERY_VISIBILITY_TIMEOUT_SECONDS": "3",
             "CELERY_UNACKED_RESTORE_SECONDS": "1",
             "LOG_LEVEL": "INFO",
+            **overrides,
         }
     )
     log_path = tmp_path / f"{name}.log"
@@ -201,3 +193,113 @@ def test_a_worker_killed_mid_answer_leaves_its_task_to_another_worker_which_answ
     assert replayed.status_code == 200, replayed.content
     assert replayed.json()["aiMessages"][0]["content"]["text"]["body"] == "Answered after all."
     assert Workspace.objects.get(pk=workspace.pk).credit_balance == 99
+
+
+@contextmanager
+def database_refusing_connections() -> Iterator[Callable[[], None]]:
+    """The test database refuses new connections (as during a restart or a failover), and every backend on it
+    but this test's own is terminated; yields the function that ends the outage (called on the way out too).
+    Only this test's database is touched (by its name), from a connection to the maintenance database."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.settings_dict
+    name = params["NAME"]
+    connection.ensure_connection()
+    own = connection.connection.info.backend_pid
+    admin = psycopg.connect(
+        dbname="postgres", user=params["USER"], password=params["PASSWORD"], host=params["HOST"],
+        port=params["PORT"], autocommit=True,
+    )  # fmt: skip
+
+    def end() -> None:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+    try:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s", [name, own]
+        )
+        yield end
+    finally:
+        end()
+        admin.close()
+
+
+def test_a_task_taken_up_while_the_database_is_down_waits_it_out_and_answers_its_message(
+    api, broker, stand_in, workspace, tmp_path
+):
+    # given: an accepted message whose task waits in Redis
+    stand_in.script("Answered after the outage.")
+    response = api.post(SEED_TEXT, idempotency_key="k-outage", **ASYNC)
+    assert response.status_code == 202, response.content
+    message_id = response.json()["messageId"]
+
+    # when: a worker takes the task up while the database refuses every connection
+    # (longer than the worker's pool waits for a connection: the run gets the error, not just a slow start)
+    with (
+        database_refusing_connections() as outage_end,
+        worker(tmp_path, "patient", "--pool", "solo", DB_POOL_TIMEOUT="1", DB_RETRY_MAX_SECONDS="1"),
+    ):
+        queue = redis.Redis.from_url(os.environ["REDIS_URL"])
+        wait_for(lambda: queue.llen("answers") == 0, what="the task taken up")
+        time.sleep(4)  # the worker's run meets the refused connections
+        outage_end()
+
+        # then: once the database is back, the same worker answers the message, once
+        wait_for(
+            lambda: Message.objects.get(pk=message_id).status == Message.Status.ANSWERED, what="answered after all"
+        )
+        wait_for(lambda: IdempotencyRecord.objects.get().state == IdempotencyRecord.State.COMPLETED, what="key")
+    assert replies_to(message_id) == ["Answered after the outage."]
+    assert_books_hold()
+    assert "interrupted by the database" in (tmp_path / "patient.log").read_text(errors="replace")
+    assert UsageLedgerEntry.objects.filter(message_id=message_id).count() == 1
+    workspace.refresh_from_db()
+    assert (workspace.credit_balance, workspace.credit_reserved) == (99, 0)
+
+
+def test_a_receiver_that_hangs_holds_only_delivery_workers_never_the_answers(
+    api, broker, stand_in, workspace, tmp_path, settings
+):
+    from tests.factories import WorkspaceFactory
+    from tests.webhooks.conftest import Receiver, Reply
+    from webhooks.services import event_emit, webhook_set
+
+    # given: another tenant's receiver that hangs 15 s on each of twelve events
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = ["127.0.0.1"]
+    slow = Receiver().start()
+    slow.plan.extend(Reply(delay=15.0) for _ in range(12))
+    other = ChannelFactory(workspace=WorkspaceFactory())
+    webhook_set(channel_id=other.pk, url=slow.url)
+    stand_in.script("Answered beside the hung receiver.")
+    delivering = {"WEBHOOK_ALLOW_PRIVATE_HOSTS": "127.0.0.1", "SECRET_KEY": settings.SECRET_KEY}
+    try:
+        # the README's two workers: deliveries, and answers (with the clean-ups)
+        with (
+            worker(tmp_path, "deliveries", "-Q", "webhooks", "--pool", "threads", "--concurrency", "4", **delivering),
+            worker(tmp_path, "answers", "-Q", "answers,celery", "--pool", "threads", "--concurrency", "2"),
+        ):
+            for n in range(12):
+                event_emit(channel_id=other.pk, type="conversation.closed", data={"conversation": {"n": n}})
+            slow.wait_for(2)  # the receiver holds its share of the delivery workers
+
+            # when: a message of this workspace asks for its answer later
+            started = time.monotonic()
+            response = api.post(SEED_TEXT, **ASYNC)
+            assert response.status_code == 202, response.content
+            message_id = response.json()["messageId"]
+
+            # then: answered while the receiver still hangs, by the answers' worker
+            wait_for(
+                lambda: Message.objects.get(pk=message_id).status == Message.Status.ANSWERED,
+                seconds=15,
+                what="answered beside the hung receiver",
+            )
+            assert time.monotonic() - started < 15
+            # and the hung channel never had more than its share of attempts at once
+            assert len(slow.requests) == 2
+    finally:
+        slow.stop()
+    assert replies_to(message_id) == ["Answered beside the hung receiver."]
+    assert_books_hold()

@@ -267,6 +267,45 @@ def test_over_gunicorn_a_client_gone_mid_stream_still_gets_its_message_answered_
     assert len(stand_in.requests) == 1
 
 
+def test_over_gunicorn_a_provider_stream_cut_before_it_finished_is_an_error_nothing_charged_key_free(
+    live, stand_in, workspace
+):
+    server, channel, key = live
+    # given: a provider that sends three pieces, then closes without a finish_reason or [DONE]
+    stand_in.script(Step("", pieces=["Half ", "an ", "answ"], cut=True), "The whole answer.")
+
+    # when
+    conn, response = open_stream(server, channel, key, "k-cut")
+    try:
+        events = [next_event(response) for _ in range(4)]
+    finally:
+        conn.close()
+
+    # then: the pieces went out as they came, then an error, not a done
+    assert [name for name, _ in events] == ["delta", "delta", "delta", "error"]
+    error = json.loads(events[3][1])
+    assert error["error"]["code"] == "agent_unavailable"
+    assert error["error"]["details"] == {"reason": "incomplete_stream"}
+    message = Message.objects.get(direction=Message.Direction.INBOUND)
+    assert (message.status, message.error_code) == (Message.Status.FAILED, "agent_unavailable")
+    assert not Message.objects.filter(reply_to=message).exists()
+    assert not UsageLedgerEntry.objects.filter(message=message).exists()
+    workspace.refresh_from_db()
+    assert (workspace.credit_balance, workspace.credit_reserved) == (100, 0)
+
+    # and: the key is free: a retry answers the same message, whole, charged once
+    conn, response = open_stream(server, channel, key, "k-cut")
+    try:
+        events = [next_event(response) for _ in range(5)]
+    finally:
+        conn.close()
+    assert events[-1][0] == "done"
+    body = json.loads(events[-1][1])
+    assert body["messageId"] == message.pk
+    assert body["aiMessages"][0]["content"]["text"]["body"] == "The whole answer."
+    assert UsageLedgerEntry.objects.filter(message=message).count() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_respond_async_wins_over_a_stream(api, channel, scripted_agent):
     scripted_agent.take_over(channel.agent)

@@ -157,3 +157,24 @@ def test_the_dashboard_links_the_ledger_export_for_its_range(admin_client, db):
     ChannelFactory()
     html = admin_client.get("/admin/", {"from": "2026-11-01", "to": "2026-11-07"}).content.decode()
     assert f"{ledger_url('csv')}?from=2026-11-01&amp;to=2026-11-07" in html
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"to": "0001-01-01"},
+        {"from": "0001-01-01", "to": "0001-01-02"},
+        {"from": "9999-12-31", "to": "9999-12-31"},
+        {"from": "9999-12-01"},
+    ],
+)
+def test_extreme_dates_are_refused_before_anything_is_streamed(admin_client, workspace, dates):
+    # the ledger export: a 400 saying which days, not a 500 or a stream cut half-way
+    for format in ("csv", "json"):
+        response = admin_client.get(ledger_url(format), dates)
+        assert response.status_code == 400, response.status_code
+        assert b"between 2000-01-01 and 9998-12-31" in response.content
+    # the dashboard: the default range, with the sentence
+    page = admin_client.get("/admin/", dates)
+    assert page.status_code == 200
+    assert "between 2000-01-01 and 9998-12-31" in page.content.decode()

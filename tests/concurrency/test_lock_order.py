@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from api.maintenance.cleanup import ABANDONED_MARGIN_SECONDS, abandoned_messages_release
+from api.maintenance.cleanup import abandoned_margin_seconds, abandoned_messages_release
 from channels_app.models import Workspace
 from conversations.models import Message
 from tests.concurrency.conftest import (
@@ -36,7 +36,7 @@ def test_a_late_record_phase_and_the_clean_up_of_its_message_take_their_locks_in
     poster = in_thread(results, "post", lambda: Api(Client(), channel, key).post(SEED_TEXT))
     assert thinking.wait(THREAD_TIMEOUT_SECONDS)
     (inbound,) = Message.objects.filter(conversation__channel=channel, direction=Message.Direction.INBOUND)
-    stale = timezone.now() - timedelta(seconds=ABANDONED_MARGIN_SECONDS + 60)
+    stale = timezone.now() - timedelta(seconds=abandoned_margin_seconds() + 60)
     Message.objects.filter(pk=inbound.pk).update(lease_until=stale)
 
     # when: the workspace row is held (a grant, say) while the record phase runs and then the clean-up starts

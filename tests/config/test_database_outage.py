@@ -288,3 +288,37 @@ def test_a_restart_while_the_reply_is_recorded_frees_the_idempotency_key_for_the
         status, _, body = post(server, channel, key, "r@example.com", "k-1")
         assert status == 200, body
         assert body["messageId"] and len(body["aiMessages"]) == 1
+
+
+def test_readyz_answers_503_within_about_a_second_during_a_database_outage(live_channel, tmp_path):
+    from tests.api.test_replies_later_worker import database_refusing_connections
+
+    with gunicorn(tmp_path / "server.log", DATABASE_URL=database_url_for_servers()) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS)
+        conn.request("GET", "/readyz")
+        assert conn.getresponse().status == 200
+        conn.close()
+
+        with database_refusing_connections():  # its backends terminated, no new connection accepted
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS)
+            started = time.monotonic()
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            seconds = time.monotonic() - started
+            body = json.loads(response.read())
+            conn.close()
+
+        assert (response.status, body["checks"]["database"]) == (503, "unreachable")
+        assert seconds < 2.5, f"/readyz took {seconds:.1f} s"
+
+        # and once the database is back, ready again
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_SECONDS)
+            conn.request("GET", "/readyz")
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                break
+            assert time.monotonic() < deadline, "not ready again"
+            time.sleep(0.2)

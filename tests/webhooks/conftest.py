@@ -20,6 +20,7 @@ class Reply:
     body: bytes = b"ok"
     delay: float = 0.0  # seconds before the answer: longer than WEBHOOK_TIMEOUT_SECONDS is "no answer"
     headers: dict[str, str] = field(default_factory=dict)
+    echo: bool = False  # answer with the request's own body (a receiver that echoes the payload)
 
 
 @dataclass
@@ -57,13 +58,14 @@ class Receiver:
                 reply = receiver.plan.popleft() if receiver.plan else Reply()
                 if reply.delay:
                     time.sleep(reply.delay)
+                answer = body if reply.echo else reply.body
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    self.wfile.write(answer)
                 except OSError:
                     pass  # the sender gave up waiting
                 receiver.answered.set()

@@ -10,13 +10,11 @@ from django.core.management.base import BaseCommand, CommandError
 from billing.credits import CREDITS_GRANT_MAX, credits_grant
 from channels_app.services import workspace_get
 from config.errors import ApplicationError
+from config.text import ascii_digits
 
 
 def amount(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
+    number = int(value) if ascii_digits(value) else 0
     if not 1 <= number <= CREDITS_GRANT_MAX:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a number of credits to grant. Send a whole number from 1 to {CREDITS_GRANT_MAX:_}."
