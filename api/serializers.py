@@ -15,15 +15,13 @@ from django.core.validators import URLValidator
 from rest_framework import serializers
 
 from channels_app.validators import BUILTIN_ACTIONS, HTTP_TOOL_ACTION
-from conversations.models import Message
+from conversations.models import FILENAME_MAX, MESSAGE_TYPES
 
-MESSAGE_TYPES = tuple(Message.Type.values)
 # Documented limits (README "Request body"). An e-mail address is at most 320 characters (RFC 3696 errata).
 CONTACT_IDENTIFIER_MAX = 320
 CONTACT_NAME_MAX = 200
 TEXT_BODY_MAX = 4096  # WhatsApp's limit for a text message; long enough for any chat turn
 CAPTION_MAX = 1024
-FILENAME_MAX = 255
 URL_MAX = 2048
 # `metadata`: small enough to travel with every message into the agent's prompt, large enough for ids,
 # a plan name, a page URL or a locale.

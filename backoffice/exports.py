@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from billing.models import UsageLedgerEntry
+from contacts.models import contact_name_or_null
 from conversations.models import Conversation, Message, content_body
 
 EXPORT_CHUNK_SIZE = 2000  # rows per fetch: a few hundred KiB of message content at most
@@ -34,6 +35,7 @@ TRANSCRIPT_COLUMNS = [
     "input_tokens",
     "output_tokens",
     "created_at",
+    "metadata",  # the integrator's object, as JSON; empty when it sent none
 ]
 LEDGER_COLUMNS = [
     "id",
@@ -66,11 +68,19 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
+def _csv_value(value: Any) -> Any:
+    """A cell: a dict (a message's metadata) as compact JSON, "" when empty; a string that a spreadsheet
+    would run as a formula, quoted."""
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if value else ""
+    return _cell(value)
+
+
 def csv_lines(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     writer = csv.writer(_Line())
     yield writer.writerow(columns)
     for row in rows:
-        yield writer.writerow([_cell(row[column]) for column in columns])
+        yield writer.writerow([_csv_value(row[column]) for column in columns])
 
 
 def transcript_rows(*, conversation: Conversation, chunk_size: int = EXPORT_CHUNK_SIZE) -> Iterator[dict[str, Any]]:
@@ -86,6 +96,7 @@ def transcript_rows(*, conversation: Conversation, chunk_size: int = EXPORT_CHUN
             "direction",
             "type",
             "content",
+            "metadata",
             "status",
             "error_code",
             "credits",
@@ -115,7 +126,7 @@ def transcript_json(*, conversation: Conversation, chunk_size: int = EXPORT_CHUN
         "channelId": conversation.channel_id,
         "contactId": conversation.contact_id,
         "contactIdentifier": conversation.contact.identifier,
-        "contactName": conversation.contact.name,
+        "contactName": contact_name_or_null(conversation.contact.name),
         "status": conversation.status,
         "createdAt": _iso(conversation.created_at),
         "lastMessageAt": _iso(conversation.last_message_at),
@@ -130,6 +141,7 @@ def transcript_json(*, conversation: Conversation, chunk_size: int = EXPORT_CHUN
             "direction": row["direction"],
             "type": row["type"],
             "content": row["content"],
+            "metadata": row["metadata"],
             "status": row["status"],
             "errorCode": row["error_code"] or None,
             "credits": row["credits"],

@@ -197,6 +197,7 @@ class AIAgentAdmin(admin.ModelAdmin):
                     "max_output_tokens",
                     "timeout_seconds",
                     "transcribe_audio",
+                    "transcription_model",
                 ]
             },
         ),

@@ -99,6 +99,12 @@ class AIAgent(models.Model):
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     timeout_seconds = models.FloatField(default=60.0)
     transcribe_audio = models.BooleanField(default=False)
+    transcription_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The speech-to-text model voice messages go to when transcribe_audio is on (the chat model "
+        "cannot transcribe). Empty: the platform's LLM_TRANSCRIPTION_MODEL (default whisper-1).",
+    )
     greeting_text = models.TextField(blank=True, default="Hello! How can I help you today?")
     fallback_text = models.TextField(
         blank=True, default="I'm sorry, I don't have an answer to that yet. Could you rephrase your question?"

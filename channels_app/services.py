@@ -1,9 +1,9 @@
-"""Workspace configuration services: look-ups and API keys."""
+"""Workspace configuration services: workspaces, look-ups and API keys."""
 
 from datetime import timedelta
 from typing import cast
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -15,10 +15,30 @@ class NotFoundError(NotFound):
     """A workspace or an API key that the caller (a command) named does not exist."""
 
 
+class WorkspaceSlugTaken(ApplicationError):
+    code = "workspace_slug_taken"
+    status_code = 409
+    default_message = "Another workspace has that slug. Choose another slug."
+
+
 class ApiKeyRevoked(ApplicationError):
     code = "api_key_revoked"
     status_code = 409
     default_message = "The API key is revoked. Create a new key instead of rotating it."
+
+
+def workspace_create(*, name: str, slug: str) -> Workspace:
+    """A new workspace, with no credits. Within the caller's transaction, if any: the slug's unique index
+    settles two creations of one slug at once, the later one gets WorkspaceSlugTaken."""
+    try:
+        with transaction.atomic():
+            return Workspace.objects.create(name=name, slug=slug)
+    except IntegrityError as error:
+        if not Workspace.objects.filter(slug=slug).exists():
+            raise
+        raise WorkspaceSlugTaken(
+            f"The slug {slug!r} is taken by another workspace. Choose another slug.", details={"slug": slug}
+        ) from error
 
 
 def workspace_get(*, ref: str) -> Workspace:

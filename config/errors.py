@@ -43,7 +43,7 @@ class NotFound(ApplicationError):
 class MethodNotAllowed(ApplicationError):
     code = "method_not_allowed"
     status_code = 405
-    default_message = "The method is not allowed here. Use POST."
+    default_message = "The URL does not take this method; its Allow header lists the methods it takes."
 
 
 class PermissionDenied(ApplicationError):

@@ -3,9 +3,11 @@
 `{"success": false, "error": {"code": "...", "message": "...", "details": {...}}}`
 """
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -115,7 +117,7 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
     if isinstance(exc, (Http404, exceptions.NotFound)):
         return NotFound()
     if isinstance(exc, exceptions.MethodNotAllowed):
-        return MethodNotAllowed(f"{exc.detail} Use POST.")
+        return MethodNotAllowed(str(exc.detail))  # exception_handler says which methods the URL takes
     if isinstance(exc, (DjangoPermissionDenied, exceptions.PermissionDenied)):
         return PermissionDenied()
     if isinstance(exc, exceptions.APIException):
@@ -125,8 +127,34 @@ def to_application_error(exc: Exception) -> ApplicationError | None:
     return None
 
 
+def method_not_allowed(*, method: str, allowed: list[str]) -> MethodNotAllowed:
+    """405 for `method` on a URL that takes the methods `allowed` (its `Allow` header, less HEAD and
+    OPTIONS, which every URL takes): the body says which to use. The OpenAPI document's 405s too."""
+    usable = [name for name in allowed if name not in ("HEAD", "OPTIONS")]
+    return MethodNotAllowed(
+        f"This URL does not take {method}. Use {' or '.join(usable)}.", details={"method": method, "allowed": usable}
+    )
+
+
+def require_safe(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Django's `require_safe` for a plain view (the probes, the favicon), whose refusal of another method is
+    the error body (405 method_not_allowed) rather than an empty HTML page."""
+
+    @functools.wraps(view)
+    def safe_only(request, *args, **kwargs) -> HttpResponse:
+        if request.method in ("GET", "HEAD"):
+            return view(request, *args, **kwargs)
+        response = error_response(method_not_allowed(method=request.method, allowed=["GET", "HEAD"]))
+        response["Allow"] = "GET, HEAD"
+        return response
+
+    return safe_only
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     error = to_application_error(exc)
+    if isinstance(exc, exceptions.MethodNotAllowed) and "view" in context:
+        error = method_not_allowed(method=context["request"].method, allowed=list(context["view"].allowed_methods))
     view = context.get("view").__class__.__name__
     if error is None:
         logger.exception("unhandled error in %s", view)

@@ -15,9 +15,9 @@ from django.core.cache import cache
 from django.db import connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
 
 from config.broker import broker_in_use, broker_ping
+from config.exception_handler import require_safe
 
 logger = logging.getLogger(__name__)
 

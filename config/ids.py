@@ -26,8 +26,11 @@ def new_id(prefix: str) -> str:
 # Field defaults: module-level functions, so migrations can reference them.
 
 
+WORKSPACE_ID_PREFIX = "ws"
+
+
 def workspace_id() -> str:
-    return new_id("ws")
+    return new_id(WORKSPACE_ID_PREFIX)
 
 
 def channel_id() -> str:

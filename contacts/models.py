@@ -51,3 +51,9 @@ class Contact(models.Model):
     def __str__(self) -> str:
         # The identifier first, wherever the admin names a contact: it is what operators search by.
         return f"{self.identifier} ({self.name})" if self.name else self.identifier
+
+
+def contact_name_or_null(name: str) -> str | None:
+    """A contact's name as the API and the exports write it: null for none (stored as "", as Django keeps
+    an empty text field)."""
+    return name or None

@@ -1,10 +1,13 @@
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Upper
+from django.utils import timezone
 
 from config import ids
 
@@ -46,7 +49,9 @@ class Conversation(models.Model):
     # is fixed in commit order and a later message always sees the earlier one (docs/architecture.md, "Order
     # within a conversation").
     last_seq = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The accept phase's `now`, as its first `last_message_at` (conversations.services.conversation_build), not
+    # the insert's own later time: a conversation whose only message failed would read last before created.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Set when the conversation is closed (README "Example": `closedAt`, `closeReason`); null while active.
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -175,6 +180,10 @@ class Message(models.Model):
         return self.id
 
 
+# The message types as the API writes them (the OpenAPI document's one MessageTypeEnum, config/settings).
+MESSAGE_TYPES = tuple(Message.Type.values)
+
+
 class MediaAsset(models.Model):
     """A media file downloaded for a message, kept until `expires_at` (settings.MEDIA_CACHE_SECONDS).
 
@@ -242,3 +251,21 @@ class ToolCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} #{self.position}"
+
+
+FILENAME_MAX = 255  # the API's limit for `filename`; a URL's last segment is cut to it
+
+
+def media_filename(*, type: str, content: object) -> str:
+    """A media message's file name as the agent is told it, on its own turn and in every later one: the
+    request's `filename`, else the URL path's last segment, decoded (what the type check reads an extension
+    from when the request names no file)."""
+    body = content_body(type=type, content=content)
+    filename = str(body.get("filename") or "")
+    if filename:
+        return filename
+    try:
+        path = urlsplit(str(body.get("url") or "")).path
+    except ValueError:  # media_download refuses such a URL with the contract's error
+        return ""
+    return PurePosixPath(unquote(path)).name[:FILENAME_MAX]

@@ -70,7 +70,9 @@ _WINDOW_MESSAGE = (
     "media_mime_type",
     "media_size",
 )
-_WINDOW_ASSET = ("file", "sha256")  # as media_asset__file, media_asset__sha256
+# As media_asset__file, media_asset__sha256, media_asset__text: the cached file, and a document's text or an
+# audio's transcription, which later turns show the agent again (conversations.services.history_build).
+_WINDOW_ASSET = ("file", "sha256", "text")
 
 
 @cache
@@ -95,7 +97,7 @@ def history_window_sql() -> tuple[str, Columns, Columns]:
 
 def history_window(*, conversation_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
     """`history_window_sql`, read: one query, each row a dict of the message's fields and the asset's
-    `media_asset__file` and `media_asset__sha256`."""
+    `media_asset__file`, `media_asset__sha256` and `media_asset__text`."""
     sql, message, asset = history_window_sql()
     names = (*_WINDOW_MESSAGE, *(f"media_asset__{name}" for name in _WINDOW_ASSET))
     with connection.cursor() as cursor:

@@ -13,7 +13,7 @@ from contacts.identity import identifier_key
 from contacts.models import Contact
 from contacts.services import contact_build, contact_name_fill
 from conversations.agents.base import HistoryItem, MediaPart
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, content_body, media_filename
 from conversations.selectors import contact_with_active_conversation, earlier_message_pending, history_window
 
 
@@ -167,13 +167,15 @@ def inbound_target(
 def conversation_build(
     *, workspace_id: str, channel_id: str, contact_id: str, agent_id: str, now: datetime
 ) -> Conversation:
-    """A new active conversation whose first message is at position 1, not saved yet."""
+    """A new active conversation whose first message is at position 1, not saved yet; created and last
+    written to at `now`."""
     return Conversation(
         workspace_id=workspace_id,
         channel_id=channel_id,
         contact_id=contact_id,
         agent_id=agent_id,
         last_seq=1,
+        created_at=now,
         last_message_at=now,
     )
 
@@ -238,7 +240,7 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
     window = history_window(conversation_id=message.conversation_id, seq=message.seq, limit=max(max_messages, 1) + 1)
     if earlier_message_pending(window=window, seq=message.seq, now=now):
         raise TurnNotReady
-    earlier: list[dict[str, Any]] = []  # newest first
+    earlier: list[tuple[dict[str, Any], str]] = []  # newest first, each with its media's text
     budget = max_chars - text_chars(message.content)
     for row in window:
         if row["seq"] == message.seq:
@@ -248,38 +250,44 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
         size = text_chars(row["content"])
         if len(earlier) >= max_messages - 1 or size > budget:
             break
-        budget -= size
-        earlier.append(row)
+        # A document's text or an audio's transcription counts too; cut to what the budget leaves.
+        media_text = (row["media_asset__text"] or "")[: budget - size] if _has_media(row) else ""
+        budget -= size + len(media_text)
+        earlier.append((row, media_text))
     earlier.reverse()
-    while earlier and earlier[0]["direction"] == Message.Direction.OUTBOUND:
+    while earlier and earlier[0][0]["direction"] == Message.Direction.OUTBOUND:
         earlier.pop(0)
     items = [
         HistoryItem(
             role="user" if row["direction"] == Message.Direction.INBOUND else "assistant",
             type=row["type"],
             content=row["content"],
-            media=_history_media(row),
+            media=_history_media(row, text=media_text) if _has_media(row) else None,
         )
-        for row in earlier
+        for row, media_text in earlier
     ]
     items.append(current)
     return items
 
 
-def _history_media(row: dict[str, Any]) -> MediaPart | None:
-    """What an earlier media message's row says about its file: type, size and the cached file's name (the
-    bytes are read later, outside any transaction, within a budget: media.pipeline.history_media_load).
-    The URL is left out on purpose: it is the contact's, often signed, and never goes to the provider."""
-    if row["type"] == Message.Type.TEXT or row["direction"] != Message.Direction.INBOUND:
-        return None
-    body = row["content"].get(row["type"].lower()) if isinstance(row["content"], dict) else None
-    body = body if isinstance(body, dict) else {}
+def _has_media(row: dict[str, Any]) -> bool:
+    return row["type"] != Message.Type.TEXT and row["direction"] == Message.Direction.INBOUND
+
+
+def _history_media(row: dict[str, Any], *, text: str) -> MediaPart:
+    """What an earlier media message's row says about its file: type, size, file name, the cached file's
+    name (the bytes are read later, outside any transaction, within a budget:
+    media.pipeline.history_media_load) and `text`, the document's text or the audio's transcription, as on
+    its own turn. The URL is left out on purpose: it is the contact's, often signed, and never goes to the
+    provider."""
+    body = content_body(type=row["type"], content=row["content"])
     return MediaPart(
         url="",
         mime_type=row["media_mime_type"] or "",
         size=row["media_size"] or 0,
-        filename=str(body.get("filename") or ""),
+        filename=media_filename(type=row["type"], content=row["content"]),
         caption=str(body.get("caption") or ""),
+        text=text,
         stored_name=row["media_asset__file"] or "",
         sha256=row["media_asset__sha256"] or "",
     )

@@ -111,6 +111,7 @@ _AGENT_CONFIG_BASE: dict[str, Any] = {
     "max_output_tokens": None,
     "timeout_seconds": 60,
     "transcribe_audio": False,
+    "transcription_model": "",
     "greeting_text": "",
     "fallback_text": "",
     "split_threshold_chars": 600,

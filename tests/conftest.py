@@ -4,6 +4,7 @@ import os
 import pytest
 import redis
 from django.conf import settings
+from django.core.management import execute_from_command_line
 from django.db import connection, connections
 from django.db.backends.signals import connection_created
 
@@ -223,3 +224,20 @@ def assert_books_hold() -> None:
         .filter(n__gt=1)
     )
     assert not twice.exists(), list(twice)
+
+
+@pytest.fixture
+def manage_py(monkeypatch, capsys):
+    """Run a command as `manage.py` does, for its exit status and output (the test's connection is kept)."""
+    monkeypatch.setattr(connections, "close_all", lambda: None)
+
+    def run(*args) -> tuple[int, str, str]:
+        try:
+            execute_from_command_line(["manage.py", *args])
+            code = 0
+        except SystemExit as exited:
+            code = exited.code if isinstance(exited.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -1,11 +1,14 @@
 """A stand-in OpenAI-compatible chat-completions server on loopback, in a thread of the test's process: it
 records every request and answers each with the next of a script, as one JSON completion, or with
 `"stream": true` as Server-Sent Events chunks with pauses between them. A step may also hold the request
-open until the test releases it (a worker killed mid-call).
+open until the test releases it (a worker killed mid-call). `/audio/transcriptions` records each upload's
+form fields and answers the stand-in's `transcript`.
 
 Raw `http.server` rather than pytest-httpserver: its handler answers one request at a time, and a held
 request would hold every other one."""
 
+import email
+import email.policy
 import json
 import threading
 import time
@@ -34,6 +37,9 @@ class StandIn:
     requests: list[dict] = field(default_factory=list)
     received: threading.Condition = field(default_factory=threading.Condition)
     url: str = ""
+    # `/audio/transcriptions`: each upload's form fields (the file as its size), answered with `transcript`.
+    transcriptions: list[dict] = field(default_factory=list)
+    transcript: str = "A transcription from the stand-in."
 
     def script(self, *steps: Step | str) -> None:
         self.steps.extend(Step(step) if isinstance(step, str) else step for step in steps)
@@ -67,7 +73,11 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             pass
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.endswith("/audio/transcriptions"):
+                self._transcribe(raw)
+                return
+            body = json.loads(raw or b"{}")
             with stand_in.received:
                 stand_in.requests.append(body)
                 stand_in.received.notify_all()
@@ -91,6 +101,25 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
                     self._whole(step)
             except OSError:
                 pass  # the client went away (a killed worker)
+
+        def _transcribe(self, raw: bytes) -> None:
+            form = email.message_from_bytes(
+                f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + raw, policy=email.policy.HTTP
+            )
+            fields = {}
+            for part in form.iter_parts():
+                payload = part.get_payload(decode=True)
+                value = payload if isinstance(payload, bytes) else b""
+                fields[part.get_param("name", header="content-disposition")] = (
+                    len(value) if part.get_filename() else value.decode()
+                )
+            stand_in.transcriptions.append(fields)
+            data = json.dumps({"text": stand_in.transcript}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _whole(self, step: Step) -> None:
             data = json.dumps(

@@ -21,7 +21,10 @@ _MESSAGES = {
     "scheme": "The webhook URL must start with http:// or https://.",
     "credentials": "The webhook URL must not contain a user name or password; verify our signature instead.",
     "address": "The webhook URL points to a private, local or reserved network address. Use a publicly "
-    "reachable address (or add the host to WEBHOOK_ALLOW_PRIVATE_HOSTS for development).",
+    "reachable address. For development, list the host in WEBHOOK_ALLOW_PRIVATE_HOSTS (hosts or CIDRs; never "
+    "cloud metadata addresses) in the environment of the process that sets the URL (manage.py's own, or the "
+    "web server's for the admin) and of those that send the webhooks (the web server, the Celery worker): "
+    "every delivery checks the address again.",
     "dns_failed": "The webhook URL's host name could not be resolved. Check it for typos.",
 }
 

@@ -41,7 +41,7 @@ from config.pagination import cursor_decode, cursor_encode, page_limit
 from config.text import text_storable
 from contacts.attributes import ATTRIBUTES_MAX_KEYS, attributes_changes_errors
 from contacts.errors import ContactNotFound
-from contacts.models import Contact
+from contacts.models import Contact, contact_name_or_null
 from contacts.selectors import contact_list_queryset, contact_queryset
 from contacts.services import TooManyAttributes, contact_attributes_merge
 from conversations.errors import ConversationNotFound, MessageNotFound
@@ -88,7 +88,7 @@ def _time_cursor(at: datetime, row_id: str) -> list[Any]:
 
 
 def _contact(row: dict[str, Any]) -> dict[str, Any]:
-    return represent(ContactSerializer, {**row, "name": row["name"] or None})
+    return represent(ContactSerializer, {**row, "name": contact_name_or_null(row["name"])})
 
 
 def _conversation(row: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ api.serializers.MessageResultSerializer (the one that renders it), and every err
 error body with the codes it can carry.
 """
 
+import json
 from typing import Any
 
 from drf_spectacular.extensions import (
@@ -61,6 +62,7 @@ from config.errors import (
     RateLimited,
     ServiceBusy,
 )
+from config.exception_handler import error_body, method_not_allowed
 from contacts.errors import ContactNotFound
 from conversations.agents.errors import AgentTimeout, AgentUnavailable
 from conversations.errors import ConversationNotFound, MessageNotFound
@@ -305,8 +307,10 @@ RESPONSES = {
         response={"type": "string"},
         description="With `Accept: text/event-stream`: Server-Sent Events. `event: delta`, data "
         '`{"text": "..."}`, each piece of the answer as the agent writes it; `event: message`, data one '
-        "finished `aiMessages` item; then `event: done`, data exactly the 200 JSON body (also what a retry "
-        "with the same idempotency key replays: as the one `done` event when the retry asks for a stream). "
+        "finished `aiMessages` item; then `event: done`, data exactly the 200 JSON body. Every event has an "
+        "`id:`: a delta `<messageId>:<n>`, a message its item's id, done and error the `messageId`. A retry "
+        "with the same idempotency key that asks for a stream replays the end of the stream, its `message` "
+        "events and `done` with the same ids (no deltas). "
         "A failure once the agent started is `event: error`, data the error body. Errors found before the "
         "agent starts are JSON responses with their status code, as without streaming.",
     ),
@@ -630,6 +634,46 @@ def require_request_bodies(result, generator, request, public):
         for operation in path.values():
             if isinstance(operation, dict) and "requestBody" in operation:
                 operation["requestBody"]["required"] = True
+    return result
+
+
+# In the order of the views' `allowed_methods` (DRF's http_method_names), which a real 405 lists.
+_HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def document_method_not_allowed(result, generator, request, public):
+    """A postprocessing hook: every API URL answers a method it does not take with 405 method_not_allowed,
+    the error body saying which methods it takes (config.exception_handler.method_not_allowed, which the
+    example is built by), and `Allow` listing them."""
+    for path in result.get("paths", {}).values():
+        allowed = [method.upper() for method in _HTTP_METHODS if method in path]
+        other = next(method.upper() for method in _HTTP_METHODS if method not in path)
+        error = method_not_allowed(method=other, allowed=allowed)
+        for method in allowed:
+            responses = path[method.lower()]["responses"]
+            headers = dict(responses.get("401", {}).get("headers", {}))  # the operation's own (X-Request-ID)
+            headers["Allow"] = {
+                "schema": {"type": "string"},
+                "description": "The methods this URL takes.",
+                "required": True,
+            }
+            responses["405"] = {
+                "description": f"The URL does not take this method.\n\n- `{error.code}`: {error.message}",
+                "headers": headers,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorResult"},
+                        "examples": {
+                            "MethodNotAllowed": {
+                                "value": json.loads(
+                                    error_body(code=error.code, message=error.message, details=error.details)
+                                ),
+                                "summary": error.code,
+                            }
+                        },
+                    }
+                },
+            }
     return result
 
 

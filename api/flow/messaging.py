@@ -370,8 +370,9 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
     )
 
 
-def _history(accepted: Accepted) -> list[HistoryItem]:
-    """Wait until every earlier message of the conversation is answered, then read the history. The
+def _history(accepted: Accepted, *, media_chars: int = 0) -> list[HistoryItem]:
+    """Wait until every earlier message of the conversation is answered, then read the history, within the
+    agent's character budget less `media_chars` (the new message's document text or transcription). The
     connection goes back to the pool between looks, so a waiting request holds none; each look keeps the
     request's lease (`_lease_keep`), so that later messages keep waiting for this one."""
     deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
@@ -382,7 +383,7 @@ def _history(accepted: Accepted) -> list[HistoryItem]:
             history = history_build(
                 message=accepted.message,
                 max_messages=accepted.agent.history_max_messages,
-                max_chars=accepted.agent.history_max_chars,
+                max_chars=accepted.agent.history_max_chars - media_chars,
                 now=now,
             )
         except TurnNotReady:
@@ -429,7 +430,7 @@ def _think(
     if accepted.message.type != Message.Type.TEXT:
         # Before the turn's wait: a refused or unreachable file fails the message without waiting.
         media = media_prepare(message=accepted.message, agent=accepted.agent, workspace_id=accepted.workspace_id)
-    history = _history(accepted)
+    history = _history(accepted, media_chars=len(media.text) if media is not None else 0)
     if media is not None:
         history[-1] = replace(history[-1], media=media)
     history[-1] = replace(

@@ -30,15 +30,28 @@ logger = structlog.get_logger(__name__)
 CONTENT_TYPE = "text/event-stream"
 
 
-def event(name: str, data: bytes) -> bytes:
-    """One event. `data` is compact JSON: a JSON text holds no line break outside its strings, and json
-    escapes those inside, so it fits the one `data:` line."""
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+def event(name: str, data: bytes, *, id: str) -> bytes:
+    """One event with its `id:` (see `finished_events`). `data` is compact JSON: a JSON text holds no line
+    break outside its strings, and json escapes those inside, so it fits the one `data:` line."""
+    return b"id: " + id.encode() + b"\nevent: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def finished_events(body: bytes) -> Iterator[bytes]:
+    """The end of a stream whose answer is recorded: a `message` event for each `aiMessages` item, then
+    `done` with the 200 body `body`. The same events, ids included, whether the answer was just written or
+    is replayed to a retry with the idempotency key: each `message` event's id is its reply's id, `done`'s
+    the contact's message's id. (A `delta` is `<message id>:<n>`, its n-th piece, and `error` the contact's
+    message's id too; deltas are not stored, so a replay has none.)"""
+    answer = json.loads(body)
+    for message in answer["aiMessages"]:
+        yield event("message", render(message), id=message["id"])
+    yield event("done", body, id=answer["messageId"])
 
 
 def replay_events(body: bytes) -> Iterator[bytes]:
-    """A replayed answer, for a retry that asks for a stream: the stored 200 body as the one `done` event."""
-    yield event("done", body)
+    """A replayed answer, for a retry that asks for a stream: the stored 200 body as the stream's end (its
+    `message` events and `done`, as they first went out)."""
+    return finished_events(body)
 
 
 def message_answer_streamed(accepted: Accepted) -> PostResult:
@@ -66,28 +79,31 @@ def message_answer_streamed(accepted: Accepted) -> PostResult:
     kind, value = events.get()
     if kind == "error":
         raise value
-    return PostResult(status=200, body=b"", events=_events(events, first=(kind, value)))
+    return PostResult(status=200, body=b"", events=_events(events, first=(kind, value), message_id=accepted.message.pk))
 
 
-def _events(events: "queue.Queue[tuple[str, Any]]", *, first: tuple[str, Any]) -> Iterator[bytes]:
+def _events(events: "queue.Queue[tuple[str, Any]]", *, first: tuple[str, Any], message_id: str) -> Iterator[bytes]:
     kind, value = first
+    deltas = actions = 0
     while True:
         if kind == "started":
             yield b": the agent is writing\n\n"  # a comment: the headers go out now
         elif kind == "delta":
-            yield event("delta", render({"text": value}))
+            deltas += 1
+            yield event("delta", render({"text": value}), id=f"{message_id}:{deltas}")
         elif kind == "action":
-            yield event("action", render(represent(ActionSerializer, value)))
+            actions += 1
+            yield event("action", render(represent(ActionSerializer, value)), id=f"{message_id}:action:{actions}")
         elif kind == "done":
-            for message in json.loads(value)["aiMessages"]:
-                yield event("message", render(message))
-            yield event("done", value)
+            yield from finished_events(value)
             return
         else:
             error = to_application_error(value)
             if error is None:
                 logger.error("stream failed", exc_info=value)
                 error = ApplicationError()
-            yield event("error", error_body(code=error.code, message=error.message, details=error.details))
+            yield event(
+                "error", error_body(code=error.code, message=error.message, details=error.details), id=message_id
+            )
             return
         kind, value = events.get()

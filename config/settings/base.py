@@ -177,6 +177,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODEL = env.str("LLM_MODEL", default="")
+# The speech-to-text model an OpenAI-compatible agent's voice messages go to (`/audio/transcriptions`) when
+# the agent names none (its `transcription_model`): OpenAI's; compatible servers (faster-whisper-server,
+# LocalAI, Groq) accept or alias the name, or name theirs here.
+LLM_TRANSCRIPTION_MODEL = env.str("LLM_TRANSCRIPTION_MODEL", default="whisper-1")
 
 # --- AI agent backends (Django's EMAIL_BACKEND pattern) ------------------------------------------------------
 # Every provider an agent may name, and the class that answers for it (conversations/agents/base.py says what a
@@ -294,11 +298,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
-    # An action's `type` (api.serializers.ActionSerializer) beside the messages' `type`.
-    "ENUM_NAME_OVERRIDES": {"ActionTypeEnum": "api.serializers.ACTION_TYPES"},
+    # Named enums, never drf-spectacular's hash names: the message types (several fields named `type`) have
+    # one component, an action's `type` (api.serializers.ActionSerializer) another, and a nullable enum
+    # (`closeReason`) is `nullable`, not a separate `NullEnum`.
+    "ENUM_NAME_OVERRIDES": {
+        "MessageTypeEnum": "conversations.models.MESSAGE_TYPES",
+        "ActionTypeEnum": "api.serializers.ACTION_TYPES",
+    },
+    "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.edge.schema.require_request_bodies",
+        "api.edge.schema.document_method_not_allowed",
     ],
 }
 

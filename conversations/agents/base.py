@@ -64,6 +64,7 @@ class AgentConfig:
     max_output_tokens: int | None
     timeout_seconds: float
     transcribe_audio: bool
+    transcription_model: str  # "" = settings.LLM_TRANSCRIPTION_MODEL
     greeting_text: str
     fallback_text: str
     split_threshold_chars: int

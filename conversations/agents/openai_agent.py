@@ -44,7 +44,7 @@ from conversations.agents.base import (
     split_reply,
 )
 from conversations.agents.errors import AgentTimeout, AgentUnavailable
-from conversations.models import content_body
+from conversations.models import content_body, media_filename
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,6 @@ _RETRY_PAUSE_FIRST, _RETRY_PAUSE_MAX = 0.5, 8.0
 _RETRY_MIN_TIME_SHARE = 0.25
 # Local servers (Ollama, llama.cpp) need no key, but the SDK refuses to build a client without one.
 NO_KEY_PLACEHOLDER = "not-needed"
-# OpenAI's transcription model; compatible servers (faster-whisper-server, LocalAI, Groq) accept or alias
-# the name. There is no agent field for it yet: the chat model cannot transcribe, so `agent.model` won't do.
-TRANSCRIPTION_MODEL = "whisper-1"
 # A request body goes out in slices of this size, the deadline checked before each: one socket write can
 # otherwise go on as long as the provider keeps reading, a byte at a time (a 10 MB voice note).
 _WRITE_SLICE_BYTES = 64 * 1024
@@ -76,6 +73,8 @@ _clients_lock = threading.Lock()
 _COMPLETIONS_PATH = "/chat/completions"  # under the client's base_url, as the SDK's chat.completions.create
 
 _MEDIA_LABELS = {"IMAGE": "Image", "AUDIO": "Audio", "VIDEO": "Video", "DOCUMENT": "Document"}
+# What a media message's text is, after its description: a document's extracted text, an audio's transcription.
+_TEXT_HEADINGS = {"DOCUMENT": "Document text", "AUDIO": "Transcription"}
 
 
 class OpenAICompatibleAgent:
@@ -263,7 +262,8 @@ class _Turn:
 
 
 def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
-    """Transcribe a voice message with the provider's `/audio/transcriptions` endpoint.
+    """Transcribe a voice message with the provider's `/audio/transcriptions` endpoint, with the agent's
+    `transcription_model` (else settings.LLM_TRANSCRIPTION_MODEL; the chat model cannot transcribe).
 
     Uses the agent's cached client (same endpoint, key and timeout) and the same error mapping as `reply`.
     Returns the stripped text, "" for silence.
@@ -274,7 +274,7 @@ def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_typ
             agent,
             lambda timeout: client.audio.transcriptions.create(
                 file=(filename or "audio", data, mime_type or "application/octet-stream"),
-                model=TRANSCRIPTION_MODEL,
+                model=agent.transcription_model or settings.LLM_TRANSCRIPTION_MODEL,
                 timeout=timeout,
             ),
         )
@@ -669,15 +669,24 @@ def _as_text(item: HistoryItem) -> str:
     return _describe(item)
 
 
+def _named(item: HistoryItem) -> str:
+    """The file name the agent is told: the request's `filename`, else the URL's last segment (documents,
+    audio, video). Never an image's: it has no `filename`, and its URL, often signed, is never sent."""
+    if item.type == "IMAGE":
+        return ""
+    return (item.media.filename if item.media is not None else "") or media_filename(
+        type=item.type, content=item.content
+    )
+
+
 def _describe(item: HistoryItem) -> str:
     """E.g. `[Document "report.pdf" (application/pdf, 12 KB): caption]`, then the document's text or
-    the audio's transcription when the media pipeline extracted one."""
+    the audio's transcription when the media pipeline extracted one (on the message's own turn and, from
+    the history, on later ones)."""
     media = item.media
-    if item.type == "AUDIO" and media is not None and media.text:
-        return f"[Audio transcription]: {media.text}"
     body = content_body(type=item.type, content=item.content)
     label = _MEDIA_LABELS.get(item.type, item.type.capitalize() or "Attachment")
-    filename = (media.filename if media is not None else "") or str(body.get("filename") or "")
+    filename = _named(item)
     if filename:
         label += f' "{filename}"'
     facts = [fact for fact in (media.mime_type, _human_size(media.size)) if fact] if media is not None else []
@@ -685,6 +694,6 @@ def _describe(item: HistoryItem) -> str:
         label += f" ({', '.join(facts)})"
     caption = (media.caption if media is not None else "") or str(body.get("caption") or "")
     text = f"[{label}: {caption}]" if caption else f"[{label}]"
-    if item.type == "DOCUMENT" and media is not None and media.text:
-        text += f"\nDocument text:\n{media.text}"
+    if media is not None and media.text:
+        text += f"\n{_TEXT_HEADINGS.get(item.type, 'Text')}:\n{media.text}"
     return text

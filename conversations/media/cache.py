@@ -117,6 +117,12 @@ def media_asset_attach(*, asset: MediaAsset, message_id: str) -> None:
     )
 
 
+def media_asset_text_set(*, asset: MediaAsset, text: str) -> None:
+    """Keep an audio's transcription with its asset, where a document keeps its text: later turns of the
+    conversation read it from the history's one query (conversations.selectors.history_window)."""
+    MediaAsset.objects.filter(pk=asset.pk).update(text=text)
+
+
 @dataclass
 class MediaPurged:
     assets: int = 0

@@ -24,20 +24,20 @@ UNKNOWN_MIME_TYPE = "application/octet-stream"
 
 # IMAGE: raster formats browsers and vision models read. SVG is left out on purpose: it is an XML document
 # that can carry scripts and external references, not a picture.
-IMAGE_MIME_TYPES = frozenset(
-    {
-        "image/jpeg",
-        "image/png",
-        "image/gif",
-        "image/webp",
-        "image/bmp",
-        "image/x-ms-bmp",  # libmagic has used both names for BMP
-        "image/tiff",
-        "image/heic",
-        "image/heif",
-        "image/avif",  # what phones and cameras send
-    }
-)
+# Each type with the format's name, which the type error lists (the one list of accepted images).
+IMAGE_FORMATS = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/gif": "GIF",
+    "image/webp": "WebP",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",  # libmagic has used both names for BMP
+    "image/tiff": "TIFF",
+    "image/heic": "HEIC",  # HEIC, HEIF and AVIF: what phones and cameras send
+    "image/heif": "HEIF",
+    "image/avif": "AVIF",
+}
+IMAGE_MIME_TYPES = frozenset(IMAGE_FORMATS)
 
 # AUDIO: anything libmagic names audio/* (mp3 audio/mpeg, wav audio/x-wav, m4a audio/x-m4a, ogg, flac,
 # amr, aac, ...), plus containers libmagic names by their video variant because it does not look at the
@@ -125,8 +125,14 @@ TEXT_FALLBACK_ENCODING = "cp1252"
 # hands out both from a PDF's own character maps.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
+
+def _either(names: list[str]) -> str:
+    """ "A, B or C"."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 _WHAT_TO_SEND = {
-    "IMAGE": "a JPEG, PNG, GIF or WebP image",
+    "IMAGE": f"a {_either(list(dict.fromkeys(IMAGE_FORMATS.values())))} image",
     "AUDIO": "an audio file such as MP3, M4A, WAV or OGG",
     "VIDEO": "a video file such as MP4, MOV or WebM",
     "DOCUMENT": (

@@ -11,8 +11,6 @@ No transaction or row lock is held here, and the connection goes back to the poo
 
 import time
 from dataclasses import replace
-from pathlib import PurePosixPath
-from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.utils import timezone
@@ -25,6 +23,7 @@ from conversations.media.cache import (
     media_asset_attach,
     media_asset_cached,
     media_asset_create,
+    media_asset_text_set,
     media_file_read,
     media_file_read_stored,
     media_file_store,
@@ -38,12 +37,11 @@ from conversations.media.inspect import (
     media_sniff,
     text_clean,
 )
-from conversations.models import MediaAsset, Message
+from conversations.models import MediaAsset, Message, media_filename
 
-# A document's text kept with its asset: about 5,000 tokens, several pages of a contract or an invoice.
-# The agent gets at most its own history budget (`history_max_chars`) of it.
+# A document's text (or an audio's transcription) kept with its asset: about 5,000 tokens, several pages of
+# a contract or an invoice. The agent gets at most its own history budget (`history_max_chars`) of it.
 DOCUMENT_TEXT_MAX_CHARS = 20_000
-FILENAME_MAX = 255  # the API's limit for `filename`; a URL's last segment is cut to it
 
 
 def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) -> MediaPart:
@@ -57,7 +55,7 @@ def media_prepare(*, message: Message, agent: AgentConfig, workspace_id: str) ->
     body = message.content.get(kind) or {}
     url = str(body["url"])
     field = f"content.{kind}.url"
-    filename = str(body.get("filename") or "") or _url_filename(url)
+    filename = media_filename(type=message.type, content=message.content)
     asset = media_asset_cached(workspace_id=workspace_id, url=url, now=timezone.now())
     data: bytes | None = None
     if asset is not None:
@@ -175,16 +173,9 @@ def _text_for_agent(
     transcriber = _transcriber(agent) if message_type == Message.Type.AUDIO else None
     if transcriber is not None and data is not None:
         connection_release()  # the provider may take seconds
-        text = transcriber.transcribe(agent=agent, data=data, filename=filename, mime_type=asset.mime_type)
-        return text_clean(text)[:limit]
+        text = text_clean(transcriber.transcribe(agent=agent, data=data, filename=filename, mime_type=asset.mime_type))[
+            :DOCUMENT_TEXT_MAX_CHARS
+        ]
+        media_asset_text_set(asset=asset, text=text)
+        return text[:limit]
     return ""
-
-
-def _url_filename(url: str) -> str:
-    """The URL path's last segment, decoded: what the type check reads an extension from when the request
-    names no file."""
-    try:
-        path = urlsplit(url).path
-    except ValueError:  # media_download refuses such a URL with the contract's error
-        return ""
-    return PurePosixPath(unquote(path)).name[:FILENAME_MAX]

@@ -493,10 +493,12 @@ def test_streaming_sends_an_action_event_as_each_completes(api, stand_in):
     stand_in.script(calls(("add_conversation_labels", {"labels": ["vip"]})), "Labelled you.")
 
     response = api.post(say("Hi"), **STREAM)
-    events = [chunk for chunk in b"".join(response.streaming_content).split(b"\n\n") if chunk.startswith(b"event")]
+    events = [chunk for chunk in b"".join(response.streaming_content).split(b"\n\n") if b"\nevent: " in chunk]
 
-    names = [event.split(b"\n")[0].removeprefix(b"event: ").decode() for event in events]
+    names = [event.split(b"\n")[1].removeprefix(b"event: ").decode() for event in events]
     assert names[0] == "action" and names[-1] == "done" and "delta" in names
+    message_id = json.loads(events[-1].split(b"data: ", 1)[1])["messageId"]
+    assert events[0].split(b"\n")[0] == f"id: {message_id}:action:1".encode()
     action = json.loads(events[0].split(b"data: ", 1)[1])
     assert action == {
         "type": "add_conversation_labels",

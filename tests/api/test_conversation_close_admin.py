@@ -85,3 +85,13 @@ def test_a_channel_s_inactivity_timeout_is_set_in_the_admin(admin_client, channe
     assert admin_client.post(url, {**data, "inactivity_timeout_seconds": "-1"}).status_code == 200  # refused
     assert admin_client.post(url, data).status_code == 302  # left out: the default
     assert Channel.objects.get(pk=channel.pk).inactivity_timeout_seconds == 86400
+
+
+def test_the_conversation_page_leaves_by_back_to_conversations_not_a_second_close(admin_client, channel):
+    conversation = conversation_with_exchanges(channel=channel).conversation
+
+    page = admin_client.get(reverse("admin:conversations_conversation_change", args=[conversation.pk])).content.decode()
+
+    # the only "Close" an operator meets is the list's action, which closes conversations
+    assert f'<a href="{reverse(CHANGELIST)}" class="closelink">Back to conversations</a>' in page
+    assert ">Close<" not in page

@@ -118,7 +118,10 @@ def test_erasure_leaves_no_content_anywhere_and_keeps_ids_counts_and_the_ledger(
     contact = client.get(f"/api/v1/contacts/{contact_id}", HTTP_X_API_KEY=api_key).json()["contact"]
     assert (contact["identifier"], contact["name"]) == (f"erased:{contact_id}", None)
     messages = client.get(f"/api/v1/conversations/{conversation.pk}/messages", HTTP_X_API_KEY=api_key).json()
-    assert {m["content"]["erased"] for m in messages["data"]} == {True}
+    # as the README says: `{"erased": true}`, shown like every content with its lower-case type
+    assert [m["content"] for m in messages["data"]] == [
+        {"erased": True, "type": m["type"].lower()} for m in messages["data"]
+    ]
     assert {m["metadata"] == {} for m in messages["data"]} == {True}
     message = client.get(f"/api/v1/messages/{contact_history['messageId']}", HTTP_X_API_KEY=api_key).json()
     assert message["result"] is None

@@ -128,6 +128,25 @@ def test_message_result_is_null_until_answered_and_for_a_failed_message(api, cli
     )
 
 
+def test_a_conversation_whose_only_message_failed_was_last_written_to_when_it_was_created(
+    api, client, api_key, channel, scripted_agent
+):
+    from conversations.agents.errors import AgentUnavailable
+
+    # given: the conversation's first message fails
+    scripted_agent.take_over(channel.agent).script(AgentUnavailable())
+    failed = api.post(text("Anyone there?"))
+    assert failed.status_code == 502
+
+    # when
+    conversation = Conversation.objects.get()
+    body = get(client, api_key, f"/api/v1/conversations/{conversation.pk}").json()["conversation"]
+
+    # then: never a last message before the conversation began
+    assert conversation.last_message_at == conversation.created_at
+    assert body["lastMessageAt"] == body["createdAt"]
+
+
 @pytest.mark.parametrize(
     ("url", "code"),
     [

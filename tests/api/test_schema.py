@@ -332,3 +332,60 @@ def test_the_readme_shows_the_documented_close_example():
     block = readme.split("## Conversations", 1)[1].split("```json", 1)[1].split("```", 1)[0]
 
     assert json.loads(block) == CLOSE_EXAMPLE
+
+
+# --- names and 405s -----------------------------------------------------------------------------------------
+
+
+def test_no_component_has_a_hash_name_and_the_message_types_are_one_enum(schema):
+    components = schema["components"]["schemas"]
+
+    # drf-spectacular's fallbacks: a hash suffix (`Type0ecEnum`) when two fields share a name, `NullEnum`
+    assert [name for name in components if re.search(r"[0-9a-f]{3}Enum$|^NullEnum$", name)] == []
+    assert components["MessageTypeEnum"]["enum"] == list(TYPES)
+    for component in ("AiMessage", "MessageItem"):
+        assert components[component]["properties"]["type"] == {"$ref": "#/components/schemas/MessageTypeEnum"}
+    # a nullable enum says so, and null validates
+    close_reason = components["Conversation"]["properties"]["closeReason"]
+    assert close_reason["nullable"] is True
+    components = _as_json_schema(copy.deepcopy(schema["components"]), strict=False)
+    check = jsonschema.Draft7Validator({"components": components, **_as_json_schema(close_reason, strict=False)})
+    check.validate(None)
+    check.validate("api")
+
+
+def test_every_operation_documents_405_with_the_methods_its_url_takes(schema):
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            documented = operation["responses"]["405"]
+            assert documented["headers"]["Allow"]["required"] is True, (path, method)
+            content = documented["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/ErrorResult"}
+            [example] = content["examples"].values()
+            validator(schema, "ErrorResult").validate(example["value"])
+            assert example["value"]["error"]["details"]["allowed"] == [name.upper() for name in operations]
+    assert "X-Request-ID" in schema["paths"][PATH]["post"]["responses"]["405"]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("get", "/api/v1/channels/ch_x/messages", ["POST"]),
+        ("get", "/api/v1/conversations/cv_x/close", ["POST"]),
+        ("post", "/api/v1/contacts", ["GET"]),
+        ("put", "/api/v1/contacts/ct_x", ["GET", "PATCH", "DELETE"]),
+        ("delete", "/api/v1/usage", ["GET"]),
+    ],
+)
+def test_a_real_405_says_which_methods_the_url_takes_as_documented(client, api_key, schema, method, url, allowed):
+    response = getattr(client, method)(url, HTTP_X_API_KEY=api_key)
+
+    assert response.status_code == 405
+    body = response.json()
+    validator(schema, "ErrorResult").validate(body)
+    assert body["error"] == {
+        "code": "method_not_allowed",
+        "message": f"This URL does not take {method.upper()}. Use {' or '.join(allowed)}.",
+        "details": {"method": method.upper(), "allowed": allowed},
+    }
+    assert [name.strip() for name in response["Allow"].split(",")][: len(allowed)] == allowed

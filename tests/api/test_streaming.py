@@ -80,8 +80,8 @@ def test_a_stream_has_the_deltas_then_each_message_then_done_with_the_stored_200
     assert bytes(IdempotencyRecord.objects.get().response_body) == done
     replay = api.post(SEED_TEXT, idempotency_key="k-stream-1")
     assert (replay.status_code, replay.content) == (200, done)
-    # and a replay that asks for a stream: the stored body as the one done event
-    assert streamed(api.post(SEED_TEXT, idempotency_key="k-stream-1", **STREAM)) == [("done", done)]
+    # and a replay that asks for a stream: the stream's end again, its message events and done
+    assert streamed(api.post(SEED_TEXT, idempotency_key="k-stream-1", **STREAM)) == events[2:]
     assert scripted_agent.count == 1
 
 
@@ -99,6 +99,68 @@ def test_a_failure_once_the_agent_started_is_an_error_event_and_is_recorded(api,
     assert (message.status, message.error_code) == (Message.Status.FAILED, "agent_timeout")
     workspace.refresh_from_db()
     assert (workspace.credit_balance, workspace.credit_reserved) == (100, 0)
+
+
+def event_blocks(response) -> list[dict[bytes, bytes]]:
+    """Each event's fields as sent (comments left out), the raw bytes of the stream kept too."""
+    raw = b"".join(response.streaming_content)
+    blocks = [block for block in raw.split(b"\n\n") if block and not block.startswith(b":")]
+    return [dict(line.split(b": ", 1) for line in block.split(b"\n")) for block in blocks]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_event_has_an_id_and_a_retry_replays_the_finished_stream_with_the_same_ids(api, channel, scripted_agent):
+    # given: a streamed answer of two messages
+    scripted_agent.take_over(channel.agent)
+    scripted_agent.script(AgentReply(texts=["First part.", "Second part."], input_tokens=3, output_tokens=4))
+    first = event_blocks(api.post(SEED_TEXT, idempotency_key="k-ids", **STREAM))
+
+    # when: the client lost the stream and retries with the same key, asking for a stream again
+    replay = api.post(SEED_TEXT, idempotency_key="k-ids", **STREAM)
+
+    # then: every event has an id: deltas `<message id>:<n>`, each message its reply's id, done the message's
+    body = json.loads(first[-1][b"data"])
+    replies = [item["id"] for item in body["aiMessages"]]
+    message_id = body["messageId"]
+    assert [(block[b"event"], block[b"id"].decode()) for block in first] == [
+        (b"delta", f"{message_id}:1"),
+        (b"delta", f"{message_id}:2"),
+        (b"message", replies[0]),
+        (b"message", replies[1]),
+        (b"done", message_id),
+    ]
+    # and the replay is the stream's end again, byte for byte (the deltas are not stored)
+    assert replay["Idempotent-Replayed"] == "true"
+    assert event_blocks(replay) == first[2:]
+    assert scripted_agent.count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_event_has_the_messages_id(api, channel, scripted_agent):
+    scripted_agent.take_over(channel.agent)
+    scripted_agent.script(AgentTimeout())
+
+    [error] = event_blocks(api.post(SEED_TEXT, **STREAM))
+
+    assert (error[b"event"], error[b"id"].decode()) == (b"error", Message.objects.get(direction="INBOUND").pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_synchronous_answer_retried_as_a_stream_replays_its_messages_and_done(api, channel, scripted_agent):
+    # given: an answer given as JSON
+    scripted_agent.take_over(channel.agent)
+    scripted_agent.script(AgentReply(texts=["Only part."], input_tokens=1, output_tokens=1))
+    answered = api.post(SEED_TEXT, idempotency_key="k-sync")
+    assert answered.status_code == 200
+
+    # when
+    blocks = event_blocks(api.post(SEED_TEXT, idempotency_key="k-sync", **STREAM))
+
+    # then
+    [reply] = answered.json()["aiMessages"]
+    assert [block[b"event"] for block in blocks] == [b"message", b"done"]
+    assert (json.loads(blocks[0][b"data"]), blocks[0][b"id"].decode()) == (reply, reply["id"])
+    assert blocks[1][b"data"] == answered.content
 
 
 def test_an_error_before_the_agent_starts_is_the_usual_json_response(api):
@@ -257,10 +319,13 @@ def test_over_gunicorn_a_client_gone_mid_stream_still_gets_its_message_answered_
     wait_for(lambda: IdempotencyRecord.objects.get().state == IdempotencyRecord.State.COMPLETED)
     stored = bytes(IdempotencyRecord.objects.get().response_body)
 
-    # and a retry with the key replays it: as the one done event when it asks for a stream
+    # and a retry with the key replays the stream's end: its message event, then done
     conn, response = open_stream(server, channel, key, "k-live-2")
     try:
         assert response.getheader("Idempotent-Replayed") == "true"
+        [reply] = json.loads(stored)["aiMessages"]
+        name, data = next_event(response)
+        assert (name, json.loads(data)) == ("message", reply)
         assert next_event(response) == ("done", stored)
     finally:
         conn.close()

@@ -178,3 +178,34 @@ def test_extreme_dates_are_refused_before_anything_is_streamed(admin_client, wor
     page = admin_client.get("/admin/", dates)
     assert page.status_code == 200
     assert "between 2000-01-01 and 9998-12-31" in page.content.decode()
+
+
+def test_the_transcript_exports_carry_each_messages_metadata(admin_client, history):
+    # given: the integrator's metadata on the first message (as the transcript page shows it)
+    first = history.messages[0]
+    Message.objects.filter(pk=first.pk).update(metadata={"orderId": "A-1001", "plan": "=pro"})
+
+    # when
+    rows = list(csv.DictReader(io.StringIO(body_of(admin_client.get(transcript_url(history.conversation.pk, "csv"))))))
+    document = json.loads(body_of(admin_client.get(transcript_url(history.conversation.pk, "json"))))
+
+    # then: CSV as compact JSON (empty for none), JSON as the object
+    assert json.loads(rows[0]["metadata"]) == {"orderId": "A-1001", "plan": "=pro"}
+    assert [row["metadata"] for row in rows[1:]] == [""] * (len(rows) - 1)
+    assert document["messages"][0]["metadata"] == {"orderId": "A-1001", "plan": "=pro"}
+    assert document["messages"][1]["metadata"] == {}
+
+
+def test_the_json_transcript_writes_a_missing_contact_name_as_null_like_the_api(admin_client, api, history):
+    # given: a contact without a name
+    contact = history.conversation.contact
+    contact.name = ""
+    contact.save()
+
+    # when
+    document = json.loads(body_of(admin_client.get(transcript_url(history.conversation.pk, "json"))))
+
+    # then: what the read API writes for the same contact
+    assert document["conversation"]["contactName"] is None
+    read = api.client.get(f"/api/v1/contacts/{contact.pk}", HTTP_X_API_KEY=api.key)
+    assert read.json()["contact"]["name"] is None

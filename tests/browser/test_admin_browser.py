@@ -18,9 +18,11 @@ import pytest
 from django.conf import settings
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from tests.factories import ChannelFactory, WorkspaceFactory
 from tests.history import IMAGE_URL, conversation_with_exchanges
+from webhooks.models import WebhookDelivery, WebhookEvent
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,11 +49,11 @@ def chromium_page():
     sync_api = pytest.importorskip("playwright.sync_api")
 
     @contextmanager
-    def start() -> Iterator:
+    def start(viewport: dict[str, int] | None = None) -> Iterator:
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page = browser.new_page(viewport=viewport or {"width": 1280, "height": 900})
                 page.set_default_timeout(15_000)
                 yield page
             finally:
@@ -128,3 +130,74 @@ def test_operator_reads_a_transcript_and_cannot_change_history(live_server, chro
                 continue
             assert page.locator(f"#content-main {edit_controls}").count() == 0, url
         assert page.goto(f"{admin}/conversations/conversation/add/").status == 403
+
+
+# The lists an operator reads most, each with rows of realistic width (long identifiers and names, ids,
+# times, a failure).
+WIDE_LISTS = (
+    "/conversations/message/",
+    "/conversations/conversation/",
+    "/contacts/contact/",
+    "/webhooks/webhookdelivery/",
+)
+
+
+def _wide_rows() -> None:
+    """A conversation whose contact has a long address and name, and a failed webhook delivery."""
+    channel = ChannelFactory.create(
+        workspace=WorkspaceFactory.create(name="Acme shop international"), name="Support API EU"
+    )
+    conversation_with_exchanges(channel=channel, identifier="customer.support.escalations@example-company.com")
+    conversation_with_exchanges(channel=channel, identifier="+44 (20) 7946-0958")
+    event = WebhookEvent.objects.create(
+        workspace=channel.workspace,
+        channel=channel,
+        type=WebhookEvent.Type.MESSAGE_REPLIED,
+        payload="{}",
+        created_at=timezone.now(),
+    )
+    WebhookDelivery.objects.create(
+        event=event,
+        status=WebhookDelivery.Status.FAILED,
+        attempts=8,
+        last_status_code=503,
+        last_outcome="http_status",
+        next_attempt_at=timezone.now(),
+    )
+
+
+def test_the_history_lists_fit_1400_px_with_the_navigation_sidebar_open(live_server, chromium_page):
+    # given: an operator and rows of realistic width
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    _wide_rows()
+    admin = f"{live_server.url}/admin"
+
+    with chromium_page(viewport={"width": 1400, "height": 1000}) as page:
+        refused: list[str] = []  # nothing the pages load answers 4xx: not the favicon either
+        page.on("response", lambda response: refused.append(response.url) if response.status >= 400 else None)
+        page.goto(f"{admin}/login/?next=/admin/")
+        page.fill("#id_username", "operator")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_selector("#site-name")
+        OUTPUT.mkdir(exist_ok=True)
+        for path in WIDE_LISTS:
+            # when: they open each list, the navigation sidebar open (Django's default)
+            page.goto(f"{admin}{path}")
+            page.wait_for_selector("#result_list tbody tr")
+            assert page.locator("#nav-sidebar").is_visible(), path
+            page.screenshot(path=str(OUTPUT / f"admin-list-{path.strip('/').replace('/', '-')}.png"))
+
+            # then: the table fits its box: nothing scrolls sideways, every column is on screen
+            widths = page.evaluate(
+                "() => { const box = document.querySelector('#changelist .results');"
+                " return [box.scrollWidth, box.clientWidth, document.documentElement.scrollWidth,"
+                " window.innerWidth]; }"
+            )
+            table, box, document, window = widths
+            assert table <= box and document <= window, f"{path}: table {table} px in {box} px; page {document}"
+            last_header = page.locator("#result_list thead th").last
+            right = last_header.bounding_box()
+            assert right["x"] + right["width"] <= window, path
+        assert page.evaluate("async () => (await fetch('/favicon.ico')).status") == 204
+        assert refused == []

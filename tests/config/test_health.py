@@ -6,6 +6,8 @@ from contextlib import contextmanager
 import pytest
 from django.db import connections
 
+from tests.conftest import error_of
+
 DOWN_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
@@ -114,3 +116,26 @@ def test_an_unknown_host_gets_the_json_error_body(client, db, path):
 def test_an_unknown_host_is_refused_before_the_api_looks_at_the_request(api):
     response = api.post(HTTP_HOST="attacker.example")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_host"
+
+
+def test_favicon_answers_204_not_a_404_on_the_admins_host(admin_client):
+    # the browser asks for it on every admin page
+    assert admin_client.get("/admin/").status_code == 200
+
+    response = admin_client.get("/favicon.ico")
+
+    assert (response.status_code, response.content) == (204, b"")
+    assert "max-age=86400" in response["Cache-Control"]
+    assert admin_client.head("/favicon.ico").status_code == 204
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/favicon.ico"])
+def test_another_method_than_get_is_the_json_error_body(client, db, path):
+    response = client.post(path)
+
+    assert error_of(response, status=405) == {
+        "code": "method_not_allowed",
+        "message": "This URL does not take POST. Use GET.",
+        "details": {"method": "POST", "allowed": ["GET"]},
+    }
+    assert response["Allow"] == "GET, HEAD"

@@ -23,6 +23,7 @@ from conversations.agents import openai_agent
 from conversations.agents.openai_agent import _human_size
 from conversations.media import pipeline
 from conversations.models import MediaAsset, Message
+from conversations.services import text_chars
 from tests.api.test_query_counts import EXISTING_CONTACT
 from tests.conftest import SEED_TEXT, Api, error_of
 from tests.conversations.test_media_inspect import (
@@ -36,6 +37,7 @@ from tests.conversations.test_media_inspect import (
 )
 from tests.conversations.test_openai_agent import completion
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
+from tests.llm_stand_in import StandIn, start
 
 LOOPBACK = ["127.0.0.1", "localhost"]
 CHAT_PATH = "/v1/chat/completions"
@@ -488,7 +490,9 @@ def test_audio_is_transcribed_when_the_agent_asks_for_it(llm_api, httpserver):
     [upload] = [request for request, _ in httpserver.log if request.path == "/v1/audio/transcriptions"]
     assert wav_bytes() in upload.get_data()
     [sent] = chat_requests(httpserver)
-    assert sent["messages"][-1]["content"] == "[Audio transcription]: Where is my order?"
+    assert sent["messages"][-1]["content"] == (
+        f'[Audio "note.wav" (audio/x-wav, {_human_size(len(wav_bytes()))})]\nTranscription:\nWhere is my order?'
+    )
 
 
 def test_a_failed_transcription_is_an_agent_failure_and_the_file_stays_cached(
@@ -663,3 +667,109 @@ def test_downloads_are_measured_by_outcome(api, httpserver):
     api.post(media_message("IMAGE", httpserver.url_for("/gone.png")))
 
     assert (count("ok"), count("media_unreachable")) == (before[0] + 1, before[1] + 1)
+
+
+# --- later turns: what the history keeps of a media message ---------------------------------------------------
+
+
+@pytest.fixture
+def stand_in():
+    stand_in = StandIn()
+    server = start(stand_in)
+    yield stand_in
+    server.shutdown()
+
+
+@pytest.fixture
+def stand_in_api(client, workspace, api_key, stand_in):
+    """The API with an `openai` agent answered by the LLM stand-in, which records what each turn sent."""
+    agent = AIAgentFactory(workspace=workspace, provider="openai", base_url=stand_in.url, model="test-model")
+    return Api(client, ChannelFactory(workspace=workspace, agent=agent), api_key)
+
+
+def _text(body: str) -> dict:
+    return {**SEED_TEXT, "content": {"text": {"body": body}}}
+
+
+def _user_contents(request: dict) -> list:
+    return [message["content"] for message in request["messages"] if message["role"] == "user"]
+
+
+def test_a_documents_name_and_text_stay_in_later_turns(stand_in_api, stand_in, httpserver):
+    # given: a PDF sent without a `filename`, then a question about it
+    url = serve(httpserver, "/docs/invoice.pdf", pdf_bytes(PDF_TEXT))
+    assert stand_in_api.post(media_message("DOCUMENT", url, caption="invoice")).status_code == 200
+
+    # when
+    assert stand_in_api.post(_text("Is it paid?")).status_code == 200
+
+    # then: the second turn shows the document as its own turn did, its name (from the URL) and text included
+    first, second = stand_in.requests
+    size = _human_size(len(pdf_bytes(PDF_TEXT)))
+    document = f'[Document "invoice.pdf" (application/pdf, {size}): invoice]\nDocument text:\n'
+    assert _user_contents(first)[-1].startswith(document)
+    assert _user_contents(second)[0] == _user_contents(first)[-1]
+    assert PDF_TEXT in _user_contents(second)[0]
+    assert _user_contents(second)[1] == "Is it paid?"
+
+
+def test_an_audios_transcription_and_a_videos_name_stay_in_later_turns(stand_in_api, stand_in, httpserver):
+    # given: an agent that transcribes; a voice note and a video
+    stand_in_api.channel.agent.transcribe_audio = True
+    stand_in_api.channel.agent.transcription_model = "whisper-large-v3"
+    stand_in_api.channel.agent.save()
+    stand_in.transcript = "Where is my order?"
+    audio = serve(httpserver, "/voice/note.wav", wav_bytes())
+    video = serve(httpserver, "/clips/unboxing.mp4", mp4_bytes())
+    assert stand_in_api.post(media_message("AUDIO", audio)).status_code == 200
+    assert stand_in_api.post(media_message("VIDEO", video, caption="It arrived broken")).status_code == 200
+
+    # when
+    assert stand_in_api.post(_text("Any news?")).status_code == 200
+
+    # then: one transcription (by the agent's model), kept; both files named in the third turn
+    assert stand_in.transcriptions == [{"model": "whisper-large-v3", "file": len(wav_bytes())}]
+    third = stand_in.requests[-1]
+    assert _user_contents(third) == [
+        f'[Audio "note.wav" (audio/x-wav, {_human_size(len(wav_bytes()))})]\nTranscription:\nWhere is my order?',
+        f'[Video "unboxing.mp4" (video/mp4, {_human_size(len(mp4_bytes()))}): It arrived broken]',
+        "Any news?",
+    ]
+
+
+def test_an_earlier_documents_text_is_cut_to_what_the_history_budget_leaves(stand_in_api, stand_in, httpserver):
+    # given: a budget that leaves 7 characters of the earlier document's text
+    url = serve(httpserver, "/docs/invoice.pdf", pdf_bytes(PDF_TEXT))
+    document = media_message("DOCUMENT", url, filename="invoice.pdf")
+    assert stand_in_api.post(document).status_code == 200
+    reply = Message.objects.get(direction="OUTBOUND")
+    agent = stand_in_api.channel.agent
+    agent.history_max_chars = len("Is it paid?") + text_chars(reply.content) + len(url) + len("invoice.pdf") + 7
+    agent.save()
+
+    # when
+    assert stand_in_api.post(_text("Is it paid?")).status_code == 200
+
+    # then
+    earlier, question = _user_contents(stand_in.requests[-1])
+    assert earlier.endswith("]\nDocument text:\n" + PDF_TEXT[:7])
+    assert question == "Is it paid?"
+
+
+def test_the_new_documents_text_counts_against_the_history_budget(stand_in_api, stand_in, httpserver):
+    # given: an earlier text, and a budget the new document's text and content fill but for 2 characters
+    assert stand_in_api.post(_text("Hello")).status_code == 200
+    url = serve(httpserver, "/docs/invoice.pdf", pdf_bytes(PDF_TEXT))
+    document = media_message("DOCUMENT", url, filename="invoice.pdf")
+    agent = stand_in_api.channel.agent
+    agent.history_max_chars = len(url) + len("invoice.pdf") + len(PDF_TEXT) + 2
+    agent.save()
+
+    # when
+    assert stand_in_api.post(document).status_code == 200
+
+    # then: "Hello" (5 characters) and its answer no longer fit
+    [only] = _user_contents(stand_in.requests[-1])
+    assert only.endswith("Document text:\n" + PDF_TEXT)
+    # the instructions, the contact's name and attributes, then the one turn that fits
+    assert [message["role"] for message in stand_in.requests[-1]["messages"]] == ["system", "system", "user"]

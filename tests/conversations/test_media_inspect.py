@@ -10,6 +10,7 @@ import pytest
 
 from conversations.media.errors import MediaTypeMismatch
 from conversations.media.inspect import (
+    IMAGE_MIME_TYPES,
     content_type_charset,
     document_extract_text,
     media_check_type,
@@ -279,6 +280,17 @@ def test_a_text_file_declared_as_image_is_refused():
     assert caught.value.details["field"] == "type"
     assert "image/png" in caught.value.details["allowed"]
     assert "not accepted for an IMAGE message" in caught.value.message
+
+
+def test_the_image_refusal_names_every_accepted_image_format():
+    with pytest.raises(MediaTypeMismatch) as caught:
+        media_check_type(declared_type="IMAGE", mime_type="image/svg+xml")
+
+    # every format accepted (IMAGE_MIME_TYPES, the one list), each once, as an operator would write them
+    assert "Send a JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC, HEIF or AVIF image." in caught.value.message
+    assert sorted(caught.value.details["allowed"]) == sorted(IMAGE_MIME_TYPES)
+    for mime_type in IMAGE_MIME_TYPES:
+        media_check_type(declared_type="IMAGE", mime_type=mime_type)  # each one named is accepted
 
 
 @pytest.mark.parametrize(

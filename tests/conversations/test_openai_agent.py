@@ -302,9 +302,9 @@ def test_other_media_are_described_as_text(httpserver, agent):
     contents = [message["content"] for message in sent(httpserver).get_json()["messages"][1:]]
     assert contents == [
         '[Document "report.pdf" (application/pdf, 12 KB): Q3 numbers]\nDocument text:\nRevenue grew 12%.',
-        "[Audio transcription]: Where is my order?",
-        "[Video (video/mp4, 3.0 MB): Unboxing]",
-        "[Audio]",
+        '[Audio "v.ogg" (audio/ogg)]\nTranscription:\nWhere is my order?',
+        '[Video "c.mp4" (video/mp4, 3.0 MB): Unboxing]',
+        '[Audio "a.mp3"]',
     ]
 
 
@@ -463,6 +463,28 @@ def test_transcribe_audio_posts_the_file_as_multipart(httpserver, agent):
     upload = request.files["file"]
     assert upload.filename == "voice.ogg"
     assert upload.read() == audio
+
+
+@pytest.mark.parametrize(
+    ("agent_model", "setting", "expected"),
+    [
+        pytest.param("", None, "whisper-1", id="default"),
+        pytest.param("", "whisper-large-v3", "whisper-large-v3", id="setting"),
+        pytest.param("gpt-4o-transcribe", "whisper-large-v3", "gpt-4o-transcribe", id="agent"),
+    ],
+)
+def test_the_transcription_model_is_the_agents_else_the_settings(httpserver, settings, agent_model, setting, expected):
+    # given
+    if setting is not None:
+        settings.LLM_TRANSCRIPTION_MODEL = setting
+    agent = make_agent(base_url=httpserver.url_for("/v1"), transcription_model=agent_model)
+    httpserver.expect_request("/v1/audio/transcriptions", method="POST").respond_with_json({"text": "Hi"})
+
+    # when
+    transcribe_audio(agent=agent, data=b"OggS\x00voice", filename="voice.ogg", mime_type="audio/ogg")
+
+    # then
+    assert sent(httpserver).form["model"] == expected
 
 
 def test_transcribe_audio_maps_provider_errors(httpserver, agent, caplog):

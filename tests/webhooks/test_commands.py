@@ -1,33 +1,17 @@
 """`manage.py webhook set|secret|deliver`, and how the secret is kept."""
 
 import base64
+import subprocess
 
 import pytest
-from django.core.management import call_command, execute_from_command_line
-from django.db import connections
+from django.core.management import call_command
 from django.utils import timezone
 
+from tests.live_gunicorn import BASE_DIR, BIN, database_url_for_servers, server_env
 from tests.webhooks.conftest import Reply, verified
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.secret import secret_decrypt
 from webhooks.services import event_emit
-
-
-@pytest.fixture
-def manage_py(monkeypatch, capsys):
-    """Run a command as `manage.py` does, for its exit status and output (the test's connection is kept)."""
-    monkeypatch.setattr(connections, "close_all", lambda: None)
-
-    def run(*args) -> tuple[int, str, str]:
-        try:
-            execute_from_command_line(["manage.py", *args])
-            code = 0
-        except SystemExit as exited:
-            code = exited.code if isinstance(exited.code, int) else 1
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def test_set_prints_a_new_secret_once_and_stores_it_encrypted(channel, receiver, manage_py):
@@ -149,3 +133,45 @@ def test_a_secret_stays_readable_after_secret_key_rotation_with_a_fallback(hooke
     assert made.outcome == "secret_unreadable"
     assert len(receiver.requests) == 1
     assert WebhookDelivery.objects.get(pk=made.delivery_id).status == "PENDING"
+
+
+def test_set_with_a_loopback_url_says_to_allow_the_host_in_the_commands_own_environment(channel, manage_py, settings):
+    # given: the server may allow loopback, but this command's process does not
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = []
+
+    # when
+    code, out, err = manage_py("webhook", "set", channel.pk, "http://127.0.0.1:9/hook")
+
+    # then: the error names the setting and shows the command line that passes it
+    assert (code, out) == (1, "")
+    assert "WEBHOOK_ALLOW_PRIVATE_HOSTS" in err and "manage.py's own" in err
+    assert (
+        f"For this command: WEBHOOK_ALLOW_PRIVATE_HOSTS=127.0.0.1 .venv/bin/python manage.py webhook set "
+        f"{channel.pk} http://127.0.0.1:9/hook"
+    ) in err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_line_the_error_shows_sets_the_webhook(channel):
+    # given: the refused command's suggestion, run as a shell runs it, on this test's database
+    env = server_env(DATABASE_URL=database_url_for_servers())
+    env.pop("WEBHOOK_ALLOW_PRIVATE_HOSTS", None)
+    command = [str(BIN / "python"), "manage.py", "webhook", "set", channel.pk, "http://127.0.0.1:9/hook"]
+    refused = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1, refused.stderr
+    suggestion = refused.stderr.split("For this command: ", 1)[1].strip()
+
+    # when
+    done = subprocess.run(
+        ["sh", "-c", suggestion.replace(".venv/bin/python", str(BIN / "python"), 1)],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    # then
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("whsec_")
+    assert WebhookEndpoint.objects.get(channel=channel).url == "http://127.0.0.1:9/hook"

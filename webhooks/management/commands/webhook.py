@@ -5,10 +5,15 @@ A new signing secret is the only thing `set` and `secret` print on stdout, so a 
 webhook ends with the reason and exit status 1.
 """
 
+import shlex
+from urllib.parse import urlsplit
+
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import ApplicationError
+from webhooks.address import ALLOW_SETTING
 from webhooks.delivery import deliveries_due_claim, delivery_attempt
+from webhooks.errors import WebhookUrlNotAllowed
 from webhooks.services import webhook_secret_rotate, webhook_set
 
 
@@ -45,7 +50,17 @@ class Command(BaseCommand):
         self.stderr.write(text, style_func=str)
 
     def _set(self, *, channel_id: str, url: str, **_):
-        secret = webhook_set(channel_id=channel_id, url=url)
+        try:
+            secret = webhook_set(channel_id=channel_id, url=url)
+        except WebhookUrlNotAllowed as error:
+            if error.details.get("reason") != "address":
+                raise
+            # The setting is read from this command's environment, not the server's: say how to pass it.
+            host = urlsplit(url.strip()).hostname or ""
+            raise CommandError(
+                f"{error.message} For this command: {ALLOW_SETTING}={shlex.quote(host)} .venv/bin/python "
+                f"manage.py webhook set {shlex.quote(channel_id)} {shlex.quote(url)}"
+            ) from error
         self.stdout.write(secret)
         self._note(
             f"The webhook of channel {channel_id} is {url.strip()}. Its signing secret is shown only this "

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('channels_app', '0006_channel_inactivity_timeout'),
+        ('channels_app', '0007_aiagent_transcription_model'),
     ]
 
     operations = [
