@@ -316,6 +316,7 @@ class MessageResult:
     usage: UsageView
     success: bool = True
     actions: tuple[dict[str, Any], ...] = ()  # api.flow.actions' records, in the order made
+    superseded_by: str | None = None  # SupersededResultSerializer's only
 
 
 class IsoDateTimeField(serializers.DateTimeField):
@@ -424,6 +425,15 @@ class MessageResultSerializer(serializers.Serializer):
     actions = ActionSerializer(many=True, help_text="The agent's actions in this turn, in order; [] when none.")
 
 
+class SupersededResultSerializer(MessageResultSerializer):
+    """The 200 body of a message superseded by a newer one of its conversation (a channel in the latest burst
+    mode, README "Bursts of short messages"): no agent messages, no credits, and the newer message's id."""
+
+    supersededBy = serializers.CharField(
+        source="superseded_by", help_text="The newer message of the conversation that is answered instead."
+    )
+
+
 # --- the read and data API (api/edge/read_views.py) ----------------------------------------------------------
 
 
@@ -464,8 +474,9 @@ class MessageItemSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=list(MESSAGE_TYPES))
     content = MessageContentField()
     status = serializers.ChoiceField(
-        choices=["PENDING", "ANSWERED", "FAILED", "SENT"],
-        help_text="Inbound: PENDING until answered, then ANSWERED or FAILED; outbound: SENT.",
+        choices=["PENDING", "ANSWERED", "FAILED", "SUPERSEDED", "SENT"],
+        help_text="Inbound: PENDING until answered, then ANSWERED or FAILED, or SUPERSEDED by a newer message of "
+        "the conversation (a channel in the latest burst mode); outbound: SENT.",
     )
     errorCode = serializers.CharField(
         source="error_code", allow_null=True, help_text="The error code of a FAILED message, else null."

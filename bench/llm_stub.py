@@ -5,7 +5,8 @@
 `POST /v1/chat/completions` answers a valid `chat.completion` (with `usage`) after `--latency-ms`; with
 `"stream": true`, the same answer as Server-Sent Events chunks spread over the latency. The
 latency may also be chosen per agent by its `base_url`: `http://127.0.0.1:18001/lat/2000/v1` waits 2000 ms,
-so one stub serves the 0 ms, 200 ms and 2 s agents of the benchmark at once. `GET /healthz` answers at once.
+so one stub serves the 0 ms, 200 ms and 2 s agents of the benchmark at once. `GET /healthz` answers at once;
+`GET /stats` with `{"chatRequests": N}`, the chat requests received so far (bench/bursts.py counts agent calls).
 
 gevent's WSGI server with an unbounded greenlet pool: a waiting request costs a greenlet, not a thread, so
 thousands of concurrent connections are fine. Loopback only.
@@ -29,6 +30,8 @@ _REPLY = "Thanks for your message. Orders ship within 2 business days; delivery 
 
 
 def make_app(default_latency_ms: int):
+    received = [0]
+
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "")
         latency_ms = default_latency_ms
@@ -38,9 +41,13 @@ def make_app(default_latency_ms: int):
         if path == "/healthz":
             start_response("200 OK", [("Content-Type", "application/json")])
             return [b'{"status":"ok"}']
+        if path == "/stats":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps({"chatRequests": received[0]}).encode()]
         if environ.get("REQUEST_METHOD") != "POST" or not path.endswith("/chat/completions"):
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [b'{"error":{"message":"not found","type":"invalid_request_error"}}']
+        received[0] += 1
         raw = environ["wsgi.input"].read()
         try:
             request = json.loads(raw or b"{}")

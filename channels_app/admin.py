@@ -3,6 +3,7 @@ knowledge, API keys (all editable). The history is read-only, in the admin of th
 (contacts, conversations, billing, api; see config.admin_base)."""
 
 import json
+from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
@@ -19,6 +20,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from channels_app.models import (
+    BURST_WINDOW_MAX_MS,
     AIAgent,
     Channel,
     KnowledgeEntry,
@@ -89,18 +91,51 @@ class ChannelAdminForm(forms.ModelForm):
     """The agent and the team must be the channel's workspace's: Channel.clean checks both."""
 
     _timeout = Channel._meta.get_field("inactivity_timeout_seconds")
-    # Left empty, the default (a day): a form posted without the field keeps working.
+    _burst_mode = Channel._meta.get_field("burst_mode")
+    _burst_window = Channel._meta.get_field("burst_window_ms")
+    # Left empty, the defaults (a day; queue; no window): a form posted without the fields keeps working.
     inactivity_timeout_seconds = forms.IntegerField(
         min_value=0, required=False, initial=_timeout.default, help_text=_timeout.help_text
+    )
+    burst_mode = forms.ChoiceField(
+        choices=Channel.BurstMode.choices, required=False, initial=_burst_mode.default, help_text=_burst_mode.help_text
+    )
+    burst_window_ms = forms.IntegerField(
+        min_value=0,
+        max_value=BURST_WINDOW_MAX_MS,
+        required=False,
+        initial=_burst_window.default,
+        help_text=_burst_window.help_text,
     )
 
     class Meta:
         model = Channel
-        fields = ["workspace", "name", "type", "is_active", "agent", "team", "inactivity_timeout_seconds"]
+        fields = [
+            "workspace",
+            "name",
+            "type",
+            "is_active",
+            "agent",
+            "team",
+            "inactivity_timeout_seconds",
+            "burst_mode",
+            "burst_window_ms",
+        ]
+
+    def _or_default(self, name: str) -> Any:
+        value = self.cleaned_data.get(name)
+        field = Channel._meta.get_field(name)
+        assert isinstance(field, models.Field)
+        return field.default if value in (None, "") else value
 
     def clean_inactivity_timeout_seconds(self) -> int:
-        value = self.cleaned_data.get("inactivity_timeout_seconds")
-        return self._timeout.default if value is None else value
+        return self._or_default("inactivity_timeout_seconds")
+
+    def clean_burst_mode(self) -> str:
+        return self._or_default("burst_mode")
+
+    def clean_burst_window_ms(self) -> int:
+        return self._or_default("burst_window_ms")
 
 
 @admin.register(Team)

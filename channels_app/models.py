@@ -234,11 +234,21 @@ class Team(models.Model):
         return self.name
 
 
+# README "Bursts of short messages": a burst's wait for a newer message (`Channel.burst_window_ms`) is at most
+# this long, and so is the wait of a contact who never stops typing: the agent starts within it after the
+# burst's first message.
+BURST_WINDOW_MAX_MS = 15000
+
+
 class Channel(models.Model):
     class Type(models.TextChoices):
         API = "API", "API"
         WHATSAPP = "WHATSAPP", "WhatsApp"
         WEBCHAT = "WEBCHAT", "Web chat"
+
+    class BurstMode(models.TextChoices):
+        QUEUE = "queue", "Queue: every message is answered, in order"
+        LATEST = "latest", "Latest: a newer message supersedes the earlier unanswered ones"
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.channel_id, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="channels")
@@ -261,11 +271,31 @@ class Channel(models.Model):
         help_text="An active conversation whose last message is older than this is closed (reason "
         "inactivity); the contact's next message opens a new one. 0: never.",
     )
+    # README "Bursts of short messages"; docs/architecture.md, "Bursts".
+    burst_mode = models.CharField(
+        max_length=10,
+        choices=BurstMode.choices,
+        default=BurstMode.QUEUE,
+        help_text="queue: every message is answered, in order. latest: a newer message of the conversation "
+        "supersedes the earlier unanswered ones, and one answer is given for all of them.",
+    )
+    burst_window_ms = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(BURST_WINDOW_MAX_MS)],
+        help_text="latest mode: milliseconds the agent waits after a message for a newer one before it starts "
+        f"(0-{BURST_WINDOW_MAX_MS}); each newer message restarts the wait, at most {BURST_WINDOW_MAX_MS} ms "
+        "after the burst's first message.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(burst_window_ms__lte=BURST_WINDOW_MAX_MS), name="channel_burst_window_max"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"

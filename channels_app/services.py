@@ -1,4 +1,4 @@
-"""Workspace configuration services: workspaces, look-ups and API keys."""
+"""Workspace configuration services: workspaces, look-ups, API keys and channels' settings."""
 
 from datetime import timedelta
 from typing import cast
@@ -7,8 +7,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from channels_app.models import Workspace, WorkspaceApiKey
-from config.errors import ApplicationError, NotFound
+from channels_app.models import BURST_WINDOW_MAX_MS, Channel, Workspace, WorkspaceApiKey
+from config.errors import ApplicationError, InvalidRequest, NotFound
 
 
 class NotFoundError(NotFound):
@@ -91,3 +91,43 @@ def apikey_revoke(*, prefix: str) -> WorkspaceApiKey:
     WorkspaceApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
     api_key.revoked = True
     return api_key
+
+
+def channel_settings_set(
+    *,
+    channel_id: str,
+    burst_mode: str | None = None,
+    burst_window_ms: int | None = None,
+    inactivity_timeout_seconds: int | None = None,
+) -> Channel:
+    """Change the channel's settings that are given (None: left as they are) and return the channel. Raises
+    NotFoundError for an unknown channel and InvalidRequest, naming the setting, for a value out of range."""
+    errors = {}
+    if burst_mode is not None and burst_mode not in Channel.BurstMode.values:
+        errors["burstMode"] = f"{burst_mode!r} is not a burst mode. Use queue or latest."
+    if burst_window_ms is not None and not 0 <= burst_window_ms <= BURST_WINDOW_MAX_MS:
+        errors["burstWindowMs"] = f"{burst_window_ms} is out of range. Use 0 to {BURST_WINDOW_MAX_MS} milliseconds."
+    if inactivity_timeout_seconds is not None and inactivity_timeout_seconds < 0:
+        errors["inactivityTimeoutSeconds"] = (
+            f"{inactivity_timeout_seconds} is negative. Use a number of seconds, or 0 to never close for inactivity."
+        )
+    if errors:
+        raise InvalidRequest(" ".join(errors.values()), details=errors)
+    changes = {
+        name: value
+        for name, value in (
+            ("burst_mode", burst_mode),
+            ("burst_window_ms", burst_window_ms),
+            ("inactivity_timeout_seconds", inactivity_timeout_seconds),
+        )
+        if value is not None
+    }
+    with transaction.atomic():
+        channel = Channel.objects.select_for_update(no_key=True).filter(pk=channel_id).first()
+        if channel is None:
+            raise NotFoundError(f"No channel with id {channel_id!r}. The admin's Channels page lists their ids.")
+        for name, value in changes.items():
+            setattr(channel, name, value)
+        if changes:
+            channel.save(update_fields=[*changes, "updated_at"])
+    return channel

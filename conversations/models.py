@@ -112,6 +112,9 @@ class Message(models.Model):
         PENDING = "PENDING", "Waiting for the agent"
         ANSWERED = "ANSWERED", "Answered"
         FAILED = "FAILED", "Agent failed"
+        # latest burst mode: a newer message of the conversation arrived before this one was answered, and
+        # is answered for it (README "Bursts of short messages").
+        SUPERSEDED = "SUPERSEDED", "Superseded by a newer message"
         SENT = "SENT", "Sent"
 
     id = models.CharField(primary_key=True, max_length=40, default=ids.message_id, editable=False)
@@ -137,6 +140,9 @@ class Message(models.Model):
     # the conversation wait for a PENDING message only while this lies in the future.
     lease_until = models.DateTimeField(null=True, blank=True)
     credits_reserved = models.PositiveIntegerField(default=0)
+    # latest burst mode: this message answers its burst whatever arrives after it (its burst reached the
+    # longest wait, Channel.burst_window_ms's cap); later messages wait for its turn (docs/architecture.md, "Bursts").
+    burst_final = models.BooleanField(default=False)
     credits = models.PositiveIntegerField(default=0, help_text="Credits charged for this reply.")
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)

@@ -310,3 +310,73 @@ def contact_rows(*, queryset: QuerySet[Contact, Any], limit: int) -> list[dict[s
             "id", "identifier", "name", "attributes", "created_at", "last_message_at"
         )[:limit]
     )
+
+
+# --- bursts (docs/architecture.md, "Bursts") -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BurstState:
+    """Where a message of a conversation in the latest burst mode stands (`burst_state`)."""
+
+    last_seq: int  # the conversation's newest inbound message's position: above the message's, it is superseded
+    newest_at: datetime  # when the newest inbound message was accepted (the window restarts from it)
+    burst_start: datetime  # when the burst's first message was accepted (the window's cap counts from it)
+    final_pending: bool  # an earlier message answers its burst whatever comes after, and is still being answered
+
+
+@cache
+def _burst_state_sql() -> str:
+    message, conversation = quote(Message._meta.db_table), quote(Conversation._meta.db_table)
+    # The burst: the inbound messages after the last one that ended a burst (answered, failed, or one that
+    # answers its burst whatever comes after: `burst_final`), up to the message. Each sub-query reads the
+    # (conversation, seq, part) index from the message backwards.
+    boundary = (
+        f"SELECT b.seq FROM {message} b WHERE b.conversation_id = c.id AND b.seq < %(seq)s AND b.part = 0 "
+        "AND (b.status NOT IN (%(pending)s, %(superseded)s) OR b.burst_final) ORDER BY b.seq DESC LIMIT 1"
+    )
+    return (
+        "SELECT c.last_seq, "
+        f"(SELECT n.created_at FROM {message} n WHERE n.conversation_id = c.id AND n.seq = c.last_seq AND n.part = 0), "
+        f"(SELECT min(f.created_at) FROM {message} f WHERE f.conversation_id = c.id AND f.part = 0 "
+        f"AND f.seq <= %(seq)s AND f.seq > COALESCE(({boundary}), 0)), "
+        f"EXISTS (SELECT 1 FROM {message} e WHERE e.conversation_id = c.id AND e.seq < %(seq)s AND e.part = 0 "
+        "AND e.burst_final AND e.status = %(pending)s AND e.lease_until > %(now)s) "
+        f"FROM {conversation} c WHERE c.id = %(conversation)s"
+    )
+
+
+def burst_state(*, conversation_id: str, seq: int, now: datetime) -> BurstState:
+    """The burst of the message at `seq` as stored now (one query): whether a newer message arrived, when the
+    newest and the first message of the burst were accepted, and whether an earlier message that answers its
+    burst whatever comes after (`Message.burst_final`) is still being answered (its lease alive)."""
+    params: dict[str, Any] = {
+        "conversation": conversation_id,
+        "seq": seq,
+        "now": now,
+        "pending": Message.Status.PENDING,
+        "superseded": Message.Status.SUPERSEDED,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_burst_state_sql(), params)
+        row = cursor.fetchone()
+    assert row is not None, "a message's conversation is never deleted while it is answered"
+    last_seq, newest_at, burst_start, final_pending = row
+    # The newest message may be newer than this statement's snapshot of the messages (accepted meanwhile): then
+    # it is at least as new as the message's own acceptance, which the caller compares it with.
+    return BurstState(
+        last_seq=last_seq,
+        newest_at=newest_at or now,
+        burst_start=burst_start or now,
+        final_pending=final_pending,
+    )
+
+
+def inbound_newest(*, conversation_id: str) -> str:
+    """The id of the conversation's newest inbound message (the one at its `last_seq`)."""
+    return (
+        Message.objects.filter(conversation_id=conversation_id, part=0)
+        .order_by("-seq")
+        .values_list("id", flat=True)[:1]
+        .get()
+    )

@@ -205,6 +205,10 @@ def inbound_message_build(
     )
 
 
+_ANSWERED = frozenset({Message.Status.ANSWERED})
+_BURST_SHOWN = frozenset({Message.Status.ANSWERED, Message.Status.SUPERSEDED, Message.Status.PENDING})
+
+
 class TurnNotReady(Exception):
     """An earlier message of the conversation is still being answered."""
 
@@ -221,11 +225,16 @@ def text_chars(content: Any) -> int:
     return 0
 
 
-def history_build(*, message: Message, max_messages: int, max_chars: int, now: datetime) -> list[HistoryItem]:
+def history_build(
+    *, message: Message, max_messages: int, max_chars: int, now: datetime, burst: bool = False
+) -> list[HistoryItem]:
     """The agent's view of the conversation: recent answered messages, oldest first, then `message`.
 
     Raises TurnNotReady while an earlier message still waits for its answer, so replies keep the order of
     the messages. One query on the (conversation, seq, part) index, whatever the conversation's length.
+    With `burst` (the latest burst mode: `message` answers the earlier unanswered ones, and its caller has
+    waited for what it must, api/flow/messaging.py) nothing is waited for, and the earlier messages still
+    waiting or superseded are shown too: the agent sees every message of the burst.
 
     The budgets hold for all the agent sees, `message` included: at most `max_messages` messages and
     `max_chars` characters of text (`text_chars`). Earlier messages are left out oldest first; `message` is
@@ -238,14 +247,15 @@ def history_build(*, message: Message, max_messages: int, max_chars: int, now: d
     # One row more than the messages allowed: `message` itself is in the window, and the window must reach
     # the message before it (earlier_message_pending) even when the agent sees no history at all.
     window = history_window(conversation_id=message.conversation_id, seq=message.seq, limit=max(max_messages, 1) + 1)
-    if earlier_message_pending(window=window, seq=message.seq, now=now):
+    if not burst and earlier_message_pending(window=window, seq=message.seq, now=now):
         raise TurnNotReady
+    shown = _BURST_SHOWN if burst else _ANSWERED
     earlier: list[tuple[dict[str, Any], str]] = []  # newest first, each with its media's text
     budget = max_chars - text_chars(message.content)
     for row in window:
         if row["seq"] == message.seq:
             continue  # `message` itself; it goes last
-        if row["direction"] == Message.Direction.INBOUND and row["status"] != Message.Status.ANSWERED:
+        if row["direction"] == Message.Direction.INBOUND and row["status"] not in shown:
             continue  # a failed or abandoned message got no answer: the model would see a question hanging
         size = text_chars(row["content"])
         if len(earlier) >= max_messages - 1 or size > budget:

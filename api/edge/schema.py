@@ -301,7 +301,11 @@ class ProcessingSerializer(serializers.Serializer):
 
 RESPONSES = {
     (200, "application/json"): OpenApiResponse(
-        response=MessageResultSerializer, description="The message was stored and the agent answered."
+        response=MessageResultSerializer,
+        description="The message was stored and the agent answered. On a channel in the `latest` burst mode a "
+        "message superseded by a newer one of its conversation answers this body with `aiMessages` empty, "
+        "`usage.credits` 0 and one more field, `supersededBy`: the newer message's id (README \"Bursts of short "
+        'messages").',
     ),
     (200, "text/event-stream"): OpenApiResponse(
         response={"type": "string"},

@@ -180,6 +180,8 @@ def message_answer_run(
         lease_seconds=lease,
         lease_until=until,
         exclusive=True,
+        burst_mode=channel.burst_mode,
+        burst_window_ms=channel.burst_window_ms,
     )
     connection_release()  # the think phase holds none
     try:

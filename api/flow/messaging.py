@@ -8,7 +8,10 @@
 A failed agent call keeps the inbound message, releases the credits and frees the idempotency key.
 """
 
+import contextvars
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -17,7 +20,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from analytics.stats import message_stats_failed
@@ -30,6 +33,7 @@ from api.flow.idempotency import (
     idempotency_claim,
     idempotency_hold,
     idempotency_lock_extend,
+    idempotency_owned,
     idempotency_release,
 )
 from api.maintenance.conversations import conversations_closed_announce
@@ -38,6 +42,7 @@ from api.serializers import (
     ConversationView,
     MessageResult,
     MessageResultSerializer,
+    SupersededResultSerializer,
     UsageView,
     represent,
 )
@@ -48,7 +53,7 @@ from billing.credits import (
     credits_release,
     credits_reserve,
 )
-from channels_app.models import AIAgent, Workspace
+from channels_app.models import BURST_WINDOW_MAX_MS, AIAgent, Channel, Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
 from config.errors import ApplicationError
@@ -66,7 +71,7 @@ from conversations.agents.base import (
 )
 from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
-from conversations.selectors import agent_config
+from conversations.selectors import agent_config, burst_state, inbound_newest
 from conversations.services import (
     StoredReplies,
     TurnNotReady,
@@ -160,6 +165,15 @@ class Accepted:
     contact_name: str = ""
     contact_attributes: dict[str, str] = field(default_factory=dict)
     actions: ActionRun | None = None  # set by the think phase for an agent with actions (api/flow/actions.py)
+    # The channel's burst mode and window (README "Bursts of short messages"; `_burst_turn`).
+    burst_mode: str = Channel.BurstMode.QUEUE
+    burst_window_ms: int = 0
+
+    @property
+    def latest(self) -> bool:
+        """Whether a newer message of the conversation supersedes this one: the latest burst mode, unless
+        this message answers its burst whatever comes after (`Message.burst_final`)."""
+        return self.burst_mode == Channel.BurstMode.LATEST and not self.message.burst_final
 
 
 def render(body: dict[str, Any]) -> bytes:
@@ -215,9 +229,18 @@ def message_answer(
         return _record(
             accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta, on_action=on_action)
         )
+    except _Superseded:
+        superseded = _supersede_alone(accepted)
+        assert superseded is not None  # only `only_if_newer` gives None
+        return superseded
     except AnsweredElsewhere:
         raise
     except Exception as error:
+        # The latest burst mode: a message that failed after a newer one arrived is superseded, not failed
+        # (the newer one answers it); a later failure of that one is its own.
+        superseded = _supersede_alone(accepted, only_if_newer=True) if accepted.latest else None
+        if superseded is not None:
+            return superseded
         _fail(accepted, error)
         raise
 
@@ -366,6 +389,8 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
         claim=claim,
         lease_seconds=lease,
         lease_until=lease_until,
+        burst_mode=channel.burst_mode,
+        burst_window_ms=channel.burst_window_ms,
         **contact,
     )
 
@@ -430,7 +455,11 @@ def _think(
     if accepted.message.type != Message.Type.TEXT:
         # Before the turn's wait: a refused or unreachable file fails the message without waiting.
         media = media_prepare(message=accepted.message, agent=accepted.agent, workspace_id=accepted.workspace_id)
-    history = _history(accepted, media_chars=len(media.text) if media is not None else 0)
+    media_chars = len(media.text) if media is not None else 0
+    if accepted.burst_mode == Channel.BurstMode.LATEST:
+        history = _burst_turn(accepted, media_chars=media_chars)
+    else:
+        history = _history(accepted, media_chars=media_chars)
     if media is not None:
         history[-1] = replace(history[-1], media=media)
     history[-1] = replace(
@@ -452,10 +481,13 @@ def _think(
         )
         tools["actions"] = accepted.actions
     started = time.monotonic()
-    if on_delta is None:
-        reply = backend.reply(agent=accepted.agent, history=history, **tools)
-    else:
-        reply = reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta, tools=tools)
+
+    def call() -> AgentReply:
+        if on_delta is None:
+            return backend.reply(agent=accepted.agent, history=history, **tools)
+        return reply_streamed(backend, agent=accepted.agent, history=history, on_delta=on_delta, tools=tools)
+
+    reply = _call_watched(accepted, call) if accepted.latest else call()
     seconds = round(time.monotonic() - started, 3)
     log_bind(agent_seconds=seconds)  # also on the request's "request_finished" line
     accepted.agent_seconds = seconds
@@ -572,6 +604,17 @@ def _record_once(
         idempotency_hold(claim=accepted.claim)  # first: a retry that took the key over records instead
     if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
         raise AnsweredElsewhere
+    if accepted.latest:
+        # The check in the record phase's transaction: a newer message accepted while the agent thought
+        # supersedes this one, and the reply is discarded; one accepted after this transaction sees the reply.
+        sets_attributes = accepted.actions is not None and bool(accepted.actions.effects.attributes)
+        position = writes.burst_lock(
+            message_id=accepted.message.pk,
+            conversation_id=accepted.conversation_id,
+            contact_id=accepted.contact_id if sets_attributes else None,  # the contact's row before the conversation's
+        )
+        if position.last_seq > accepted.message.seq:
+            return _supersede(accepted, position), 0
     charge = credits_charge(cost=cost, reserved=reserved)
     run = accepted.actions
     # The replies first, with the turn's labels, transfer and attributes (api/flow/actions.py); the settlement
@@ -628,3 +671,173 @@ def _agent_close(accepted: Accepted, stored: StoredReplies, *, now: datetime) ->
             stored, status=Conversation.Status.CLOSED, closed_at=now, close_reason=Conversation.CloseReason.AGENT
         )
     return stored
+
+
+# --- bursts (README "Bursts of short messages"; docs/architecture.md, "Bursts") --------------------------------
+
+# Seconds between looks at a burst while a message waits for its window (or for an earlier final message):
+# a waiting request answers its superseded body within this much of the newer message's arrival, at one
+# indexed query per look (the turn's wait looks as often at the most, `_TURN_POLL_MAX`).
+_BURST_POLL_SECONDS = 0.2
+_BURST_WINDOW_MAX = timedelta(milliseconds=BURST_WINDOW_MAX_MS)
+# The longest pause between looks while the agent call of a message that may be superseded runs
+# (`_call_watched`): a 10 s call costs about 12 looks.
+_CALL_POLL_MAX_SECONDS = 1.0
+
+
+class _Superseded(Exception):
+    """A newer message of the conversation arrived before the agent was called (`_burst_turn`)."""
+
+
+def _burst_turn(accepted: Accepted, *, media_chars: int = 0) -> list[HistoryItem]:
+    """The latest burst mode's wait, instead of the turn's (`_history`): no wait for the earlier unanswered
+    messages (this one answers them, or a newer one answers all), only for an earlier message that answers its
+    burst whatever comes after (`Message.burst_final`), and for the channel's window after the newest
+    message, restarted by each newer one and capped at BURST_WINDOW_MAX_MS after the burst's first message.
+    Raises _Superseded as soon as a newer message is seen. Past the cap the message becomes its burst's
+    final one (so a contact who never stops typing is answered). Then the history, the burst's messages in it,
+    within the budget `_history` keeps.
+    Holds no connection between looks, and keeps the lease as `_history` does."""
+    deadline = time.monotonic() + settings.CONVERSATION_TURN_WAIT_SECONDS
+    message = accepted.message
+    window = timedelta(milliseconds=accepted.burst_window_ms)
+    while True:
+        now = timezone.now()
+        state = burst_state(conversation_id=accepted.conversation_id, seq=message.seq, now=now)
+        if state.last_seq > message.seq and not message.burst_final:
+            raise _Superseded
+        cap = state.burst_start + _BURST_WINDOW_MAX
+        start_at = min(state.newest_at + window, cap)
+        if not state.final_pending and now >= start_at:
+            if now >= cap and not message.burst_final and not _burst_pin(accepted):
+                continue  # a newer message came first: the next look supersedes this one
+            history = history_build(
+                message=message,
+                max_messages=accepted.agent.history_max_messages,
+                max_chars=accepted.agent.history_max_chars - media_chars,
+                now=now,
+                burst=True,
+            )
+            _lease_keep(accepted, now=now)
+            return history
+        _lease_keep(accepted, now=now)
+        connection_release()
+        pause = _BURST_POLL_SECONDS
+        if not state.final_pending:
+            pause = min(pause, max((start_at - now).total_seconds(), 0.0))
+        elif time.monotonic() + pause > deadline:
+            raise ConversationBusy(
+                "An earlier message of this conversation is still being answered. Retry this message "
+                "with the same idempotency key in a few seconds.",
+                details={"conversationId": accepted.conversation_id},
+                headers={"Retry-After": "5"},
+            )
+        time.sleep(pause)
+
+
+def _call_watched(accepted: Accepted, call: Callable[[], AgentReply]) -> AgentReply:
+    """The agent call of a message a newer one may supersede, in a thread of its own (a greenlet under
+    gevent) while this one looks at the burst (one indexed query, no connection held between looks, the
+    pauses growing from _BURST_POLL_SECONDS to a second): once a newer message is there, raises _Superseded
+    at once, and the call is abandoned: it runs on to its deadline in its thread (no backend of ours can be
+    interrupted mid-request) and its reply is discarded. The record phase checks again (`_record_once`)."""
+    outcome: queue.Queue[tuple[AgentReply | None, BaseException | None]] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            outcome.put((call(), None))
+        except BaseException as error:  # given to the waiting request, which raises it
+            outcome.put((None, error))
+        finally:
+            connections.close_all()  # this thread's own, should a backend have used one
+
+    context = contextvars.copy_context()  # the request's log fields
+    threading.Thread(target=context.run, args=(run,), name=f"agent-{accepted.message.pk}", daemon=True).start()
+    pause = _BURST_POLL_SECONDS
+    while True:
+        try:
+            reply, error = outcome.get(timeout=pause)
+        except queue.Empty:
+            state = burst_state(conversation_id=accepted.conversation_id, seq=accepted.message.seq, now=timezone.now())
+            connection_release()
+            if state.last_seq > accepted.message.seq:
+                logger.info("agent call abandoned: a newer message arrived", message_id=accepted.message.pk)
+                raise _Superseded from None
+            pause = min(pause * 2, _CALL_POLL_MAX_SECONDS)
+            continue
+        if error is not None:
+            raise error
+        assert reply is not None
+        return reply
+
+
+def _burst_pin(accepted: Accepted) -> bool:
+    """Make the message its burst's final one (`Message.burst_final`) if it is still the newest; False when a
+    newer message came first. Under the rows' locks (`writes.burst_lock`), so that a newer message's accept
+    phase either comes first (and supersedes this one) or sees the mark (and waits for this one's answer)."""
+    with transaction.atomic():
+        position = writes.burst_lock(message_id=accepted.message.pk, conversation_id=accepted.conversation_id)
+        if position.last_seq > accepted.message.seq:
+            return False
+        writes.burst_pin(message_id=accepted.message.pk)
+    accepted.message.burst_final = True
+    return True
+
+
+def _supersede_alone(accepted: Accepted, *, only_if_newer: bool = False) -> PostResult | None:
+    """A message superseded before its agent was called (or, `only_if_newer`, one whose think phase failed,
+    if a newer message arrived meanwhile; else None, and nothing written): its own short transaction (as the
+    record phase's), with the checks of `_record_once` first."""
+    with transaction.atomic():
+        if accepted.claim is not None:
+            if only_if_newer and not idempotency_owned(claim=accepted.claim):
+                return None  # a retry took the key over: `_fail` leaves it alone too
+            idempotency_hold(claim=accepted.claim)
+        if accepted.exclusive and not inbound_message_lock_pending(message_id=accepted.message.pk):
+            raise AnsweredElsewhere
+        position = writes.burst_lock(message_id=accepted.message.pk, conversation_id=accepted.conversation_id)
+        if only_if_newer and position.last_seq <= accepted.message.seq:
+            return None
+        body = _supersede(accepted, position)
+    connection_release()
+    return PostResult(status=200, body=body)
+
+
+def _supersede(accepted: Accepted, position: writes.BurstPosition) -> bytes:
+    """In the caller's transaction, which holds the message's and the conversation's rows: the message
+    SUPERSEDED with its 200 body (no agent messages, no credits, `supersededBy` the newest message), its
+    reservation released, its key completed with the body, and the body as `message.replied` for the
+    channel's webhook. Returns the body."""
+    result = MessageResult(
+        contact_id=accepted.contact_id,
+        conversation_id=accepted.conversation_id,
+        message_id=accepted.message.pk,
+        conversation=ConversationView(
+            id=accepted.conversation_id,
+            status=position.status,
+            channel_id=accepted.channel_id,
+            contact_id=accepted.contact_id,
+            agent_id=accepted.agent.id,
+            agent_name=accepted.agent.name,
+            team_id=accepted.team_id,
+            team_name=accepted.team_name,
+            created_at=accepted.conversation_created_at,
+            last_message_at=position.last_message_at,
+            closed_at=position.closed_at,
+            close_reason=position.close_reason,
+        ),
+        ai_messages=[],
+        usage=UsageView(credits=0, balance=writes.BALANCE_PLACEHOLDER, input_tokens=0, output_tokens=0),
+        superseded_by=inbound_newest(conversation_id=accepted.conversation_id),
+    )
+    body = writes.inbound_supersede(
+        message_id=accepted.message.pk,
+        workspace_id=accepted.workspace_id,
+        template=render(represent(SupersededResultSerializer, result)),
+        claim=accepted.claim,
+    )
+    if body is None:
+        raise AnsweredElsewhere  # the clean-up took the message as abandoned, or another run answered it
+    logger.info("message superseded", message_id=accepted.message.pk, superseded_by=result.superseded_by)
+    message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
+    return body

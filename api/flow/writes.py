@@ -27,6 +27,7 @@ same transaction, which then commits as Django commits it.
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ from billing.credits import (
     credits_shortfall,
     ledger_charge_build,
 )
+from channels_app.models import Workspace
 from config.statements import insert_select, table
 from contacts.models import Contact
 from contacts.services import contact_attributes_merge_statement
@@ -494,3 +496,85 @@ def inbound_settle_answer(
 def record_commits(*, has_webhook: bool) -> bool:
     """Whether the record phase's last statement commits (`_commits`): not when a webhook's event follows it."""
     return _commits() and not has_webhook
+
+
+# --- bursts (docs/architecture.md, "Bursts") -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BurstPosition:
+    """A conversation in the latest burst mode as `burst_lock` locked it."""
+
+    last_seq: int
+    status: str
+    closed_at: datetime | None
+    close_reason: str | None
+    last_message_at: datetime
+
+
+def burst_lock(*, message_id: str, conversation_id: str, contact_id: str | None = None) -> BurstPosition:
+    """Lock the message's row, then the contact's when `contact_id` (a record phase that will set its
+    attributes, `replies_store`), then its conversation's (the order of docs/architecture.md, "Row locks"), and
+    return the conversation as locked. The position step of a newer message's accept phase updates that row:
+    it waits for this transaction, or this one reads its `last_seq` after it committed. So a message that
+    finds itself the newest here stays the newest until this transaction ends."""
+    statement = _Statement()
+    statement.step("p", f"SELECT 1 FROM {table(Message)} WHERE id = %s FOR NO KEY UPDATE", [message_id])
+    if contact_id is not None:
+        statement.step(
+            "c", f"SELECT 1 FROM {table(Contact)} WHERE id = %s{statement.after('AND')} FOR NO KEY UPDATE", [contact_id]
+        )
+    row = statement.run(
+        f"SELECT last_seq, status, closed_at, close_reason, last_message_at FROM {table(Conversation)} "
+        "WHERE id = %s" + statement.after("AND") + " FOR NO KEY UPDATE",
+        [conversation_id],
+    )
+    assert row is not None, "a message's conversation is never deleted while it is answered"
+    last_seq, status, closed_at, close_reason, last_message_at = row
+    if status == Conversation.Status.ACTIVE:
+        closed_at, close_reason = None, None
+    return BurstPosition(last_seq, status, closed_at, close_reason or None, last_message_at)
+
+
+def burst_pin(*, message_id: str) -> None:
+    """Mark the pending message as the one that answers its burst whatever arrives after it (its caller holds
+    the rows, `burst_lock`, and found it the newest)."""
+    Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(burst_final=True)
+
+
+def inbound_supersede(*, message_id: str, workspace_id: str, template: bytes, claim: Claim | None) -> bytes | None:
+    """Mark the pending message SUPERSEDED with its body (`template`, BALANCE_PLACEHOLDER as the balance),
+    release its whole reservation (whatever is still on the row: the clean-up may have taken it already) and
+    complete its idempotency key with the body (only by the key's owner). One statement, locking the message,
+    then the workspace. Returns the body as stored, or None when the message no longer waits for its answer."""
+    assert template.count(_BALANCE_MARK.encode()) == 1, "the body shows the balance once"
+    messages, workspaces = table(Message), table(Workspace)
+    statement = _Statement()
+    statement.step(
+        "o",
+        f"SELECT id, credits_reserved FROM {messages} WHERE id = %s AND status = %s FOR NO KEY UPDATE",
+        [message_id, Message.Status.PENDING],
+    )
+    statement.step(
+        "w",
+        f"UPDATE {workspaces} SET credit_reserved = credit_reserved - o.credits_reserved FROM o "
+        f"WHERE {workspaces}.id = %s RETURNING credit_balance",
+        [workspace_id],
+    )
+    statement.step(
+        "a",
+        f"UPDATE {messages} m SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
+        "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8') FROM w, o "
+        "WHERE m.id = o.id RETURNING m.result",
+        [Message.Status.SUPERSEDED, template.decode(), _BALANCE_MARK, _BALANCE_FIELD],
+    )
+    if claim is not None:
+        records = table(IdempotencyRecord)
+        statement.step(
+            "k",
+            f"UPDATE {records} SET state = %s, response_status = 200, response_body = a.result, locked_until = NULL "
+            f"FROM a WHERE {records}.id = %s AND {records}.owner = %s RETURNING 1",
+            [IdempotencyRecord.State.COMPLETED, claim.record_id, claim.owner],
+        )
+    row = statement.run("SELECT (SELECT result FROM a)")
+    return bytes(row[0]) if row is not None and row[0] is not None else None

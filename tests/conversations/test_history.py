@@ -227,7 +227,9 @@ def test_history_query_reads_the_position_index_backwards(db):
         cursor.execute("EXPLAIN " + history_window_sql()[0], [conversation.pk, message.seq, 21])
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
-    # then: a backward scan of the unique index under the LIMIT; no scan of the table, no sort
+    # then: a backward scan of the unique index under the LIMIT; no scan of the message table, no sort. The
+    # left-joined media assets are not asserted: the planner's way to the empty asset table differs between
+    # versions (PostgreSQL 18 scans it, a few bytes), and it has no bearing on how the window is read.
+    assert plan.startswith("Limit"), plan
     assert "Index Scan Backward using message_unique_position" in plan, plan
-    assert "Limit" in plan
-    assert "Seq Scan" not in plan and "Sort" not in plan, plan
+    assert f"Seq Scan on {Message._meta.db_table}" not in plan and "Sort" not in plan, plan

@@ -45,16 +45,31 @@ def committed_api() -> Api:
     return Api(Client(), channel, api_key_for(workspace)[1])
 
 
+@pytest.fixture
+def local_sender(settings):
+    """The background sender of a process without a broker, on (the default outside the tests), sweeping every
+    second; off again and its sweep ended before the test's data goes. Its threads belong to the process:
+    left sweeping, a cycle begun in this test claims and sends a later test's delivery (a third racer in
+    the race below), or records an attempt of a delivery the teardown has already deleted."""
+    settings.WEBHOOK_LOCAL_SENDER = True
+    settings.WEBHOOK_SWEEP_SECONDS = 1
+    yield
+    settings.WEBHOOK_LOCAL_SENDER = False
+    sweeping = lambda: any(thread.name == "webhook-sweep" for thread in threading.enumerate())  # noqa: E731
+    wait_until(lambda: not sweeping(), what="the local sweep stopped")
+    leased = WebhookDelivery.objects.filter(lease_until__isnull=False)
+    wait_until(lambda: not leased.exists(), what="the local sender's attempts ended")
+
+
 def delivered(count: int = 1):
     return lambda: WebhookDelivery.objects.filter(status="SUCCEEDED").count() >= count
 
 
 @threads_write_beside_the_test
 @pytest.mark.django_db(transaction=True)
-def test_without_a_broker_a_slow_receiver_never_holds_the_request(receiver, settings):
+def test_without_a_broker_a_slow_receiver_never_holds_the_request(receiver, settings, local_sender):
     # given: no broker (tasks eager, as without REDIS_URL) and a receiver that takes 4 s to answer
     assert celery_app.conf.task_always_eager
-    settings.WEBHOOK_LOCAL_SENDER = True  # the default outside the tests
     settings.WEBHOOK_TIMEOUT_SECONDS = 20.0
     receiver.plan.append(Reply(200, b"slow ok", delay=4))
     api = committed_api()
@@ -73,10 +88,8 @@ def test_without_a_broker_a_slow_receiver_never_holds_the_request(receiver, sett
 
 @threads_write_beside_the_test
 @pytest.mark.django_db(transaction=True)
-def test_without_a_broker_the_local_sweep_retries(receiver, settings):
+def test_without_a_broker_the_local_sweep_retries(receiver, local_sender):
     # given: the first attempt fails; the local sweep runs every second (the first retry is due after 5 s)
-    settings.WEBHOOK_LOCAL_SENDER = True
-    settings.WEBHOOK_SWEEP_SECONDS = 1
     receiver.plan.append(Reply(500, b"not yet"))
     api = committed_api()
     webhook_set(channel_id=api.channel.pk, url=receiver.url)

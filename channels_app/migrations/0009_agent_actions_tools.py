@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('channels_app', '0007_aiagent_transcription_model'),
+        ('channels_app', '0008_channel_burst'),
     ]
 
     operations = [

@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('channels_app', '0006_channel_inactivity_timeout'),
         ('contacts', '0006_contact_attributes'),
-        ('conversations', '0008_conversation_created_at_from_the_accept_phase'),
+        ('conversations', '0009_message_superseded'),
     ]
 
     operations = [
