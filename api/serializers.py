@@ -14,6 +14,7 @@ from typing import Any
 from django.core.validators import URLValidator
 from rest_framework import serializers
 
+from channels_app.validators import BUILTIN_ACTIONS, HTTP_TOOL_ACTION
 from conversations.models import FILENAME_MAX, MESSAGE_TYPES
 
 # Documented limits (README "Request body"). An e-mail address is at most 320 characters (RFC 3696 errata).
@@ -272,6 +273,7 @@ class ConversationView:
     closed_at: datetime | None = None
     close_reason: str | None = None
     assigned_to_human: bool = False  # AI agents only: there is no human handoff
+    labels: tuple[str, ...] = ()
 
     @property
     def assignee(self) -> dict[str, str]:
@@ -313,6 +315,7 @@ class MessageResult:
     ai_messages: list[AiMessageView]
     usage: UsageView
     success: bool = True
+    actions: tuple[dict[str, Any], ...] = ()  # api.flow.actions' records, in the order made
     sources: list[dict[str, str | None]] = field(default_factory=list)
     superseded_by: str | None = None  # SupersededResultSerializer's only
 
@@ -361,6 +364,21 @@ class ConversationSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Why the conversation was closed; null while active.",
     )
+    labels = serializers.ListField(
+        child=serializers.CharField(), help_text="Set by the agent's add_conversation_labels action; [] when none."
+    )
+
+
+ACTION_TYPES = [*BUILTIN_ACTIONS, HTTP_TOOL_ACTION]
+
+
+class ActionSerializer(serializers.Serializer):
+    """One action of the agent's turn (README "Actions")."""
+
+    type = serializers.ChoiceField(choices=[*BUILTIN_ACTIONS, HTTP_TOOL_ACTION])
+    name = serializers.CharField(help_text="The action's or the HTTP tool's name.")
+    status = serializers.ChoiceField(choices=["succeeded", "failed"])
+    arguments = serializers.DictField(help_text="As the model sent them.")
 
 
 class AiMessageSerializer(serializers.Serializer):
@@ -411,6 +429,7 @@ class MessageResultSerializer(serializers.Serializer):
     conversation = ConversationSerializer()
     aiMessages = AiMessageSerializer(source="ai_messages", many=True, help_text="The agent's messages, earliest first.")
     usage = UsageSerializer()
+    actions = ActionSerializer(many=True, help_text="The agent's actions in this turn, in order; [] when none.")
     sources = SourceSerializer(
         many=True,
         help_text="The documents whose passages the agent was given for this message, best first; [] when none.",
@@ -448,6 +467,9 @@ class ContactSerializer(serializers.Serializer):
         help_text="As first sent (for display); `erased:<id>` once the contact is erased."
     )
     name = serializers.CharField(allow_null=True, help_text="Null when the contact has no name (or was erased).")
+    attributes = serializers.DictField(
+        child=serializers.CharField(), help_text="What the agent and PATCH set; given to the agent with every message."
+    )
     createdAt = IsoDateTimeField(source="created_at")
     lastMessageAt = NullableIsoDateTimeField(
         source="last_message_at", allow_null=True, help_text="The newest message of any of its conversations."
@@ -471,6 +493,7 @@ class MessageItemSerializer(serializers.Serializer):
         source="error_code", allow_null=True, help_text="The error code of a FAILED message, else null."
     )
     metadata = serializers.DictField(child=serializers.CharField(), help_text="As sent with the message; {} if none.")
+    actions = ActionSerializer(many=True, help_text="An inbound message's: the actions of its turn; else [].")
     createdAt = IsoDateTimeField(source="created_at")
 
 
@@ -501,6 +524,7 @@ def conversation_view(row: dict[str, Any]) -> ConversationView:
         last_message_at=row["last_message_at"] or row["created_at"],
         closed_at=row["closed_at"],
         close_reason=row["close_reason"] or None,
+        labels=tuple(row["labels"] or ()),
     )
 
 

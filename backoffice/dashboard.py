@@ -10,9 +10,10 @@ Four queries, each bounded by the date range (at most DASHBOARD_MAX_DAYS days) a
 """
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, Sum
 
 from analytics.models import LATENCY_BUCKETS_MS, LATENCY_FIELDS, MessageDay
@@ -138,6 +139,7 @@ class Dashboard:
     channels: list[ChannelCount]  # busiest first
     active_conversations: int
     causes: list[Cause]  # the causes seen in the range, in CAUSES order
+    labels: list[tuple[str, int]] = field(default_factory=list)  # (label, conversations), most first
 
     @property
     def answered(self) -> int:
@@ -220,4 +222,25 @@ def dashboard_get(*, date_range: DateRange, workspace_id: str = "") -> Dashboard
         channels=channels,
         active_conversations=conversations.count(),
         causes=[cause for cause in CAUSES if cause.key in seen],
+        labels=conversations_by_label(date_range=date_range, workspace_id=workspace_id),
     )
+
+
+TOP_LABELS = 10
+
+
+def conversations_by_label(*, date_range: DateRange, workspace_id: str = "") -> list[tuple[str, int]]:
+    """The labels of the conversations with a message in the range (the agent's add_conversation_labels),
+    with how many conversations carry each, most first: one query."""
+    table = Conversation._meta.db_table
+    start = datetime.combine(date_range.start, time.min, tzinfo=UTC)
+    end = datetime.combine(date_range.end + timedelta(days=1), time.min, tzinfo=UTC)
+    sql = (
+        f"SELECT label, count(*) FROM {table} c CROSS JOIN LATERAL jsonb_array_elements_text(c.labels) AS label "
+        "WHERE c.labels <> '[]'::jsonb AND c.last_message_at >= %s AND c.last_message_at < %s"
+        + (" AND c.workspace_id = %s" if workspace_id else "")
+        + " GROUP BY label ORDER BY count(*) DESC, label LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [start, end, *([workspace_id] if workspace_id else []), TOP_LABELS])
+        return [(label, count) for label, count in cursor.fetchall()]

@@ -15,7 +15,7 @@ from django.db.models import F
 from billing.models import UsageLedgerEntry
 from channels_app.models import Workspace
 from config.errors import ApplicationError
-from conversations.agents.base import AgentConfig
+from conversations.agents.base import MAX_TOOL_ROUNDS, AgentConfig
 
 
 class InsufficientCredits(ApplicationError):
@@ -38,10 +38,14 @@ CREDITS_GRANT_MAX = 10**12
 
 def credits_estimate(*, agent: AgentConfig) -> int:
     """The most one reply of this agent may cost: the flat price plus its token price at the largest
-    prompt (the history budget) and answer (max output tokens) it allows."""
+    prompt (the history budget) and answer (max output tokens) it allows, once per call of the model: an
+    agent with actions may call it MAX_TOOL_ROUNDS + 1 times (README "Actions"). Its tool results make later
+    prompts longer still: what a turn costs beyond its reservation is not charged (`credits_charge`)."""
     tokens = agent.history_max_chars * _RESERVE_INPUT_TOKENS_PER_CHAR + (
         agent.max_output_tokens or _DEFAULT_OUTPUT_TOKENS
     )
+    if agent.acts:
+        tokens *= MAX_TOOL_ROUNDS + 1
     return agent.credit_cost_per_reply + math.ceil(agent.credit_cost_per_1k_tokens * tokens / 1000)
 
 

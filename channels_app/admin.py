@@ -27,6 +27,7 @@ from channels_app.models import (
     Workspace,
     WorkspaceApiKey,
 )
+from channels_app.validators import BUILTIN_ACTIONS
 
 admin.site.site_header = "Channels API back office"
 admin.site.site_title = "Channels API"
@@ -183,8 +184,24 @@ class ChannelAdmin(admin.ModelAdmin):
         return form
 
 
+class AIAgentForm(forms.ModelForm):
+    """The built-in actions as checkboxes (stored as the list of those enabled, README "Actions")."""
+
+    actions = forms.MultipleChoiceField(
+        choices=[(name, name) for name in BUILTIN_ACTIONS],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="The built-in actions the agent may take (an OpenAI-compatible agent only).",
+    )
+
+    class Meta:
+        model = AIAgent
+        exclude: list[str] = []
+
+
 @admin.register(AIAgent)
 class AIAgentAdmin(admin.ModelAdmin):
+    form = AIAgentForm
     list_display = ["name", "workspace", "provider", "model", "credit_cost_per_reply", "id", "updated_at"]
     list_select_related = ["workspace"]
     list_filter = ["provider", "workspace"]
@@ -211,6 +228,7 @@ class AIAgentAdmin(admin.ModelAdmin):
             },
         ),
         ("Built-in agent", {"fields": ["greeting_text", "fallback_text", "split_threshold_chars"]}),
+        ("Actions", {"fields": ["actions"], "description": "The agent's HTTP tools are under HTTP tools."}),
         (
             # The documents themselves: Knowledge > Documents (knowledge/admin.py).
             "Knowledge",

@@ -2,13 +2,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework_api_key.models import AbstractAPIKey
 
-from channels_app.validators import API_KEY_ENV_VAR_PATTERN
+from channels_app.validators import API_KEY_ENV_VAR_PATTERN, TOOL_NAME_PATTERN, TOOL_TIMEOUT_MAX_SECONDS
 from config import ids
 
 
@@ -155,6 +158,12 @@ class AIAgent(models.Model):
     # query reads them with the agent, so a message to an agent without passages costs no statement more.
     knowledge_documents = models.PositiveIntegerField(default=0, editable=False)
     knowledge_passages = models.PositiveIntegerField(default=0, editable=False)
+    # The built-in actions the agent may use (BUILTIN_ACTIONS; README "Actions"), in the order enabled.
+    actions = models.JSONField(
+        default=list, blank=True, help_text="Built-in actions the agent may take (README, Actions)."
+    )
+    # Whether it has HTTP tools (`agent_tool_changed` keeps it): an agent without any reads none per message.
+    has_tools = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -178,6 +187,59 @@ class AIAgent(models.Model):
 
 
 KNOWLEDGE_COUNTERS = ("knowledge_documents", "knowledge_passages")
+
+
+class AgentTool(models.Model):
+    """An HTTP tool of an agent (README "HTTP tools"): what the model is told (name, description, parameters)
+    and where a call goes (method, URL under the webhook address rules, one optional header whose value is
+    read from the environment variable `header_env_var` at call time, never stored). Each tool signs its
+    calls with its own Standard Webhooks secret, stored encrypted (webhooks/secret.py)."""
+
+    class Method(models.TextChoices):
+        GET = "GET", "GET"
+        POST = "POST", "POST"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.tool_id, editable=False)
+    agent = models.ForeignKey(AIAgent, on_delete=models.CASCADE, related_name="tools", db_index=False)
+    name = models.CharField(
+        max_length=64, validators=[RegexValidator(TOOL_NAME_PATTERN, "Use 1-64 of A-Z a-z 0-9 _ -.")]
+    )
+    description = models.TextField(help_text="What the tool does, for the model.")
+    method = models.CharField(max_length=4, choices=Method.choices, default=Method.GET)
+    url = models.URLField(max_length=2048)
+    parameters = models.JSONField(default=dict, help_text="A JSON Schema object (the strict subset).")
+    header_name = models.CharField(max_length=100, blank=True)
+    header_env_var = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[RegexValidator(r"^[A-Z][A-Z0-9_]*\Z", "An environment variable name in capitals.")],
+        help_text="The environment variable whose value the header carries (never stored).",
+    )
+    secret_encrypted = models.BinaryField(editable=False)
+    timeout_seconds = models.FloatField(
+        default=10.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(TOOL_TIMEOUT_MAX_SECONDS)],
+        help_text=f"The whole call, at most {TOOL_TIMEOUT_MAX_SECONDS:g} s (and always within the agent's timeout).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "HTTP tool"
+        ordering = ["agent", "name"]
+        constraints = [models.UniqueConstraint(fields=["agent", "name"], name="agent_tool_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@receiver([post_save, post_delete], sender=AgentTool)
+def agent_tool_changed(sender: type[AgentTool], instance: AgentTool, **kwargs: object) -> None:
+    """Move the agent's `updated_at` on every save or delete of one of its tools (each process caches an
+    agent's tools per (agent id, updated_at), conversations/selectors.py), and keep `has_tools`."""
+    AIAgent.objects.filter(pk=instance.agent_id).update(
+        updated_at=timezone.now(), has_tools=AgentTool.objects.filter(agent_id=instance.agent_id).exists()
+    )
 
 
 class Team(models.Model):

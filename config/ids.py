@@ -71,3 +71,11 @@ def idempotency_id() -> str:
 
 def media_id() -> str:
     return new_id("ma")
+
+
+def tool_id() -> str:
+    return new_id("tl")
+
+
+def tool_call_id() -> str:
+    return new_id("tc")

@@ -21,6 +21,7 @@ class ContactAdmin(HistoryAdmin):
         "identifier",
         "identifier_key",
         "name",
+        "attributes",
         "conversations",
         "created_at",
         "updated_at",

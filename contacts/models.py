@@ -23,6 +23,9 @@ class Contact(models.Model):
         max_length=KEY_MAX_LENGTH, help_text="The identifier as matched: trimmed, e-mail lower-cased, phone digits."
     )
     name = models.CharField(max_length=200, blank=True)
+    # A flat {key: string} object (contacts/attributes.py has its limits): set by the agent's
+    # set_contact_attributes action and PATCH /api/v1/contacts/{id}; given to the agent with every message.
+    attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Set by the erasure (api/maintenance/erasure.py): identifier and name are then a placeholder and "".

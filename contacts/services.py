@@ -1,5 +1,10 @@
+import json
 from datetime import datetime
+from typing import Any
 
+from django.db import connection
+
+from contacts.attributes import ATTRIBUTES_MAX_KEYS
 from contacts.identity import identifier_key
 from contacts.models import Contact
 
@@ -38,5 +43,38 @@ def contact_erase_identity(*, contact_id: str, now: datetime) -> None:
     the contact row, its id and its conversations' ids stay."""
     placeholder = erased_identifier(contact_id)
     Contact.objects.filter(pk=contact_id).update(
-        identifier=placeholder, identifier_key=f" {placeholder}", name="", erased_at=now, updated_at=now
+        identifier=placeholder, identifier_key=f" {placeholder}", name="", attributes={}, erased_at=now, updated_at=now
     )
+
+
+class TooManyAttributes(Exception):
+    """The merge would leave the contact with more than ATTRIBUTES_MAX_KEYS keys."""
+
+
+def contact_attributes_merge_statement(*, contact_id: str, changes: dict[str, str | None]) -> tuple[str, list[Any]]:
+    """The UPDATE that merges `changes` into the contact's attributes (a string sets a key, None removes it)
+    and returns them, matching no row when the result would hold more than ATTRIBUTES_MAX_KEYS keys or the
+    contact is erased. The merge is PostgreSQL's (`||` then `-`) on the row as it is when locked, so two
+    concurrent merges both keep their keys; the caller adds its own conditions after its WHERE."""
+    sets = json.dumps({key: value for key, value in changes.items() if value is not None}, ensure_ascii=False)
+    removes = [key for key, value in changes.items() if value is None]
+    merged = "((attributes || %s::jsonb) - %s::text[])"
+    return (
+        f"UPDATE {Contact._meta.db_table} SET attributes = {merged} "
+        f"WHERE id = %s AND erased_at IS NULL AND (SELECT count(*) FROM jsonb_object_keys({merged})) <= %s",
+        [sets, removes, contact_id, sets, removes, ATTRIBUTES_MAX_KEYS],
+    )
+
+
+def contact_attributes_merge(*, workspace_id: str, contact_id: str, changes: dict[str, str | None]) -> dict[str, str]:
+    """Merge `changes` into the workspace's contact's attributes (PATCH /api/v1/contacts/{id}); returns them as
+    merged. Raises Contact.DoesNotExist (unknown, another workspace's or erased) or TooManyAttributes."""
+    sql, params = contact_attributes_merge_statement(contact_id=contact_id, changes=changes)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} AND workspace_id = %s RETURNING attributes", [*params, workspace_id])
+        row = cursor.fetchone()
+    if row is None:
+        if Contact.objects.filter(pk=contact_id, workspace_id=workspace_id, erased_at__isnull=True).exists():
+            raise TooManyAttributes
+        raise Contact.DoesNotExist
+    return json.loads(row[0]) if isinstance(row[0], str) else row[0]

@@ -5,7 +5,8 @@ change_form.html). A media message links to the URL the integrator sent, with th
 media pipeline recorded on the message (they outlive the cached MediaAsset), and to the asset while it exists.
 """
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
@@ -43,6 +44,8 @@ class TranscriptEntry:
     credits: int | None  # set on the first part of a reply: what answering the contact's message cost
     admin_url: str
     metadata: list[tuple[str, str]]  # the integrator's `metadata` of an inbound message, as sent
+    # An inbound message's turn: each action with its arguments, result and duration (api/flow/actions.py)
+    actions: list[dict[str, str]] = field(default_factory=list)
 
 
 def _media_of(message: Message) -> TranscriptMedia | None:
@@ -94,9 +97,27 @@ def transcript_entries(
                 credits=message.credits if is_first_reply_part or message.credits else None,
                 admin_url=reverse("admin:conversations_message_change", args=[quote(message.pk)]),
                 metadata=_metadata_of(message),
+                actions=_actions_of(message),
             )
         )
     return entries, truncated
+
+
+def _actions_of(message: Message) -> list[dict[str, str]]:
+    """The turn's actions as the transcript shows them: every value as text (arguments as JSON)."""
+    actions = message.actions if isinstance(message.actions, list) else []
+    return [
+        {
+            "name": str(action.get("name", "")),
+            "type": str(action.get("type", "")),
+            "status": str(action.get("status", "")),
+            "arguments": json.dumps(action.get("arguments", {}), ensure_ascii=False),
+            "result": str(action.get("result", "")),
+            "duration_ms": str(action.get("durationMs", "")),
+        }
+        for action in actions
+        if isinstance(action, dict)
+    ]
 
 
 def message_admin_link(message_id: str | None) -> str:
@@ -163,6 +184,26 @@ class ErrorCodeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class LabelFilter(admin.SimpleListFilter):
+    """Conversations with one label (the agent's add_conversation_labels); the labels of the latest
+    conversations are offered, the `label` parameter takes any (the dashboard links here)."""
+
+    title = "label"
+    parameter_name = "label"
+
+    def lookups(self, request, model_admin):
+        recent = Conversation.objects.exclude(labels=[]).order_by("-last_message_at").values_list("labels", flat=True)
+        seen: dict[str, None] = {}
+        for labels in recent[:200]:
+            for label in labels or []:
+                seen.setdefault(str(label), None)
+        return [(label, label) for label in sorted(seen)[:50]]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(labels__contains=[value]) if value else queryset
+
+
 @admin.register(Conversation)
 class ConversationAdmin(HistoryAdmin):
     # The contact by identifier, and status and last message in the first columns: what operators read
@@ -171,7 +212,15 @@ class ConversationAdmin(HistoryAdmin):
     list_display = ["contact_display", "status_display", "last_message_at", "channel", "agent", "message_count"]
     list_display_links = ["contact_display"]
     list_select_related = ["contact", "channel", "workspace", "agent"]
-    list_filter = ["status", "close_reason", "workspace", "channel__type", "last_message_at", "closed_at"]
+    list_filter = [
+        "status",
+        "close_reason",
+        LabelFilter,
+        "workspace",
+        "channel__type",
+        "last_message_at",
+        "closed_at",
+    ]
     search_fields = ["=id", "=contact__id", "contact__identifier", "contact__name"]
     fields = readonly_fields = (
         "id",
@@ -179,6 +228,8 @@ class ConversationAdmin(HistoryAdmin):
         "channel",
         "contact",
         "agent",
+        "agent_transferred",
+        "labels",
         "status",
         "last_seq",
         "created_at",

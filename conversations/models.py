@@ -59,6 +59,11 @@ class Conversation(models.Model):
     # Set when the contact was erased (DELETE /api/v1/contacts/{id}, README "Erasing a contact"): a message
     # of the contact still in flight then records no content here (api.flow.messaging, ContactErased).
     erased_at = models.DateTimeField(null=True, blank=True)
+    # Set by the agent's add_conversation_labels action (conversations/labels.py has the limits); the read
+    # API filters by one (`?label=`, through conversation_labels, a GIN index).
+    labels = models.JSONField(default=list, blank=True)
+    # Set by the agent's transfer_to_agent action: the conversation keeps `agent` when the channel's changes.
+    agent_transferred = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-last_message_at"]
@@ -70,6 +75,7 @@ class Conversation(models.Model):
             models.Index(fields=["contact", "-last_message_at", "-id"], name="conversation_contact_recent"),
             # The inactivity clean-up (api/maintenance/cleanup.py) reads the oldest active conversations only.
             models.Index(fields=["last_message_at"], condition=Q(status="ACTIVE"), name="conversation_active_idle"),
+            GinIndex(fields=["labels"], opclasses=["jsonb_path_ops"], name="conversation_labels"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -155,6 +161,9 @@ class Message(models.Model):
     # Inbound only: the messages endpoint's 200 body for this message, the exact bytes it answered (JSON),
     # set in the UPDATE that marks it answered; GET /api/v1/messages/{id} returns it as `result`.
     result = models.BinaryField(null=True, blank=True, editable=False)
+    # Inbound only: the actions its turn made (api/flow/actions.py), in order, each with its result and duration;
+    # written with the replies in the record phase.
+    actions = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -219,6 +228,35 @@ def content_body(*, type: str, content: object) -> dict[str, Any]:
     the content holds none (the admin, the exports and the agents read stored messages of any age)."""
     body = content.get(type.lower()) if isinstance(content, dict) else None
     return body if isinstance(body, dict) else {}
+
+
+class ToolCall(models.Model):
+    """One HTTP tool call of a message's turn (api/flow/actions.py), keyed by the message and its position in the
+    turn. Stored before the call is made and its result after it: a replay or a retry of the message finds
+    a finished call here and reuses its result instead of calling again."""
+
+    class Status(models.TextChoices):
+        STARTED = "STARTED", "Started"
+        SUCCEEDED = "SUCCEEDED", "Succeeded"
+        FAILED = "FAILED", "Failed"
+
+    id = models.CharField(primary_key=True, max_length=40, default=ids.tool_call_id, editable=False)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_calls", db_index=False)
+    position = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=64)
+    arguments = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTED)
+    result = models.TextField(blank=True, help_text="What went back to the model.")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["message", "position"]
+        constraints = [models.UniqueConstraint(fields=["message", "position"], name="tool_call_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.position}"
 
 
 FILENAME_MAX = 255  # the API's limit for `filename`; a URL's last segment is cut to it

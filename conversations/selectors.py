@@ -1,4 +1,6 @@
 import dataclasses
+import threading
+from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -6,10 +8,11 @@ from typing import Any
 from django.db import connection
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 
-from channels_app.models import AIAgent
+from channels_app.models import AgentTool, AIAgent
+from channels_app.validators import BUILTIN_ACTIONS
 from config.statements import Columns, columns, quote
 from contacts.models import Contact
-from conversations.agents.base import AgentConfig
+from conversations.agents.base import AgentConfig, ToolSpec, provider_has
 from conversations.models import Conversation, MediaAsset, Message
 
 _CONTACT_ROW = (
@@ -19,6 +22,8 @@ _CONTACT_ROW = (
     "conversation_created_at",
     "conversation_agent_id",
     "conversation_last_message_at",
+    "attributes",
+    "conversation_agent_transferred",
 )
 
 
@@ -45,8 +50,9 @@ def contact_with_active_conversation(
 def _contact_sql() -> str:
     contact, conversation = Contact._meta.db_table, Conversation._meta.db_table
     return (
-        "SELECT c.id, c.name, v.id, v.created_at, v.agent_id, v.last_message_at "
-        f"FROM {contact} c LEFT JOIN LATERAL (SELECT id, created_at, agent_id, last_message_at FROM {conversation} "
+        "SELECT c.id, c.name, v.id, v.created_at, v.agent_id, v.last_message_at, c.attributes, v.agent_transferred "
+        f"FROM {contact} c LEFT JOIN LATERAL (SELECT id, created_at, agent_id, last_message_at, agent_transferred "
+        f"FROM {conversation} "
         "WHERE channel_id = %s AND contact_id = c.id AND status = %s LIMIT 1) v ON TRUE "
         "WHERE c.workspace_id = %s AND c.identifier_key = %s"
     )
@@ -115,14 +121,55 @@ def earlier_message_pending(*, window: list[dict[str, Any]], seq: int, now: date
     )
 
 
+# Tools per (agent, updated_at), per process: saving or deleting any of the agent's tools moves its `updated_at`
+# (channels_app/models.py, agent_tool_changed), which the channel query reads with the agent, so a change is
+# seen at the next message on every node without a query of its own.
+_tools_cache: dict[tuple[str, str], tuple[ToolSpec, ...]] = {}
+_tools_lock = threading.Lock()
+_TOOLS_CACHE_MAX = 256
+
+
+def _tools(agent: AIAgent) -> tuple[ToolSpec, ...]:
+    key = (agent.pk, agent.updated_at.isoformat())
+    cached = _tools_cache.get(key)
+    if cached is None:
+        cached = tuple(
+            ToolSpec(**{name: getattr(tool, name) for name in _TOOL_FIELDS})
+            for tool in AgentTool.objects.filter(agent=agent).order_by("name")
+        )
+        cached = tuple(replace(tool, secret_encrypted=bytes(tool.secret_encrypted)) for tool in cached)
+        with _tools_lock:
+            if len(_tools_cache) >= _TOOLS_CACHE_MAX:
+                _tools_cache.clear()
+            _tools_cache[key] = cached
+    return cached
+
+
+_TOOL_FIELDS = tuple(field.name for field in dataclasses.fields(ToolSpec))
 # AgentConfig's fields that are the AIAgent row's fields of the same name (tests/conversations/test_agent_config.py
-# checks that each one exists on the model); `knowledge` is the message's passages, found in the think phase.
-_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name != "knowledge")
+# checks that each one exists on the model); `knowledge` is the message's passages, found in the think phase;
+# the others are read from the agent's related rows.
+RELATED_FIELDS = ("knowledge", "tools", "transfer_targets")
+_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(AgentConfig) if field.name not in RELATED_FIELDS)
 
 
 def agent_config(*, agent: AIAgent) -> AgentConfig:
-    """The agent's snapshot: its row's fields read off by name."""
-    return AgentConfig(**{name: getattr(agent, name) for name in _ROW_FIELDS})
+    """The agent's snapshot: its row's fields read off by name; its tools and, with transfer_to_agent
+    enabled, the agents it may transfer to, when its provider calls tools (an agent with neither costs no
+    query). Its passages (`knowledge`) are found in the think phase (knowledge/retrieval.py)."""
+    row = {name: getattr(agent, name) for name in _ROW_FIELDS}
+    acting = provider_has(agent.provider, "uses_tools")
+    row["actions"] = tuple(name for name in (agent.actions or ()) if name in BUILTIN_ACTIONS) if acting else ()
+    targets: tuple[tuple[str, str], ...] = ()
+    if "transfer_to_agent" in row["actions"]:
+        targets = tuple(
+            AIAgent.objects.filter(workspace_id=agent.workspace_id).exclude(pk=agent.pk).values_list("id", "name")
+        )
+    return AgentConfig(
+        **row,
+        tools=_tools(agent) if acting and agent.has_tools else (),
+        transfer_targets=targets,
+    )
 
 
 # --- the read API (api/edge/read_views.py) --------------------------------------------------------------------
@@ -137,8 +184,21 @@ CONVERSATION_FIELDS = (
     "last_message_at",
     "closed_at",
     "close_reason",
+    "labels",
 )
-MESSAGE_FIELDS = ("id", "seq", "part", "direction", "type", "content", "status", "error_code", "metadata", "created_at")
+MESSAGE_FIELDS = (
+    "id",
+    "seq",
+    "part",
+    "direction",
+    "type",
+    "content",
+    "status",
+    "error_code",
+    "metadata",
+    "actions",
+    "created_at",
+)
 
 
 def _conversation_rows(queryset: QuerySet[Conversation, Any]) -> QuerySet[Conversation, dict[str, Any]]:
@@ -169,6 +229,7 @@ def conversation_list(
     status: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
+    label: str | None = None,
     by_creation: bool = False,
     after_id: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -184,6 +245,8 @@ def conversation_list(
         queryset = queryset.filter(contact_id=contact_id)
     if status is not None:
         queryset = queryset.filter(status=status)
+    if label is not None:
+        queryset = queryset.filter(labels__contains=[label])  # conversation_labels (GIN, jsonb @>)
     if by_creation:
         # newest created first: by id (time-ordered, conversations/models.py), a key that never moves
         if after_id is not None:
@@ -227,7 +290,7 @@ def contact_rows(*, queryset: QuerySet[Contact, Any], limit: int) -> list[dict[s
     )
     return list(
         queryset.annotate(last_message_at=Subquery(latest)).values(
-            "id", "identifier", "name", "created_at", "last_message_at"
+            "id", "identifier", "name", "attributes", "created_at", "last_message_at"
         )[:limit]
     )
 

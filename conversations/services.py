@@ -1,6 +1,7 @@
 """The conversation runtime's writes. Each function runs inside the caller's short transaction."""
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,11 @@ class StoredInbound:
     # The id of the contact's earlier conversation when it was closed here for inactivity: the caller
     # announces the close (its `conversation.closed` event) in the same transaction.
     closed_idle_id: str | None = None
+    # What the agent is told about the contact (README "Contact attributes and labels").
+    contact_name: str = ""
+    contact_attributes: dict[str, str] = field(default_factory=dict)
+    # The agent a transfer_to_agent gave the conversation (it answers instead of the channel's); None: none.
+    transferred_agent_id: str | None = None
 
 
 def _close(*, where: str, params: list[Any], reason: str, now: datetime) -> list[str]:
@@ -94,6 +100,17 @@ class InboundTarget:
     conversation_created_at: datetime | None
     conversation_agent_id: str | None
     closed_idle_id: str | None  # the contact's conversation, closed here for inactivity (its event is the caller's)
+    contact_name: str = ""
+    contact_attributes: dict[str, str] = field(default_factory=dict)
+    conversation_agent_transferred: bool = False
+
+    def agent_context(self) -> dict[str, Any]:
+        """StoredInbound's fields for the agent: the contact, and the agent of a transferred conversation."""
+        return dict(
+            contact_name=self.contact_name,
+            contact_attributes=self.contact_attributes,
+            transferred_agent_id=self.conversation_agent_id if self.conversation_agent_transferred else None,
+        )
 
 
 def inbound_target(
@@ -121,6 +138,7 @@ def inbound_target(
             conversation_created_at=None,
             conversation_agent_id=None,
             closed_idle_id=None,
+            contact_name=contact_name,
         )
     if contact_name and not row["name"]:
         contact_name_fill(contact_id=row["id"], name=contact_name, now=now)
@@ -132,6 +150,7 @@ def inbound_target(
             closed = conversations_close_idle(conversation_ids=[append_to], idle_before=idle_before, now=now)
             if closed:
                 append_to, closed_idle_id = None, closed[0]
+    attributes = row["attributes"]
     return InboundTarget(
         contact_id=row["id"],
         contact=None,
@@ -139,6 +158,9 @@ def inbound_target(
         conversation_created_at=row["conversation_created_at"],
         conversation_agent_id=row["conversation_agent_id"],
         closed_idle_id=closed_idle_id,
+        contact_name=row["name"] or contact_name,
+        contact_attributes=json.loads(attributes) if isinstance(attributes, str) else (attributes or {}),
+        conversation_agent_transferred=bool(append_to and row["conversation_agent_transferred"]),
     )
 
 
@@ -310,6 +332,7 @@ class StoredReplies:
     status: str
     closed_at: datetime | None = None
     close_reason: str | None = None
+    labels: tuple[str, ...] = ()
 
 
 def inbound_message_fail(*, message_id: str, error_code: str, reserved: int) -> int:
@@ -352,4 +375,4 @@ def inbound_message_resume(*, message_id: str, lease_until: datetime) -> Message
     Message.objects.filter(pk=message_id).exclude(status=Message.Status.ANSWERED).update(
         status=Message.Status.PENDING, lease_until=lease_until, error_code=""
     )
-    return Message.objects.select_related("conversation").get(pk=message_id)
+    return Message.objects.select_related("conversation__contact").get(pk=message_id)

@@ -25,6 +25,9 @@ class Step:
     hold: threading.Event | None = None  # answer only once this is set
     gate: threading.Event | None = None  # a streamed answer: the pieces after the first only once this is set
     finished: threading.Event = field(default_factory=threading.Event)  # set once the whole answer went out
+    # The model calls these tools instead of answering: (name, arguments as JSON text), as OpenAI sends them.
+    tool_calls: list[tuple[str, str]] | None = None
+    status: int = 200  # another status: the provider fails this call (an error body)
     cut: bool = False  # a streamed answer: the connection closes after the pieces, without finish_reason or [DONE]
 
 
@@ -46,6 +49,16 @@ class StandIn:
             assert self.received.wait_for(lambda: len(self.requests) >= count, timeout=seconds), (
                 f"{len(self.requests)} requests, not {count}, within {seconds} s"
             )
+
+
+def _message(step: Step) -> dict:
+    if not step.tool_calls:
+        return {"role": "assistant", "content": step.text}
+    calls = [
+        {"id": f"call_{index}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        for index, (name, arguments) in enumerate(step.tool_calls)
+    ]
+    return {"role": "assistant", "content": None, "tool_calls": calls}
 
 
 def _usage(prompt: int, completion: int) -> dict:
@@ -74,7 +87,14 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             if step.gate is not None and not body.get("stream"):
                 step.gate.wait(60)  # a whole answer: held as a stream's rest would be
             try:
-                if body.get("stream"):
+                if step.status != 200:
+                    data = json.dumps({"error": {"message": "stand-in failure", "type": "server_error"}}).encode()
+                    self.send_response(step.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                elif body.get("stream"):
                     self._stream(step)
                 else:
                     time.sleep(step.pause)
@@ -108,9 +128,7 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
                     "object": "chat.completion",
                     "created": 1700000000,
                     "model": "test-model",
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": step.text}, "finish_reason": "stop"}
-                    ],
+                    "choices": [{"index": 0, "message": _message(step), "finish_reason": "stop"}],
                     "usage": _usage(10, 5),
                 }
             ).encode()
@@ -130,6 +148,15 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
             chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "m"}
             first = {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
             self._event(first)
+            for index, (name, arguments) in enumerate(step.tool_calls or []):
+                # as OpenAI streams a call: its id and name first, then its arguments in two pieces
+                call = {"index": index, "id": f"call_{index}", "type": "function", "function": {"name": name}}
+                self._event({**chunk, "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+                for part in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                    delta = {"tool_calls": [{"index": index, "function": {"arguments": part}}]}
+                    self._event({**chunk, "choices": [{"index": 0, "delta": delta}]})
+            if step.tool_calls:
+                pieces = []
             for index, piece in enumerate(pieces):
                 if index == 1 and step.gate is not None:
                     step.gate.wait(60)
@@ -139,7 +166,8 @@ def start(stand_in: StandIn) -> ThreadingHTTPServer:
                 self.close_connection = True
                 step.finished.set()
                 return
-            self._event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            finish = "tool_calls" if step.tool_calls else "stop"
+            self._event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             self._event({**chunk, "choices": [], "usage": _usage(10, 5)})
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()

@@ -126,8 +126,8 @@ def test_open_conversations_become_active_and_the_one_active_rule_follows(migrat
 
 
 def test_the_built_in_agents_entries_become_documents_it_answers_from(migrate):
-    # given: an agent with question-and-answer entries, before the knowledge app (channels_app/0008)
-    old = migrate([("channels_app", "0008_channel_burst")])  # the knowledge app unapplied too
+    # given: an agent with question-and-answer entries, before the knowledge app (channels_app/0009)
+    old = migrate([("channels_app", "0009_agent_actions_tools")])  # the knowledge app unapplied too
     workspace = _workspace(old, "entries")
     agent = old.get_model("channels_app", "AIAgent").objects.create(workspace=workspace, name="Ada")
     entries = old.get_model("channels_app", "KnowledgeEntry").objects

@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
@@ -18,7 +19,7 @@ from api.models import IdempotencyRecord
 from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
 from contacts.models import Contact
-from conversations.models import Conversation, Message
+from conversations.models import Message
 from tests.backoffice.seed import message_stats_answered
 from tests.factories import ChannelFactory, WorkspaceFactory
 
@@ -162,21 +163,23 @@ def test_a_database_migrated_by_the_release_before_keeps_its_rows_and_its_search
                 cursor.execute(f"CREATE INDEX {former} ON {definition}")
         before = index_definitions(former for former, _ in FORMER_INDEXES.values())
         assert len(before) == len(FORMER_INDEXES)
-        channel = ChannelFactory()
-        contact = Contact.objects.create(workspace=channel.workspace, identifier="dana@example.com", name="Dana")
-        conversation = Conversation.objects.create(
-            workspace=channel.workspace, channel=channel, contact=contact, agent=channel.agent
+        # the rows written by that release's models (its tables lack the columns later migrations add)
+        old = MigrationExecutor(connection).loader.project_state(
+            [
+                ("contacts", "0004_single_column_indexes_dropped"),
+                ("conversations", "0006_single_column_indexes_dropped"),
+            ]
         )
-        # the row as that release wrote it: by its columns (this release's model has more)
-        message = Message(pk="msg_release_before")
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO conversations_message (id, conversation_id, seq, part, direction, type, content, "
-                "metadata, status, credits_reserved, credits, input_tokens, output_tokens, error_code, "
-                "media_mime_type, created_at) VALUES (%s, %s, 1, 0, 'INBOUND', 'TEXT', %s, '{}', 'PENDING', "
-                "0, 0, 0, 0, '', '', now())",
-                [message.pk, conversation.pk, '{"text": {"body": "hi"}}'],
-            )
+        channel = ChannelFactory()
+        contact = old.apps.get_model("contacts", "Contact").objects.create(
+            workspace_id=channel.workspace_id, identifier="dana@example.com", name="Dana"
+        )
+        conversation = old.apps.get_model("conversations", "Conversation").objects.create(
+            workspace_id=channel.workspace_id, channel_id=channel.pk, contact_id=contact.pk, agent_id=channel.agent_id
+        )
+        message = old.apps.get_model("conversations", "Message").objects.create(
+            conversation_id=conversation.pk, seq=1, direction="INBOUND", type="TEXT", content={"text": {"body": "hi"}}
+        )
 
         # when this release migrates it
         call_command("migrate", verbosity=0)

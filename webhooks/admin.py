@@ -8,11 +8,13 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from channels_app.models import AgentTool
 from config.admin_base import HistoryAdmin, ReadOnlyAdminMixin
 from webhooks.address import webhook_url_check
 from webhooks.errors import WebhookUrlNotAllowed
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.services import deliveries_redeliver, webhook_set, webhook_url_change
+from webhooks.tools import agent_tool_problems, agent_tool_put
 
 
 def _link(obj, label: str | None = None) -> str:
@@ -158,4 +160,71 @@ class WebhookDeliveryAdmin(HistoryAdmin):
             request,
             f"{count} deliveries scheduled now, each with its event's webhook-id.",
             messages.SUCCESS,
+        )
+
+
+class AgentToolForm(forms.ModelForm):
+    """An agent's HTTP tool (README "HTTP tools"): checked as `manage.py agent tool add` checks it."""
+
+    class Meta:
+        model = AgentTool
+        fields = [
+            "agent",
+            "name",
+            "description",
+            "method",
+            "url",
+            "parameters",
+            "header_name",
+            "header_env_var",
+            "timeout_seconds",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        problems = agent_tool_problems(
+            name=data.get("name") or "",
+            method=data.get("method") or "",
+            url=(data.get("url") or "").strip(),
+            parameters=data.get("parameters"),
+            header_name=data.get("header_name") or "",
+            header_env_var=data.get("header_env_var") or "",
+            timeout_seconds=data.get("timeout_seconds") or 0,
+        )
+        fields = {"header": "header_env_var", "timeout": "timeout_seconds"}
+        for field, problem in problems.items():
+            self.add_error(fields.get(field, field), problem)
+        return data
+
+
+@admin.register(AgentTool)
+class AgentToolAdmin(admin.ModelAdmin):
+    """Each save gives the tool a new signing secret, shown once in the page's message (stored encrypted)."""
+
+    form = AgentToolForm
+    list_display = ["name", "agent", "method", "url", "timeout_seconds", "updated_at"]
+    list_select_related = ["agent"]
+    search_fields = ["=agent__id", "name", "url"]
+    readonly_fields = ["created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        secret = agent_tool_put(
+            agent_id=obj.agent_id,
+            name=obj.name,
+            description=obj.description,
+            method=obj.method,
+            url=obj.url.strip(),
+            parameters=obj.parameters,
+            header_name=obj.header_name,
+            header_env_var=obj.header_env_var,
+            timeout_seconds=obj.timeout_seconds,
+        )
+        if change and form.initial.get("name") not in (None, obj.name):
+            AgentTool.objects.filter(agent_id=obj.agent_id, name=form.initial["name"]).delete()
+        saved = AgentTool.objects.get(agent_id=obj.agent_id, name=obj.name)
+        obj.pk, obj.secret_encrypted = saved.pk, saved.secret_encrypted
+        self.message_user(
+            request,
+            f"The tool's signing secret, shown only this once (verify each call's webhook-signature with it): {secret}",
+            messages.WARNING,
         )

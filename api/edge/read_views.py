@@ -14,6 +14,7 @@ from api.edge.schema import (
     contact_delete_schema,
     contact_get_schema,
     contact_list_schema,
+    contact_patch_schema,
     conversation_get_schema,
     conversation_list_schema,
     conversation_messages_schema,
@@ -38,10 +39,13 @@ from config.errors import ApplicationError, InvalidRequest
 from config.logs import log_bind
 from config.pagination import cursor_decode, cursor_encode, page_limit
 from config.text import text_storable
+from contacts.attributes import ATTRIBUTES_MAX_KEYS, attributes_changes_errors
 from contacts.errors import ContactNotFound
-from contacts.models import contact_name_or_null
+from contacts.models import Contact, contact_name_or_null
 from contacts.selectors import contact_list_queryset, contact_queryset
+from contacts.services import TooManyAttributes, contact_attributes_merge
 from conversations.errors import ConversationNotFound, MessageNotFound
+from conversations.labels import LABEL_MAX_CHARS
 from conversations.models import Conversation
 from conversations.selectors import (
     contact_rows,
@@ -132,6 +136,36 @@ class ContactDetailApi(_ReadApi):
             raise ContactNotFound(details={"contactId": contactId})
         return _json({"success": True, "contact": _contact(rows[0])})
 
+    @contact_patch_schema
+    def patch(self, request, contactId: str):
+        body = request.data
+        unknown = sorted(set(body) - {"attributes"}) if isinstance(body, dict) else []
+        if not isinstance(body, dict) or unknown or "attributes" not in body:
+            raise InvalidRequest(
+                'Send a JSON object {"attributes": {"key": "value" | null}}: a string sets a key, null removes it.',
+                details={key: "unknown field" for key in unknown} or {"attributes": "required"},
+            )
+        errors = attributes_changes_errors(body["attributes"])
+        if errors:
+            raise InvalidRequest("Some attributes cannot be stored. Fix the keys named in details.", details=errors)
+        try:
+            attributes = contact_attributes_merge(
+                workspace_id=request.auth.workspace_id, contact_id=contactId, changes=body["attributes"]
+            )
+        except Contact.DoesNotExist:
+            raise ContactNotFound(details={"contactId": contactId}) from None
+        except TooManyAttributes:
+            raise InvalidRequest(
+                f"A contact has at most {ATTRIBUTES_MAX_KEYS} attributes. Remove some (send them as null) first.",
+                details={"attributes": f"more than {ATTRIBUTES_MAX_KEYS} keys after the merge"},
+            ) from None
+        log_bind(contact_id=contactId)
+        rows = contact_rows(
+            queryset=contact_queryset(workspace_id=request.auth.workspace_id, contact_id=contactId), limit=1
+        )
+        contact = rows[0] if rows else {"id": contactId}
+        return _json({"success": True, "contact": _contact({**contact, "attributes": attributes})})
+
     @contact_delete_schema
     def delete(self, request, contactId: str):
         erased = contact_erase(workspace_id=request.auth.workspace_id, contact_id=contactId)
@@ -165,6 +199,12 @@ class ConversationListApi(_ReadApi):
                 "The status must be ACTIVE or CLOSED. Send one of them or leave status out.",
                 details={"status": f"got {status[:20]!r}"},
             )
+        label = params.get("label") or None
+        if label is not None and len(label) > LABEL_MAX_CHARS:
+            raise InvalidRequest(
+                f"A label has at most {LABEL_MAX_CHARS} characters. Send one label as it was set.",
+                details={"label": f"{len(label)} characters"},
+            )
         order = params.get("order") or "lastMessage"
         if order not in ("lastMessage", "created"):
             raise InvalidRequest(
@@ -175,6 +215,7 @@ class ConversationListApi(_ReadApi):
         created_key = cursor_decode(params.get("cursor"), shape=(str,)) if by_creation else None
         rows = conversation_list(
             workspace_id=request.auth.workspace_id,
+            label=label,
             channel_id=params.get("channelId") or None,
             contact_id=params.get("contactId") or None,
             status=status,

@@ -595,6 +595,7 @@ REPLY_EXAMPLE = {
         "lastMessageAt": "2026-11-25T18:54:50.698Z",
         "closedAt": None,
         "closeReason": None,
+        "labels": [],
     },
     "aiMessages": [
         {
@@ -608,6 +609,7 @@ REPLY_EXAMPLE = {
         }
     ],
     "usage": {"credits": 1, "balance": 999, "inputTokens": 28, "outputTokens": 40},
+    "actions": [],
     "sources": [{"documentId": "refund-policy", "title": "Refunds", "url": None}],
 }
 
@@ -655,7 +657,8 @@ def require_request_bodies(result, generator, request, public):
     return result
 
 
-_HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+# In the order of the views' `allowed_methods` (DRF's http_method_names), which a real 405 lists.
+_HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
 
 def document_method_not_allowed(result, generator, request, public):
@@ -700,6 +703,7 @@ _CONTACT_EXAMPLE = {
     "id": "ct_01m8a0z0svjtnbznghw1rmd1t3",
     "identifier": "user@example.com",
     "name": "User Name",
+    "attributes": {"language": "pt", "lastOrder": "A-1001"},
     "createdAt": "2026-11-25T18:54:50.684Z",
     "lastMessageAt": "2026-11-25T18:54:50.698Z",
 }
@@ -712,9 +716,10 @@ _MESSAGE_EXAMPLE = {
     "status": "ANSWERED",
     "errorCode": None,
     "metadata": {"orderId": "A-1001"},
+    "actions": REPLY_EXAMPLE["actions"],
     "createdAt": "2026-11-25T18:54:50.690Z",
 }
-_REPLY_ITEM_EXAMPLE = {
+_REPLY_ITEM_EXAMPLE: dict[str, Any] = {
     "id": "msg_01m8a0z0tcstnjcb0pdx5ewgmh",
     "direction": "OUTBOUND",
     "sender_type": "AI",
@@ -723,6 +728,7 @@ _REPLY_ITEM_EXAMPLE = {
     "status": "SENT",
     "errorCode": None,
     "metadata": {},
+    "actions": [],
     "createdAt": "2026-11-25T18:54:50.700Z",
 }
 _NEXT_CURSOR = "WzEsMSwibXNnXzAxbThhMHowdGNzdG5qY2IwcGR4NWV3Z21oIl0"
@@ -800,6 +806,35 @@ contact_get_schema = extend_schema(
     tags=["contacts"],
     responses={**_ok(ContactResultSerializer, "The contact.", "contact"), **_read_errors(_CONTACT_404)},
 )
+contact_patch_schema = extend_schema(
+    operation_id="contact_update",
+    summary="Set or remove a contact's attributes",
+    description="Merges `attributes` into the contact's: a string sets the key, `null` removes it; other keys stay. "
+    "At most 50 keys of 1-64 characters, values strings of at most 512. The agent is given them with every "
+    "message, in every conversation.",
+    tags=["contacts"],
+    request={
+        "application/json": {
+            "type": "object",
+            "properties": {
+                "attributes": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "nullable": True, "maxLength": 512},
+                    "maxProperties": 50,
+                }
+            },
+            "required": ["attributes"],
+            "additionalProperties": False,
+        }
+    },
+    examples=[
+        OpenApiExample("Set and remove", value={"attributes": {"language": "pt", "plan": None}}, request_only=True)
+    ],
+    responses={
+        **_ok(ContactResultSerializer, "The contact, its attributes merged.", "contact"),
+        **_read_errors(_CONTACT_404),
+    },
+)
 contact_list_schema = extend_schema(
     operation_id="contact_list",
     summary="Contacts, or the one an identifier names",
@@ -832,6 +867,7 @@ conversation_list_schema = extend_schema(
         _query("channelId", "Only this channel's conversations."),
         _query("contactId", "Only this contact's conversations."),
         _query("status", "Only ACTIVE or only CLOSED conversations.", enum=["ACTIVE", "CLOSED"]),
+        _query("label", "Only conversations with this label (set by the agent's add_conversation_labels)."),
         _query(
             "order",
             "lastMessage (the default): newest lastMessageAt first; created: newest created first, a key that "

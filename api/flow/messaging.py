@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from analytics.stats import message_stats_failed
 from api.flow import writes
+from api.flow.actions import ActionRun
 from api.flow.idempotency import (
     Claim,
     Replay,
@@ -52,20 +53,29 @@ from billing.credits import (
     credits_release,
     credits_reserve,
 )
-from channels_app.models import BURST_WINDOW_MAX_MS, Channel, Workspace
+from channels_app.models import BURST_WINDOW_MAX_MS, AIAgent, Channel, Workspace
 from channels_app.selectors import channel_get_for_workspace
 from config.db import connection_release
 from config.errors import ApplicationError
 from config.exception_handler import to_application_error
 from config.logs import log_bind
 from config.metrics import agent_latency_observe, credits_spent_observe
-from conversations.agents.base import AgentConfig, AgentReply, HistoryItem, get_backend, reply_streamed
+from conversations.agents.base import (
+    AgentConfig,
+    AgentReply,
+    ContactContext,
+    HistoryItem,
+    get_backend,
+    provider_has,
+    reply_streamed,
+)
 from conversations.media.pipeline import history_media_load, media_prepare
 from conversations.models import Conversation, Message
 from conversations.selectors import agent_config, burst_state, inbound_newest
 from conversations.services import (
     StoredReplies,
     TurnNotReady,
+    conversation_close,
     history_build,
     inbound_message_fail,
     inbound_message_lease_extend,
@@ -154,6 +164,10 @@ class Accepted:
     agent_seconds: float | None = None  # set by the think phase, for the dashboard's latency (backoffice)
     # The documents whose passages the agent was given, best first (the 200 body's `sources`): think phase.
     sources: list[dict[str, str | None]] = field(default_factory=list)
+    # What the agent is told about the contact (README "Contact attributes and labels").
+    contact_name: str = ""
+    contact_attributes: dict[str, str] = field(default_factory=dict)
+    actions: ActionRun | None = None  # set by the think phase for an agent with actions (api/flow/actions.py)
     # The channel's burst mode and window (README "Bursts of short messages"; `_burst_turn`).
     burst_mode: str = Channel.BurstMode.QUEUE
     burst_window_ms: int = 0
@@ -208,13 +222,16 @@ def message_answer(
     *,
     on_agent_start: Callable[[], None] | None = None,
     on_delta: Callable[[str], None] | None = None,
+    on_action: Callable[[dict[str, Any]], None] | None = None,
 ) -> PostResult:
     """Think and record for an accepted message (the module's docstring), on the failure path `_fail`. The
     one code path of every mode: the request's own (synchronous), a task's (api/flow/later.py) and a stream's
     (api/flow/streaming.py), which passes `on_agent_start` (called once the media and the turn are ready, just
     before the agent) and `on_delta` (each piece of the agent's text as it arrives)."""
     try:
-        return _record(accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta))
+        return _record(
+            accepted, _think(accepted, on_agent_start=on_agent_start, on_delta=on_delta, on_action=on_action)
+        )
     except _Superseded:
         superseded = _supersede_alone(accepted)
         assert superseded is not None  # only `only_if_newer` gives None
@@ -308,6 +325,11 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             conversation.created_at,
         )
         status, closed_at, close_reason = conversation.status, conversation.closed_at, conversation.close_reason or None
+        contact = dict(
+            contact_name=conversation.contact.name,
+            contact_attributes=conversation.contact.attributes,
+            transferred_agent_id=conversation.agent_id if conversation.agent_transferred else None,
+        )
     else:
         reserved = credits_estimate(agent=agent)
         store: dict[str, Any] = dict(
@@ -329,12 +351,30 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
             # The contact's conversation had timed out: closed now, with its event, in this transaction.
             conversations_closed_announce(conversation_ids=[stored.closed_idle_id])
         message = stored.message
+        contact = dict(
+            contact_name=stored.contact_name,
+            contact_attributes=stored.contact_attributes,
+            transferred_agent_id=stored.transferred_agent_id,
+        )
         contact_id, conversation_id, conversation_created_at = (
             stored.contact_id,
             stored.conversation_id,
             stored.conversation_created_at,
         )
         status, closed_at, close_reason = Conversation.Status.ACTIVE, None, None
+    transferred = contact.pop("transferred_agent_id")
+    if transferred is not None and transferred != agent.id:
+        # A transfer_to_agent gave the conversation another agent of the workspace: it answers, and the
+        # reservation covers its price too.
+        other = AIAgent.objects.filter(pk=transferred, workspace_id=workspace.pk).first()
+        if other is not None:
+            agent = agent_config(agent=other)
+            more = credits_estimate(agent=agent) - reserved
+            if more > 0:
+                credits_reserve(workspace_id=workspace.pk, amount=more)
+                reserved += more
+                Message.objects.filter(pk=message.pk).update(credits_reserved=reserved)
+                message.credits_reserved = reserved
     return Accepted(
         workspace_id=workspace.pk,
         channel_id=channel.pk,
@@ -354,6 +394,7 @@ def _accept_once(inbound: InboundRequest) -> Accepted | Replay:
         lease_until=lease_until,
         burst_mode=channel.burst_mode,
         burst_window_ms=channel.burst_window_ms,
+        **contact,
     )
 
 
@@ -409,6 +450,7 @@ def _think(
     *,
     on_agent_start: Callable[[], None] | None = None,
     on_delta: Callable[[str], None] | None = None,
+    on_action: Callable[[dict[str, Any]], None] | None = None,
 ) -> AgentReply:
     # First: an agent whose provider is not configured fails before any download or wait.
     backend = get_backend(accepted.agent.provider)
@@ -427,16 +469,30 @@ def _think(
     if agent.knowledge_passages:  # an agent without passages costs no statement (tests/api/test_query_counts.py)
         agent = replace(agent, knowledge=knowledge_select(agent=agent, history=history))
         accepted.sources = knowledge_sources(agent.knowledge)
+    history[-1] = replace(
+        history[-1], contact=ContactContext(name=accepted.contact_name, attributes=accepted.contact_attributes)
+    )
     connection_release()
     history = history_media_load(history=history, agent=accepted.agent)
     if on_agent_start is not None:
         on_agent_start()
+    tools: dict[str, Any] = {}
+    if accepted.agent.acts and provider_has(accepted.agent.provider, "uses_tools"):
+        accepted.actions = ActionRun(
+            agent=accepted.agent,
+            message_id=accepted.message.pk,
+            conversation_id=accepted.conversation_id,
+            contact_id=accepted.contact_id,
+            contact_attributes=accepted.contact_attributes,
+            on_action=on_action,
+        )
+        tools["actions"] = accepted.actions
     started = time.monotonic()
 
     def call() -> AgentReply:
         if on_delta is None:
-            return backend.reply(agent=agent, history=history)
-        return reply_streamed(backend, agent=agent, history=history, on_delta=on_delta)
+            return backend.reply(agent=agent, history=history, **tools)
+        return reply_streamed(backend, agent=agent, history=history, on_delta=on_delta, tools=tools)
 
     reply = _call_watched(accepted, call) if accepted.latest else call()
     seconds = round(time.monotonic() - started, 3)
@@ -500,6 +556,10 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
 
 def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int) -> MessageResult:
     """The 200 body's content, with `writes.BALANCE_PLACEHOLDER` as the balance, for the settlement to fill in."""
+    agent_id, agent_name = accepted.agent.id, accepted.agent.name
+    run = accepted.actions
+    if run is not None and run.effects.transfer_to is not None:
+        agent_id, agent_name = run.effects.transfer_to  # the conversation's agent from now on
     return MessageResult(
         contact_id=accepted.contact_id,
         conversation_id=accepted.conversation_id,
@@ -509,14 +569,15 @@ def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: d
             status=stored.status,
             channel_id=accepted.channel_id,
             contact_id=accepted.contact_id,
-            agent_id=accepted.agent.id,
-            agent_name=accepted.agent.name,
+            agent_id=agent_id,
+            agent_name=agent_name,
             team_id=accepted.team_id,
             team_name=accepted.team_name,
             created_at=accepted.conversation_created_at,
             last_message_at=now,
             closed_at=stored.closed_at,
             close_reason=stored.close_reason,
+            labels=stored.labels,
         ),
         ai_messages=[
             AiMessageView(
@@ -534,6 +595,7 @@ def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: d
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
         ),
+        actions=tuple(run.actions) if run is not None else (),
         sources=accepted.sources,
     )
 
@@ -553,12 +615,19 @@ def _record_once(
     if accepted.latest:
         # The check in the record phase's transaction: a newer message accepted while the agent thought
         # supersedes this one, and the reply is discarded; one accepted after this transaction sees the reply.
-        position = writes.burst_lock(message_id=accepted.message.pk, conversation_id=accepted.conversation_id)
+        sets_attributes = accepted.actions is not None and bool(accepted.actions.effects.attributes)
+        position = writes.burst_lock(
+            message_id=accepted.message.pk,
+            conversation_id=accepted.conversation_id,
+            contact_id=accepted.contact_id if sets_attributes else None,  # the contact's row before the conversation's
+        )
         if position.last_seq > accepted.message.seq:
             return _supersede(accepted, position), 0
     charge = credits_charge(cost=cost, reserved=reserved)
-    # The replies first; the settlement last, in the statement that commits (api/flow/writes.py): the workspace
-    # row, which every message of the workspace locks, is held only while PostgreSQL runs that statement.
+    run = accepted.actions
+    # The replies first, with the turn's labels, transfer and attributes (api/flow/actions.py); the settlement
+    # last, in the statement that commits (api/flow/writes.py): the workspace row, which every message of the
+    # workspace locks, is held only while PostgreSQL runs that statement.
     stored, has_webhook = writes.replies_store(
         message=accepted.message,
         workspace_id=accepted.workspace_id,
@@ -569,7 +638,11 @@ def _record_once(
         output_tokens=reply.output_tokens,
         agent_seconds=accepted.agent_seconds,
         now=now,
+        contact_id=accepted.contact_id,
+        effects=run.effects if run is not None else None,
     )
+    if run is not None and run.effects.close:
+        stored = _agent_close(accepted, stored, now=now)
     template = render(represent(MessageResultSerializer, _result(accepted, reply, stored, now, charge)))
     try:
         body = writes.inbound_settle_answer(
@@ -583,12 +656,29 @@ def _record_once(
             claim=accepted.claim,
             commit=writes.record_commits(has_webhook=has_webhook),
             now=now,
+            actions=run.actions if run is not None else None,
         )
     except writes.Aborted:
         raise _ReservationGone from None
     if has_webhook:
         message_replied_emit(channel_id=accepted.channel_id, contact_id=accepted.contact_id, body=body)
     return body, charge
+
+
+def _agent_close(accepted: Accepted, stored: StoredReplies, *, now: datetime) -> StoredReplies:
+    """The agent's close_conversation, in the record phase's transaction after its replies: the close
+    (closeReason "agent") with its `conversation.closed` event; a conversation closed meanwhile stays as it is."""
+    if conversation_close(
+        conversation_id=accepted.conversation_id,
+        workspace_id=accepted.workspace_id,
+        reason=Conversation.CloseReason.AGENT,
+        now=now,
+    ):
+        conversations_closed_announce(conversation_ids=[accepted.conversation_id])
+        return replace(
+            stored, status=Conversation.Status.CLOSED, closed_at=now, close_reason=Conversation.CloseReason.AGENT
+        )
+    return stored
 
 
 # --- bursts (README "Bursts of short messages"; docs/architecture.md, "Bursts") --------------------------------

@@ -1,6 +1,6 @@
 """Streaming (README "Streaming"): `Accept: text/event-stream` answers with Server-Sent Events, `delta` as
-the agent writes, `message` for each stored reply, then `done` with the 200 body (the one stored for
-idempotent replay), or `error` with the error body.
+the agent writes, `action` as each of its actions completes (README "Actions"), `message` for each stored
+reply, then `done` with the 200 body (the one stored for idempotent replay), or `error` with the error body.
 
 The phases are the synchronous mode's (api.flow.messaging.message_answer), run in a thread of their own (a
 greenlet under gevent) that feeds a queue; the response's generator only reads the queue and writes. So no
@@ -21,6 +21,7 @@ import structlog
 from django.db import connections
 
 from api.flow.messaging import Accepted, PostResult, message_answer, render
+from api.serializers import ActionSerializer, represent
 from config.errors import ApplicationError
 from config.exception_handler import error_body, to_application_error
 
@@ -64,6 +65,7 @@ def message_answer_streamed(accepted: Accepted) -> PostResult:
                 accepted,
                 on_agent_start=lambda: events.put(("started", None)),
                 on_delta=lambda text: events.put(("delta", text)),
+                on_action=lambda action: events.put(("action", action)),
             )
             events.put(("done", result.body))
         except Exception as error:  # message_answer recorded the failure (api.flow.messaging._fail)
@@ -82,13 +84,16 @@ def message_answer_streamed(accepted: Accepted) -> PostResult:
 
 def _events(events: "queue.Queue[tuple[str, Any]]", *, first: tuple[str, Any], message_id: str) -> Iterator[bytes]:
     kind, value = first
-    deltas = 0
+    deltas = actions = 0
     while True:
         if kind == "started":
             yield b": the agent is writing\n\n"  # a comment: the headers go out now
         elif kind == "delta":
             deltas += 1
             yield event("delta", render({"text": value}), id=f"{message_id}:{deltas}")
+        elif kind == "action":
+            actions += 1
+            yield event("action", render(represent(ActionSerializer, value)), id=f"{message_id}:action:{actions}")
         elif kind == "done":
             yield from finished_events(value)
             return

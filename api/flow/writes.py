@@ -25,6 +25,7 @@ on arrival, a retry resuming a stored message, a webhook's event, the failure pa
 same transaction, which then commits as Django commits it.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Model
 
 from analytics.stats import message_stats_answered_statement
+from api.flow.actions import TurnEffects
 from api.flow.idempotency import Claim
 from api.models import IdempotencyRecord
 from billing.credits import (
@@ -46,6 +48,8 @@ from billing.credits import (
 from channels_app.models import Workspace
 from config.statements import insert_select, table
 from contacts.models import Contact
+from contacts.services import contact_attributes_merge_statement
+from conversations.labels import LABELS_MAX
 from conversations.models import Conversation, Message
 from conversations.services import (
     ContactErased,
@@ -192,8 +196,9 @@ def inbound_accept(
         claim=claim,
         workspace_id=workspace_id,
         reserve=credits_reserved,
-        # the idle close's event is written after this statement, in the same transaction
-        commit=_commits() and target.closed_idle_id is None,
+        # the idle close's event is written after this statement, in the same transaction, and so is the
+        # reservation for the agent a transfer gave the conversation (api.flow.messaging)
+        commit=_commits() and target.closed_idle_id is None and not target.conversation_agent_transferred,
     )
     if target.append_to is not None:
 
@@ -211,6 +216,7 @@ def inbound_accept(
             conversation_created_at=target.conversation_created_at,
             message=message,
             closed_idle_id=target.closed_idle_id,
+            **target.agent_context(),
         )
     conversation = conversation_build(
         workspace_id=workspace_id, channel_id=channel_id, contact_id=target.contact_id, agent_id=agent_id, now=now
@@ -239,17 +245,21 @@ def inbound_accept(
         conversation_created_at=conversation.created_at,
         message=message,
         closed_idle_id=target.closed_idle_id,
+        contact_name=target.contact_name,
+        contact_attributes=target.contact_attributes,
     )
 
 
 def _appended(conversation_id: str, *, agent_id: str, now: datetime) -> _Statement:
     """The active conversation's next position: the UPDATE holds the conversation row until commit, so a second
     message of the same conversation gets the next position only after this one is visible, and a close waits
-    for it too; it finds nothing once the conversation is closed or erased. Its agent follows the channel's."""
+    for it too; it finds nothing once the conversation is closed or erased. Its agent follows the channel's
+    unless the conversation was transferred to another (README "Actions")."""
     statement = _Statement()
     statement.step(
         "s",
-        f"UPDATE {table(Conversation)} SET last_seq = last_seq + 1, last_message_at = %s, agent_id = %s "
+        f"UPDATE {table(Conversation)} SET last_seq = last_seq + 1, last_message_at = %s, "
+        "agent_id = CASE WHEN agent_transferred THEN agent_id ELSE %s END "
         "WHERE id = %s AND status = %s AND erased_at IS NULL RETURNING last_seq",
         [now, agent_id, conversation_id, Conversation.Status.ACTIVE],
     )
@@ -310,6 +320,8 @@ def replies_store(
     output_tokens: int,
     agent_seconds: float | None,
     now: datetime,
+    contact_id: str = "",
+    effects: TurnEffects | None = None,
 ) -> tuple[StoredReplies, bool]:
     """The record phase's first statement: the conversation's stamp (its UPDATE is the check: it finds
     nothing once the conversation was erased, then ContactErased; under READ COMMITTED an erasure in progress
@@ -317,8 +329,9 @@ def replies_store(
     while the agent was thinking (the close stands, and the result says so), the daily rollup
     (analytics.stats.message_stats_answered_statement), and whether the channel has a webhook
     (webhooks.services.event_emit).
-    Returns the replies as stored and that flag. Locks the message row, then the conversation row; the
-    workspace row comes last, in `inbound_settle_answer`."""
+    Returns the replies as stored and that flag. Locks the message row, then the contact's when the turn sets
+    its attributes (`effects`), then the conversation row; the workspace row comes last, in
+    `inbound_settle_answer`."""
     replies = replies_build(
         message=message, texts=texts, credits=charge, input_tokens=input_tokens, output_tokens=output_tokens
     )
@@ -326,12 +339,20 @@ def replies_store(
     # The message's row first, as every transaction that changes a message and a workspace locks them
     # (docs/architecture.md, "Row locks"): the clean-up of abandoned messages locks it before the workspace's.
     statement.step("p", f"SELECT 1 FROM {table(Message)} WHERE id = %s FOR NO KEY UPDATE", [message.pk])
+    if effects is not None and effects.attributes:
+        # The contact's attributes, merged as PATCH /api/v1/contacts/{id} merges them, its row locked after the
+        # message's and before the conversation's (the row-lock order); skipped (not failed) when a concurrent
+        # change left no room for the new keys: the next step counts its rows, so the stamp runs after it either way.
+        sql, params = contact_attributes_merge_statement(contact_id=contact_id, changes=effects.attributes)
+        statement.step("ca", sql + statement.after("AND") + " RETURNING 1", params)
+        statement.step("cn", "SELECT count(*) FROM ca", [])
+    changes, changed = _effects_on_conversation(effects)
     statement.step(
         "v",
-        f"UPDATE {table(Conversation)} SET last_message_at = %s WHERE id = %s AND erased_at IS NULL"
+        f"UPDATE {table(Conversation)} SET last_message_at = %s{changes} WHERE id = %s AND erased_at IS NULL"
         + statement.after("AND")
-        + " RETURNING status, closed_at, close_reason",
-        [now, message.conversation_id],
+        + " RETURNING status, closed_at, close_reason, labels",
+        [now, *changed, message.conversation_id],
     )
     for index, reply in enumerate(replies):
         statement.insert(f"r{index}", reply, source="v")
@@ -347,17 +368,49 @@ def replies_store(
     )
     statement.step("d", sql, params)
     row = statement.run(
-        "SELECT v.status, v.closed_at, v.close_reason, "
+        "SELECT v.status, v.closed_at, v.close_reason, v.labels, "
         f"EXISTS (SELECT 1 FROM {table(WebhookEndpoint)} WHERE channel_id = %s) FROM v",
         [channel_id],
     )
     if row is None:
         raise ContactErased()
-    status, closed_at, close_reason, has_webhook = row
+    status, closed_at, close_reason, labels, has_webhook = row
     if status == Conversation.Status.ACTIVE:
         closed_at, close_reason = None, None
-    stored = StoredReplies(messages=replies, status=status, closed_at=closed_at, close_reason=close_reason or None)
+    stored = StoredReplies(
+        messages=replies,
+        status=status,
+        closed_at=closed_at,
+        close_reason=close_reason or None,
+        labels=tuple(json.loads(labels) if isinstance(labels, str) else labels),
+    )
     return stored, has_webhook
+
+
+# The labels after adding new ones: the old first, then the new in the order given, each once; unchanged when
+# that would be more than LABELS_MAX.
+_LABELS_MERGED = (
+    "(SELECT coalesce(jsonb_agg(x ORDER BY o), '[]'::jsonb) FROM (SELECT x, min(o) AS o FROM ("
+    "SELECT x, o FROM jsonb_array_elements_text(labels) WITH ORDINALITY AS e(x, o) UNION ALL "
+    "SELECT x, 1000 + o FROM jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS n(x, o)) AS u GROUP BY x) AS d)"
+)
+
+
+def _effects_on_conversation(effects: TurnEffects | None) -> tuple[str, list[Any]]:
+    """The SET clauses (and their parameters) of the turn's labels and transfer (api/flow/actions.py), written by
+    the record phase's conversation UPDATE: no statement of their own. A close is written after it
+    (api.flow.messaging), with its `conversation.closed` event."""
+    if not effects:
+        return "", []
+    sql, params = "", []
+    if effects.labels:
+        new = json.dumps(effects.labels, ensure_ascii=False)
+        sql += f", labels = CASE WHEN jsonb_array_length({_LABELS_MERGED}) <= %s THEN {_LABELS_MERGED} ELSE labels END"
+        params += [new, LABELS_MAX, new]
+    if effects.transfer_to is not None:
+        sql += ", agent_id = %s, agent_transferred = TRUE"
+        params.append(effects.transfer_to[0])
+    return sql, params
 
 
 # The 200 body shows the balance after the settlement, which only the settlement's statement knows: the body is
@@ -381,6 +434,7 @@ def inbound_settle_answer(
     claim: Claim | None,
     commit: bool,
     now: datetime,
+    actions: list[dict[str, Any]] | None = None,
 ) -> bytes:
     """The record phase's last statement: the settlement (billing.credits_settle_statement: the reservation
     off, the charge from the balance, its ledger entry), the message answered with its 200 body (only while it
@@ -408,13 +462,15 @@ def inbound_settle_answer(
     statement.step(
         "a",
         f"UPDATE {table(Message)} m SET status = %s, lease_until = NULL, credits_reserved = 0, error_code = '', "
-        "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8') "
-        f"FROM w WHERE m.id = %s{condition} RETURNING m.result",
+        "result = convert_to(replace(%s, %s, %s || w.credit_balance::text), 'UTF8')"
+        + (", actions = %s::jsonb" if actions else "")
+        + f" FROM w WHERE m.id = %s{condition} RETURNING m.result",
         [
             Message.Status.ANSWERED,
             template.decode(),
             _BALANCE_MARK,
             _BALANCE_FIELD,
+            *([json.dumps(actions, ensure_ascii=False)] if actions else []),
             message_id,
             *([reserved] if reserved > 0 else []),
         ],
@@ -456,13 +512,18 @@ class BurstPosition:
     last_message_at: datetime
 
 
-def burst_lock(*, message_id: str, conversation_id: str) -> BurstPosition:
-    """Lock the message's row, then its conversation's (the order of docs/architecture.md, "Row locks"), and
+def burst_lock(*, message_id: str, conversation_id: str, contact_id: str | None = None) -> BurstPosition:
+    """Lock the message's row, then the contact's when `contact_id` (a record phase that will set its
+    attributes, `replies_store`), then its conversation's (the order of docs/architecture.md, "Row locks"), and
     return the conversation as locked. The position step of a newer message's accept phase updates that row:
     it waits for this transaction, or this one reads its `last_seq` after it committed. So a message that
     finds itself the newest here stays the newest until this transaction ends."""
     statement = _Statement()
     statement.step("p", f"SELECT 1 FROM {table(Message)} WHERE id = %s FOR NO KEY UPDATE", [message_id])
+    if contact_id is not None:
+        statement.step(
+            "c", f"SELECT 1 FROM {table(Contact)} WHERE id = %s{statement.after('AND')} FOR NO KEY UPDATE", [contact_id]
+        )
     row = statement.run(
         f"SELECT last_seq, status, closed_at, close_reason, last_message_at FROM {table(Conversation)} "
         "WHERE id = %s" + statement.after("AND") + " FOR NO KEY UPDATE",

@@ -42,6 +42,7 @@ def conversation_view(conversation: Conversation) -> ConversationView:
             "last_message_at": conversation.last_message_at,
             "closed_at": conversation.closed_at,
             "close_reason": conversation.close_reason,
+            "labels": conversation.labels,
         }
     )
 

@@ -1,12 +1,12 @@
 """Erasing a contact (DELETE /api/v1/contacts/{id}, README "Erasing a contact").
 
-What goes: the contact's identifier and name, the content and metadata of every message of its
-conversations (inbound and the agent's), the stored 200 bodies (`Message.result`), its messages' media
-assets (cached file, extracted text, URL) that no other contact's message uses and each stored file no other
-asset names, the idempotency
-records of its messages (their replayable bodies), and the payloads of its webhook events with the answers
-their receivers gave (an attempt's excerpt may echo the payload). What stays:
-every id, the rows themselves (so counts hold), the credits and the usage ledger.
+What goes: the contact's identifier, name and attributes, the content and metadata of every message of its
+conversations (inbound and the agent's), the agent's actions and HTTP tool calls, the stored 200 bodies
+(`Message.result`), its messages' media assets (cached file, extracted text, URL) that no other contact's
+message uses and each stored file no other asset names, the idempotency records of its messages (their
+replayable bodies), and the payloads of its webhook events with the answers their receivers gave (an
+attempt's excerpt may echo the payload). What stays: every id, the rows themselves (so counts hold), the
+credits and the usage ledger.
 
 The first step, one short transaction, cuts the contact off: the identifier becomes a placeholder no
 request can name, its conversations are closed and marked erased. From then on a message of the contact
@@ -31,7 +31,7 @@ from api.models import IdempotencyRecord
 from contacts.errors import ContactNotFound
 from contacts.models import Contact
 from contacts.services import contact_erase_identity
-from conversations.models import Conversation, MediaAsset, Message
+from conversations.models import Conversation, MediaAsset, Message, ToolCall
 from conversations.services import conversations_close_of_contact
 from webhooks.services import events_erase_for_contact
 
@@ -98,9 +98,11 @@ def _conversation_messages_erase(*, conversation_id: str, batch_size: int, erase
         with transaction.atomic():
             # Every row of the batch, also one already erased: its stored result or metadata may have been
             # written by a record that committed just before the erasure's first step.
+            # The agent's actions and HTTP tool calls too: their arguments and results may quote the contact.
             Message.objects.filter(pk__in=[row["pk"] for row in batch]).update(
-                content=ERASED_CONTENT, metadata={}, result=None, media_asset=None
+                content=ERASED_CONTENT, metadata={}, result=None, media_asset=None, actions=[]
             )
+            ToolCall.objects.filter(message_id__in=[row["pk"] for row in batch]).delete()
             if asset_ids:
                 # An asset is the workspace's cache of a URL: another contact who sent the same URL has a
                 # message that uses it too. Only the assets no other message uses go (with their text).

@@ -306,8 +306,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayRequestDuration": True},
     # Named enums, never drf-spectacular's hash names: the message types (several fields named `type`) have
-    # one component, and a nullable enum (`closeReason`) is `nullable`, not a separate `NullEnum`.
-    "ENUM_NAME_OVERRIDES": {"MessageTypeEnum": "conversations.models.MESSAGE_TYPES"},
+    # one component, an action's `type` (api.serializers.ActionSerializer) another, and a nullable enum
+    # (`closeReason`) is `nullable`, not a separate `NullEnum`.
+    "ENUM_NAME_OVERRIDES": {
+        "MessageTypeEnum": "conversations.models.MESSAGE_TYPES",
+        "ActionTypeEnum": "api.serializers.ACTION_TYPES",
+    },
     "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

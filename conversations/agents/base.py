@@ -30,6 +30,25 @@ def api_key_env_var_allowed(name: str) -> bool:
     return bool(_API_KEY_ENV_VAR.fullmatch(name))
 
 
+# At most this many rounds of tool calls per message; then one call without tools (README "Actions").
+MAX_TOOL_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """An HTTP tool of the agent (channels_app.models.AgentTool), as the think phase needs it."""
+
+    name: str
+    description: str
+    method: str
+    url: str
+    parameters: dict[str, Any]
+    header_name: str
+    header_env_var: str
+    secret_encrypted: bytes
+    timeout_seconds: float
+
+
 @dataclass(frozen=True)
 class KnowledgePassage:
     """A passage of one of the agent's documents, found for the message in the think phase (knowledge app)."""
@@ -71,6 +90,15 @@ class AgentConfig:
     knowledge_passages: int = 0  # 0: the agent has no passages, and the think phase looks for none
     # The passages found for this message, best first: set in the think phase (api/flow/messaging.py), () before.
     knowledge: tuple[KnowledgePassage, ...] = ()
+    actions: tuple[str, ...] = ()  # the built-in actions enabled (channels_app.validators.BUILTIN_ACTIONS)
+    tools: tuple[ToolSpec, ...] = ()  # its HTTP tools
+    # (id, name) of the workspace's other agents, when transfer_to_agent is enabled
+    transfer_targets: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def acts(self) -> bool:
+        """Whether the agent may call tools: built-in actions or HTTP tools."""
+        return bool(self.actions or self.tools)
 
 
 @dataclass(frozen=True)
@@ -101,6 +129,28 @@ class HistoryItem:
     # The integrator's `metadata` of the contact's new message (the last item only): context, not the
     # contact's words. Earlier messages' metadata is not sent: it described their moment, not this one.
     metadata: dict[str, str] = field(default_factory=dict)
+    # The contact who wrote (the last item only): its name and attributes, from every conversation.
+    contact: "ContactContext | None" = None
+
+
+@dataclass(frozen=True)
+class ContactContext:
+    name: str
+    attributes: dict[str, str]
+
+
+class ActionRunner(Protocol):
+    """What the runtime hands a backend that calls tools (`uses_tools = True`) for an agent with actions
+    (api/flow/actions.py): the tools to offer, and their execution. Every failure is a result for the model."""
+
+    def tools(self) -> list[dict[str, Any]]:
+        """The OpenAI function tools (strict JSON Schemas)."""
+        ...
+
+    def call(self, *, name: str, arguments: str, deadline: float) -> str:
+        """Run one call (`arguments` as the model sent them, JSON text) before the monotonic `deadline`;
+        returns the result's text for the model, an error result included."""
+        ...
 
 
 @dataclass
@@ -123,7 +173,9 @@ class AgentBackend(Protocol):
     """
 
     def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
-        """Answer the last item of `history` (the contact's new message). `history` is oldest first."""
+        """Answer the last item of `history` (the contact's new message). `history` is oldest first. A
+        backend with `uses_tools = True` also takes `actions: ActionRunner | None` (given for an agent
+        with actions or tools)."""
         ...
 
 
@@ -139,18 +191,24 @@ class StreamingBackend(Protocol):
 
 
 def reply_streamed(
-    backend: AgentBackend, *, agent: AgentConfig, history: list[HistoryItem], on_delta: Callable[[str], None]
+    backend: AgentBackend,
+    *,
+    agent: AgentConfig,
+    history: list[HistoryItem],
+    on_delta: Callable[[str], None],
+    tools: dict[str, Any] | None = None,
 ) -> AgentReply:
     """The backend's reply, each piece of its text passed to `on_delta` as it arrives: the backend's own
     `reply_stream`, or by default (a backend that cannot stream, such as the built-in agent) each of its
     messages whole, once the reply is complete."""
+    tools = tools or {}  # `actions=` for a backend that uses tools (`backend_kwargs`)
     if not isinstance(backend, StreamingBackend):
-        reply = backend.reply(agent=agent, history=history)
+        reply = backend.reply(agent=agent, history=history, **tools)
         for text in reply.texts:
             on_delta(text)
         return reply
     finished: AgentReply | None = None
-    for item in backend.reply_stream(agent=agent, history=history):
+    for item in backend.reply_stream(agent=agent, history=history, **tools):
         if isinstance(item, AgentReply):
             finished = item
         else:

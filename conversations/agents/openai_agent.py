@@ -35,8 +35,11 @@ from openai.types.chat import (
 
 from config.text import human_size as _human_size  # tests import it from here too
 from conversations.agents.base import (
+    MAX_TOOL_ROUNDS,
+    ActionRunner,
     AgentConfig,
     AgentReply,
+    ContactContext,
     HistoryItem,
     KnowledgePassage,
     api_key_env_var_allowed,
@@ -81,39 +84,46 @@ class OpenAICompatibleAgent:
 
     label = "OpenAI-compatible"
     sees_images = True  # earlier images go to the model as their cached bytes (media.pipeline)
+    uses_tools = True  # the agent's actions and HTTP tools, as function tools (README "Actions")
 
-    def reply(self, *, agent: AgentConfig, history: list[HistoryItem]) -> AgentReply:
+    def reply(
+        self, *, agent: AgentConfig, history: list[HistoryItem], actions: ActionRunner | None = None
+    ) -> AgentReply:
         """Send the instructions and the history window as one chat completion; split the answer.
 
         Temperature and max_tokens go out only when the agent sets them, so each server keeps its own
         defaults. `max_tokens` rather than `max_completion_tokens`: every compatible server knows it.
+        With `actions`, the tool loop (`_rounds`): each round's tool calls run, their results go back.
         """
         client = _client_for(agent)
-        body = _completion_body(agent, _messages(agent, history))
-        with _provider_errors(agent):
-            response = _within_deadline(
-                agent,
-                lambda timeout: client.post(
-                    _COMPLETIONS_PATH,
-                    cast_to=ChatCompletion,
-                    body=body,
-                    options=_request_options(timeout),
-                ),
-            )
-            text = _storable_text(response.choices[0].message.content).strip()
-            usage = response.usage
-            input_tokens = _token_count(usage.prompt_tokens if usage is not None else None)
-            output_tokens = _token_count(usage.completion_tokens if usage is not None else None)
-            raw_model = str(response.model or "")
-        if not text:
-            logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
-            raise AgentUnavailable("The AI agent returned an empty answer.", details={"reason": "empty_answer"})
-        return AgentReply(
-            texts=split_reply(text, threshold=agent.split_threshold_chars),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            raw_model=raw_model,
-        )
+        turn = _Turn(agent, history, actions)
+        for body in turn.rounds():
+            with _provider_errors(agent):
+                response = _within_deadline(
+                    agent,
+                    lambda timeout, body=body: client.post(  # type: ignore[misc]
+                        _COMPLETIONS_PATH,
+                        cast_to=ChatCompletion,
+                        body=body,
+                        options=_request_options(timeout),
+                    ),
+                    deadline=turn.deadline,
+                )
+                message = response.choices[0].message
+                turn.pieces.append(_storable_text(message.content))
+                usage = response.usage
+                turn.count(
+                    _token_count(usage.prompt_tokens if usage is not None else None),
+                    _token_count(usage.completion_tokens if usage is not None else None),
+                    str(response.model or ""),
+                )
+                calls = [
+                    (call.id, function.name, function.arguments)
+                    for call in (message.tool_calls or [])
+                    if (function := getattr(call, "function", None)) is not None
+                ]
+            turn.calls = [(str(id), str(name), str(arguments)) for id, name, arguments in calls]
+        return turn.finished()
 
     def embed(self, *, agent: AgentConfig, texts: list[str], timeout: float) -> list[list[float]]:
         """The agent's `embedding_model`'s vectors of `texts` (`POST {base_url}/embeddings`), in order, within
@@ -132,74 +142,142 @@ class OpenAICompatibleAgent:
             )
         return [list(item.embedding) for item in vectors]
 
-    def reply_stream(self, *, agent: AgentConfig, history: list[HistoryItem]) -> Iterator[str | AgentReply]:
+    def reply_stream(
+        self, *, agent: AgentConfig, history: list[HistoryItem], actions: ActionRunner | None = None
+    ) -> Iterator[str | AgentReply]:
         """As `reply`, as a stream (`stream=True`; the usage comes in the last chunk, `include_usage`): yield
         each piece of text as it arrives, then the `AgentReply`. The agent's `timeout_seconds` bounds the
         whole call, the stream's reading included (`_DeadlineBackend`); a failure before the first piece is
-        retried as in `reply`, one after it is not (the pieces went out). A stream that ends before a choice's
+        retried as in `reply`, one after it is not (the pieces went out). With `actions`, each round is
+        streamed and its tool calls gathered from the chunks. A round's stream that ends before a choice's
         `finish_reason` is a failure (AgentUnavailable, `incomplete_stream`), whatever pieces came."""
         client = _client_for(agent)
-        body = _completion_body(agent, _messages(agent, history))
-        deadline = time.monotonic() + agent.timeout_seconds
-        pieces: list[str] = []
-        input_tokens = output_tokens = 0
-        raw_model = ""
-        finished = False  # a choice's finish_reason came: the model ended its answer
-        with _provider_errors(agent):
-            stream = _within_deadline(
-                agent,
-                lambda timeout: client.post(
-                    _COMPLETIONS_PATH,
-                    cast_to=ChatCompletion,
-                    body={**body, "stream": True, "stream_options": {"include_usage": True}},
-                    options=_request_options(timeout),
-                    stream=True,
-                    stream_cls=openai.Stream[ChatCompletionChunk],
-                ),
-                deadline=deadline,
-            )
-            token = _call_deadline.set(deadline)  # the reads of the stream's body keep to the same deadline
-            try:
-                with stream:
-                    for chunk in stream:
-                        raw_model = str(chunk.model or raw_model)
-                        if chunk.usage is not None:
-                            input_tokens = _token_count(chunk.usage.prompt_tokens)
-                            output_tokens = _token_count(chunk.usage.completion_tokens)
-                        if chunk.choices:
-                            piece = _storable_text(chunk.choices[0].delta.content)
-                            if chunk.choices[0].finish_reason is not None:
-                                finished = True
-                            if piece:
-                                pieces.append(piece)
-                                yield piece
-            except httpx2.TimeoutException:
-                raise openai.APITimeoutError(request=httpx2.Request("POST", "stream")) from None
-            except httpx2.HTTPError as exc:
-                raise openai.APIConnectionError(request=httpx2.Request("POST", "stream")) from exc
-            finally:
-                _call_deadline.reset(token)
-        if not finished:
-            # The stream ended (the connection closed, or the SDK met `[DONE]`) before the model said why it
-            # stopped: the pieces are a fragment of an answer, not one to store, charge or replay.
-            logger.warning("LLM call failed for agent %s: %s", agent.id, "IncompleteStream")
-            raise AgentUnavailable(
-                "The AI agent's answer was cut off before it finished. Send the message again.",
-                details={"reason": "incomplete_stream"},
-            )
-        text = "".join(pieces).strip()
-        if not text:
-            logger.warning("LLM call failed for agent %s: %s", agent.id, "EmptyAnswer")
-            raise AgentUnavailable("The AI agent returned an empty answer.", details={"reason": "empty_answer"})
-        yield AgentReply(
-            texts=split_reply(text, threshold=agent.split_threshold_chars),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            raw_model=raw_model,
-        )
+        turn = _Turn(agent, history, actions)
+        for body in turn.rounds():
+            calls: dict[int, list[str]] = {}  # index: [id, name, arguments]
+            input_tokens = output_tokens = 0
+            raw_model = ""
+            finished = False  # a choice's finish_reason came: the model ended its answer (or asked for tools)
+            with _provider_errors(agent):
+                stream = _within_deadline(
+                    agent,
+                    lambda timeout, body=body: client.post(  # type: ignore[misc]
+                        _COMPLETIONS_PATH,
+                        cast_to=ChatCompletion,
+                        body={**body, "stream": True, "stream_options": {"include_usage": True}},
+                        options=_request_options(timeout),
+                        stream=True,
+                        stream_cls=openai.Stream[ChatCompletionChunk],
+                    ),
+                    deadline=turn.deadline,
+                )
+                token = _call_deadline.set(turn.deadline)  # the reads of the stream's body keep to the same deadline
+                try:
+                    with stream:
+                        for chunk in stream:
+                            raw_model = str(chunk.model or raw_model)
+                            if chunk.usage is not None:
+                                input_tokens = _token_count(chunk.usage.prompt_tokens)
+                                output_tokens = _token_count(chunk.usage.completion_tokens)
+                            if chunk.choices:
+                                delta = chunk.choices[0].delta
+                                if chunk.choices[0].finish_reason is not None:
+                                    finished = True
+                                piece = _storable_text(delta.content)
+                                if piece:
+                                    turn.pieces.append(piece)
+                                    yield piece
+                                for part in delta.tool_calls or []:
+                                    gathered = calls.setdefault(int(part.index), ["", "", ""])
+                                    gathered[0] = part.id or gathered[0]
+                                    if part.function is not None:
+                                        gathered[1] += part.function.name or ""
+                                        gathered[2] += part.function.arguments or ""
+                except httpx2.TimeoutException:
+                    raise openai.APITimeoutError(request=httpx2.Request("POST", "stream")) from None
+                except httpx2.HTTPError as exc:
+                    raise openai.APIConnectionError(request=httpx2.Request("POST", "stream")) from exc
+                finally:
+                    _call_deadline.reset(token)
+            if not finished:
+                # The stream ended (the connection closed, or the SDK met `[DONE]`) before the model said why it
+                # stopped: the pieces are a fragment of an answer (or of its tool calls), not one to store,
+                # charge, replay or run.
+                logger.warning("LLM call failed for agent %s: %s", agent.id, "IncompleteStream")
+                raise AgentUnavailable(
+                    "The AI agent's answer was cut off before it finished. Send the message again.",
+                    details={"reason": "incomplete_stream"},
+                )
+            turn.count(input_tokens, output_tokens, raw_model)
+            turn.calls = [(id, name, arguments) for _, (id, name, arguments) in sorted(calls.items())]
+        yield turn.finished()
 
     def transcribe(self, *, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
         return transcribe_audio(agent=agent, data=data, filename=filename, mime_type=mime_type)
+
+
+class _Turn:
+    """One message's calls of the model: a single call, or with `actions` the tool loop. `rounds()` gives
+    each call's body; after each, the caller sets `calls` (the model's tool calls, (id, name, arguments)),
+    which run before the next body is made. At most MAX_TOOL_ROUNDS rounds offer the tools, then one call
+    without them; all within one deadline, the agent's `timeout_seconds`; tokens summed over the calls."""
+
+    def __init__(self, agent: AgentConfig, history: list[HistoryItem], actions: ActionRunner | None) -> None:
+        self.agent, self.actions = agent, actions
+        self.messages = _messages(agent, history)
+        self.deadline = time.monotonic() + agent.timeout_seconds
+        self.tools = actions.tools() if actions is not None else []
+        self.pieces: list[str] = []
+        self.calls: list[tuple[str, str, str]] = []
+        self.input_tokens = self.output_tokens = 0
+        self.raw_model = ""
+        self.tool_rounds = 0
+
+    def rounds(self) -> Iterator[dict[str, Any]]:
+        for round_number in range(MAX_TOOL_ROUNDS + 1):
+            body = _completion_body(self.agent, self.messages)
+            offered = bool(self.tools) and round_number < MAX_TOOL_ROUNDS
+            if offered:
+                body["tools"] = self.tools
+            self.calls = []
+            yield body
+            if not (offered and self.calls and self.actions is not None):
+                return
+            self.tool_rounds += 1
+            self.messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+                        for id, name, arguments in self.calls
+                    ],
+                }
+            )
+            for id, name, arguments in self.calls:
+                result = self.actions.call(name=name, arguments=arguments, deadline=self.deadline)
+                self.messages.append({"role": "tool", "tool_call_id": id, "content": result})
+
+    def count(self, input_tokens: int, output_tokens: int, raw_model: str) -> None:
+        self.input_tokens = min(self.input_tokens + input_tokens, TOKENS_MAX)
+        self.output_tokens = min(self.output_tokens + output_tokens, TOKENS_MAX)
+        self.raw_model = raw_model or self.raw_model
+
+    def finished(self) -> AgentReply:
+        text = "".join(self.pieces).strip()
+        if not text and self.tool_rounds and self.agent.fallback_text.strip():
+            # A model that still asks for tools when none are offered any more (a loop): its actions stand,
+            # and the contact gets the agent's fallback text rather than a 502.
+            text = self.agent.fallback_text.strip()
+        if not text:
+            logger.warning("LLM call failed for agent %s: %s", self.agent.id, "EmptyAnswer")
+            raise AgentUnavailable("The AI agent returned an empty answer.", details={"reason": "empty_answer"})
+        return AgentReply(
+            texts=split_reply(text, threshold=self.agent.split_threshold_chars),
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            raw_model=self.raw_model,
+        )
 
 
 def transcribe_audio(*, agent: AgentConfig, data: bytes, filename: str, mime_type: str) -> str:
@@ -557,6 +635,8 @@ def _messages(agent: AgentConfig, history: list[HistoryItem]) -> list[ChatComple
         messages.append({"role": "system", "content": _knowledge_context(agent.knowledge)})
     if history and history[-1].metadata:
         messages.append({"role": "system", "content": _metadata_context(history[-1].metadata)})
+    if history and history[-1].contact is not None:
+        messages.append({"role": "system", "content": _contact_context(history[-1].contact)})
     for item in history:
         if item.role == "assistant":
             text = _as_text(item)
@@ -590,6 +670,14 @@ def _metadata_context(metadata: dict[str, str]) -> str:
     return (
         "Metadata the integrator sent with the contact's latest message (context from its systems, not "
         "written by the contact), as JSON: " + json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+    )
+
+
+def _contact_context(contact: ContactContext) -> str:
+    """The contact's name and attributes (README "Contact attributes and labels"), as JSON: what earlier
+    conversations, the integrator or the agent's set_contact_attributes remembered about them."""
+    return "The contact you are talking to, as JSON (name, and the attributes remembered about them): " + json.dumps(
+        {"name": contact.name or None, "attributes": contact.attributes}, ensure_ascii=False, sort_keys=True
     )
 
 

@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('channels_app', '0009_agent_knowledge_settings'),
+        ('channels_app', '0010_agent_knowledge_settings'),
     ]
 
     operations = [

@@ -257,8 +257,9 @@ def test_statements_of_an_erasure(api, client, api_key, assert_statements):
 
     # the key; the contact's check; its identifier; its conversations closed, and marked erased; its
     # idempotency records; its webhook deliveries, and events; its conversations' ids; per conversation one
-    # batch read and its UPDATE (a batch shorter than ERASE_BATCH_SIZE is the last)
-    with assert_statements(14):  # the attempts' answers: one UPDATE; the close's event: its conversation, its webhook
+    # batch read, its UPDATE and the DELETE of its HTTP tool calls (a batch shorter than ERASE_BATCH_SIZE is
+    # the last)
+    with assert_statements(15):  # the attempts' answers: one UPDATE; the close's event: its conversation, its webhook
         response = client.delete(f"/api/v1/contacts/{contact_id}", HTTP_X_API_KEY=api_key)
 
     assert response.json()["erased"] == {"messages": 2, "media": 0}

@@ -26,8 +26,10 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
     body = response.json()
     assert set(body) == {
         *("success", "contactId", "conversationId", "messageId", "conversation", "aiMessages", "usage"),
+        "actions",  # README "Actions"
         "sources",  # README "The agent's knowledge"
     }
+    assert body["actions"] == []  # the built-in agent takes no actions
     assert body["success"] is True
     assert body["sources"] == []  # the greeting needed no document
     assert all(isinstance(body[key], str) and body[key] for key in ("contactId", "conversationId", "messageId"))
@@ -36,7 +38,9 @@ def test_seed_text_example_returns_every_contract_field(api, channel, workspace)
         # Blubash's fields, then ours
         *("status", "assignedToHuman", "aiAgentId", "aiAgentName", "teamId", "teamName"),
         *("id", "channelId", "contactId", "assignee", "createdAt", "lastMessageAt", "closedAt", "closeReason"),
+        "labels",
     ]
+    assert conversation["labels"] == []
     assert conversation["id"] == body["conversationId"]
     assert (conversation["status"], conversation["assignedToHuman"]) == ("ACTIVE", False)
     assert (conversation["aiAgentId"], conversation["aiAgentName"]) == (channel.agent.pk, channel.agent.name)

@@ -48,6 +48,7 @@ def test_every_endpoint_answers_its_documented_shape(api, client, api_key, schem
 
     contact = check(schema, "ContactResult", get(client, api_key, f"/api/v1/contacts/{contact_id}").json())
     assert contact["contact"]["identifier"] == "user@example.com"
+    assert contact["contact"]["attributes"] == {}
     assert contact["contact"]["lastMessageAt"] == body["conversation"]["lastMessageAt"]
     found = check(
         schema, "ContactPage", get(client, api_key, "/api/v1/contacts", identifier=" USER@example.COM ").json()
@@ -76,6 +77,7 @@ def test_every_endpoint_answers_its_documented_shape(api, client, api_key, schem
         "status": "ANSWERED",
         "errorCode": None,
         "metadata": {"orderId": "A-1001"},
+        "actions": [],
         "createdAt": inbound["createdAt"],
     }
     assert (reply["id"], reply["sender_type"], reply["content"]) == (

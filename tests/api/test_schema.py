@@ -373,7 +373,7 @@ def test_every_operation_documents_405_with_the_methods_its_url_takes(schema):
         ("get", "/api/v1/channels/ch_x/messages", ["POST"]),
         ("get", "/api/v1/conversations/cv_x/close", ["POST"]),
         ("post", "/api/v1/contacts", ["GET"]),
-        ("put", "/api/v1/contacts/ct_x", ["GET", "DELETE"]),
+        ("put", "/api/v1/contacts/ct_x", ["GET", "PATCH", "DELETE"]),
         ("delete", "/api/v1/usage", ["GET"]),
     ],
 )

@@ -17,7 +17,7 @@ from conversations.models import Conversation, Message
 from tests.backoffice.seed import message_stats_answered, seed_days
 from tests.factories import ChannelFactory, WorkspaceFactory
 
-DASHBOARD_QUERIES = 7  # session, user, the 4 of backoffice/dashboard.py, recent actions
+DASHBOARD_QUERIES = 8  # session, user, the 5 of backoffice/dashboard.py (labels too), recent actions
 
 
 @pytest.fixture
@@ -217,3 +217,29 @@ def test_dashboard_query_count_is_pinned_and_does_not_grow(admin_client, seeded,
 def test_dashboard_of_an_empty_database(admin_client, db):
     html = index(admin_client)
     assert "No messages in this range" in html and 'id="total-messages">0<' in html
+
+
+def test_conversations_by_label_counts_the_ranges_labelled_conversations_and_links_to_them(admin_client):
+    from contacts.services import contact_create
+    from conversations.models import Conversation
+
+    channel = ChannelFactory()
+    now = timezone.now()
+    for number, labels in enumerate((["vip", "billing"], ["vip"], [])):
+        Conversation.objects.create(
+            workspace=channel.workspace,
+            channel=channel,
+            contact=contact_create(workspace_id=channel.workspace_id, identifier=f"c{number}@example.com", name=""),
+            status=Conversation.Status.CLOSED,
+            labels=labels,
+            last_message_at=now,
+        )
+
+    page = index(admin_client)
+
+    panel = page.split('id="conversations-by-label"', 1)[1].split("</section>", 1)[0]
+    assert '<tr data-label="vip">' in panel and '<tr data-label="billing">' in panel
+    assert panel.index('data-label="vip"') < panel.index('data-label="billing"')  # most first
+    assert "?label=vip" in panel
+    listed = admin_client.get("/admin/conversations/conversation/", {"label": "vip"})
+    assert listed.status_code == 200 and listed.context["cl"].result_count == 2

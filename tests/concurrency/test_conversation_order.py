@@ -58,7 +58,8 @@ class RecordingLlm:
         self.server.expect_request(CHAT_PATH, method="POST").respond_with_handler(self.handle)
 
     def handle(self, request: Request) -> Response:
-        messages = request.get_json()["messages"]
+        # the conversation as the model sees it (not the system messages: the contact's context)
+        messages = [message for message in request.get_json()["messages"] if message["role"] != "system"]
         call = Call(question=messages[-1]["content"], messages=messages, arrived=time.monotonic())
         with self.lock:
             self.calls.append(call)

@@ -430,7 +430,8 @@ def test_earlier_images_go_to_the_provider_as_bytes_never_by_their_url(llm_api, 
     # then: the earlier image went again as its cached bytes, from storage (not downloaded again)
     assert hits(httpserver, "/img/receipt.png") == 1
     first, second = chat_requests(httpserver)
-    caption, image = second["messages"][1]["content"]
+    # after the instructions and the contact's name and attributes
+    caption, image = second["messages"][2]["content"]
     assert caption == {"type": "text", "text": "My receipt"}
     assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
     assert second["messages"][-1] == {"role": "user", "content": "Is it paid?"}
@@ -449,7 +450,7 @@ def test_earlier_images_over_the_budget_are_described(llm_api, httpserver, setti
 
     # then
     _, second = chat_requests(httpserver)
-    assert second["messages"][1] == {
+    assert second["messages"][2] == {
         "role": "user",
         "content": f"[Image (image/png, {_human_size(len(png_bytes()))}): My receipt]",
     }
@@ -467,7 +468,7 @@ def test_an_earlier_image_whose_file_is_gone_is_described_not_downloaded_again(l
     # then
     assert hits(httpserver, "/img/receipt.png") == 1
     _, second = chat_requests(httpserver)
-    assert second["messages"][1]["content"].startswith("[Image (image/png, ")
+    assert second["messages"][2]["content"].startswith("[Image (image/png, ")
     assert all(b"receipt.png" not in raw and b"5ig-7f3a9c" not in raw for raw in _raw_chat_bodies(httpserver))
 
 
@@ -770,4 +771,5 @@ def test_the_new_documents_text_counts_against_the_history_budget(stand_in_api, 
     # then: "Hello" (5 characters) and its answer no longer fit
     [only] = _user_contents(stand_in.requests[-1])
     assert only.endswith("Document text:\n" + PDF_TEXT)
-    assert [message["role"] for message in stand_in.requests[-1]["messages"]] == ["system", "user"]
+    # the instructions, the contact's name and attributes, then the one turn that fits
+    assert [message["role"] for message in stand_in.requests[-1]["messages"]] == ["system", "system", "user"]

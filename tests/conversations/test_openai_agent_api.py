@@ -16,6 +16,8 @@ from werkzeug import Request, Response
 from billing.models import UsageLedgerEntry
 from channels_app.models import AIAgent
 from conversations.agents import openai_agent
+from conversations.agents.base import ContactContext
+from conversations.agents.openai_agent import _contact_context
 from conversations.models import Message
 from tests.api.test_query_counts import EXISTING_CONTACT
 from tests.conftest import SEED_TEXT, Api
@@ -71,6 +73,8 @@ def assistant(text: str) -> dict[str, str]:
 
 
 SYSTEM = {"role": "system", "content": INSTRUCTIONS}
+# The contact's name and attributes, with every message (README "Contact attributes and labels").
+CONTACT = {"role": "system", "content": _contact_context(ContactContext(name="User Name", attributes={}))}
 
 
 @pytest.fixture(autouse=True)
@@ -125,13 +129,14 @@ def test_provider_gets_key_model_system_prompt_and_the_conversation_newest_last(
     assert "temperature" not in sent and "max_tokens" not in sent  # each server keeps its own defaults
     assert sent["messages"] == [
         SYSTEM,
+        CONTACT,
         user("Hi"),
         assistant("Hello! How can I help?"),
         user("How long does shipping take?"),
         assistant("We ship within 2 business days."),
         user("Can I get a refund?"),
     ]
-    assert requests[0].get_json()["messages"] == [SYSTEM, user("Hi")]
+    assert requests[0].get_json()["messages"] == [SYSTEM, CONTACT, user("Hi")]
     assert bodies[-1].json()["aiMessages"][0]["content"] == {"text": {"body": "Yes, within 30 days."}, "type": "text"}
 
 
@@ -148,12 +153,12 @@ def test_the_messages_metadata_reaches_the_model_as_a_system_message_after_the_i
     assert first.status_code == second.status_code == 200
     sent = [request.get_json()["messages"] for request in chat_requests(httpserver)]
     context = sent[0][1]
-    assert sent[0][0] == SYSTEM and sent[0][2:] == [user("Hi")]
+    assert sent[0][0] == SYSTEM and sent[0][2:] == [CONTACT, user("Hi")]
     assert context["role"] == "system"
     assert "not written by the contact" in context["content"]
     assert json.loads(context["content"].split("as JSON: ", 1)[1]) == metadata
     # an earlier message's metadata described that moment, not this one
-    assert sent[1] == [SYSTEM, user("Hi"), assistant("Hello, gold member!"), user("Thanks")]
+    assert sent[1] == [SYSTEM, CONTACT, user("Hi"), assistant("Hello, gold member!"), user("Thanks")]
     assert Message.objects.get(pk=first.json()["messageId"]).metadata == metadata
 
 
@@ -232,6 +237,7 @@ def test_long_answer_becomes_several_ai_messages_and_goes_back_as_one(api, agent
     # and the model sees its answer again as the one message it wrote: user and assistant alternate
     assert chat_requests(httpserver)[1].get_json()["messages"] == [
         SYSTEM,
+        CONTACT,
         user("Tell me everything"),
         assistant("\n\n".join(paragraphs)),
         user("Thanks"),
@@ -359,7 +365,7 @@ def test_retry_after_a_failure_answers_the_stored_message_once(api, workspace, h
     # then: the stored message is answered, not stored twice, and charged once
     assert retried.status_code == 200, retried.content
     assert retried.json()["messageId"] == Message.objects.get(direction="INBOUND").pk
-    assert chat_requests(httpserver)[-1].get_json()["messages"] == [SYSTEM, user("Hello?")]
+    assert chat_requests(httpserver)[-1].get_json()["messages"] == [SYSTEM, CONTACT, user("Hello?")]
     workspace.refresh_from_db()
     assert (workspace.credit_balance, workspace.credit_reserved) == (99, 0)
 
@@ -376,6 +382,7 @@ def test_a_failed_message_is_left_out_of_later_history(api, httpserver, no_retri
 
     assert chat_requests(httpserver)[-1].get_json()["messages"] == [
         SYSTEM,
+        CONTACT,
         user("Hi"),
         assistant("Hello!"),
         user("Next question"),

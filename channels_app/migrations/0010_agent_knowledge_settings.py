@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('channels_app', '0008_channel_burst'),
+        ('channels_app', '0009_agent_actions_tools'),
     ]
 
     operations = [
