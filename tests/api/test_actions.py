@@ -23,7 +23,7 @@ from contacts.models import Contact
 from conversations.agents import openai_agent
 from conversations.models import Conversation, Message, ToolCall
 from tests.conftest import SEED_TEXT, Api, error_of
-from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory
+from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, document_for
 from tests.llm_stand_in import StandIn, Step, start
 from webhooks.tools import agent_tool_put
 
@@ -306,6 +306,32 @@ def test_the_agent_is_given_the_contacts_name_and_attributes_in_every_channel(
     ]
     assert len(contact) == 1
     assert json.loads(contact[0].split(": ", 1)[1]) == {"attributes": {"language": "pt"}, "name": "User Name"}
+
+
+def test_an_agent_with_documents_and_actions_gets_both_contexts_and_answers_sources_and_actions(
+    client, api, api_key, agent, stand_in
+):
+    # given: the agent has a document (README "The agent's knowledge") and actions, the contact an attribute
+    document_for(agent, title="Refunds", text="Refunds are paid within 30 days of the purchase.", key="refunds")
+    contact_id = api.post(say("Hi")).json()["contactId"]
+    patch(client, api_key, contact_id, {"attributes": {"language": "pt"}})
+    stand_in.script(calls(("add_conversation_labels", {"labels": ["billing"]})), "Within 30 days.")
+
+    # when: the tool loop runs two rounds of the model
+    response = api.post(say("How many days for a refund?"))
+
+    # then: both in the body, and each round of the model was given both system messages
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["sources"] == [{"documentId": "refunds", "title": "Refunds", "url": None}]
+    assert [action["name"] for action in body["actions"]] == ["add_conversation_labels"]
+    assert list(body)[-2:] == ["actions", "sources"]
+    rounds = stand_in.requests[-2:]
+    for request in rounds:
+        system = [m["content"] for m in request["messages"] if m["role"] == "system"]
+        assert sum("Refunds are paid within 30 days" in text for text in system) == 1
+        assert sum(text.startswith("The contact you are talking to") for text in system) == 1
+    assert "tools" in rounds[0]
 
 
 # --- the tool loop and the built-in actions ----------------------------------------------------------------
