@@ -31,7 +31,10 @@ def test_set_changes_only_the_settings_given_and_prints_them(capsys):
     )
 
 
-@pytest.mark.parametrize("arguments", [["--knowledge-max-passages", "51"], ["--knowledge-max-chars", "-1"]])
+@pytest.mark.parametrize(
+    "arguments",
+    [["--knowledge-max-passages", "51"], ["--knowledge-max-chars", "-1"], ["--knowledge-max-passages", "\u00b2"]],
+)
 def test_set_refuses_a_value_out_of_range_and_changes_nothing(arguments):
     agent = AIAgentFactory.create(knowledge_max_passages=4)
     with pytest.raises(CommandError, match="whole number from 0 to"):

@@ -17,6 +17,7 @@ from django.db import transaction
 
 from channels_app.models import AgentTool, AIAgent
 from channels_app.validators import BUILTIN_ACTIONS
+from config.text import ascii_digits
 from webhooks.tools import agent_tool_put
 
 KNOWLEDGE_MAX_PASSAGES_LIMIT = 50  # passages given to the agent with one message
@@ -26,7 +27,7 @@ KNOWLEDGE_SETTINGS = ("embedding_model", "knowledge_max_passages", "knowledge_ma
 
 def _bounded(name: str, low: int, high: int):  # type: ignore[no-untyped-def]
     def parse(value: str) -> int:
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not ascii_digits(value) or not low <= int(value) <= high:
             raise argparse.ArgumentTypeError(f"{name} must be a whole number from {low} to {high}; got {value!r}.")
         return int(value)
 
