@@ -17,6 +17,9 @@ from celery import Celery
 from celery.beat import PersistentScheduler
 from celery.signals import celeryd_init, setup_logging
 
+# A process that names no settings (the worker, beat) gets the base ones. Remembered, because importing this
+# package sets it for children too: config/localdb.py takes it out again of its command's environment.
+SETTINGS_DEFAULTED = "DJANGO_SETTINGS_MODULE" not in os.environ
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 app = Celery("channels")

@@ -296,6 +296,17 @@ def _stop_command(command: subprocess.Popen, signum: int) -> int:
     return command.wait()
 
 
+def _command_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The environment this supervisor was given, with `extra`. `python -m config.localdb` imports the `config`
+    package, whose Celery app sets DJANGO_SETTINGS_MODULE to the base settings when it is unset
+    (config/celery.py): passed on, that default would beat pytest's own (config.settings.test, pyproject.toml)
+    and `make test` would run the suite on the base settings."""
+    environment = {**os.environ, **extra}
+    if getattr(sys.modules.get("config.celery"), "SETTINGS_DEFAULTED", False):
+        environment.pop("DJANGO_SETTINGS_MODULE", None)
+    return environment
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m config.localdb", description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group()
@@ -330,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         libpq = {"PGHOST": str(server.sockets), "PGPORT": str(PORT), "PGUSER": SUPERUSER}
         child = subprocess.Popen(
             command,
-            env={**os.environ, **libpq, "DATABASE_URL": url, "PATH": path},
+            env=_command_environment({**libpq, "DATABASE_URL": url, "PATH": path}),
             preexec_fn=lambda: _set_parent_death_signal(signal.SIGTERM),
         )
         try:
