@@ -3,8 +3,8 @@ with and without an idempotency key, and an idempotent replay, for the built-in 
 OpenAI-compatible agent (pytest-httpserver standing in for the LLM). The other tests that count a message's
 statements take these numbers from here.
 
-The issue's goals (PostgreSQL): at most 8, 7 and 2, a key at most 2 more. On PostgreSQL each phase writes
-through one statement of data-modifying CTEs (api/flow/writes.py):
+The goals: at most 8, 7 and 2, a key at most 2 more. Each phase writes through one statement of
+data-modifying CTEs (api/flow/writes.py):
 - new contact, 6: the key; accept 3 (channel and its agent and team; contact + active conversation lookup;
   contact, conversation, message and credit reservation); think 0 (a conversation's first message has no
   history to read); record 2 (conversation stamp, replies, daily rollup and the channel's webhook; then the
@@ -16,7 +16,6 @@ through one statement of data-modifying CTEs (api/flow/writes.py):
 - an agent with documents, 2 more: the search of its passages (think phase, knowledge/retrieval.py: the
   question's words' weights, then the passages; only the first when no word of the message is in them); an
   agent without any costs nothing for them (its snapshot says it has no passages).
-On SQLite (no data-modifying CTEs) the ORM writes one row per statement (api/flow/messaging.py): 14, 14, 2, +5.
 A change that lowers a count should lower its pin here.
 
 Counted like `assert_statements` everywhere: BEGIN/COMMIT/SAVEPOINT/RELEASE are not statements of work.
