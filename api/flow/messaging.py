@@ -554,6 +554,35 @@ def _record(accepted: Accepted, reply: AgentReply) -> PostResult:
     return PostResult(status=200, body=body)
 
 
+def _conversation_view(
+    accepted: Accepted,
+    *,
+    agent: tuple[str, str],
+    status: str,
+    last_message_at: datetime,
+    closed_at: datetime | None,
+    close_reason: str | None,
+    labels: tuple[str, ...],
+) -> ConversationView:
+    """The 200 body's `conversation` as the record phase (or a supersession) left it: what the accept phase
+    knew of it, and what the transaction at hand read or wrote (`agent` is its AI agent's id and name)."""
+    return ConversationView(
+        id=accepted.conversation_id,
+        status=status,
+        channel_id=accepted.channel_id,
+        contact_id=accepted.contact_id,
+        agent_id=agent[0],
+        agent_name=agent[1],
+        team_id=accepted.team_id,
+        team_name=accepted.team_name,
+        created_at=accepted.conversation_created_at,
+        last_message_at=last_message_at,
+        closed_at=closed_at,
+        close_reason=close_reason,
+        labels=labels,
+    )
+
+
 def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: datetime, charged: int) -> MessageResult:
     """The 200 body's content, with `writes.BALANCE_PLACEHOLDER` as the balance, for the settlement to fill in."""
     agent_id, agent_name = accepted.agent.id, accepted.agent.name
@@ -564,16 +593,10 @@ def _result(accepted: Accepted, reply: AgentReply, stored: StoredReplies, now: d
         contact_id=accepted.contact_id,
         conversation_id=accepted.conversation_id,
         message_id=accepted.message.pk,
-        conversation=ConversationView(
-            id=accepted.conversation_id,
+        conversation=_conversation_view(
+            accepted,
+            agent=(agent_id, agent_name),
             status=stored.status,
-            channel_id=accepted.channel_id,
-            contact_id=accepted.contact_id,
-            agent_id=agent_id,
-            agent_name=agent_name,
-            team_id=accepted.team_id,
-            team_name=accepted.team_name,
-            created_at=accepted.conversation_created_at,
             last_message_at=now,
             closed_at=stored.closed_at,
             close_reason=stored.close_reason,
@@ -820,19 +843,14 @@ def _supersede(accepted: Accepted, position: writes.BurstPosition) -> bytes:
         contact_id=accepted.contact_id,
         conversation_id=accepted.conversation_id,
         message_id=accepted.message.pk,
-        conversation=ConversationView(
-            id=accepted.conversation_id,
+        conversation=_conversation_view(
+            accepted,
+            agent=(accepted.agent.id, accepted.agent.name),
             status=position.status,
-            channel_id=accepted.channel_id,
-            contact_id=accepted.contact_id,
-            agent_id=accepted.agent.id,
-            agent_name=accepted.agent.name,
-            team_id=accepted.team_id,
-            team_name=accepted.team_name,
-            created_at=accepted.conversation_created_at,
             last_message_at=position.last_message_at,
             closed_at=position.closed_at,
             close_reason=position.close_reason,
+            labels=position.labels,
         ),
         ai_messages=[],
         usage=UsageView(credits=0, balance=writes.BALANCE_PLACEHOLDER, input_tokens=0, output_tokens=0),

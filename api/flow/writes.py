@@ -510,6 +510,7 @@ class BurstPosition:
     closed_at: datetime | None
     close_reason: str | None
     last_message_at: datetime
+    labels: tuple[str, ...]
 
 
 def burst_lock(*, message_id: str, conversation_id: str, contact_id: str | None = None) -> BurstPosition:
@@ -525,15 +526,16 @@ def burst_lock(*, message_id: str, conversation_id: str, contact_id: str | None 
             "c", f"SELECT 1 FROM {table(Contact)} WHERE id = %s{statement.after('AND')} FOR NO KEY UPDATE", [contact_id]
         )
     row = statement.run(
-        f"SELECT last_seq, status, closed_at, close_reason, last_message_at FROM {table(Conversation)} "
+        f"SELECT last_seq, status, closed_at, close_reason, last_message_at, labels FROM {table(Conversation)} "
         "WHERE id = %s" + statement.after("AND") + " FOR NO KEY UPDATE",
         [conversation_id],
     )
     assert row is not None, "a message's conversation is never deleted while it is answered"
-    last_seq, status, closed_at, close_reason, last_message_at = row
+    last_seq, status, closed_at, close_reason, last_message_at, labels = row
     if status == Conversation.Status.ACTIVE:
         closed_at, close_reason = None, None
-    return BurstPosition(last_seq, status, closed_at, close_reason or None, last_message_at)
+    labels = tuple(json.loads(labels) if isinstance(labels, str) else labels)
+    return BurstPosition(last_seq, status, closed_at, close_reason or None, last_message_at, labels)
 
 
 def burst_pin(*, message_id: str) -> None:

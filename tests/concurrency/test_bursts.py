@@ -22,7 +22,7 @@ from billing.credits import credits_grant
 from billing.models import UsageLedgerEntry
 from channels_app.models import Channel
 from conversations.agents.errors import AgentTimeout
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from tests.concurrency.conftest import (
     THREAD_TIMEOUT_SECONDS,
     agent_thinks_until_told,
@@ -206,6 +206,24 @@ def test_three_messages_150_ms_apart_with_a_1_s_agent_give_one_reply_to_all_thre
         Client().get(f"/api/v1/conversations/{third['conversationId']}/messages", HTTP_X_API_KEY=key).json()["data"]
     )
     assert [item["status"] for item in listed] == ["SUPERSEDED", "SUPERSEDED", "ANSWERED", "SENT"]
+
+
+def test_a_superseded_body_shows_the_conversation_as_it_is_labels_included(llm_server):
+    # given: a conversation the agent labelled on an earlier turn
+    Llm(llm_server, latency=0.5)
+    channel, key = latest_channel(llm_server=llm_server)
+    first = Api(Client(), channel, key).post(say("hello")).json()
+    Conversation.objects.filter(pk=first["conversationId"]).update(labels=["vip", "billing"])
+
+    # when: a burst of two
+    responses = typed(channel, key, ["one more", "thing"], apart=0.1)
+
+    # then: the superseded body's conversation is the one the answer shows, its labels too
+    assert [response.status_code for response in responses] == [200, 200]
+    superseded, answered = [response.json() for response in responses]
+    assert superseded["supersededBy"] == answered["messageId"] and "supersededBy" not in answered
+    assert superseded["conversation"]["labels"] == answered["conversation"]["labels"] == ["vip", "billing"]
+    assert superseded["conversation"]["id"] == answered["conversation"]["id"] == first["conversationId"]
 
 
 def test_with_an_800_ms_window_messages_200_ms_apart_cost_exactly_one_llm_call(llm_server):
