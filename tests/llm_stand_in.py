@@ -65,6 +65,19 @@ def _usage(prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def chat_completion(text: str) -> dict:
+    """A provider's whole chat completion answering `text` (10 prompt and 5 completion tokens), for the
+    stand-ins that answer by hand (pytest-httpserver handlers)."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "stand-in",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": _usage(10, 5),
+    }
+
+
 def start(stand_in: StandIn) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

@@ -33,6 +33,7 @@ from tests.concurrency.conftest import (
 )
 from tests.conftest import SEED_TEXT, Api
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
+from tests.llm_stand_in import chat_completion
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_set
 
@@ -59,21 +60,9 @@ class Llm:
         with self.lock:
             self.requests.append(messages)
         time.sleep(self.latency)
-        answer = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": "stand-in",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": f"Answer to {messages[-1]['content']}"},
-                }
-            ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        }
-        return Response(json.dumps(answer), content_type="application/json")
+        return Response(
+            json.dumps(chat_completion(f"Answer to {messages[-1]['content']}")), content_type="application/json"
+        )
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from conversations.models import Message
 from tests.concurrency.conftest import run_together
 from tests.conftest import SEED_TEXT, Api
 from tests.factories import AIAgentFactory, ChannelFactory, WorkspaceFactory, api_key_for
+from tests.llm_stand_in import chat_completion
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,21 +69,7 @@ class RecordingLlm:
         self.all_arrived.wait(timeout=GATE_TIMEOUT)
         time.sleep(self.latency)
         call.answered = time.monotonic()
-        answer = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": "stand-in",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": f"Answer to {call.question}"},
-                }
-            ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        }
-        return Response(json.dumps(answer), content_type="application/json")
+        return Response(json.dumps(chat_completion(f"Answer to {call.question}")), content_type="application/json")
 
     def by_arrival(self) -> list[Call]:
         with self.lock:
